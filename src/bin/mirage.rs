@@ -1,0 +1,331 @@
+//! `mirage`: the command-line face of the library (and the README's demo).
+//!
+//! Every subcommand goes through the same public API a host uses (ModelSet, image conversions);
+//! nothing here knows more about the models than the manifest says.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use mirage::image::{self as img, Image};
+use mirage::runtime::{self, Provider, RuntimeOptions};
+use mirage::vae::{self, ModelSet};
+use mirage::{Error, Result};
+
+#[derive(Parser)]
+#[command(name = "mirage", version, about = "Image generation from latent spaces (VAE today; diffusion and text-to-image next)")]
+struct Cli {
+    #[command(flatten)]
+    rt: RtArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Args)]
+struct RtArgs {
+    /// Path of libonnxruntime (default: ORT_DYLIB_PATH, beside libmirage, then .deps/onnxruntime).
+    #[arg(long, global = true)]
+    ort_lib: Option<PathBuf>,
+    /// Execution provider: auto | tensorrt | cuda | cpu.
+    #[arg(long, global = true, default_value = "auto")]
+    provider: String,
+    /// Fail instead of falling back to CPU when the provider is unavailable.
+    #[arg(long, global = true)]
+    strict: bool,
+    /// Log informational lines (which provider each model got, where ONNX Runtime was found).
+    #[arg(short, long, global = true)]
+    verbose: bool,
+}
+
+#[derive(Args, Clone)]
+struct ModelsArg {
+    /// Model set directory (holds manifest.json).
+    #[arg(long, default_value = "models/fashion")]
+    models: PathBuf,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Versions, the ONNX Runtime found, available providers, and a model set's manifest.
+    Info {
+        #[command(flatten)]
+        m: ModelsArg,
+    },
+    /// The variational autoencoder.
+    Vae {
+        #[command(subcommand)]
+        cmd: VaeCmd,
+    },
+    /// The README's demo: Fashion-MNIST test images, their reconstructions, and new images from random latents.
+    Demo {
+        #[command(flatten)]
+        m: ModelsArg,
+        /// Fashion-MNIST folder (IDX files).
+        #[arg(long, default_value = mirage::fashion::DEFAULT_DIR)]
+        data: PathBuf,
+        /// Number of test images (and of random samples).
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+        #[arg(short, long, default_value = "out/demo.png")]
+        output: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum VaeCmd {
+    /// Encode then decode an image (the latent mean, or a seeded sample with --sample).
+    Reconstruct {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[arg(short, long)]
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Decode a sample of the posterior (mean + std * noise) instead of its mean.
+        #[arg(long)]
+        sample: bool,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+    /// Encode an image into the latent mean and log-variance (JSON).
+    Encode {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[arg(short, long)]
+        input: PathBuf,
+        /// JSON output (default: stdout).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
+    },
+    /// Decode a latent (JSON from `encode`: its "mean", or a "latent" array) into an image.
+    Decode {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[arg(short, long)]
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+        /// With an encoder JSON: decode a seeded posterior sample instead of the mean.
+        #[arg(long)]
+        seed: Option<u64>,
+    },
+    /// New images from random points of the latent prior N(0, I), as a grid.
+    Sample {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// A walk through latent space: slerp between random prior points (one row per walk).
+    Walk {
+        #[command(flatten)]
+        m: ModelsArg,
+        /// Frames per walk.
+        #[arg(long, default_value_t = 10)]
+        frames: usize,
+        /// Number of walks (rows).
+        #[arg(long, default_value_t = 4)]
+        walks: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mirage: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let level = if cli.rt.verbose { mirage::log::Level::Info } else { mirage::log::Level::Warn };
+    mirage::log::set_sink(None, level);
+    let options = RuntimeOptions {
+        ort_library: cli.rt.ort_lib.clone(),
+        provider: Provider::parse(&cli.rt.provider)?,
+        strict: cli.rt.strict,
+        ..Default::default()
+    };
+    runtime::init(&options)?;
+    match cli.cmd {
+        Cmd::Info { m } => info(&m.models),
+        Cmd::Demo { m, data, count, seed, output } => demo(&m.models, &data, count, seed, &output),
+        Cmd::Vae { cmd } => match cmd {
+            VaeCmd::Reconstruct { m, input, output, sample, seed } => {
+                let set = ModelSet::open(&m.models)?;
+                let image = load_for(&set, &input)?;
+                let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
+                let (mean, logvar) = set.encode(&x, 1)?;
+                let z = if sample { vae::sample_latent(&mean, &logvar, seed)? } else { mean };
+                let out = decode_images(&set, &z, 1)?.remove(0);
+                eprintln!("PSNR {:.2} dB", img::psnr(&image, &out)?);
+                save(&out, &output)
+            }
+            VaeCmd::Encode { m, input, output } => {
+                let set = ModelSet::open(&m.models)?;
+                let image = load_for(&set, &input)?;
+                let (mean, logvar) = set.encode(&img::to_model(&[image], &set.manifest().image)?, 1)?;
+                let json = serde_json::json!({
+                    "model_set": set.manifest().name,
+                    "shape": set.latent_shape()?,
+                    "mean": mean,
+                    "logvar": logvar,
+                });
+                let text = serde_json::to_string_pretty(&json).map_err(|e| Error::invalid(e.to_string()))?;
+                match output {
+                    Some(p) => std::fs::write(&p, text + "\n").map_err(|e| Error::io(&p, e)),
+                    None => {
+                        println!("{text}");
+                        Ok(())
+                    }
+                }
+            }
+            VaeCmd::Decode { m, input, output, seed } => {
+                let set = ModelSet::open(&m.models)?;
+                let text = std::fs::read_to_string(&input).map_err(|e| Error::io(&input, e))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", input.display())))?;
+                let floats = |key: &str| -> Option<Vec<f32>> {
+                    v.get(key)?.as_array()?.iter().map(|x| x.as_f64().map(|f| f as f32)).collect()
+                };
+                let z = match (floats("latent"), floats("mean"), floats("logvar"), seed) {
+                    (Some(z), _, _, _) => z,
+                    (None, Some(mean), Some(logvar), Some(s)) => vae::sample_latent(&mean, &logvar, s)?,
+                    (None, Some(mean), _, None) => mean,
+                    _ => return Err(Error::invalid(format!("{}: needs a \"latent\" or \"mean\" array of numbers", input.display()))),
+                };
+                let out = decode_images(&set, &z, 1)?.remove(0);
+                save(&out, &output)
+            }
+            VaeCmd::Sample { m, count, seed, output } => {
+                let set = ModelSet::open(&m.models)?;
+                let z = vae::prior_latents(set.latent_len()?, count, seed)?;
+                let images = decode_images(&set, &z, count)?;
+                let cols = (count as f64).sqrt().ceil() as usize;
+                save(&img::grid(&images, cols, 2, 0)?, &output)
+            }
+            VaeCmd::Walk { m, frames, walks, seed, output } => {
+                let set = ModelSet::open(&m.models)?;
+                if frames < 2 || frames > 256 || walks == 0 || walks > 64 {
+                    return Err(Error::invalid("walk: --frames must be 2..=256 and --walks 1..=64"));
+                }
+                let len = set.latent_len()?;
+                let ends = vae::prior_latents(len, walks + 1, seed)?;
+                let mut z = Vec::with_capacity(walks * frames * len);
+                for w in 0..walks {
+                    let (a, b) = (&ends[w * len..(w + 1) * len], &ends[(w + 1) * len..(w + 2) * len]);
+                    for f in 0..frames {
+                        z.extend(vae::slerp(a, b, f as f32 / (frames - 1) as f32)?);
+                    }
+                }
+                let images = decode_images(&set, &z, walks * frames)?;
+                save(&img::grid(&images, frames, 2, 0)?, &output)
+            }
+        },
+    }
+}
+
+fn info(models: &Path) -> Result<()> {
+    let rt = runtime::global()?;
+    println!("mirage {}", mirage::VERSION);
+    println!("onnxruntime: {}", rt.library().display());
+    println!("  {}", runtime::version_string());
+    println!("  providers in this build: {}", rt.available_providers().join(", "));
+    match ModelSet::open(models) {
+        Ok(set) => {
+            let m = set.manifest();
+            let i = &m.image;
+            println!("model set {:?} at {}", m.name, models.display());
+            println!("  image {}x{}x{} (mean {}, std {})", i.width, i.height, i.channels, i.mean, i.std);
+            if let Some(v) = &m.vae {
+                let ratio = (i.width * i.height * i.channels) as f64 / v.latent_shape.iter().product::<u32>() as f64;
+                println!("  vae latent {:?} ({ratio:.2}x fewer values than pixels)", v.latent_shape);
+            }
+            for (kind, p) in set.providers() {
+                println!("  {kind}: {}", p.name());
+            }
+            Ok(())
+        }
+        Err(e) => {
+            println!("model set {}: {e}", models.display());
+            Err(e)
+        }
+    }
+}
+
+fn demo(models: &Path, data: &Path, count: usize, seed: u64, output: &Path) -> Result<()> {
+    if count == 0 || count > 256 {
+        return Err(Error::invalid("demo: --count must be 1..=256"));
+    }
+    let set = ModelSet::open(models)?;
+    let spec = set.manifest().image.clone();
+    let test = mirage::fashion::load(data, mirage::fashion::Split::Test, Some(count))?;
+    let originals: Vec<Image> = test
+        .images
+        .chunks_exact(28 * 28)
+        .map(|px| Image::new(28, 28, 1, px.to_vec()))
+        .collect::<Result<_>>()?;
+    let n = originals.len();
+    let (mean, _) = set.encode(&img::to_model(&originals, &spec)?, n)?;
+    let recon = decode_images(&set, &mean, n)?;
+    let samples = decode_images(&set, &vae::prior_latents(set.latent_len()?, n, seed)?, n)?;
+    let psnr: f64 = originals.iter().zip(&recon).map(|(a, b)| img::psnr(a, b)).sum::<Result<f64>>()? / n as f64;
+    // Rows of 8: originals, their reconstructions, then random samples.
+    let cols = n.min(8);
+    let mut cells = Vec::new();
+    for chunk in 0..n.div_ceil(cols) {
+        let r = chunk * cols..((chunk + 1) * cols).min(n);
+        cells.extend_from_slice(&originals[r.clone()]);
+        cells.extend_from_slice(&recon[r]);
+    }
+    cells.extend(samples);
+    let g = img::grid(&cells, cols, 2, 40)?;
+    save(&g, output)?;
+    println!(
+        "wrote {} ({} test images and their reconstructions, mean PSNR {psnr:.2} dB; {n} samples from seed {seed})",
+        output.display(),
+        n
+    );
+    Ok(())
+}
+
+fn load_for(set: &ModelSet, path: &Path) -> Result<Image> {
+    let i = &set.manifest().image;
+    let image = Image::load(path)?.to_channels(i.channels)?;
+    if (image.width, image.height) != (i.width, i.height) {
+        return Err(Error::invalid(format!(
+            "{} is {}x{}; the model set {:?} takes {}x{} images",
+            path.display(),
+            image.width,
+            image.height,
+            set.manifest().name,
+            i.width,
+            i.height
+        )));
+    }
+    Ok(image)
+}
+
+fn decode_images(set: &ModelSet, z: &[f32], n: usize) -> Result<Vec<Image>> {
+    img::from_model(&set.decode(z, n)?, n, &set.manifest().image)
+}
+
+fn save(image: &Image, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    image.save(path)
+}

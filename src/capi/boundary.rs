@@ -1,0 +1,220 @@
+//! The panic boundary every export runs inside, and the checks that turn C arguments into Rust values
+//! (NULL, alignment, lengths, UTF-8, `struct_size`) with an `InvalidArgument` that names the argument.
+
+use std::any::Any;
+use std::ffi::{c_char, CStr};
+use std::panic::{self, AssertUnwindSafe};
+
+use super::status::{clear_last_error, set_last_error, status_of, MirageStatus, MIRAGE_ERR_PANIC, MIRAGE_OK};
+use crate::error::{Error, Result};
+
+/// Runs the body of an export that returns a status: clears the thread's last error, then maps `Ok` to
+/// `MIRAGE_OK`, an [`Error`] to its status and message, and a panic to `MIRAGE_ERR_PANIC` with the panic's
+/// text. Nothing unwinds into the host: unwinding out of an `extern "C"` function would abort it.
+pub(crate) fn run(body: impl FnOnce() -> Result<()>) -> MirageStatus {
+    clear_last_error();
+    // AssertUnwindSafe: after a panic the only state we leave behind is behind mutexes that the runtime
+    // already recovers from poisoning (`unwrap_or_else(|p| p.into_inner())`), or the caller's own handles.
+    match panic::catch_unwind(AssertUnwindSafe(body)) {
+        Ok(Ok(())) => MIRAGE_OK,
+        Ok(Err(e)) => {
+            set_last_error(e.to_string());
+            status_of(&e)
+        }
+        Err(payload) => {
+            set_last_error(panic_message(payload));
+            MIRAGE_ERR_PANIC
+        }
+    }
+}
+
+/// Runs the body of an export that cannot fail (a getter, a `_free`): a panic becomes `on_panic` and the
+/// thread's last error; the last error is otherwise left alone.
+pub(crate) fn run_or<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
+    match panic::catch_unwind(AssertUnwindSafe(body)) {
+        Ok(v) => v,
+        Err(payload) => {
+            set_last_error(panic_message(payload));
+            on_panic
+        }
+    }
+}
+
+fn panic_message(payload: Box<dyn Any + Send>) -> String {
+    let text = match payload.downcast_ref::<&'static str>() {
+        Some(s) => s.to_string(),
+        None => payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "(no message)".into()),
+    };
+    // The payload is dropped inside the boundary too: a payload whose Drop panics must not escape.
+    let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
+    format!("internal error: mirage panicked: {text} (please report this as a bug)")
+}
+
+/// Checks that `ptr` is usable as a `&T`: not NULL and aligned. `name` is the argument as the header
+/// spells it, for the message.
+///
+/// # Safety
+/// When not NULL, `ptr` must point to a valid `T` that stays alive and unchanged for `'a`.
+pub(crate) unsafe fn arg<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
+    check_ptr(ptr, name)?;
+    // SAFETY: not NULL and aligned (checked); valid for 'a by the caller's promise.
+    Ok(unsafe { &*ptr })
+}
+
+/// Checks an out-parameter up front (before any work is done), so that it can be written at the very end,
+/// only on success.
+///
+/// # Safety
+/// When not NULL, `ptr` must be valid for writing a `T` until [`Out::write`] is called.
+pub(crate) unsafe fn out<T>(ptr: *mut T, name: &str) -> Result<Out<T>> {
+    check_ptr(ptr, name)?;
+    Ok(Out(ptr))
+}
+
+/// A checked out-parameter; see [`out`].
+pub(crate) struct Out<T>(*mut T);
+
+impl<T> Out<T> {
+    /// Stores the result. The old contents are not dropped: out-parameters are uninitialised C memory.
+    pub(crate) fn write(self, value: T) {
+        // SAFETY: checked by `out`, whose caller promised the pointer is writable.
+        unsafe { self.0.write(value) }
+    }
+}
+
+/// A C array of `len` items as a slice; NULL is allowed only when `len == 0`.
+///
+/// # Safety
+/// When not NULL, `ptr` must point to `len` valid `T` that stay alive and unchanged for `'a`.
+pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Result<&'a [T]> {
+    if len == 0 {
+        return Ok(&[]);
+    }
+    check_ptr(ptr, name)?;
+    // from_raw_parts requires the whole slice to fit in isize::MAX bytes; a larger len is a bad argument.
+    if len.checked_mul(size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
+        return Err(Error::invalid(format!("{name}: length {len} is too large")));
+    }
+    // SAFETY: not NULL, aligned, size in range (checked); valid for 'a by the caller's promise.
+    Ok(unsafe { std::slice::from_raw_parts(ptr, len) })
+}
+
+fn check_ptr<T>(ptr: *const T, name: &str) -> Result<()> {
+    if ptr.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    if !ptr.is_aligned() {
+        return Err(Error::invalid(format!("{name} is not aligned for its type ({ptr:p})")));
+    }
+    Ok(())
+}
+
+/// A NUL-terminated UTF-8 string argument. Paths are strings too: mirage takes UTF-8 on every platform,
+/// so a path means the same thing on Windows (UTF-16 underneath) as on Linux.
+///
+/// # Safety
+/// When not NULL, `ptr` must point to a NUL-terminated string that stays alive and unchanged for `'a`.
+pub(crate) unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> Result<&'a str> {
+    if ptr.is_null() {
+        return Err(Error::invalid(format!("{name} is NULL")));
+    }
+    // SAFETY: not NULL; NUL-terminated and alive by the caller's promise.
+    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+    std::str::from_utf8(bytes).map_err(|e| {
+        Error::invalid(format!(
+            "{name} is not valid UTF-8 ({e}): {:?}; mirage takes UTF-8 strings and paths",
+            String::from_utf8_lossy(bytes)
+        ))
+    })
+}
+
+/// Copies `s` into a caller buffer snprintf-style (see `mirage_last_error`) and returns `s.len()`.
+/// NUL bytes inside `s` would end the C string early, so they are copied as spaces.
+///
+/// # Safety
+/// When not NULL, `buf` must be valid for writing `len` bytes.
+pub(crate) unsafe fn copy_str(s: &str, buf: *mut c_char, len: usize) -> usize {
+    if buf.is_null() || len == 0 {
+        return s.len();
+    }
+    let mut n = s.len().min(len - 1);
+    while !s.is_char_boundary(n) {
+        n -= 1;
+    }
+    // SAFETY: `buf` holds `len > n` bytes by the caller's promise; c_char and u8 have the same layout.
+    let dst = unsafe { std::slice::from_raw_parts_mut(buf.cast::<u8>(), n + 1) };
+    for (d, &b) in dst.iter_mut().zip(&s.as_bytes()[..n]) {
+        *d = if b == 0 { b' ' } else { b };
+    }
+    dst[n] = 0;
+    s.len()
+}
+
+/// Reads a params struct whose first field is `size_t struct_size`.
+///
+/// The versioning rule, written in the header: `struct_size` smaller than the struct's first version is
+/// refused; larger (a host built against a newer header) is accepted when every byte this library does not
+/// know is zero, so that a field the host set is never silently ignored (Linux's `copy_struct_from_user`
+/// rule). Only version 1 exists, so "first version" is `size_of::<T>()`; when a field is added, the prefix
+/// of an older, smaller struct will be read over the defaults here.
+///
+/// # Safety
+/// When not NULL, `ptr` must point to a struct of at least `struct_size` readable bytes starting with a
+/// `size_t` that holds that size, and which is a valid `T` in its first `size_of::<T>()` bytes.
+pub(crate) unsafe fn read_params<T: Copy>(ptr: *const T, name: &str) -> Result<T> {
+    check_ptr(ptr, name)?;
+    // SAFETY: every params struct starts with `size_t struct_size`; the pointer is checked.
+    let size = unsafe { ptr.cast::<usize>().read() };
+    let known = size_of::<T>();
+    if size < known {
+        return Err(Error::invalid(format!(
+            "{name}->struct_size is {size}, smaller than the {known} bytes of this struct's first version; \
+             fill it with its _init function and sizeof"
+        )));
+    }
+    if size > known {
+        // SAFETY: the caller says the struct has `size` readable bytes.
+        let tail = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>().add(known), size - known) };
+        if let Some(i) = tail.iter().position(|&b| b != 0) {
+            return Err(Error::invalid(format!(
+                "{name}->struct_size is {size} but this library (version {}) knows {known} bytes, and byte {} \
+                 beyond those is set: the host uses a field this library does not have",
+                crate::VERSION,
+                known + i
+            )));
+        }
+    }
+    // SAFETY: at least size_of::<T>() valid bytes (checked and promised).
+    Ok(unsafe { ptr.read() })
+}
+
+/// Fills a params struct for the host: zeroes its `struct_size` bytes (so that fields of a newer header
+/// that this library does not know read as zero, see [`read_params`]), then writes `defaults`, whose
+/// `struct_size` the caller has set to `struct_size`.
+///
+/// # Safety
+/// When not NULL, `ptr` must be valid for writing `struct_size` bytes.
+pub(crate) unsafe fn init_params<T>(ptr: *mut T, struct_size: usize, name: &str, defaults: T) -> Result<()> {
+    check_ptr(ptr, name)?;
+    let known = size_of::<T>();
+    if struct_size < known {
+        return Err(Error::invalid(format!(
+            "struct_size is {struct_size}, smaller than the {known} bytes of this struct's first version; pass \
+             sizeof of the struct"
+        )));
+    }
+    // SAFETY: writable for `struct_size >= size_of::<T>()` bytes by the caller's promise; aligned (checked).
+    unsafe {
+        ptr.cast::<u8>().write_bytes(0, struct_size);
+        ptr.write(defaults);
+    }
+    Ok(())
+}
+
+/// A test-only export (cargo feature `test-panic`, never in the header) that panics inside the boundary,
+/// so that tests can prove a panic comes back as `MIRAGE_ERR_PANIC` with its message and does not abort.
+#[cfg(feature = "test-panic")]
+#[no_mangle]
+pub extern "C" fn mirage_debug_panic() -> MirageStatus {
+    run(|| panic!("mirage_debug_panic was called"))
+}

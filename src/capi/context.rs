@@ -1,0 +1,204 @@
+//! A context: one model set opened from a directory, with its ONNX sessions.
+
+use std::ffi::c_char;
+use std::path::Path;
+
+use super::boundary::{self, arg, copy_str, init_params, out, read_params, utf8};
+use super::runtime::{provider_of, provider_value, MirageProvider, MIRAGE_PROVIDER_DEFAULT};
+use super::status::MirageStatus;
+use crate::error::{Error, Result};
+use crate::vae::ModelSet;
+
+/// A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new`, freed by
+/// `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;
+/// the sessions sit behind one lock per model, so calls on the same model run one after the other.
+pub struct MirageContext {
+    pub(crate) set: ModelSet,
+}
+
+/// Options of `mirage_context_new`. Fill it with `mirage_context_params_init`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MirageContextParams {
+    /// sizeof(MirageContextParams) as the host was compiled; set by `mirage_context_params_init`.
+    pub struct_size: usize,
+    /// Provider for this context's sessions; MIRAGE_PROVIDER_DEFAULT = the runtime's.
+    pub provider: MirageProvider,
+}
+
+/// Which model of a set (see `mirage_context_provider`).
+pub type MirageModelKind = u32;
+
+/// The VAE encoder (image -> latent mean and log-variance).
+pub const MIRAGE_MODEL_VAE_ENCODER: MirageModelKind = 1;
+/// The VAE decoder (latent -> image).
+pub const MIRAGE_MODEL_VAE_DECODER: MirageModelKind = 2;
+
+/// Fills `params` with the defaults (the runtime's provider). Pass `sizeof(MirageContextParams)` as
+/// `struct_size`; the struct_size rule is that of `mirage_runtime_init`.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT when `params` is NULL or `struct_size` is too small.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_params_init(
+    params: *mut MirageContextParams,
+    struct_size: usize,
+) -> MirageStatus {
+    boundary::run(|| {
+        let defaults = MirageContextParams { struct_size, provider: MIRAGE_PROVIDER_DEFAULT };
+        // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
+        unsafe { init_params(params, struct_size, "params", defaults) }
+    })
+}
+
+/// Opens the model set in the directory `model_dir` (UTF-8): reads and validates its manifest.json, checks
+/// the sha256 of every model file and creates the ONNX sessions (loading ONNX Runtime with the default
+/// options if `mirage_runtime_init` was not called). `params` may be NULL for the defaults.
+///
+/// On success `*out` receives a new context, owned by the caller and freed with `mirage_context_free`.
+/// Nothing is borrowed: `model_dir` and `params` need not outlive the call.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `model_dir` or `out`, a path that is not UTF-8, bad params),
+/// MIRAGE_ERR_MODEL_NOT_FOUND (no such directory, no manifest.json, a listed file missing),
+/// MIRAGE_ERR_INVALID_MODEL (bad manifest, other format_version, sha256 mismatch, a file ONNX Runtime
+/// rejects), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_UNSUPPORTED (strict provider unavailable), MIRAGE_ERR_IO.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_new(
+    model_dir: *const c_char,
+    params: *const MirageContextParams,
+    out: *mut *mut MirageContext,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY (all three): valid pointers when not NULL, by the caller's promise.
+        let dir = unsafe { utf8(model_dir, "model_dir") }?;
+        let result = unsafe { boundary::out(out, "out") }?;
+        let provider = if params.is_null() {
+            None
+        } else {
+            let p = unsafe { read_params(params, "params") }?;
+            provider_of(p.provider, "params->provider")?
+        };
+        let set = ModelSet::open_with(Path::new(dir), provider)?;
+        result.write(Box::into_raw(Box::new(MirageContext { set })));
+        Ok(())
+    })
+}
+
+/// Frees a context and its sessions. NULL does nothing. No call on it may be running, and the latents and
+/// image batches made with it stay valid (they do not borrow it).
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
+    boundary::run_or((), || {
+        if !ctx.is_null() {
+            // SAFETY: made by Box::into_raw in mirage_context_new and, by the caller's promise, freed once.
+            drop(unsafe { Box::from_raw(ctx) });
+        }
+    })
+}
+
+/// The size of the images the set works on: `*width`, `*height` in pixels and `*channels` (1 grey, 3 RGB,
+/// 4 RGBA). Images passed to `mirage_vae_encode` must have exactly this size and channel count.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument).
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_image_size(
+    ctx: *const MirageContext,
+    width: *mut u32,
+    height: *mut u32,
+    channels: *mut u32,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (ctx, w, h, c) = unsafe {
+            (arg(ctx, "ctx")?, out(width, "width")?, out(height, "height")?, out(channels, "channels")?)
+        };
+        let spec = &ctx.set.manifest().image;
+        w.write(spec.width);
+        h.write(spec.height);
+        c.write(spec.channels);
+        Ok(())
+    })
+}
+
+/// The shape of one latent of the set, `shape[3]` = {channels, height, width}. A `MirageLatent` holding
+/// `n` of them has the shape {n, channels, height, width}.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument), MIRAGE_ERR_UNSUPPORTED (the set has no VAE).
+///
+/// cbindgen:ptrs-as-arrays=[[shape;3]]
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_latent_shape(ctx: *const MirageContext, shape: *mut u32) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: `shape` holds 3 writable u32 when not NULL, by the caller's promise.
+        let (ctx, shape) = unsafe { (arg(ctx, "ctx")?, out(shape.cast::<[u32; 3]>(), "shape")?) };
+        shape.write(ctx.set.latent_shape()?);
+        Ok(())
+    })
+}
+
+/// The execution provider a model of the set really runs on (MIRAGE_PROVIDER_TENSORRT, _CUDA or _CPU):
+/// it can differ from the one asked for, because an unavailable provider falls back to CPU unless strict.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, an unknown `kind`), MIRAGE_ERR_UNSUPPORTED (the set
+/// has no model of that kind).
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_provider(
+    ctx: *const MirageContext,
+    kind: MirageModelKind,
+    provider: *mut MirageProvider,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (ctx, result) = unsafe { (arg(ctx, "ctx")?, out(provider, "provider")?) };
+        let name = match kind {
+            MIRAGE_MODEL_VAE_ENCODER => "vae_encoder",
+            MIRAGE_MODEL_VAE_DECODER => "vae_decoder",
+            other => return Err(Error::invalid(format!("kind is {other}, not a MIRAGE_MODEL_* value"))),
+        };
+        let (_, p) = ctx
+            .set
+            .providers()
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .ok_or_else(|| Error::Unsupported(format!("the model set has no {name}")))?;
+        result.write(provider_value(p));
+        Ok(())
+    })
+}
+
+/// Copies the set's name (manifest.json's "name", UTF-8) into `buf`, snprintf-style as
+/// `mirage_last_error`: at most `len - 1` bytes and a NUL; `*needed` (may be NULL) receives the full length
+/// without the NUL. `buf` may be NULL when `len` is 0.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `ctx`, NULL `buf` with `len > 0`).
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_name(
+    ctx: *const MirageContext,
+    buf: *mut c_char,
+    len: usize,
+    needed: *mut usize,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let ctx = unsafe { arg(ctx, "ctx") }?;
+        // SAFETY: forwarded from this function's caller.
+        unsafe { copy_out(&ctx.set.manifest().name, buf, len, needed) }
+    })
+}
+
+/// The snprintf-style string out-parameter shared by string getters.
+///
+/// # Safety
+/// `buf` must hold `len` writable bytes when not NULL; `needed` must be writable when not NULL.
+unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize, needed: *mut usize) -> Result<()> {
+    if buf.is_null() && len > 0 {
+        return Err(Error::invalid("buf is NULL but len is not 0"));
+    }
+    // SAFETY: `needed` is a writable size_t when not NULL (caller's promise).
+    let needed = if needed.is_null() { None } else { Some(unsafe { out(needed, "needed") }?) };
+    // SAFETY: `buf` holds `len` writable bytes (caller's promise).
+    let n = unsafe { copy_str(s, buf, len) };
+    if let Some(o) = needed {
+        o.write(n);
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! Images across the boundary: `MirageImage` describes pixels (the host's or the library's), and
+//! `MirageImageBatch` owns the images the library returns.
+
+use super::boundary::{self, arg, out};
+use super::status::MirageStatus;
+use crate::error::{Error, Result};
+use crate::image::Image;
+
+/// Layout of 8-bit pixels, channels interleaved, rows top to bottom.
+pub type MiragePixelFormat = u32;
+
+/// 1 byte per pixel: grey.
+pub const MIRAGE_PIXEL_GRAY8: MiragePixelFormat = 1;
+/// 3 bytes per pixel: red, green, blue.
+pub const MIRAGE_PIXEL_RGB8: MiragePixelFormat = 2;
+/// 4 bytes per pixel: red, green, blue, alpha (straight, not premultiplied).
+pub const MIRAGE_PIXEL_RGBA8: MiragePixelFormat = 3;
+
+/// Channels of a pixel format (its bytes per pixel).
+pub(crate) fn channels_of(format: MiragePixelFormat, name: &str) -> Result<u32> {
+    match format {
+        MIRAGE_PIXEL_GRAY8 => Ok(1),
+        MIRAGE_PIXEL_RGB8 => Ok(3),
+        MIRAGE_PIXEL_RGBA8 => Ok(4),
+        other => Err(Error::invalid(format!("{name} is {other}, not a MIRAGE_PIXEL_* value"))),
+    }
+}
+
+/// A view of 8-bit pixels: a plain struct, no ownership implied.
+///
+/// Hosts fill it to pass their own pixels (`mirage_vae_encode` reads them, `mirage_vae_decode_into` writes
+/// them); the library fills it to show pixels it owns (`mirage_image_batch_get`). Row `y` starts at
+/// `data + y * stride`; a row holds `width` pixels of the format's size, and the bytes between the end of a
+/// row and the next row's start are never read or written.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MirageImage {
+    /// Pixels per row.
+    pub width: u32,
+    /// Rows.
+    pub height: u32,
+    /// Bytes from the start of one row to the start of the next; at least width * bytes per pixel.
+    /// 0 means exactly width * bytes per pixel (packed rows).
+    pub stride: u32,
+    /// One of MIRAGE_PIXEL_*.
+    pub format: MiragePixelFormat,
+    /// The first pixel of the first row.
+    pub data: *mut u8,
+}
+
+/// A host image's layout, checked: the bytes it spans fit in memory and every row fits in its stride.
+pub(crate) struct Layout {
+    width: usize,
+    height: usize,
+    channels: u32,
+    stride: usize,
+    /// Bytes from the first pixel to the end of the last row (the last row needs no padding).
+    span: usize,
+}
+
+impl Layout {
+    pub(crate) fn of(img: &MirageImage, name: &str) -> Result<Layout> {
+        let channels = channels_of(img.format, &format!("{name}.format"))?;
+        let (width, height) = (img.width as usize, img.height as usize);
+        if width == 0 || height == 0 {
+            return Err(Error::invalid(format!("{name} is {width}x{height}: width and height must be > 0")));
+        }
+        let row = width
+            .checked_mul(channels as usize)
+            .ok_or_else(|| Error::invalid(format!("{name}: a row of {width} pixels does not fit in memory")))?;
+        let stride = if img.stride == 0 { row } else { img.stride as usize };
+        if stride < row {
+            return Err(Error::invalid(format!(
+                "{name}.stride is {stride} bytes, less than a row of {width} pixels x {channels} bytes ({row})"
+            )));
+        }
+        if img.data.is_null() {
+            return Err(Error::invalid(format!("{name}.data is NULL")));
+        }
+        let span = (height - 1)
+            .checked_mul(stride)
+            .and_then(|b| b.checked_add(row))
+            .filter(|&b| b <= isize::MAX as usize)
+            .ok_or_else(|| Error::invalid(format!("{name}: {height} rows of stride {stride} do not fit in memory")))?;
+        Ok(Layout { width, height, channels, stride, span })
+    }
+
+    /// Copies the host's pixels into a packed [`Image`].
+    ///
+    /// # Safety
+    /// `img.data` must be readable for `self.span` bytes (the layout was made from `img`).
+    pub(crate) unsafe fn read(&self, img: &MirageImage) -> Result<Image> {
+        // SAFETY: by the caller's promise.
+        let src = unsafe { std::slice::from_raw_parts(img.data, self.span) };
+        let row = self.width * self.channels as usize;
+        let mut data = Vec::with_capacity(row * self.height);
+        for y in 0..self.height {
+            data.extend_from_slice(&src[y * self.stride..y * self.stride + row]);
+        }
+        Image::new(img.width, img.height, self.channels, data)
+    }
+
+    /// Writes `image` into the host's pixels, converting it to the host's format; the bytes between rows are
+    /// left as they are. Sizes must already agree.
+    ///
+    /// # Safety
+    /// `dst.data` must be writable for `self.span` bytes and not be read or written by anyone else meanwhile.
+    pub(crate) unsafe fn write(&self, image: &Image, dst: &MirageImage) -> Result<()> {
+        let image = image.to_channels(self.channels)?;
+        let row = self.width * self.channels as usize;
+        if image.data.len() != row * self.height {
+            return Err(Error::invalid("internal: image and destination sizes differ"));
+        }
+        // SAFETY: by the caller's promise.
+        let out = unsafe { std::slice::from_raw_parts_mut(dst.data, self.span) };
+        for (y, src) in image.data.chunks_exact(row).enumerate() {
+            out[y * self.stride..y * self.stride + row].copy_from_slice(src);
+        }
+        Ok(())
+    }
+}
+
+/// Images allocated by the library (what `mirage_vae_decode` returns), all of one size and format. Read
+/// them with `mirage_image_batch_count` and `mirage_image_batch_get`; free them with
+/// `mirage_image_batch_free`. Immutable, so several threads may read one batch at once.
+pub struct MirageImageBatch {
+    pub(crate) images: Vec<Image>,
+    pub(crate) format: MiragePixelFormat,
+}
+
+/// The number of images in `batch`; 0 for NULL.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_image_batch_count(batch: *const MirageImageBatch) -> usize {
+    boundary::run_or(0, || {
+        // SAFETY: a live batch when not NULL, by the caller's promise.
+        unsafe { batch.as_ref() }.map_or(0, |b| b.images.len())
+    })
+}
+
+/// Describes image `index` of `batch` in `*image`: packed rows (stride = width * bytes per pixel), the
+/// batch's format. `image->data` points into the batch: it stays valid until `mirage_image_batch_free` and
+/// must only be read (it is the library's memory).
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, `index >= count`).
+#[no_mangle]
+pub unsafe extern "C" fn mirage_image_batch_get(
+    batch: *const MirageImageBatch,
+    index: usize,
+    image: *mut MirageImage,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (batch, result) = unsafe { (arg(batch, "batch")?, out(image, "image")?) };
+        let img = batch.images.get(index).ok_or_else(|| {
+            Error::invalid(format!("index {index} is out of range: the batch holds {} images", batch.images.len()))
+        })?;
+        result.write(MirageImage {
+            width: img.width,
+            height: img.height,
+            stride: img.width * img.channels,
+            format: batch.format,
+            // Only ever read through (the doc says so); the *mut is the struct's, shared with host images.
+            data: img.data.as_ptr().cast_mut(),
+        });
+        Ok(())
+    })
+}
+
+/// Frees a batch and its pixels. NULL does nothing. Every `MirageImage` got from it dangles afterwards.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_image_batch_free(batch: *mut MirageImageBatch) {
+    boundary::run_or((), || {
+        if !batch.is_null() {
+            // SAFETY: made by Box::into_raw in this library and, by the caller's promise, freed once.
+            drop(unsafe { Box::from_raw(batch) });
+        }
+    })
+}

@@ -1,0 +1,75 @@
+//! One error type for the whole crate. The C API maps each variant to one `MirageStatus` value
+//! (see `capi::status`); the variant's text becomes the detailed message of `mirage_last_error`.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in mirage.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A caller passed something unusable: NULL, a wrong size, a NaN, a value out of range.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The ONNX Runtime shared library could not be found or loaded, or is of the wrong version.
+    #[error("ONNX Runtime could not be loaded: {0}")]
+    RuntimeLoad(String),
+
+    /// The runtime was already initialised with other options (ONNX Runtime allows one environment per process).
+    #[error("runtime already initialised: {0}")]
+    RuntimeAlreadyInitialised(String),
+
+    /// A model directory, manifest or model file is missing.
+    #[error("model file not found: {path}: {reason}")]
+    ModelNotFound { path: PathBuf, reason: String },
+
+    /// A manifest or model file exists but is unusable: bad JSON, wrong format version, wrong shapes,
+    /// sha256 mismatch, a file ONNX Runtime rejects.
+    #[error("invalid model: {0}")]
+    InvalidModel(String),
+
+    /// The model set lacks the part an operation needs (e.g. decode on a set without a VAE).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+
+    /// ONNX Runtime failed while running a model.
+    #[error("inference failed: {0}")]
+    Inference(String),
+
+    /// Reading or writing a file failed.
+    #[error("i/o error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+
+    /// An image could not be decoded or encoded.
+    #[error("image error: {0}")]
+    Image(String),
+
+    /// The operation was cancelled by the host.
+    #[error("cancelled")]
+    Cancelled,
+}
+
+/// `Result` with mirage's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Shorthand for [`Error::InvalidArgument`].
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidArgument(msg.into())
+    }
+
+    /// Shorthand for [`Error::InvalidModel`].
+    pub fn model(msg: impl Into<String>) -> Self {
+        Error::InvalidModel(msg.into())
+    }
+
+    /// Shorthand for [`Error::Io`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}
+
+impl From<ort::Error> for Error {
+    fn from(e: ort::Error) -> Self {
+        Error::Inference(e.to_string())
+    }
+}

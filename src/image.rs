@@ -1,0 +1,204 @@
+//! Host pixels <-> model tensors, PNG I/O, and image grids.
+//!
+//! Host images are 8-bit, rows top to bottom, channels interleaved (grey, RGB or RGBA). Model tensors are
+//! NCHW f32, normalised as the manifest says: value = (pixel / 255 - mean) / std.
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::manifest::ImageSpec;
+
+/// An 8-bit image owned by Rust. `data.len() == width * height * channels`, rows packed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Image {
+    pub width: u32,
+    pub height: u32,
+    /// 1 = grey, 3 = RGB, 4 = RGBA.
+    pub channels: u32,
+    pub data: Vec<u8>,
+}
+
+impl Image {
+    /// Checks the buffer against the dimensions.
+    pub fn new(width: u32, height: u32, channels: u32, data: Vec<u8>) -> Result<Image> {
+        if ![1, 3, 4].contains(&channels) {
+            return Err(Error::invalid(format!("channels must be 1, 3 or 4, not {channels}")));
+        }
+        let want = width as usize * height as usize * channels as usize;
+        if width == 0 || height == 0 || data.len() != want {
+            return Err(Error::invalid(format!(
+                "image {width}x{height}x{channels} needs {want} bytes, got {}",
+                data.len()
+            )));
+        }
+        Ok(Image { width, height, channels, data })
+    }
+
+    /// Converts to another channel count (grey <-> RGB <-> RGBA; grey from colour uses Rec. 601 luma;
+    /// alpha is dropped by compositing over black, the background of the data sets trained so far).
+    pub fn to_channels(&self, channels: u32) -> Result<Image> {
+        if channels == self.channels {
+            return Ok(self.clone());
+        }
+        let px = (self.width * self.height) as usize;
+        let mut out = Vec::with_capacity(px * channels as usize);
+        for p in self.data.chunks_exact(self.channels as usize) {
+            let (r, g, b, a) = match p.len() {
+                1 => (p[0], p[0], p[0], 255),
+                3 => (p[0], p[1], p[2], 255),
+                _ => (p[0], p[1], p[2], p[3]),
+            };
+            let over = |c: u8| if channels == 4 { c } else { ((c as u32 * a as u32 + 127) / 255) as u8 };
+            match channels {
+                1 => {
+                    let y = 0.299 * over(r) as f32 + 0.587 * over(g) as f32 + 0.114 * over(b) as f32;
+                    out.push(y.round().clamp(0.0, 255.0) as u8)
+                }
+                3 => out.extend([over(r), over(g), over(b)]),
+                4 => out.extend([r, g, b, a]),
+                _ => return Err(Error::invalid(format!("channels must be 1, 3 or 4, not {channels}"))),
+            }
+        }
+        Image::new(self.width, self.height, channels, out)
+    }
+
+    /// Reads a PNG (any colour type the `image` crate decodes; 16-bit is reduced to 8).
+    pub fn load(path: &Path) -> Result<Image> {
+        let img = image::open(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+        let (w, h) = (img.width(), img.height());
+        match img.color().channel_count() {
+            1 | 2 => Image::new(w, h, 1, img.into_luma8().into_raw()),
+            3 => Image::new(w, h, 3, img.into_rgb8().into_raw()),
+            _ => Image::new(w, h, 4, img.into_rgba8().into_raw()),
+        }
+    }
+
+    /// Writes a PNG.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let color = match self.channels {
+            1 => image::ExtendedColorType::L8,
+            3 => image::ExtendedColorType::Rgb8,
+            _ => image::ExtendedColorType::Rgba8,
+        };
+        image::save_buffer(path, &self.data, self.width, self.height, color)
+            .map_err(|e| Error::Image(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Host images -> one NCHW model tensor. Every image must have exactly the set's size and channels.
+pub fn to_model(images: &[Image], spec: &ImageSpec) -> Result<Vec<f32>> {
+    let (c, h, w) = (spec.channels as usize, spec.height as usize, spec.width as usize);
+    let mut out = Vec::with_capacity(images.len() * c * h * w);
+    for (k, img) in images.iter().enumerate() {
+        if (img.width, img.height, img.channels) != (spec.width, spec.height, spec.channels) {
+            return Err(Error::invalid(format!(
+                "image {k} is {}x{}x{}, the model set expects {}x{}x{} (width x height x channels)",
+                img.width, img.height, img.channels, spec.width, spec.height, spec.channels
+            )));
+        }
+        for ch in 0..c {
+            out.extend(img.data.iter().skip(ch).step_by(c).map(|&p| (p as f32 / 255.0 - spec.mean) / spec.std));
+        }
+    }
+    Ok(out)
+}
+
+/// One NCHW model tensor -> `n` host images (values clamped to [0, 255] and rounded).
+pub fn from_model(data: &[f32], n: usize, spec: &ImageSpec) -> Result<Vec<Image>> {
+    let (c, h, w) = (spec.channels as usize, spec.height as usize, spec.width as usize);
+    if data.len() != n * c * h * w {
+        return Err(Error::invalid(format!("tensor has {} values, {n} images of {c}x{h}x{w} expected", data.len())));
+    }
+    data.chunks_exact(c * h * w)
+        .map(|chw| {
+            let mut px = vec![0u8; c * h * w];
+            for ch in 0..c {
+                for i in 0..h * w {
+                    let v = (chw[ch * h * w + i] * spec.std + spec.mean) * 255.0;
+                    px[i * c + ch] = if v.is_nan() { 0 } else { v.round().clamp(0.0, 255.0) as u8 };
+                }
+            }
+            Image::new(spec.width, spec.height, spec.channels, px)
+        })
+        .collect()
+}
+
+/// Lays images of one size out in a grid with `cols` columns and a `gap`-pixel border of `background`.
+pub fn grid(images: &[Image], cols: usize, gap: u32, background: u8) -> Result<Image> {
+    let first = images.first().ok_or_else(|| Error::invalid("grid of no images"))?;
+    let cols = cols.clamp(1, images.len());
+    let rows = images.len().div_ceil(cols);
+    let (w, h, c) = (first.width, first.height, first.channels);
+    let gw = cols as u32 * (w + gap) + gap;
+    let gh = rows as u32 * (h + gap) + gap;
+    let mut data = vec![background; (gw * gh * c) as usize];
+    if c == 4 {
+        data.chunks_exact_mut(4).for_each(|p| p[3] = 255);
+    }
+    for (k, img) in images.iter().enumerate() {
+        if (img.width, img.height, img.channels) != (w, h, c) {
+            return Err(Error::invalid("grid images must share one size and channel count"));
+        }
+        let (x0, y0) = (gap + (k % cols) as u32 * (w + gap), gap + (k / cols) as u32 * (h + gap));
+        for y in 0..h {
+            let src = (y * w * c) as usize..((y + 1) * w * c) as usize;
+            let dst = (((y0 + y) * gw + x0) * c) as usize;
+            data[dst..dst + (w * c) as usize].copy_from_slice(&img.data[src]);
+        }
+    }
+    Image::new(gw, gh, c, data)
+}
+
+/// Peak signal-to-noise ratio in dB between two equally sized 8-bit images (peak 255).
+pub fn psnr(a: &Image, b: &Image) -> Result<f64> {
+    if a.data.len() != b.data.len() {
+        return Err(Error::invalid("psnr: images of different sizes"));
+    }
+    let mse = a.data.iter().zip(&b.data).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.data.len() as f64;
+    Ok(if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(c: u32) -> ImageSpec {
+        ImageSpec { width: 3, height: 2, channels: c, mean: 0.5, std: 0.5 }
+    }
+
+    #[test]
+    fn model_round_trip_is_exact_for_u8() {
+        let img = Image::new(3, 2, 3, (0..18).map(|i| (i * 14) as u8).collect()).unwrap();
+        let t = to_model(std::slice::from_ref(&img), &spec(3)).unwrap();
+        assert_eq!(t.len(), 18);
+        assert_eq!(t[0], -1.0); // pixel 0 channel 0
+        assert_eq!(from_model(&t, 1, &spec(3)).unwrap()[0], img);
+    }
+
+    #[test]
+    fn wrong_sizes_are_refused() {
+        let img = Image::new(3, 2, 1, vec![0; 6]).unwrap();
+        assert!(to_model(&[img], &spec(3)).is_err());
+        assert!(Image::new(3, 2, 1, vec![0; 5]).is_err());
+        assert!(Image::new(3, 2, 2, vec![0; 12]).is_err());
+        assert!(from_model(&[0.0; 5], 1, &spec(1)).is_err());
+    }
+
+    #[test]
+    fn grid_places_images() {
+        let a = Image::new(1, 1, 1, vec![10]).unwrap();
+        let b = Image::new(1, 1, 1, vec![20]).unwrap();
+        let g = grid(&[a, b], 2, 1, 0).unwrap();
+        assert_eq!((g.width, g.height), (5, 3));
+        assert_eq!(g.data[5 + 1], 10);
+        assert_eq!(g.data[5 + 3], 20);
+    }
+
+    #[test]
+    fn channel_conversion() {
+        let rgba = Image::new(1, 1, 4, vec![255, 255, 255, 0]).unwrap();
+        assert_eq!(rgba.to_channels(1).unwrap().data, vec![0]);
+        let grey = Image::new(1, 1, 1, vec![77]).unwrap();
+        assert_eq!(grey.to_channels(3).unwrap().data, vec![77, 77, 77]);
+    }
+}

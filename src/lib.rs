@@ -1,0 +1,31 @@
+//! mirage: image generation from latent spaces, embeddable from C and C++.
+//!
+//! Module map (one generation reads top to bottom in [`vae`] today, `pipeline` once diffusion lands):
+//! - [`error`]: the one [`Error`] enum and [`Result`].
+//! - [`runtime`]: finding and loading libonnxruntime, execution-provider choice and fallback.
+//! - [`manifest`]: `models/<set>/manifest.json`, validated before any model file is opened.
+//! - [`vae`]: a loaded model set: VAE encode, seeded sampling, decode.
+//! - [`fashion`]: Fashion-MNIST IDX files (the demo's test images; the trainer's data).
+//! - [`image`]: pixel buffers, conversions to and from model tensors, PNG I/O, grids.
+//! - [`rng`]: the seeded normal noise every sampler uses (bit-reproducible on one machine).
+//! - [`export`]: a small ONNX graph builder and the exporters of our models (no torch needed).
+//! - `train` (feature `train`): the libtorch trainer behind `mirage-train`.
+//! - [`capi`]: every `extern "C"` item of `include/mirage.h`.
+
+pub mod capi;
+pub mod error;
+pub mod export;
+pub mod fashion;
+pub mod image;
+pub mod log;
+pub mod manifest;
+pub mod rng;
+pub mod runtime;
+#[cfg(feature = "train")]
+pub mod train;
+pub mod vae;
+
+pub use error::{Error, Result};
+
+/// The version of this library (Cargo.toml's).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,279 @@
+//! `models/<set>/manifest.json`: what a model set contains and how to feed it.
+//!
+//! The trainer writes it (`export`), the runtime reads and validates it before it opens any ONNX file:
+//! format version, model kinds, file names, input/output names and shapes, pixel normalisation, latent
+//! shape, and the sha256 of every ONNX file (checked at load, so a corrupt or swapped file is refused).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// The manifest format this build reads and writes. Bump on any incompatible change.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The file name of a model set's manifest.
+pub const MANIFEST_FILE: &str = "manifest.json";
+
+/// A whole model set: `manifest.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Must equal [`FORMAT_VERSION`].
+    pub format_version: u32,
+    /// Short name of the set, e.g. "fashion".
+    pub name: String,
+    /// The images this set works on (the host-facing size, before any padding the encoder does).
+    pub image: ImageSpec,
+    /// The variational autoencoder, when the set has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vae: Option<VaeSpec>,
+    /// Free-form facts about how the set was made (data, command, metrics). Not read by the runtime.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub training: serde_json::Value,
+}
+
+/// Pixel layout and normalisation of the set's images.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSpec {
+    pub width: u32,
+    pub height: u32,
+    /// 1 (grey), 3 (RGB) or 4 (RGBA).
+    pub channels: u32,
+    /// Model value = (pixel / 255 - mean) / std. mean = std = 0.5 maps [0, 255] to [-1, 1].
+    pub mean: f32,
+    pub std: f32,
+}
+
+/// The VAE: an encoder (image -> mean, log-variance) and a decoder (latent -> image).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct VaeSpec {
+    /// Latent tensor shape without the batch: [channels, height, width].
+    pub latent_shape: [u32; 3],
+    /// kind "vae_encoder": input [N, C, H, W] image; outputs mean and log-variance, both [N, *latent_shape].
+    pub encoder: ModelFile,
+    /// kind "vae_decoder": input [N, *latent_shape]; output [N, C, H, W] image in about [-1, 1].
+    pub decoder: ModelFile,
+    /// The architecture the trainer used (opaque to the runtime; the exporter and trainer read it).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub architecture: serde_json::Value,
+}
+
+/// One ONNX file of the set and its interface.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ModelFile {
+    /// What the file is: "vae_encoder", "vae_decoder", ...
+    pub kind: String,
+    /// File name relative to the set's directory (no path separators).
+    pub file: String,
+    /// Lower-case hex sha256 of the file.
+    pub sha256: String,
+    pub inputs: Vec<TensorSpec>,
+    pub outputs: Vec<TensorSpec>,
+}
+
+/// Name and shape of a model input or output; -1 marks a dynamic dimension (the batch).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSpec {
+    pub name: String,
+    pub shape: Vec<i64>,
+}
+
+impl TensorSpec {
+    pub fn new(name: &str, shape: &[i64]) -> Self {
+        TensorSpec { name: name.to_string(), shape: shape.to_vec() }
+    }
+}
+
+/// Lower-case hex sha256 of a byte slice.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    let digest = Sha256::digest(bytes);
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Manifest {
+    /// Reads and validates `dir/manifest.json` (structure only; files are checked by [`Manifest::read_model`]).
+    pub fn load(dir: &Path) -> Result<Manifest> {
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound { path: dir.to_path_buf(), reason: "no such directory".into() });
+        }
+        let path = dir.join(MANIFEST_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::ModelNotFound { path: path.clone(), reason: "the model set has no manifest.json".into() }
+            }
+            _ => Error::io(&path, e),
+        })?;
+        Self::parse(&text).map_err(|e| match e {
+            Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Parses and validates manifest JSON.
+    pub fn parse(text: &str) -> Result<Manifest> {
+        // Read the version first so that a future format gets a clear message, not a field error.
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::model(format!("not valid JSON: {e}")))?;
+        match raw.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == FORMAT_VERSION as u64 => {}
+            Some(v) => {
+                return Err(Error::model(format!(
+                    "manifest format_version {v} is not supported by this build (it reads version {FORMAT_VERSION})"
+                )))
+            }
+            None => return Err(Error::model("manifest has no numeric format_version")),
+        }
+        let m: Manifest = serde_json::from_value(raw).map_err(|e| Error::model(format!("manifest: {e}")))?;
+        m.validate()?;
+        Ok(m)
+    }
+
+    /// Checks the invariants the runtime relies on.
+    pub fn validate(&self) -> Result<()> {
+        let img = &self.image;
+        if !(1..=4096).contains(&img.width) || !(1..=4096).contains(&img.height) {
+            return Err(Error::model(format!("image size {}x{} out of range", img.width, img.height)));
+        }
+        if ![1, 3, 4].contains(&img.channels) {
+            return Err(Error::model(format!("image channels must be 1, 3 or 4, not {}", img.channels)));
+        }
+        if !(img.std.is_finite() && img.std > 0.0 && img.mean.is_finite()) {
+            return Err(Error::model("image normalisation mean/std must be finite, std > 0"));
+        }
+        if let Some(vae) = &self.vae {
+            if vae.latent_shape.iter().any(|&d| d == 0 || d > 4096) {
+                return Err(Error::model(format!("latent_shape {:?} out of range", vae.latent_shape)));
+            }
+            let img_shape = [-1, img.channels as i64, img.height as i64, img.width as i64];
+            let lat = vae.latent_shape;
+            let lat_shape = [-1, lat[0] as i64, lat[1] as i64, lat[2] as i64];
+            check_file(&vae.encoder, "vae_encoder", &[&img_shape], &[&lat_shape, &lat_shape])?;
+            check_file(&vae.decoder, "vae_decoder", &[&lat_shape], &[&img_shape])?;
+        }
+        Ok(())
+    }
+
+    /// Reads one model file of the set and checks its sha256 against the manifest.
+    pub fn read_model(dir: &Path, file: &ModelFile) -> Result<Vec<u8>> {
+        let path: PathBuf = dir.join(&file.file);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::ModelNotFound { path: path.clone(), reason: format!("{} listed in manifest.json", file.kind) }
+            }
+            _ => Error::io(&path, e),
+        })?;
+        let got = sha256_hex(&bytes);
+        if got != file.sha256 {
+            return Err(Error::model(format!(
+                "{}: sha256 mismatch (manifest {}, file {got}): the file is corrupt or from another model set",
+                path.display(),
+                file.sha256
+            )));
+        }
+        Ok(bytes)
+    }
+}
+
+fn check_file(f: &ModelFile, kind: &str, inputs: &[&[i64]], outputs: &[&[i64]]) -> Result<()> {
+    if f.kind != kind {
+        return Err(Error::model(format!("expected a model of kind {kind}, found {:?}", f.kind)));
+    }
+    if f.file.is_empty() || f.file.contains(['/', '\\']) || f.file == ".." {
+        return Err(Error::model(format!("{kind}: file name {:?} must be a plain name inside the set", f.file)));
+    }
+    if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        return Err(Error::model(format!("{kind}: sha256 must be 64 lower-case hex digits")));
+    }
+    let check = |what: &str, got: &[TensorSpec], want: &[&[i64]]| -> Result<()> {
+        if got.len() != want.len() {
+            return Err(Error::model(format!("{kind}: expected {} {what}, manifest lists {}", want.len(), got.len())));
+        }
+        for (t, w) in got.iter().zip(want) {
+            if t.shape != *w {
+                return Err(Error::model(format!(
+                    "{kind}: {what} {:?} has shape {:?}, expected {:?} from the image and latent specs",
+                    t.name, t.shape, w
+                )));
+            }
+        }
+        Ok(())
+    };
+    check("inputs", &f.inputs, inputs)?;
+    check("outputs", &f.outputs, outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Manifest {
+        let file = |kind: &str, i: Vec<TensorSpec>, o: Vec<TensorSpec>| ModelFile {
+            kind: kind.into(),
+            file: format!("{kind}.onnx"),
+            sha256: "0".repeat(64),
+            inputs: i,
+            outputs: o,
+        };
+        Manifest {
+            format_version: FORMAT_VERSION,
+            name: "t".into(),
+            image: ImageSpec { width: 28, height: 28, channels: 1, mean: 0.5, std: 0.5 },
+            vae: Some(VaeSpec {
+                latent_shape: [3, 8, 8],
+                encoder: file(
+                    "vae_encoder",
+                    vec![TensorSpec::new("image", &[-1, 1, 28, 28])],
+                    vec![TensorSpec::new("mean", &[-1, 3, 8, 8]), TensorSpec::new("logvar", &[-1, 3, 8, 8])],
+                ),
+                decoder: file(
+                    "vae_decoder",
+                    vec![TensorSpec::new("latent", &[-1, 3, 8, 8])],
+                    vec![TensorSpec::new("image", &[-1, 1, 28, 28])],
+                ),
+                architecture: serde_json::Value::Null,
+            }),
+            training: serde_json::Value::Null,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let m = sample();
+        let text = serde_json::to_string_pretty(&m).unwrap();
+        assert_eq!(Manifest::parse(&text).unwrap(), m);
+    }
+
+    #[test]
+    fn rejects_other_format_versions() {
+        let mut v = serde_json::to_value(sample()).unwrap();
+        v["format_version"] = 2.into();
+        let e = Manifest::parse(&v.to_string()).unwrap_err().to_string();
+        assert!(e.contains("format_version 2"), "{e}");
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes_and_paths() {
+        let mut m = sample();
+        m.vae.as_mut().unwrap().decoder.outputs[0].shape = vec![-1, 3, 28, 28];
+        assert!(m.validate().unwrap_err().to_string().contains("shape"));
+        let mut m = sample();
+        m.vae.as_mut().unwrap().encoder.file = "../x.onnx".into();
+        assert!(m.validate().is_err());
+        let mut m = sample();
+        m.vae.as_mut().unwrap().encoder.kind = "vae_decoder".into();
+        assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        assert!(Manifest::parse("{").is_err());
+        assert!(Manifest::parse("{\"format_version\": 1}").is_err());
+        assert!(Manifest::parse("[]").is_err());
+    }
+}

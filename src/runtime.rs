@@ -1,0 +1,306 @@
+//! Finding and loading libonnxruntime, and choosing an execution provider for each session.
+//!
+//! ONNX Runtime allows one environment per process, so the runtime is a process-wide singleton:
+//! [`init`] sets it up once with [`RuntimeOptions`]; [`global`] returns it (initialising with defaults).
+//!
+//! The library is searched in this order, first hit wins:
+//! 1. the explicit path in the options (only that one is tried when given),
+//! 2. `ORT_DYLIB_PATH`,
+//! 3. beside libmirage itself (hosts ship both files together) and beside the executable,
+//! 4. the project's setup folder `.deps/onnxruntime/lib/` (where `scripts/setup.sh ort` puts it).
+
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
+
+use ort::ep::ExecutionProvider;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
+use ort::session::Session;
+
+use crate::error::{Error, Result};
+use crate::log::Level;
+use crate::log_at;
+
+/// The ONNX Runtime version this build is made and tested for.
+pub const ORT_VERSION: &str = "1.31.1";
+const ORT_LIB_NAME: &str = "libonnxruntime.so.1.31.1";
+
+/// Which execution provider a session should run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Provider {
+    /// The fastest one available: TensorRT, then CUDA, then CPU.
+    #[default]
+    Auto,
+    TensorRt,
+    Cuda,
+    Cpu,
+}
+
+impl Provider {
+    pub fn name(self) -> &'static str {
+        match self {
+            Provider::Auto => "auto",
+            Provider::TensorRt => "tensorrt",
+            Provider::Cuda => "cuda",
+            Provider::Cpu => "cpu",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Provider> {
+        match s.to_ascii_lowercase().as_str() {
+            "auto" => Ok(Provider::Auto),
+            "tensorrt" | "trt" => Ok(Provider::TensorRt),
+            "cuda" => Ok(Provider::Cuda),
+            "cpu" => Ok(Provider::Cpu),
+            other => Err(Error::invalid(format!("unknown execution provider {other:?} (auto | tensorrt | cuda | cpu)"))),
+        }
+    }
+}
+
+/// How to set up ONNX Runtime for this process.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct RuntimeOptions {
+    /// Explicit path of libonnxruntime; None = search (see the module doc).
+    pub ort_library: Option<PathBuf>,
+    /// Default provider for sessions.
+    pub provider: Provider,
+    /// Fail instead of falling back to CPU when the requested provider is unavailable.
+    pub strict: bool,
+    /// Threads per session for intra-op parallelism; 0 = ONNX Runtime's default (one per core).
+    pub intra_threads: usize,
+    /// TensorRT: build fp16 engines.
+    pub tensorrt_fp16: bool,
+    /// TensorRT: folder for the engine and timing caches (None = no cache, engines are rebuilt per process).
+    pub tensorrt_cache_dir: Option<PathBuf>,
+}
+
+/// The loaded ONNX Runtime.
+pub struct Runtime {
+    env: ort::environment::Environment,
+    options: RuntimeOptions,
+    library: PathBuf,
+}
+
+static RUNTIME: OnceLock<Runtime> = OnceLock::new();
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+
+/// Initialises the process-wide runtime. Calling it again with the same options returns the same runtime;
+/// with other options it is an error (ONNX Runtime cannot be reloaded in one process).
+pub fn init(options: &RuntimeOptions) -> Result<&'static Runtime> {
+    let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(rt) = RUNTIME.get() {
+        if rt.options == *options {
+            return Ok(rt);
+        }
+        return Err(Error::RuntimeAlreadyInitialised(format!(
+            "ONNX Runtime is already loaded from {} with other options; initialise the runtime once, before creating contexts",
+            rt.library.display()
+        )));
+    }
+    let library = load_library(options.ort_library.as_deref())?;
+    let logger: ort::logging::LoggerFunction = std::sync::Arc::new(|level, category, _id, _loc, msg| {
+        let level = match level {
+            ort::logging::LogLevel::Verbose => return,
+            ort::logging::LogLevel::Info => Level::Debug,
+            ort::logging::LogLevel::Warning => Level::Warn,
+            ort::logging::LogLevel::Error | ort::logging::LogLevel::Fatal => Level::Error,
+        };
+        log_at!(level, "onnxruntime [{category}]: {msg}");
+    });
+    let env = ort::init()
+        .with_name("mirage")
+        .with_logger(logger)
+        .build()
+        .map_err(|e| Error::RuntimeLoad(format!("creating the ONNX Runtime environment failed: {e}")))?;
+    log_at!(Level::Info, "ONNX Runtime loaded from {}", library.display());
+    Ok(RUNTIME.get_or_init(|| Runtime { env, options: options.clone(), library }))
+}
+
+/// The process-wide runtime, initialised with default options if nobody did it first.
+pub fn global() -> Result<&'static Runtime> {
+    match RUNTIME.get() {
+        Some(rt) => Ok(rt),
+        None => init(&RuntimeOptions::default()),
+    }
+}
+
+/// Whether the runtime has been initialised in this process.
+pub fn is_initialised() -> bool {
+    RUNTIME.get().is_some()
+}
+
+/// ONNX Runtime's build description ("ORT Build Info: git-branch=rel-1.31.1, ...").
+pub fn version_string() -> String {
+    ort::info().to_string()
+}
+
+/// The folders and files tried, in order, when no explicit path is given.
+pub fn library_candidates() -> Vec<PathBuf> {
+    let mut c = Vec::new();
+    if let Some(p) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        c.push(PathBuf::from(p));
+    }
+    for dir in [own_library_dir(), std::env::current_exe().ok().and_then(|e| e.parent().map(Path::to_path_buf))]
+        .into_iter()
+        .flatten()
+    {
+        c.push(dir.join(ORT_LIB_NAME));
+        c.push(dir.join("libonnxruntime.so"));
+    }
+    c.push(Path::new(env!("CARGO_MANIFEST_DIR")).join(".deps/onnxruntime/lib").join(ORT_LIB_NAME));
+    c.dedup();
+    c
+}
+
+fn load_library(explicit: Option<&Path>) -> Result<PathBuf> {
+    if let Some(path) = explicit {
+        return match ort::init_from(path) {
+            Ok(_) => Ok(path.to_path_buf()),
+            Err(e) => Err(Error::RuntimeLoad(format!("{}: {e}", path.display()))),
+        };
+    }
+    let mut tried = Vec::new();
+    for path in library_candidates() {
+        if !path.exists() {
+            tried.push(format!("{} (not found)", path.display()));
+            continue;
+        }
+        match ort::init_from(&path) {
+            Ok(_) => return Ok(path),
+            Err(e) => tried.push(format!("{} ({e})", path.display())),
+        }
+    }
+    Err(Error::RuntimeLoad(format!(
+        "no usable libonnxruntime {ORT_VERSION}; run `scripts/setup.sh ort`, set ORT_DYLIB_PATH, or pass the path explicitly. Tried: {}",
+        tried.join("; ")
+    )))
+}
+
+/// The folder that holds libmirage.so when we are loaded as a shared library (dladdr on one of our symbols).
+fn own_library_dir() -> Option<PathBuf> {
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    // SAFETY: dladdr only reads the address; info is a valid out-pointer.
+    let ok = unsafe { libc::dladdr(own_library_dir as *const libc::c_void, &mut info) };
+    if ok == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dli_fname is a NUL-terminated path owned by the loader.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let path = PathBuf::from(std::ffi::OsStr::from_bytes(name.to_bytes()));
+    path.parent().map(Path::to_path_buf)
+}
+
+/// A session and the provider it really got.
+pub struct LoadedSession {
+    pub session: Session,
+    pub provider: Provider,
+}
+
+impl Runtime {
+    /// The path libonnxruntime was loaded from.
+    pub fn library(&self) -> &Path {
+        &self.library
+    }
+
+    pub fn options(&self) -> &RuntimeOptions {
+        &self.options
+    }
+
+    /// Which providers this ONNX Runtime build offers (ORT's names).
+    pub fn available_providers(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        if ort::ep::TensorRT::is_available().unwrap_or(false) {
+            v.push("tensorrt");
+        }
+        if ort::ep::CUDA::is_available().unwrap_or(false) {
+            v.push("cuda");
+        }
+        v.push("cpu");
+        v
+    }
+
+    /// Creates a session from model bytes on the requested provider (None = the runtime's default),
+    /// falling back to CPU unless strict. `what` names the model in log lines and errors.
+    pub fn session(&self, bytes: &[u8], what: &str, provider: Option<Provider>) -> Result<LoadedSession> {
+        let want = provider.unwrap_or(self.options.provider);
+        let order: &[Provider] = match want {
+            Provider::Auto => &[Provider::TensorRt, Provider::Cuda, Provider::Cpu],
+            Provider::TensorRt => &[Provider::TensorRt, Provider::Cpu],
+            Provider::Cuda => &[Provider::Cuda, Provider::Cpu],
+            Provider::Cpu => &[Provider::Cpu],
+        };
+        let mut reasons = Vec::new();
+        for &p in order {
+            if p != Provider::Cpu && self.options.strict && want != Provider::Auto && p != want {
+                continue;
+            }
+            if p == Provider::Cpu && self.options.strict && want != Provider::Auto && want != Provider::Cpu {
+                return Err(Error::Unsupported(format!(
+                    "{what}: execution provider {} unavailable and strict mode is on: {}",
+                    want.name(),
+                    reasons.join("; ")
+                )));
+            }
+            match self.try_session(bytes, what, p) {
+                Ok(session) => {
+                    if p != want && want != Provider::Auto {
+                        log_at!(
+                            Level::Warn,
+                            "{what}: execution provider {} unavailable ({}); running on {}",
+                            want.name(),
+                            reasons.join("; "),
+                            p.name()
+                        );
+                    }
+                    log_at!(Level::Info, "{what}: session on {}", p.name());
+                    return Ok(LoadedSession { session, provider: p });
+                }
+                Err(TryError::Unavailable(r)) => reasons.push(format!("{}: {r}", p.name())),
+                Err(TryError::Model(e)) => return Err(e),
+            }
+        }
+        Err(Error::Unsupported(format!("{what}: no execution provider could run it: {}", reasons.join("; "))))
+    }
+
+    fn try_session(&self, bytes: &[u8], what: &str, p: Provider) -> std::result::Result<Session, TryError> {
+        let be = |e: ort::Error<SessionBuilder>| TryError::Model(Error::InvalidModel(format!("{what}: {e}")));
+        let mut b = Session::builder(&self.env).map_err(|e| TryError::Model(Error::Inference(e.to_string())))?;
+        b = b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(be)?;
+        if self.options.intra_threads > 0 {
+            b = b.with_intra_threads(self.options.intra_threads).map_err(be)?;
+        }
+        match p {
+            Provider::TensorRt => {
+                if !ort::ep::TensorRT::is_available().unwrap_or(false) {
+                    return Err(TryError::Unavailable("not in this ONNX Runtime build".into()));
+                }
+                let mut ep = ort::ep::TensorRT::default().with_fp16(self.options.tensorrt_fp16);
+                if let Some(dir) = &self.options.tensorrt_cache_dir {
+                    let d = dir.display().to_string();
+                    ep = ep.with_engine_cache(true).with_engine_cache_path(&d).with_timing_cache(true).with_timing_cache_path(&d);
+                }
+                ep.register(&mut b).map_err(|e| TryError::Unavailable(e.to_string()))?;
+            }
+            Provider::Cuda => {
+                if !ort::ep::CUDA::is_available().unwrap_or(false) {
+                    return Err(TryError::Unavailable("not in this ONNX Runtime build".into()));
+                }
+                ort::ep::CUDA::default().register(&mut b).map_err(|e| TryError::Unavailable(e.to_string()))?;
+            }
+            Provider::Cpu | Provider::Auto => {}
+        }
+        b.commit_from_memory(bytes).map_err(|e| {
+            let msg = e.to_string();
+            if p == Provider::Cpu {
+                TryError::Model(Error::InvalidModel(format!("{what}: ONNX Runtime rejected the model: {msg}")))
+            } else {
+                TryError::Unavailable(msg)
+            }
+        })
+    }
+}
+
+enum TryError {
+    Unavailable(String),
+    Model(Error),
+}

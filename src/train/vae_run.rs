@@ -1,0 +1,543 @@
+//! `mirage-train vae train | eval | export`.
+//!
+//! A training run writes into its `--out` directory:
+//! - `checkpoint.safetensors` + `checkpoint.json`: the latest weights and the state to resume from
+//!   (every `ckpt_every` steps and at the end). The optimizer's moments are NOT saved (tch does not expose
+//!   AdamW's state): a resumed run restarts them from zero, which costs a few noisy steps, nothing more.
+//! - `metrics.jsonl`: one line per `log_every` steps (step, epoch, loss, recon, kl, lr, time_s,
+//!   images_per_s) and one per checkpoint with a quick evaluation on 1 000 test images.
+//! - `grid-NNNNNNN.png` (every `grid_every` steps) and `grid.png` (the latest): rows of test images,
+//!   their reconstructions, and decodings of random latents drawn from N(0, I).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use super::data::{self, Dataset, Split};
+use super::vae::{losses, weights_of, Vae};
+use super::{lr_at, max_abs_diff, read_json, save_varstore, set_threads, torch_err, write_json, JsonLines};
+use crate::error::{Error, Result};
+use crate::export::vae::{export_vae, VaeArch};
+use crate::image::{from_model, grid, Image};
+use crate::manifest::{ImageSpec, Manifest, MANIFEST_FILE};
+use crate::rng::Noise;
+
+const CKPT_WEIGHTS: &str = "checkpoint.safetensors";
+const CKPT_STATE: &str = "checkpoint.json";
+
+/// Everything a training run is configured by (stored in each checkpoint).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// Architecture name ("fashion" or "tiny", see [`VaeArch::by_name`]).
+    pub arch: String,
+    /// Overrides the architecture's channel widths (for experiments; the checkpoint stores the result).
+    #[serde(default)]
+    pub widths: Option<Vec<i64>>,
+    /// Fashion-MNIST directory.
+    pub data: PathBuf,
+    /// Passes over the training set. 12 at batch 64 is about 11 200 steps, measured at ~40 min on 2 cores.
+    pub epochs: u64,
+    /// 64: the step time on a CPU grows about linearly with the batch, so small batches buy more updates
+    /// per minute; 64 is still large enough for stable Adam statistics.
+    pub batch_size: usize,
+    /// Peak AdamW learning rate: 1e-3 is Adam's usual safe value; higher diverged in early tries.
+    pub lr: f64,
+    /// AdamW's decoupled weight decay: only a gentle pull, since a 0.3 M-parameter model on 60 000 images
+    /// underfits rather than overfits.
+    pub weight_decay: f64,
+    /// Weight of the KL term against the per-image sum of squared errors. Small (1e-3) because the
+    /// issue ranks reconstruction PSNR first: with beta = 1 the KL of 192 informative latents (hundreds of
+    /// nats) would outweigh an SSE of ~8 and blur everything; 1e-3 still keeps latents near N(0, I) in scale.
+    pub beta: f64,
+    /// Linear learning-rate warm-up steps before the cosine decay (see [`lr_at`]).
+    pub warmup_steps: u64,
+    /// The cosine decay ends at `lr * final_lr_ratio`.
+    pub final_lr_ratio: f64,
+    /// Seeds libtorch (init, reparameterisation noise) and the data order.
+    pub seed: u64,
+    /// libtorch intra-op threads: 2, the cores of the development machine.
+    pub threads: usize,
+    /// Use only the first `limit` training images (tests and quick tries).
+    pub limit: Option<usize>,
+    /// Metrics line every this many steps: ~one per 20 s on 2 cores.
+    pub log_every: u64,
+    /// Checkpoint (and quick eval) every this many steps: ~every 4 min on 2 cores, so a crash costs little.
+    pub ckpt_every: u64,
+    /// Image grid every this many steps.
+    pub grid_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: "fashion".into(),
+            widths: None,
+            data: PathBuf::from(data::DEFAULT_DIR),
+            epochs: 12,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            beta: 1e-3,
+            warmup_steps: 300,
+            final_lr_ratio: 0.05,
+            seed: 0,
+            threads: 2,
+            limit: None,
+            log_every: 100,
+            ckpt_every: 1000,
+            grid_every: 2000,
+        }
+    }
+}
+
+/// `checkpoint.json`: where a run stands.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CheckpointState {
+    /// Optimizer steps done.
+    pub step: u64,
+    /// Epoch the next step belongs to (0-based).
+    pub epoch: u64,
+    pub steps_per_epoch: u64,
+    pub total_steps: u64,
+    /// Wall-clock seconds of training so far (all runs of a resumed training together).
+    pub elapsed_s: f64,
+    pub arch: VaeArch,
+    pub config: TrainConfig,
+    /// The weights file beside this one.
+    pub weights: String,
+    /// Said once here so nobody expects otherwise: AdamW moments are not saved.
+    pub note: String,
+}
+
+/// What a finished (or interrupted-then-finished) training run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub elapsed_s: f64,
+    pub last_eval: Option<EvalReport>,
+}
+
+/// Evaluation of a VAE on a set of images (see [`evaluate`] for exactly what each number is).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct EvalReport {
+    pub images: i64,
+    /// 10 log10(1 / MSE), MSE over all pixels of all images on the [0, 1] pixel scale, reconstructions
+    /// decoded from the mean latent (no sampling). The headline number.
+    pub psnr_db: f64,
+    /// The average over images of each image's own PSNR (same reconstructions); higher than `psnr_db`.
+    pub psnr_mean_per_image_db: f64,
+    /// The MSE behind `psnr_db` ([0, 1] scale).
+    pub mse: f64,
+    /// Per-image sum of squared errors in model space ([-1, 1]), decoding the mean latent.
+    pub recon_sse_mean_latent: f64,
+    /// Per-image sum of squared errors in model space, decoding one sample z ~ q(z|x) (the training term).
+    pub recon_sse_sampled: f64,
+    /// Per-image KL(q(z|x) || N(0, I)) in nats.
+    pub kl_nats: f64,
+    /// The training objective: recon_sse_sampled + beta * kl_nats.
+    pub loss: f64,
+    pub beta: f64,
+    /// Per-image negative ELBO in nats of a Gaussian decoder with variance 1/2 in model space (the model
+    /// our loss with beta = 1 is the likelihood of): recon_sse_sampled + (D / 2) ln(pi) + kl_nats, D = pixels
+    /// x channels, one latent sample per image. A density on continuous model-space values, so it is not
+    /// comparable with bits-per-dimension figures on discrete pixels.
+    pub neg_elbo_nats: f64,
+}
+
+fn ckpt_paths(ckpt: &Path) -> (PathBuf, PathBuf) {
+    // --ckpt may name the run directory or its checkpoint.json.
+    let state = if ckpt.is_dir() { ckpt.join(CKPT_STATE) } else { ckpt.to_path_buf() };
+    let dir = state.parent().map(Path::to_path_buf).unwrap_or_default();
+    (state, dir)
+}
+
+/// Loads a checkpoint (`DIR` or `DIR/checkpoint.json`) into a new VarStore on `device`.
+pub fn load_checkpoint(ckpt: &Path, device: Device) -> Result<(nn::VarStore, Vae, CheckpointState)> {
+    let (state_path, dir) = ckpt_paths(ckpt);
+    if !state_path.is_file() {
+        return Err(Error::invalid(format!("no checkpoint at {} (expected {CKPT_STATE})", state_path.display())));
+    }
+    let state: CheckpointState = read_json(&state_path)?;
+    let mut vs = nn::VarStore::new(device);
+    let model = Vae::new(&vs.root(), &state.arch)?;
+    let weights = dir.join(&state.weights);
+    vs.load(&weights).map_err(torch_err(&weights.display().to_string()))?;
+    Ok((vs, model, state))
+}
+
+/// A deterministic permutation of 0..n for one epoch: a resumed run sees the very same order as an
+/// uninterrupted one. Our own Fisher-Yates over ChaCha8, so the order depends on nothing but the seed.
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<i64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut v: Vec<i64> = (0..n as i64).collect();
+    for i in (1..n).rev() {
+        // Modulo bias is below 1e-13 for n <= 60 000: irrelevant for a data order.
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    t.f_double_value(&[]).map_err(torch_err("scalar"))
+}
+
+/// Trains a VAE as `cfg` says, into `out`; with `resume`, continues from `out/checkpoint.json`.
+pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary> {
+    let mut arch = VaeArch::by_name(&cfg.arch)?;
+    if let Some(w) = &cfg.widths {
+        arch.widths = w.clone();
+    }
+    arch.validate()?;
+    if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.log_every == 0 || cfg.ckpt_every == 0 || cfg.grid_every == 0 {
+        return Err(Error::invalid("epochs, batch size and the every-N-steps settings must be positive"));
+    }
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite() && cfg.beta >= 0.0 && cfg.beta.is_finite()) {
+        return Err(Error::invalid("lr must be positive and beta non-negative"));
+    }
+    set_threads(cfg.threads)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    let device = Device::cuda_if_available();
+
+    let train_set = data::load(&cfg.data, Split::Train, cfg.limit)?;
+    // 1 000 test images: enough for a PSNR within ~0.1 dB of the full set, cheap enough for every checkpoint.
+    let test_set = data::load(&cfg.data, Split::Test, Some(1000))?;
+    let images = train_set.images.to_device(device);
+    let n = train_set.len() as usize;
+    let bs = cfg.batch_size.min(n);
+    // The last partial batch of an epoch is dropped: every step sees a full batch (same loss scale).
+    let steps_per_epoch = (n / bs) as u64;
+    let total = cfg.epochs * steps_per_epoch;
+
+    let mut vs = nn::VarStore::new(device);
+    tch::manual_seed(cfg.seed as i64);
+    let model = Vae::new(&vs.root(), &arch)?;
+    let (mut step, mut elapsed_before) = (0u64, 0.0f64);
+    if resume {
+        let state: CheckpointState = read_json(&out.join(CKPT_STATE))?;
+        if state.arch != arch || state.steps_per_epoch != steps_per_epoch {
+            return Err(Error::invalid(format!(
+                "cannot resume {}: it was trained with another architecture or {} steps per epoch (now {steps_per_epoch}); \
+                 use the same --arch, --batch-size and --limit",
+                out.display(),
+                state.steps_per_epoch
+            )));
+        }
+        let w = out.join(&state.weights);
+        vs.load(&w).map_err(torch_err(&w.display().to_string()))?;
+        step = state.step;
+        elapsed_before = state.elapsed_s;
+        // Fresh but reproducible noise for the rest of the run.
+        tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
+        eprintln!("resuming {} at step {step} of {total}", out.display());
+    }
+    let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }
+        .build(&vs, cfg.lr)
+        .map_err(torch_err("optimizer"))?;
+
+    let mut metrics = JsonLines::append(&out.join("metrics.jsonl"))?;
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_position(step);
+
+    let start = Instant::now();
+    let elapsed = |start: &Instant| elapsed_before + start.elapsed().as_secs_f64();
+    let mut order: (u64, Vec<i64>) = (u64::MAX, Vec::new());
+    let (mut acc_loss, mut acc_rec, mut acc_kl, mut acc_n) = (0.0, 0.0, 0.0, 0u64);
+    let mut interval_start = Instant::now();
+    let mut last_eval = None;
+    let grid_seed = cfg.seed.wrapping_add(1);
+    if step >= total {
+        eprintln!("nothing to do: step {step} >= {total} total steps (raise --epochs to train further)");
+    }
+    while step < total {
+        let epoch = step / steps_per_epoch;
+        if order.0 != epoch {
+            order = (epoch, epoch_order(n, cfg.seed, epoch));
+        }
+        let b = (step % steps_per_epoch) as usize;
+        let idx = Tensor::from_slice(&order.1[b * bs..(b + 1) * bs]).to_device(device);
+        let x = images.index_select(0, &idx); // [B, C, H, W]
+
+        let lr = lr_at(step, total, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio);
+        opt.set_lr(lr);
+        let (recon, mean, logvar) = model.forward(&x, true);
+        let (rec, kl) = losses(&x, &recon, &mean, &logvar);
+        let loss = &rec + &kl * cfg.beta;
+        opt.backward_step(&loss);
+        step += 1;
+        pb.inc(1);
+
+        let (l, r, k) = (scalar(&loss)?, scalar(&rec)?, scalar(&kl)?);
+        if !l.is_finite() {
+            return Err(Error::invalid(format!(
+                "training diverged at step {step} (loss {l}); the last checkpoint is untouched: resume with a lower --lr"
+            )));
+        }
+        (acc_loss, acc_rec, acc_kl, acc_n) = (acc_loss + l, acc_rec + r, acc_kl + k, acc_n + 1);
+
+        if step % cfg.log_every == 0 || step == total {
+            let secs = interval_start.elapsed().as_secs_f64();
+            let line = serde_json::json!({
+                "step": step,
+                "epoch": epoch,
+                "loss": acc_loss / acc_n as f64,
+                "recon": acc_rec / acc_n as f64,
+                "kl": acc_kl / acc_n as f64,
+                "lr": lr,
+                "time_s": elapsed(&start),
+                "images_per_s": (acc_n as f64 * bs as f64) / secs.max(1e-9),
+            });
+            metrics.write(&line)?;
+            pb.set_message(format!("loss {:.3} recon {:.3} kl {:.1}", acc_loss / acc_n as f64, acc_rec / acc_n as f64, acc_kl / acc_n as f64));
+            if pb.is_hidden() {
+                eprintln!("{line}");
+            }
+            (acc_loss, acc_rec, acc_kl, acc_n) = (0.0, 0.0, 0.0, 0);
+            interval_start = Instant::now();
+        }
+        if step % cfg.grid_every == 0 || step == total {
+            let g = sample_grid(&model, &test_set, device, grid_seed)?;
+            g.save(&out.join(format!("grid-{step:07}.png")))?;
+            g.save(&out.join("grid.png"))?;
+        }
+        if step % cfg.ckpt_every == 0 || step == total {
+            let state = CheckpointState {
+                step,
+                epoch: step / steps_per_epoch,
+                steps_per_epoch,
+                total_steps: total,
+                elapsed_s: elapsed(&start),
+                arch: arch.clone(),
+                config: cfg.clone(),
+                weights: CKPT_WEIGHTS.into(),
+                note: "AdamW moments are not saved; --resume restarts them".into(),
+            };
+            save_varstore(&vs, &out.join(CKPT_WEIGHTS))?;
+            write_json(&out.join(CKPT_STATE), &state)?;
+            let report = evaluate(&model, &test_set, device, cfg.beta, cfg.seed)?;
+            let line = serde_json::json!({
+                "step": step,
+                "eval_images": report.images,
+                "eval_psnr_db": report.psnr_db,
+                "eval_kl_nats": report.kl_nats,
+                "eval_loss": report.loss,
+                "time_s": elapsed(&start),
+            });
+            metrics.write(&line)?;
+            pb.println(format!("checkpoint at step {step}: test PSNR {:.2} dB, KL {:.1} nats", report.psnr_db, report.kl_nats));
+            if pb.is_hidden() {
+                eprintln!("{line}");
+            }
+            last_eval = Some(report);
+        }
+    }
+    pb.finish();
+    Ok(TrainSummary { steps: step, elapsed_s: elapsed(&start), last_eval })
+}
+
+/// Evaluates `model` on `set` (batches of 500, no gradients). With z = mean for the reconstructions behind
+/// PSNR and `recon_sse_mean_latent`, and one seeded sample z ~ q(z|x) per image for `recon_sse_sampled`,
+/// `loss` and `neg_elbo_nats`. See [`EvalReport`] for each field.
+pub fn evaluate(model: &Vae, set: &Dataset, device: Device, beta: f64, seed: u64) -> Result<EvalReport> {
+    let _guard = tch::no_grad_guard();
+    tch::manual_seed(seed as i64);
+    let n = set.len();
+    let dims = set.images.size()[1..].iter().product::<i64>() as f64;
+    let (mut sq01, mut psnr_sum, mut sse_mean, mut sse_sampled, mut kl_sum) = (0.0, 0.0, 0.0, 0.0, 0.0);
+    let mut start = 0;
+    while start < n {
+        let len = 500.min(n - start);
+        let x = set.images.narrow(0, start, len).to_device(device); // [B, C, H, W]
+        let (mean, logvar) = model.encode(&x);
+        let recon = model.decode(&mean);
+        let err = (&recon - &x).square(); // [B, C, H, W] in model space
+        let per_image = err.sum_dim_intlist([1i64, 2, 3].as_slice(), false, Kind::Double); // [B]
+        sse_mean += scalar(&per_image.sum(Kind::Double))?;
+        // [0, 1] scale: (v + 1) / 2, so squared errors shrink by 4.
+        sq01 += scalar(&per_image.sum(Kind::Double))? / 4.0;
+        let mse_i = &per_image / (4.0 * dims);
+        psnr_sum += scalar(&(mse_i.clamp_min(1e-10).log10() * -10.0).sum(Kind::Double))?;
+        let z = &mean + (&logvar * 0.5).exp() * mean.randn_like();
+        let sampled = (model.decode(&z) - &x).square().sum(Kind::Double);
+        sse_sampled += scalar(&sampled)?;
+        let (_, kl) = losses(&x, &recon, &mean, &logvar);
+        kl_sum += scalar(&kl)? * len as f64;
+        start += len;
+    }
+    let nf = n as f64;
+    let mse = sq01 / (nf * dims);
+    let (recon_sse_sampled, kl_nats) = (sse_sampled / nf, kl_sum / nf);
+    Ok(EvalReport {
+        images: n,
+        psnr_db: -10.0 * mse.max(1e-10).log10(),
+        psnr_mean_per_image_db: psnr_sum / nf,
+        mse,
+        recon_sse_mean_latent: sse_mean / nf,
+        recon_sse_sampled,
+        kl_nats,
+        loss: recon_sse_sampled + beta * kl_nats,
+        beta,
+        neg_elbo_nats: recon_sse_sampled + 0.5 * dims * std::f64::consts::PI.ln() + kl_nats,
+    })
+}
+
+/// Three rows of ten, doubled in size for viewing: the first test images, their reconstructions (from
+/// the mean latent), and decodings of ten fixed N(0, I) latents (the same ones at every step).
+pub fn sample_grid(model: &Vae, set: &Dataset, device: Device, seed: u64) -> Result<Image> {
+    let _guard = tch::no_grad_guard();
+    let a = &model.arch;
+    let k = 10.min(set.len());
+    let x = set.images.narrow(0, 0, k).to_device(device);
+    let (mean, _) = model.encode(&x);
+    let recon = model.decode(&mean);
+    let [cz, lh, lw] = a.latent_shape();
+    let z = Noise::new(seed).normals((k * cz * lh * lw) as usize);
+    let z = Tensor::f_from_slice(&z).map_err(torch_err("grid"))?.view([k, cz, lh, lw]).to_device(device);
+    let random = model.decode(&z);
+    let spec = image_spec(a)?;
+    let mut tiles = Vec::new();
+    for t in [&x, &recon, &random] {
+        let flat = t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]);
+        let data = Vec::<f32>::try_from(&flat).map_err(torch_err("grid"))?;
+        tiles.extend(from_model(&data, k as usize, &spec)?.iter().map(|i| upscale(i, 2)));
+    }
+    grid(&tiles, k as usize, 4, 128)
+}
+
+fn image_spec(a: &VaeArch) -> Result<ImageSpec> {
+    let u = |v: i64| u32::try_from(v).map_err(|_| Error::invalid("image size out of range"));
+    Ok(ImageSpec { width: u(a.width)?, height: u(a.height)?, channels: u(a.channels)?, mean: 0.5, std: 0.5 })
+}
+
+/// Nearest-neighbour enlargement by an integer factor (28 px tiles are hard to judge at 1x).
+fn upscale(img: &Image, f: u32) -> Image {
+    let (w, h, c) = (img.width as usize, img.height as usize, img.channels as usize);
+    let f = f as usize;
+    let mut data = Vec::with_capacity(w * h * c * f * f);
+    for y in 0..h * f {
+        for x in 0..w * f {
+            let s = ((y / f) * w + x / f) * c;
+            data.extend_from_slice(&img.data[s..s + c]);
+        }
+    }
+    Image { width: img.width * f as u32, height: img.height * f as u32, channels: img.channels, data }
+}
+
+/// `mirage-train vae eval`: evaluates a checkpoint on the test set (first `limit` images), optionally
+/// writing the report as JSON.
+pub fn eval_checkpoint(ckpt: &Path, data_dir: &Path, limit: Option<usize>, out: Option<&Path>) -> Result<EvalReport> {
+    let device = Device::cuda_if_available();
+    let (_vs, model, state) = load_checkpoint(ckpt, device)?;
+    let test = data::load(data_dir, Split::Test, limit)?;
+    let report = evaluate(&model, &test, device, state.config.beta, state.config.seed)?;
+    if let Some(out) = out {
+        write_json(out, &report)?;
+    }
+    Ok(report)
+}
+
+/// Max |ONNX - tch| over `n` random inputs: encoder mean, encoder logvar, decoder output.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug)]
+pub struct Parity {
+    pub inputs: usize,
+    pub mean: f32,
+    pub logvar: f32,
+    pub decoded: f32,
+}
+
+impl Parity {
+    pub fn max(&self) -> f32 {
+        self.mean.max(self.logvar).max(self.decoded)
+    }
+}
+
+fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
+    let flat = t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]);
+    Vec::<f32>::try_from(&flat).map_err(torch_err("to_vec"))
+}
+
+/// Runs `n` seeded random images (uniform in [-1, 1]) through the tch encoder and the exported set's ONNX
+/// encoder, and `n` random N(0, I) latents through both decoders; returns the largest differences.
+pub fn check_parity(model: &Vae, device: Device, set_dir: &Path, n: usize, seed: u64) -> Result<Parity> {
+    let _guard = tch::no_grad_guard();
+    let set = crate::vae::ModelSet::open(set_dir)?;
+    let a = &model.arch;
+    let mut noise = Noise::new(seed);
+    let img_len = (a.channels * a.height * a.width) as usize;
+    let images: Vec<f32> = (0..n * img_len).map(|_| (noise.normal() * 0.6).clamp(-1.0, 1.0)).collect();
+    let [cz, lh, lw] = a.latent_shape();
+    let latents = noise.normals(n * (cz * lh * lw) as usize);
+    let ni = n as i64;
+
+    let x = Tensor::f_from_slice(&images).map_err(torch_err("parity"))?.view([ni, a.channels, a.height, a.width]);
+    let (mean, logvar) = model.encode(&x.to_device(device));
+    let z = Tensor::f_from_slice(&latents).map_err(torch_err("parity"))?.view([ni, cz, lh, lw]);
+    let decoded = model.decode(&z.to_device(device));
+
+    let (onnx_mean, onnx_logvar) = set.encode(&images, n)?;
+    let onnx_decoded = set.decode(&latents, n)?;
+    Ok(Parity {
+        inputs: n,
+        mean: max_abs_diff(&to_vec(&mean)?, &onnx_mean),
+        logvar: max_abs_diff(&to_vec(&logvar)?, &onnx_logvar),
+        decoded: max_abs_diff(&to_vec(&decoded)?, &onnx_decoded),
+    })
+}
+
+/// The largest ONNX-vs-tch difference an export accepts (f32 convolutions summed in another order).
+pub const PARITY_TOLERANCE: f32 = 1e-4;
+
+/// `mirage-train vae export`: checkpoint -> model set `out` (ONNX files + manifest named `name`). The
+/// manifest's `training` field records the checkpoint's state, the evaluation in `eval_json` when given,
+/// and — unless `skip_parity` — the measured ONNX Runtime vs tch parity, which must be within
+/// [`PARITY_TOLERANCE`].
+pub fn export_checkpoint(
+    ckpt: &Path,
+    out: &Path,
+    name: &str,
+    eval_json: Option<&Path>,
+    skip_parity: bool,
+) -> Result<Manifest> {
+    let device = Device::Cpu;
+    let (vs, model, state) = load_checkpoint(ckpt, device)?;
+    let weights = weights_of(&vs)?;
+    let eval: serde_json::Value = match eval_json {
+        Some(p) => read_json(p)?,
+        None => serde_json::Value::Null,
+    };
+    let mut training = serde_json::json!({
+        "data": "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: 60 000 training images",
+        "trainer": format!("mirage-train {} (tch 0.24, libtorch 2.11.0)", crate::VERSION),
+        "steps": state.step,
+        "epochs": state.config.epochs,
+        "elapsed_s": state.elapsed_s,
+        "config": state.config,
+        "eval": eval,
+    });
+    let mut manifest = export_vae(&model.arch, &weights, out, name, training.clone())?;
+    if !skip_parity {
+        let parity = check_parity(&model, device, out, 8, 1234)?;
+        if parity.max() > PARITY_TOLERANCE {
+            return Err(Error::model(format!(
+                "exported ONNX differs from the tch model by {} (> {PARITY_TOLERANCE}): {parity:?}",
+                parity.max()
+            )));
+        }
+        training["parity_max_abs_diff"] = serde_json::to_value(parity)
+            .map_err(|e| Error::invalid(format!("parity to JSON: {e}")))?;
+        manifest.training = training;
+        // Only the manifest changes (the ONNX files and their sha256 stay), so rewrite just it.
+        write_json(&out.join(MANIFEST_FILE), &manifest)?;
+        Manifest::load(out)?;
+    }
+    Ok(manifest)
+}

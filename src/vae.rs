@@ -1,0 +1,257 @@
+//! A loaded model set and its VAE: encode (image -> mean, log-variance), sample (seeded
+//! reparameterisation), decode (latent -> image).
+//!
+//! All tensors here are in model space: NCHW f32, images normalised as the manifest says (about [-1, 1]).
+//! Conversions from and to host pixels live in [`crate::image`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ort::session::Session;
+use ort::value::Tensor;
+
+use crate::error::{Error, Result};
+use crate::manifest::{Manifest, ModelFile};
+use crate::rng::Noise;
+use crate::runtime::{self, Provider};
+
+/// Largest batch one call accepts. Far above any sensible use; it keeps a bad `n` from a host from turning
+/// into a multi-gigabyte allocation.
+pub const MAX_BATCH: usize = 1024;
+
+/// One ONNX session. ONNX Runtime's `run` needs `&mut`, so each session sits behind its own mutex: calls on
+/// one context from several threads are safe and serialise per model.
+struct Model {
+    session: Mutex<Session>,
+    provider: Provider,
+    spec: ModelFile,
+}
+
+impl Model {
+    fn load(dir: &Path, spec: &ModelFile, provider: Option<Provider>) -> Result<Model> {
+        let bytes = Manifest::read_model(dir, spec)?;
+        let rt = runtime::global()?;
+        let what = format!("{} ({})", spec.kind, spec.file);
+        let loaded = rt.session(&bytes, &what, provider)?;
+        // A file that matches its sha256 but not the interface the manifest describes was exported wrongly;
+        // refuse it here rather than fail with an obscure error at the first run.
+        let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
+        let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
+        let want_in: Vec<_> = spec.inputs.iter().map(|t| t.name.clone()).collect();
+        let want_out: Vec<_> = spec.outputs.iter().map(|t| t.name.clone()).collect();
+        if got_in != want_in || got_out != want_out {
+            return Err(Error::model(format!(
+                "{what}: the model's inputs {got_in:?} / outputs {got_out:?} differ from the manifest's {want_in:?} / {want_out:?}"
+            )));
+        }
+        Ok(Model { session: Mutex::new(loaded.session), provider: loaded.provider, spec: spec.clone() })
+    }
+
+    /// Runs the model on one f32 input of shape `shape`; returns every output, flattened, in manifest order.
+    fn run(&self, input: Vec<f32>, shape: Vec<i64>) -> Result<Vec<Vec<f32>>> {
+        let tensor = Tensor::from_array((shape, input))?;
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(ort::inputs![self.spec.inputs[0].name.as_str() => tensor])?;
+        let mut result = Vec::with_capacity(self.spec.outputs.len());
+        for o in &self.spec.outputs {
+            let value = outputs
+                .get(&o.name)
+                .ok_or_else(|| Error::Inference(format!("{}: no output {:?}", self.spec.kind, o.name)))?;
+            let (_, data) = value.try_extract_tensor::<f32>()?;
+            result.push(data.to_vec());
+        }
+        Ok(result)
+    }
+}
+
+struct Vae {
+    encoder: Model,
+    decoder: Model,
+}
+
+/// A model set opened from a directory: its manifest and ONNX sessions.
+pub struct ModelSet {
+    dir: PathBuf,
+    manifest: Manifest,
+    vae: Option<Vae>,
+}
+
+impl ModelSet {
+    /// Opens `dir` on the runtime's default provider. See [`ModelSet::open_with`].
+    pub fn open(dir: &Path) -> Result<ModelSet> {
+        Self::open_with(dir, None)
+    }
+
+    /// Opens `dir`: reads and validates the manifest, checks every file's sha256, creates the sessions.
+    pub fn open_with(dir: &Path, provider: Option<Provider>) -> Result<ModelSet> {
+        let manifest = Manifest::load(dir)?;
+        let vae = match &manifest.vae {
+            Some(spec) => Some(Vae {
+                encoder: Model::load(dir, &spec.encoder, provider)?,
+                decoder: Model::load(dir, &spec.decoder, provider)?,
+            }),
+            None => None,
+        };
+        Ok(ModelSet { dir: dir.to_path_buf(), manifest, vae })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// (model kind, provider it runs on) for every session.
+    pub fn providers(&self) -> Vec<(String, Provider)> {
+        let mut v = Vec::new();
+        if let Some(vae) = &self.vae {
+            for m in [&vae.encoder, &vae.decoder] {
+                v.push((m.spec.kind.clone(), m.provider));
+            }
+        }
+        v
+    }
+
+    fn vae(&self) -> Result<&Vae> {
+        self.vae.as_ref().ok_or_else(|| Error::Unsupported(format!("model set {:?} has no VAE", self.manifest.name)))
+    }
+
+    /// Floats in one image: channels * height * width.
+    pub fn image_len(&self) -> usize {
+        let i = &self.manifest.image;
+        (i.channels * i.height * i.width) as usize
+    }
+
+    /// Latent shape [C, h, w] (errors when the set has no VAE).
+    pub fn latent_shape(&self) -> Result<[u32; 3]> {
+        Ok(self.manifest.vae.as_ref().ok_or_else(|| Error::Unsupported("model set has no VAE".into()))?.latent_shape)
+    }
+
+    /// Floats in one latent.
+    pub fn latent_len(&self) -> Result<usize> {
+        Ok(self.latent_shape()?.iter().map(|&d| d as usize).product())
+    }
+
+    /// Encodes `n` images (model-space NCHW) into the latent mean and log-variance, each `n * latent_len`.
+    pub fn encode(&self, images: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
+        let vae = self.vae()?;
+        check_batch(n, images.len(), self.image_len(), "image")?;
+        check_finite(images, "image")?;
+        let i = &self.manifest.image;
+        let shape = vec![n as i64, i.channels as i64, i.height as i64, i.width as i64];
+        let mut out = vae.encoder.run(images.to_vec(), shape)?.into_iter();
+        let (mean, logvar) = (out.next().unwrap_or_default(), out.next().unwrap_or_default());
+        let want = n * self.latent_len()?;
+        if mean.len() != want || logvar.len() != want {
+            return Err(Error::Inference(format!("encoder returned {} / {} values, expected {want}", mean.len(), logvar.len())));
+        }
+        Ok((mean, logvar))
+    }
+
+    /// Decodes `n` latents (NCHW, `n * latent_len` floats) into model-space images.
+    pub fn decode(&self, latents: &[f32], n: usize) -> Result<Vec<f32>> {
+        let vae = self.vae()?;
+        let [c, h, w] = self.latent_shape()?;
+        check_batch(n, latents.len(), self.latent_len()?, "latent")?;
+        check_finite(latents, "latent")?;
+        let shape = vec![n as i64, c as i64, h as i64, w as i64];
+        let out = vae.decoder.run(latents.to_vec(), shape)?.into_iter().next().unwrap_or_default();
+        if out.len() != n * self.image_len() {
+            return Err(Error::Inference(format!("decoder returned {} values, expected {}", out.len(), n * self.image_len())));
+        }
+        Ok(out)
+    }
+}
+
+/// The VAE's sampling layer: z = mean + exp(logvar / 2) * eps, eps ~ N(0, 1) from `seed`.
+/// Bit-reproducible for a given seed on one machine.
+pub fn sample_latent(mean: &[f32], logvar: &[f32], seed: u64) -> Result<Vec<f32>> {
+    if mean.len() != logvar.len() {
+        return Err(Error::invalid(format!("mean has {} values but logvar {}", mean.len(), logvar.len())));
+    }
+    check_finite(mean, "mean")?;
+    check_finite(logvar, "logvar")?;
+    let mut noise = Noise::new(seed);
+    // logvar is clamped so that exp cannot overflow to inf for a hand-made latent.
+    Ok(mean.iter().zip(logvar).map(|(&m, &lv)| m + (0.5 * lv.clamp(-30.0, 20.0)).exp() * noise.normal()).collect())
+}
+
+/// `n` latents drawn from the prior N(0, I): the "new images from random points" of the lecture.
+pub fn prior_latents(latent_len: usize, n: usize, seed: u64) -> Result<Vec<f32>> {
+    check_batch(n, n * latent_len, latent_len, "latent")?;
+    Ok(Noise::new(seed).normals(n * latent_len))
+}
+
+/// Spherical interpolation between two latents (the path that keeps a Gaussian sample's norm typical),
+/// falling back to linear when they are (anti)parallel.
+pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Result<Vec<f32>> {
+    if a.len() != b.len() {
+        return Err(Error::invalid("slerp: latents of different sizes"));
+    }
+    if !t.is_finite() {
+        return Err(Error::invalid("slerp: t must be finite"));
+    }
+    let dot: f64 = a.iter().zip(b).map(|(&x, &y)| x as f64 * y as f64).sum();
+    let na: f64 = a.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|&x| (x as f64).powi(2)).sum::<f64>().sqrt();
+    let cos = if na > 0.0 && nb > 0.0 { (dot / (na * nb)).clamp(-1.0, 1.0) } else { 1.0 };
+    let omega = cos.acos();
+    let t = t as f64;
+    let (wa, wb) = if omega.sin().abs() < 1e-6 {
+        (1.0 - t, t)
+    } else {
+        (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin())
+    };
+    Ok(a.iter().zip(b).map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32).collect())
+}
+
+fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<()> {
+    if n == 0 || n > MAX_BATCH {
+        return Err(Error::invalid(format!("batch size {n} out of range 1..={MAX_BATCH}")));
+    }
+    if len != n * per_item {
+        return Err(Error::invalid(format!(
+            "{what} buffer has {len} values; {n} x {per_item} expected (wrong size or shape)"
+        )));
+    }
+    Ok(())
+}
+
+fn check_finite(v: &[f32], what: &str) -> Result<()> {
+    match v.iter().position(|x| !x.is_finite()) {
+        Some(i) => Err(Error::invalid(format!("{what} value {i} is {} (NaN or infinite values are refused)", v[i]))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sampling_is_seeded_and_follows_the_variance() {
+        let mean = vec![1.0f32; 4000];
+        let logvar = vec![(0.25f32).ln(); 4000]; // std 0.5
+        let a = sample_latent(&mean, &logvar, 3).unwrap();
+        let b = sample_latent(&mean, &logvar, 3).unwrap();
+        assert_eq!(a, b);
+        let m = a.iter().sum::<f32>() / a.len() as f32;
+        let sd = (a.iter().map(|x| (x - m).powi(2)).sum::<f32>() / a.len() as f32).sqrt();
+        assert!((m - 1.0).abs() < 0.05 && (sd - 0.5).abs() < 0.05, "{m} {sd}");
+        assert!(sample_latent(&[f32::NAN], &[0.0], 1).is_err());
+        assert!(sample_latent(&[0.0; 2], &[0.0], 1).is_err());
+    }
+
+    #[test]
+    fn slerp_ends_and_midpoint() {
+        let a = vec![1.0, 0.0];
+        let b = vec![0.0, 1.0];
+        assert_eq!(slerp(&a, &b, 0.0).unwrap(), a);
+        let e = slerp(&a, &b, 1.0).unwrap();
+        assert!((e[0]).abs() < 1e-6 && (e[1] - 1.0).abs() < 1e-6);
+        let m = slerp(&a, &b, 0.5).unwrap();
+        assert!((m[0] - m[1]).abs() < 1e-6 && ((m[0] * m[0] + m[1] * m[1]) - 1.0).abs() < 1e-5);
+    }
+}

@@ -1,0 +1,14 @@
+//! Integration tests as one binary (ripgrep's layout); each module's line says what it covers.
+
+mod util;
+
+// The runtime on real ONNX Runtime: model sets, VAE encode/sample/decode, bad input of every kind.
+mod runtime;
+// The `mirage` CLI: info, vae sample/walk/encode/decode/reconstruct, demo, argument errors.
+mod cli;
+
+// The ONNX exporter and its random-weight fixture, run through ONNX Runtime (no torch needed).
+mod export;
+// The trainer: ONNX-vs-tch parity of the exported VAE, a tiny train/resume/eval/export run.
+#[cfg(feature = "train")]
+mod train;

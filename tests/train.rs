@@ -1,0 +1,108 @@
+//! The trainer (feature `train`): the exported ONNX VAE matches the tch model it came from, and a tiny
+//! end-to-end run (train, resume, eval, export) leaves every file it promises.
+#![cfg(feature = "train")]
+
+use std::path::Path;
+use std::process::Command;
+
+use mirage::export::vae::{export_vae, VaeArch};
+use mirage::train::vae::{weights_of, Vae};
+use mirage::train::vae_run::{check_parity, PARITY_TOLERANCE};
+use mirage::vae::ModelSet;
+use tch::{nn, Device, Tensor};
+
+/// Builds the tch VAE with random weights (tch's init, plus random biases: tch starts them at zero,
+/// which would hide a bias wired wrongly), exports it, and compares ONNX Runtime with tch.
+fn parity_of(arch: &VaeArch, n: usize) -> f32 {
+    tch::manual_seed(11);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Vae::new(&vs.root(), arch).unwrap();
+    tch::no_grad(|| {
+        for (name, mut t) in vs.variables() {
+            if name.ends_with(".bias") {
+                let _ = t.f_add_(&(Tensor::randn_like(&t) * 0.1)).unwrap();
+            }
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    export_vae(arch, &weights_of(&vs).unwrap(), dir.path(), "parity", serde_json::Value::Null).unwrap();
+    let p = check_parity(&model, Device::Cpu, dir.path(), n, 5).unwrap();
+    eprintln!("parity {:?}: max |onnx - tch| = {:e} ({p:?})", arch.widths, p.max());
+    assert!(p.max() <= PARITY_TOLERANCE, "ONNX vs tch max abs diff {} > {PARITY_TOLERANCE}: {p:?}", p.max());
+    p.max()
+}
+
+#[test]
+fn onnx_export_matches_tch_tiny() {
+    parity_of(&VaeArch::tiny(), 6);
+}
+
+#[test]
+fn onnx_export_matches_tch_fashion() {
+    parity_of(&VaeArch::fashion(), 4);
+}
+
+fn train_cmd(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_mirage-train")).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "mirage-train {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).unwrap().lines().count()
+}
+
+#[test]
+fn tiny_run_trains_resumes_evaluates_and_exports() {
+    let data = mirage::train::data::DEFAULT_DIR;
+    assert!(
+        Path::new(data).join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is missing from {data}: run scripts/setup.sh data"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let run_s = run.to_str().unwrap();
+    let common = ["--arch", "tiny", "--limit", "512", "--batch-size", "64", "--log-every", "2", "--ckpt-every", "4"];
+
+    // 512 images / 64 = 8 steps per epoch.
+    train_cmd(&[&["vae", "train", "--out", run_s, "--epochs", "1", "--grid-every", "4"][..], &common].concat());
+    for f in ["checkpoint.safetensors", "checkpoint.json", "metrics.jsonl", "grid.png", "grid-0000004.png"] {
+        assert!(run.join(f).is_file(), "{f} missing after training");
+    }
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 8);
+    let logged = lines(&run.join("metrics.jsonl"));
+    assert!(logged >= 4 + 2, "4 training lines and 2 eval lines expected, got {logged}");
+    let first: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+    for k in ["step", "loss", "recon", "kl", "lr", "time_s"] {
+        assert!(first.get(k).is_some(), "metrics line lacks {k}: {first}");
+    }
+
+    // Resume into a second epoch: the step count continues, the log grows.
+    train_cmd(&[&["vae", "train", "--out", run_s, "--epochs", "2", "--resume", "--grid-every", "8"][..], &common].concat());
+    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
+    assert_eq!(state["step"], 16);
+    assert!(lines(&run.join("metrics.jsonl")) > logged);
+    assert!(run.join("grid-0000016.png").is_file());
+
+    let eval = tmp.path().join("eval.json");
+    train_cmd(&["vae", "eval", "--ckpt", run_s, "--limit", "200", "--json", eval.to_str().unwrap()]);
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval).unwrap()).unwrap();
+    assert!(report["psnr_db"].as_f64().unwrap() > 0.0, "{report}");
+    assert_eq!(report["images"], 200);
+
+    let set = tmp.path().join("set");
+    train_cmd(&["vae", "export", "--ckpt", run_s, "--out", set.to_str().unwrap(), "--name", "tiny", "--eval", eval.to_str().unwrap()]);
+    let opened = ModelSet::open(&set).unwrap();
+    assert_eq!(opened.manifest().name, "tiny");
+    let training = &opened.manifest().training;
+    assert!(training["parity_max_abs_diff"]["mean"].as_f64().unwrap() <= PARITY_TOLERANCE as f64);
+    assert_eq!(training["eval"]["images"], 200);
+    let z = vec![0.0f32; opened.latent_len().unwrap()];
+    assert_eq!(opened.decode(&z, 1).unwrap().len(), 784);
+}
