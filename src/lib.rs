@@ -7,6 +7,8 @@
 //! - [`vae`]: a loaded model set: VAE encode, seeded sampling, decode.
 //! - [`fashion`]: Fashion-MNIST IDX files (the demo's test images; the trainer's data).
 //! - [`image`]: pixel buffers, conversions to and from model tensors, PNG I/O, grids.
+//! - [`schedule`]: the cosine diffusion schedule (one source for trainer and runtime).
+//! - [`sampler`]: reverse-diffusion samplers (DDIM, DPM-Solver++ 2M) behind one trait.
 //! - [`rng`]: the seeded normal noise every sampler uses (bit-reproducible on one machine).
 //! - [`export`]: a small ONNX graph builder and the exporters of our models (no torch needed).
 //! - `train` (feature `train`): the libtorch trainer behind `mirage-train`.
@@ -21,6 +23,8 @@ pub mod log;
 pub mod manifest;
 pub mod rng;
 pub mod runtime;
+pub mod sampler;
+pub mod schedule;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod vae;

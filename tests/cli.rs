@@ -19,6 +19,9 @@ fn info_sample_walk_encode_decode_reconstruct() {
     assert!(ok, "{err}");
     assert!(out.contains("vae latent") && out.contains("vae_encoder: cpu"), "{out}");
 
+    let (ok, out, err) = run(&["bench", "--models", d, "--batch", "2", "--iters", "3"]);
+    assert!(ok && out.contains("encode: median") && out.contains("decode: median"), "{out}{err}");
+
     let (ok, _, err) = run(&["vae", "sample", "--models", d, "--count", "4", "--seed", "3", "-o", &t("s1.png")]);
     assert!(ok, "{err}");
     run(&["vae", "sample", "--models", d, "--count", "4", "--seed", "3", "-o", &t("s2.png")]);

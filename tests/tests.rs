@@ -12,3 +12,8 @@ mod export;
 // The trainer: ONNX-vs-tch parity of the exported VAE, a tiny train/resume/eval/export run.
 #[cfg(feature = "train")]
 mod train;
+
+// The C API from Rust and from a C program (tests/c/test_api.c), optionally under valgrind.
+mod capi;
+// include/mirage.h: freshness against cbindgen, version macros, strict C and C++ builds, the C++ wrapper.
+mod header;

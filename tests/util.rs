@@ -23,3 +23,82 @@ pub fn read_json(path: &Path) -> serde_json::Value {
 pub fn mirage_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_mirage"))
 }
+
+/// The folder holding the libmirage.so of this build. `cargo test` builds the cdylib beside the test
+/// binary (target/<profile>/deps); `cargo build --lib` also puts a copy one level up.
+pub fn libmirage_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe.parent().expect("test binary folder").to_path_buf();
+    for dir in [deps.clone(), deps.parent().unwrap_or(&deps).to_path_buf()] {
+        if dir.join("libmirage.so").is_file() {
+            return dir;
+        }
+    }
+    panic!(
+        "libmirage.so not found beside {} or one level up: build it with `cargo build --lib`",
+        exe.display()
+    );
+}
+
+/// The language of a test program.
+#[derive(Clone, Copy, Debug)]
+pub enum Lang {
+    C,
+    Cxx,
+}
+
+/// Compiles `sources` into the executable `out`, warnings as errors, with `include/` (and `bindings/cpp/`)
+/// on the include path, linked to this build's libmirage.so with an rpath, so that it runs as is.
+/// The compiler is `$CC` / `$CXX`, else `cc` / `c++`. Panics with the compiler's output on failure.
+pub fn compile(lang: Lang, sources: &[PathBuf], out: &Path, extra: &[&str]) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (var, default, std) = match lang {
+        Lang::C => ("CC", "cc", "-std=c99"),
+        Lang::Cxx => ("CXX", "c++", "-std=c++17"),
+    };
+    let compiler = std::env::var(var).unwrap_or_else(|_| default.to_string());
+    let lib = libmirage_dir();
+    let output = std::process::Command::new(&compiler)
+        .args([
+            std,
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-g",
+            "-pthread",
+        ])
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg("-I")
+        .arg(root.join("bindings/cpp"))
+        .args(extra)
+        .args(sources)
+        .arg("-o")
+        .arg(out)
+        .arg(format!("-L{}", lib.display()))
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lmirage")
+        .output()
+        .unwrap_or_else(|e| panic!("running the {lang:?} compiler {compiler:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{compiler} failed on {sources:?}:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// Runs `program` with `args`; returns whether it exited 0, and its stdout and stderr together.
+pub fn run(program: &Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}

@@ -56,6 +56,17 @@ enum Cmd {
         #[command(subcommand)]
         cmd: VaeCmd,
     },
+    /// Time VAE encode and decode on this machine (median and spread over repeated runs).
+    Bench {
+        #[command(flatten)]
+        m: ModelsArg,
+        /// Images per call.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        /// Timed calls per model (after 3 untimed warm-up calls).
+        #[arg(long, default_value_t = 50)]
+        iters: usize,
+    },
     /// The README's demo: Fashion-MNIST test images, their reconstructions, and new images from random latents.
     Demo {
         #[command(flatten)]
@@ -162,6 +173,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime::init(&options)?;
     match cli.cmd {
         Cmd::Info { m } => info(&m.models),
+        Cmd::Bench { m, batch, iters } => bench(&m.models, batch, iters),
         Cmd::Demo { m, data, count, seed, output } => demo(&m.models, &data, count, seed, &output),
         Cmd::Vae { cmd } => match cmd {
             VaeCmd::Reconstruct { m, input, output, sample, seed } => {
@@ -299,6 +311,43 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, output: &Path) -> R
         output.display(),
         n
     );
+    Ok(())
+}
+
+fn bench(models: &Path, batch: usize, iters: usize) -> Result<()> {
+    if iters == 0 || iters > 100_000 {
+        return Err(Error::invalid("bench: --iters must be 1..=100000"));
+    }
+    let set = ModelSet::open(models)?;
+    let x: Vec<f32> = mirage::rng::Noise::new(1).normals(batch * set.image_len()).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    let z = vae::prior_latents(set.latent_len()?, batch, 2)?;
+    let time = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
+        for _ in 0..3 {
+            f()?;
+        }
+        let mut ms = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t = std::time::Instant::now();
+            f()?;
+            ms.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        ms.sort_by(f64::total_cmp);
+        Ok(ms)
+    };
+    let enc = time(&|| set.encode(&x, batch).map(|_| ()))?;
+    let dec = time(&|| set.decode(&z, batch).map(|_| ()))?;
+    let providers: Vec<String> = set.providers().iter().map(|(k, p)| format!("{k}={}", p.name())).collect();
+    println!("model set {:?}, batch {batch}, {iters} timed calls each; {}", set.manifest().name, providers.join(", "));
+    for (name, ms) in [("encode", enc), ("decode", dec)] {
+        let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
+        println!(
+            "  {name}: median {:.3} ms (p10 {:.3}, p90 {:.3}), {:.1} images/s",
+            q(0.5),
+            q(0.1),
+            q(0.9),
+            batch as f64 / q(0.5) * 1e3
+        );
+    }
     Ok(())
 }
 

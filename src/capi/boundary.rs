@@ -5,7 +5,9 @@ use std::any::Any;
 use std::ffi::{c_char, CStr};
 use std::panic::{self, AssertUnwindSafe};
 
-use super::status::{clear_last_error, set_last_error, status_of, MirageStatus, MIRAGE_ERR_PANIC, MIRAGE_OK};
+use super::status::{
+    clear_last_error, set_last_error, status_of, MirageStatus, MIRAGE_ERR_PANIC, MIRAGE_OK,
+};
 use crate::error::{Error, Result};
 
 /// Runs the body of an export that returns a status: clears the thread's last error, then maps `Ok` to
@@ -43,7 +45,10 @@ pub(crate) fn run_or<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
     let text = match payload.downcast_ref::<&'static str>() {
         Some(s) => s.to_string(),
-        None => payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "(no message)".into()),
+        None => payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_else(|| "(no message)".into()),
     };
     // The payload is dropped inside the boundary too: a payload whose Drop panics must not escape.
     let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
@@ -92,7 +97,10 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Resu
     }
     check_ptr(ptr, name)?;
     // from_raw_parts requires the whole slice to fit in isize::MAX bytes; a larger len is a bad argument.
-    if len.checked_mul(size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
+    if len
+        .checked_mul(size_of::<T>())
+        .is_none_or(|b| b > isize::MAX as usize)
+    {
         return Err(Error::invalid(format!("{name}: length {len} is too large")));
     }
     // SAFETY: not NULL, aligned, size in range (checked); valid for 'a by the caller's promise.
@@ -104,7 +112,9 @@ fn check_ptr<T>(ptr: *const T, name: &str) -> Result<()> {
         return Err(Error::invalid(format!("{name} is NULL")));
     }
     if !ptr.is_aligned() {
-        return Err(Error::invalid(format!("{name} is not aligned for its type ({ptr:p})")));
+        return Err(Error::invalid(format!(
+            "{name} is not aligned for its type ({ptr:p})"
+        )));
     }
     Ok(())
 }
@@ -194,7 +204,12 @@ pub(crate) unsafe fn read_params<T: Copy>(ptr: *const T, name: &str) -> Result<T
 ///
 /// # Safety
 /// When not NULL, `ptr` must be valid for writing `struct_size` bytes.
-pub(crate) unsafe fn init_params<T>(ptr: *mut T, struct_size: usize, name: &str, defaults: T) -> Result<()> {
+pub(crate) unsafe fn init_params<T>(
+    ptr: *mut T,
+    struct_size: usize,
+    name: &str,
+    defaults: T,
+) -> Result<()> {
     check_ptr(ptr, name)?;
     let known = size_of::<T>();
     if struct_size < known {

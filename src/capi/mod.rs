@@ -20,19 +20,26 @@
 // C terms (that doc is the header). A Rust-style `# Safety` heading on each would only repeat it.
 #![allow(clippy::missing_safety_doc)]
 
-mod boundary;
-mod context;
-mod image;
-mod latent;
-mod runtime;
+// In the order the header shows them: statuses and errors first, then each object with its functions.
 mod status;
+// (the panic boundary and argument checks; no exports but the test-only mirage_debug_panic)
+mod boundary;
+// Process-wide set-up.
+mod runtime;
+// A loaded model set.
+mod context;
+// Pixels in and out.
+mod image;
+// Latent tensors.
+mod latent;
+// The VAE operations.
 mod vae;
 
+#[cfg(feature = "test-panic")]
+pub use boundary::mirage_debug_panic;
 pub use context::*;
 pub use image::*;
 pub use latent::*;
 pub use runtime::*;
 pub use status::*;
 pub use vae::*;
-#[cfg(feature = "test-panic")]
-pub use boundary::mirage_debug_panic;

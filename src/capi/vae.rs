@@ -24,7 +24,9 @@ fn batch_of(ctx: &MirageContext, latent: &MirageLatent, name: &str) -> Result<us
 
 fn check_count(count: usize, name: &str) -> Result<()> {
     if count == 0 || count > MAX_BATCH {
-        return Err(Error::invalid(format!("{name} is {count}, out of range 1..={MAX_BATCH}")));
+        return Err(Error::invalid(format!(
+            "{name} is {count}, out of range 1..={MAX_BATCH}"
+        )));
     }
     Ok(())
 }
@@ -49,9 +51,12 @@ pub unsafe extern "C" fn mirage_vae_encode(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, mean_out, logvar_out) = unsafe { (arg(ctx, "ctx")?, out(mean, "mean")?, out(logvar, "logvar")?) };
+        let (ctx, mean_out, logvar_out) =
+            unsafe { (arg(ctx, "ctx")?, out(mean, "mean")?, out(logvar, "logvar")?) };
         if mean == logvar {
-            return Err(Error::invalid("mean and logvar point to the same place; one result would be lost"));
+            return Err(Error::invalid(
+                "mean and logvar point to the same place; one result would be lost",
+            ));
         }
         check_count(count, "count")?;
         // SAFETY: `count` host images (caller's promise).
@@ -95,8 +100,14 @@ pub unsafe extern "C" fn mirage_vae_sample(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, mean, logvar, result) =
-            unsafe { (arg(ctx, "ctx")?, arg(mean, "mean")?, arg(logvar, "logvar")?, boundary::out(out, "out")?) };
+        let (ctx, mean, logvar, result) = unsafe {
+            (
+                arg(ctx, "ctx")?,
+                arg(mean, "mean")?,
+                arg(logvar, "logvar")?,
+                boundary::out(out, "out")?,
+            )
+        };
         batch_of(ctx, mean, "mean")?;
         batch_of(ctx, logvar, "logvar")?;
         if mean.shape != logvar.shape {
@@ -151,8 +162,13 @@ pub unsafe extern "C" fn mirage_vae_decode(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, latents, result) =
-            unsafe { (arg(ctx, "ctx")?, arg(latents, "latents")?, boundary::out(out, "out")?) };
+        let (ctx, latents, result) = unsafe {
+            (
+                arg(ctx, "ctx")?,
+                arg(latents, "latents")?,
+                boundary::out(out, "out")?,
+            )
+        };
         let channels = channels_of(format, "format")?;
         let images = decode(ctx, latents)?
             .iter()
@@ -183,7 +199,9 @@ pub unsafe extern "C" fn mirage_vae_decode_into(
         let (ctx, latents) = unsafe { (arg(ctx, "ctx")?, arg(latents, "latents")?) };
         let n = batch_of(ctx, latents, "latents")?;
         if count != n {
-            return Err(Error::invalid(format!("count is {count} but latents holds {n} latents")));
+            return Err(Error::invalid(format!(
+                "count is {count} but latents holds {n} latents"
+            )));
         }
         // SAFETY: `count` host images (caller's promise).
         let targets = unsafe { slice(images, count, "images") }?;

@@ -1,0 +1,206 @@
+// mirage.hpp: a header-only C++11 wrapper of the mirage C API (include/mirage.h).
+//
+// Handles are move-only RAII objects (Context, Latent, ImageBatch) that free themselves; every failing call
+// throws mirage::Error, which carries the MirageStatus and the detailed message of mirage_last_error.
+// Thread safety is the C API's: one Context may be used by several threads at once; Latent and ImageBatch
+// are immutable. Nothing here adds state of its own.
+//
+//     mirage::Context ctx("models/fashion");
+//     auto dist = ctx.encode({image});                      // image: a MirageImage over your pixels
+//     mirage::Latent z = ctx.sample(dist.mean, dist.logvar, 42);
+//     mirage::ImageBatch out = ctx.decode(z, MIRAGE_PIXEL_RGBA8);
+//     MirageImage first = out[0];                           // valid while `out` lives
+#ifndef MIRAGE_HPP
+#define MIRAGE_HPP
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "mirage.h"
+
+namespace mirage {
+
+/// A failed mirage call: status() is the MirageStatus, what() the detailed message.
+class Error : public std::runtime_error {
+public:
+    Error(MirageStatus status, const std::string &message)
+        : std::runtime_error(std::string(mirage_status_str(status)) + ": " + message), status_(status) {}
+    MirageStatus status() const noexcept { return status_; }
+
+private:
+    MirageStatus status_;
+};
+
+namespace detail {
+
+/// The calling thread's last error message (read right after the failing call, on the same thread).
+inline std::string last_error() {
+    std::vector<char> buf(mirage_last_error(nullptr, 0) + 1);
+    mirage_last_error(buf.data(), buf.size());
+    return std::string(buf.data());
+}
+
+inline void check(MirageStatus status) {
+    if (status != MIRAGE_OK) throw Error(status, last_error());
+}
+
+template <class T, void (*Free)(T *)>
+struct Deleter {
+    void operator()(T *p) const noexcept { Free(p); }
+};
+
+}  // namespace detail
+
+/// Sets up the process-wide runtime (optional; see mirage_runtime_init). Fill `options` from
+/// runtime_options() and change what you need.
+inline MirageRuntimeOptions runtime_options() {
+    MirageRuntimeOptions o;
+    detail::check(mirage_runtime_options_init(&o, sizeof o));
+    return o;
+}
+
+inline void init_runtime(const MirageRuntimeOptions &options) { detail::check(mirage_runtime_init(&options)); }
+
+/// The library's version string (compare with MIRAGE_VERSION_STRING).
+inline std::string version() { return mirage_version(); }
+
+/// A batch of latents, shape {n, channels, height, width}, floats in NCHW order.
+class Latent {
+public:
+    /// Copies `len` floats; `len` must be the product of `shape`.
+    Latent(const float *data, std::size_t len, const std::array<std::uint32_t, 4> &shape) {
+        MirageLatent *p = nullptr;
+        detail::check(mirage_latent_new(data, len, shape.data(), &p));
+        p_.reset(p);
+    }
+    Latent(const std::vector<float> &data, const std::array<std::uint32_t, 4> &shape)
+        : Latent(data.data(), data.size(), shape) {}
+    /// Takes ownership of a latent made by the C API.
+    explicit Latent(MirageLatent *owned) noexcept : p_(owned) {}
+
+    std::array<std::uint32_t, 4> shape() const {
+        std::array<std::uint32_t, 4> s{};
+        detail::check(mirage_latent_shape(p_.get(), s.data()));
+        return s;
+    }
+    /// The floats, valid while this Latent lives.
+    const float *data() const { return view().first; }
+    std::size_t size() const { return view().second; }
+    std::vector<float> to_vector() const {
+        auto v = view();
+        return std::vector<float>(v.first, v.first + v.second);
+    }
+    const MirageLatent *get() const noexcept { return p_.get(); }
+
+private:
+    std::pair<const float *, std::size_t> view() const {
+        const float *d = nullptr;
+        std::size_t n = 0;
+        detail::check(mirage_latent_data(p_.get(), &d, &n));
+        return {d, n};
+    }
+    std::unique_ptr<MirageLatent, detail::Deleter<MirageLatent, mirage_latent_free>> p_;
+};
+
+/// Images allocated by the library; each MirageImage it hands out is valid while the batch lives.
+class ImageBatch {
+public:
+    explicit ImageBatch(MirageImageBatch *owned) noexcept : p_(owned) {}
+    std::size_t size() const noexcept { return mirage_image_batch_count(p_.get()); }
+    MirageImage operator[](std::size_t i) const {
+        MirageImage img;
+        detail::check(mirage_image_batch_get(p_.get(), i, &img));
+        return img;
+    }
+    const MirageImageBatch *get() const noexcept { return p_.get(); }
+
+private:
+    std::unique_ptr<MirageImageBatch, detail::Deleter<MirageImageBatch, mirage_image_batch_free>> p_;
+};
+
+/// The latent distribution of encoded images.
+struct Distribution {
+    Latent mean;
+    Latent logvar;
+};
+
+/// Image size of a model set.
+struct ImageSize {
+    std::uint32_t width, height, channels;
+};
+
+/// A loaded model set. Thread-safe: share one Context between threads (by reference).
+class Context {
+public:
+    explicit Context(const std::string &model_dir, MirageProvider provider = MIRAGE_PROVIDER_DEFAULT) {
+        MirageContextParams params;
+        detail::check(mirage_context_params_init(&params, sizeof params));
+        params.provider = provider;
+        MirageContext *p = nullptr;
+        detail::check(mirage_context_new(model_dir.c_str(), &params, &p));
+        p_.reset(p);
+    }
+
+    ImageSize image_size() const {
+        ImageSize s{};
+        detail::check(mirage_context_image_size(p_.get(), &s.width, &s.height, &s.channels));
+        return s;
+    }
+    std::array<std::uint32_t, 3> latent_shape() const {
+        std::array<std::uint32_t, 3> s{};
+        detail::check(mirage_context_latent_shape(p_.get(), s.data()));
+        return s;
+    }
+    MirageProvider provider(MirageModelKind kind) const {
+        MirageProvider p = MIRAGE_PROVIDER_DEFAULT;
+        detail::check(mirage_context_provider(p_.get(), kind, &p));
+        return p;
+    }
+    std::string name() const {
+        std::size_t n = 0;
+        detail::check(mirage_context_name(p_.get(), nullptr, 0, &n));
+        std::vector<char> buf(n + 1);
+        detail::check(mirage_context_name(p_.get(), buf.data(), buf.size(), nullptr));
+        return std::string(buf.data());
+    }
+
+    Distribution encode(const std::vector<MirageImage> &images) const {
+        MirageLatent *mean = nullptr, *logvar = nullptr;
+        detail::check(mirage_vae_encode(p_.get(), images.data(), images.size(), &mean, &logvar));
+        return Distribution{Latent(mean), Latent(logvar)};
+    }
+    Latent sample(const Latent &mean, const Latent &logvar, std::uint64_t seed) const {
+        MirageLatent *z = nullptr;
+        detail::check(mirage_vae_sample(p_.get(), mean.get(), logvar.get(), seed, &z));
+        return Latent(z);
+    }
+    Latent sample_prior(std::size_t count, std::uint64_t seed) const {
+        MirageLatent *z = nullptr;
+        detail::check(mirage_vae_sample_prior(p_.get(), count, seed, &z));
+        return Latent(z);
+    }
+    ImageBatch decode(const Latent &latents, MiragePixelFormat format) const {
+        MirageImageBatch *b = nullptr;
+        detail::check(mirage_vae_decode(p_.get(), latents.get(), format, &b));
+        return ImageBatch(b);
+    }
+    /// Writes one image per latent into the host's pixels (see mirage_vae_decode_into).
+    void decode_into(const Latent &latents, const std::vector<MirageImage> &images) const {
+        detail::check(mirage_vae_decode_into(p_.get(), latents.get(), images.data(), images.size()));
+    }
+
+    const MirageContext *get() const noexcept { return p_.get(); }
+
+private:
+    std::unique_ptr<MirageContext, detail::Deleter<MirageContext, mirage_context_free>> p_;
+};
+
+}  // namespace mirage
+
+#endif  // MIRAGE_HPP
