@@ -423,7 +423,7 @@ MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options, s
  *
  * `options->struct_size`: smaller than the first version of the struct is refused; larger (a host built
  * against a newer header) is accepted only when every byte beyond the fields this library knows is zero,
- * so a field the host set is never silently ignored.
+ * so a field the host set is never silently ignored; over 4096 (an uninitialised field) is refused.
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values, a path
  * that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.

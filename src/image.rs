@@ -154,7 +154,8 @@ pub fn psnr(a: &Image, b: &Image) -> Result<f64> {
     if a.data.len() != b.data.len() {
         return Err(Error::invalid("psnr: images of different sizes"));
     }
-    let mse = a.data.iter().zip(&b.data).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.data.len() as f64;
+    let mse =
+        a.data.iter().zip(&b.data).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum::<f64>() / a.data.len() as f64;
     Ok(if mse == 0.0 { f64::INFINITY } else { 10.0 * (255.0f64 * 255.0 / mse).log10() })
 }
 

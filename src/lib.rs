@@ -4,7 +4,8 @@
 //! - [`error`]: the one [`Error`] enum and [`Result`].
 //! - [`runtime`]: finding and loading libonnxruntime, execution-provider choice and fallback.
 //! - [`manifest`]: `models/<set>/manifest.json`, validated before any model file is opened.
-//! - [`vae`]: a loaded model set: VAE encode, seeded sampling, decode.
+//! - [`vae`]: a loaded model set: VAE encode, seeded sampling, decode; U-Net noise prediction.
+//! - [`pipeline`]: reverse diffusion: generate, img2img / denoise, inpaint — one readable loop.
 //! - [`fashion`]: Fashion-MNIST IDX files (the demo's test images; the trainer's data).
 //! - [`image`]: pixel buffers, conversions to and from model tensors, PNG I/O, grids.
 //! - [`schedule`]: the cosine diffusion schedule (one source for trainer and runtime).
@@ -21,6 +22,7 @@ pub mod fashion;
 pub mod image;
 pub mod log;
 pub mod manifest;
+pub mod pipeline;
 pub mod rng;
 pub mod runtime;
 pub mod sampler;

@@ -30,6 +30,9 @@ pub struct Manifest {
     /// The variational autoencoder, when the set has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vae: Option<VaeSpec>,
+    /// The diffusion denoiser, when the set has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unet: Option<UNetSpec>,
     /// Free-form facts about how the set was made (data, command, metrics). Not read by the runtime.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub training: serde_json::Value,
@@ -59,6 +62,34 @@ pub struct VaeSpec {
     /// kind "vae_decoder": input [N, *latent_shape]; output [N, C, H, W] image in about [-1, 1].
     pub decoder: ModelFile,
     /// The architecture the trainer used (opaque to the runtime; the exporter and trainer read it).
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub architecture: serde_json::Value,
+}
+
+/// Where the diffusion model works.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DiffusionSpace {
+    /// On the VAE's latents (the set must have a VAE): generation ends with a decode.
+    Latent,
+    /// On normalised pixels (the Keras DDIM setting): no VAE needed.
+    Pixel,
+}
+
+/// The U-Net denoiser: predicts the noise in a noisy sample, given the noise level.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UNetSpec {
+    /// kind "unet": inputs "x" [N, C, h, w] (normalised as below) and "noise_variance" [N, 1]
+    /// (= noise_rate(t)^2, the level the lecture's network is conditioned on); output "eps" [N, C, h, w].
+    pub model: ModelFile,
+    pub space: DiffusionSpace,
+    pub schedule: crate::schedule::CosineSchedule,
+    /// Per-channel mean and standard deviation of the training data in `space`, measured by the trainer:
+    /// the U-Net sees (x - mean) / std, so that the data has unit variance as the schedule assumes.
+    pub data_mean: Vec<f32>,
+    pub data_std: Vec<f32>,
+    /// The architecture the trainer used (opaque to the runtime).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub architecture: serde_json::Value,
 }
@@ -119,7 +150,8 @@ impl Manifest {
     /// Parses and validates manifest JSON.
     pub fn parse(text: &str) -> Result<Manifest> {
         // Read the version first so that a future format gets a clear message, not a field error.
-        let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| Error::model(format!("not valid JSON: {e}")))?;
+        let raw: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| Error::model(format!("not valid JSON: {e}")))?;
         match raw.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
             Some(v) => {
@@ -155,6 +187,27 @@ impl Manifest {
             let lat_shape = [-1, lat[0] as i64, lat[1] as i64, lat[2] as i64];
             check_file(&vae.encoder, "vae_encoder", &[&img_shape], &[&lat_shape, &lat_shape])?;
             check_file(&vae.decoder, "vae_decoder", &[&lat_shape], &[&img_shape])?;
+        }
+        if let Some(unet) = &self.unet {
+            unet.schedule.validate().map_err(|e| Error::model(format!("unet: {e}")))?;
+            let shape: Vec<i64> = match (unet.space, &self.vae) {
+                (DiffusionSpace::Latent, Some(vae)) => vae.latent_shape.iter().map(|&d| d as i64).collect(),
+                (DiffusionSpace::Latent, None) => {
+                    return Err(Error::model("unet works in latent space but the set has no vae"));
+                }
+                (DiffusionSpace::Pixel, _) => vec![img.channels as i64, img.height as i64, img.width as i64],
+            };
+            let c = shape[0] as usize;
+            if unet.data_mean.len() != c || unet.data_std.len() != c {
+                return Err(Error::model(format!("unet: data_mean and data_std need {c} values (one per channel)")));
+            }
+            if unet.data_mean.iter().chain(&unet.data_std).any(|v| !v.is_finite())
+                || unet.data_std.iter().any(|&v| v <= 0.0)
+            {
+                return Err(Error::model("unet: data_mean must be finite and data_std finite and positive"));
+            }
+            let x = [&[-1][..], &shape[..]].concat();
+            check_file(&unet.model, "unet", &[&x, &[-1, 1]], &[&x])?;
         }
         Ok(())
     }
@@ -238,6 +291,7 @@ mod tests {
                 ),
                 architecture: serde_json::Value::Null,
             }),
+            unet: None,
             training: serde_json::Value::Null,
         }
     }
@@ -268,6 +322,37 @@ mod tests {
         let mut m = sample();
         m.vae.as_mut().unwrap().encoder.kind = "vae_decoder".into();
         assert!(m.validate().is_err());
+    }
+
+    #[test]
+    fn unet_spec_is_checked_against_the_latent_shape() {
+        let mut m = sample();
+        let x = vec![-1, 3, 8, 8];
+        m.unet = Some(UNetSpec {
+            model: ModelFile {
+                kind: "unet".into(),
+                file: "unet.onnx".into(),
+                sha256: "0".repeat(64),
+                inputs: vec![TensorSpec::new("x", &x), TensorSpec::new("noise_variance", &[-1, 1])],
+                outputs: vec![TensorSpec::new("eps", &x)],
+            },
+            space: DiffusionSpace::Latent,
+            schedule: Default::default(),
+            data_mean: vec![0.0; 3],
+            data_std: vec![1.0; 3],
+            architecture: serde_json::Value::Null,
+        });
+        m.validate().unwrap();
+        assert_eq!(Manifest::parse(&serde_json::to_string(&m).unwrap()).unwrap(), m);
+        let mut bad = m.clone();
+        bad.unet.as_mut().unwrap().data_std = vec![1.0, 0.0, 1.0];
+        assert!(bad.validate().is_err());
+        let mut bad = m.clone();
+        bad.unet.as_mut().unwrap().space = DiffusionSpace::Pixel; // 1x28x28 pixels, not 3x8x8 latents
+        assert!(bad.validate().is_err());
+        let mut bad = m;
+        bad.vae = None;
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -52,7 +52,9 @@ impl Provider {
             "tensorrt" | "trt" => Ok(Provider::TensorRt),
             "cuda" => Ok(Provider::Cuda),
             "cpu" => Ok(Provider::Cpu),
-            other => Err(Error::invalid(format!("unknown execution provider {other:?} (auto | tensorrt | cuda | cpu)"))),
+            other => {
+                Err(Error::invalid(format!("unknown execution provider {other:?} (auto | tensorrt | cuda | cpu)")))
+            }
         }
     }
 }
@@ -277,7 +279,11 @@ impl Runtime {
                 let mut ep = ort::ep::TensorRT::default().with_fp16(self.options.tensorrt_fp16);
                 if let Some(dir) = &self.options.tensorrt_cache_dir {
                     let d = dir.display().to_string();
-                    ep = ep.with_engine_cache(true).with_engine_cache_path(&d).with_timing_cache(true).with_timing_cache_path(&d);
+                    ep = ep
+                        .with_engine_cache(true)
+                        .with_engine_cache_path(&d)
+                        .with_timing_cache(true)
+                        .with_timing_cache_path(&d);
                 }
                 ep.register(&mut b).map_err(|e| TryError::Unavailable(e.to_string()))?;
             }

@@ -49,9 +49,25 @@ impl Model {
 
     /// Runs the model on one f32 input of shape `shape`; returns every output, flattened, in manifest order.
     fn run(&self, input: Vec<f32>, shape: Vec<i64>) -> Result<Vec<Vec<f32>>> {
-        let tensor = Tensor::from_array((shape, input))?;
+        self.run_many(vec![(input, shape)])
+    }
+
+    /// Runs the model on f32 inputs given in manifest order.
+    fn run_many(&self, inputs: Vec<(Vec<f32>, Vec<i64>)>) -> Result<Vec<Vec<f32>>> {
+        if inputs.len() != self.spec.inputs.len() {
+            return Err(Error::Inference(format!(
+                "{}: {} inputs given, {} expected",
+                self.spec.kind,
+                inputs.len(),
+                self.spec.inputs.len()
+            )));
+        }
+        let mut feed: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> = Vec::new();
+        for ((data, shape), spec) in inputs.into_iter().zip(&self.spec.inputs) {
+            feed.push((spec.name.as_str().into(), Tensor::from_array((shape, data))?.into()));
+        }
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(ort::inputs![self.spec.inputs[0].name.as_str() => tensor])?;
+        let outputs = session.run(feed)?;
         let mut result = Vec::with_capacity(self.spec.outputs.len());
         for o in &self.spec.outputs {
             let value = outputs
@@ -74,6 +90,7 @@ pub struct ModelSet {
     dir: PathBuf,
     manifest: Manifest,
     vae: Option<Vae>,
+    unet: Option<Model>,
 }
 
 impl ModelSet {
@@ -92,7 +109,11 @@ impl ModelSet {
             }),
             None => None,
         };
-        Ok(ModelSet { dir: dir.to_path_buf(), manifest, vae })
+        let unet = match &manifest.unet {
+            Some(spec) => Some(Model::load(dir, &spec.model, provider)?),
+            None => None,
+        };
+        Ok(ModelSet { dir: dir.to_path_buf(), manifest, vae, unet })
     }
 
     pub fn dir(&self) -> &Path {
@@ -110,6 +131,9 @@ impl ModelSet {
             for m in [&vae.encoder, &vae.decoder] {
                 v.push((m.spec.kind.clone(), m.provider));
             }
+        }
+        if let Some(m) = &self.unet {
+            v.push((m.spec.kind.clone(), m.provider));
         }
         v
     }
@@ -134,6 +158,47 @@ impl ModelSet {
         Ok(self.latent_shape()?.iter().map(|&d| d as usize).product())
     }
 
+    /// Whether the set can generate by diffusion.
+    pub fn has_unet(&self) -> bool {
+        self.unet.is_some()
+    }
+
+    /// Shape [C, h, w] of what the U-Net denoises (latents, or pixels for a pixel-space set).
+    pub fn diffusion_shape(&self) -> Result<[u32; 3]> {
+        let spec = self.manifest.unet.as_ref().ok_or_else(|| self.no_unet())?;
+        match spec.space {
+            crate::manifest::DiffusionSpace::Latent => self.latent_shape(),
+            crate::manifest::DiffusionSpace::Pixel => {
+                let i = &self.manifest.image;
+                Ok([i.channels, i.height, i.width])
+            }
+        }
+    }
+
+    fn no_unet(&self) -> Error {
+        Error::Unsupported(format!("model set {:?} has no diffusion U-Net", self.manifest.name))
+    }
+
+    /// Predicts the noise in `n` normalised samples `x` at the given noise variances (one per sample).
+    pub fn predict_noise(&self, x: &[f32], noise_variance: &[f32], n: usize) -> Result<Vec<f32>> {
+        let unet = self.unet.as_ref().ok_or_else(|| self.no_unet())?;
+        let [c, h, w] = self.diffusion_shape()?;
+        let per = (c * h * w) as usize;
+        check_batch(n, x.len(), per, "diffusion sample")?;
+        check_batch(n, noise_variance.len(), 1, "noise variance")?;
+        check_finite(x, "diffusion sample")?;
+        let shape = vec![n as i64, c as i64, h as i64, w as i64];
+        let out = unet
+            .run_many(vec![(x.to_vec(), shape), (noise_variance.to_vec(), vec![n as i64, 1])])?
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        if out.len() != x.len() {
+            return Err(Error::Inference(format!("unet returned {} values, expected {}", out.len(), x.len())));
+        }
+        Ok(out)
+    }
+
     /// Encodes `n` images (model-space NCHW) into the latent mean and log-variance, each `n * latent_len`.
     pub fn encode(&self, images: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let vae = self.vae()?;
@@ -145,7 +210,11 @@ impl ModelSet {
         let (mean, logvar) = (out.next().unwrap_or_default(), out.next().unwrap_or_default());
         let want = n * self.latent_len()?;
         if mean.len() != want || logvar.len() != want {
-            return Err(Error::Inference(format!("encoder returned {} / {} values, expected {want}", mean.len(), logvar.len())));
+            return Err(Error::Inference(format!(
+                "encoder returned {} / {} values, expected {want}",
+                mean.len(),
+                logvar.len()
+            )));
         }
         Ok((mean, logvar))
     }
@@ -159,7 +228,11 @@ impl ModelSet {
         let shape = vec![n as i64, c as i64, h as i64, w as i64];
         let out = vae.decoder.run(latents.to_vec(), shape)?.into_iter().next().unwrap_or_default();
         if out.len() != n * self.image_len() {
-            return Err(Error::Inference(format!("decoder returned {} values, expected {}", out.len(), n * self.image_len())));
+            return Err(Error::Inference(format!(
+                "decoder returned {} values, expected {}",
+                out.len(),
+                n * self.image_len()
+            )));
         }
         Ok(out)
     }
@@ -207,7 +280,7 @@ pub fn slerp(a: &[f32], b: &[f32], t: f32) -> Result<Vec<f32>> {
     Ok(a.iter().zip(b).map(|(&x, &y)| (wa * x as f64 + wb * y as f64) as f32).collect())
 }
 
-fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<()> {
+pub(crate) fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<()> {
     if n == 0 || n > MAX_BATCH {
         return Err(Error::invalid(format!("batch size {n} out of range 1..={MAX_BATCH}")));
     }
@@ -219,7 +292,7 @@ fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<()> 
     Ok(())
 }
 
-fn check_finite(v: &[f32], what: &str) -> Result<()> {
+pub(crate) fn check_finite(v: &[f32], what: &str) -> Result<()> {
     match v.iter().position(|x| !x.is_finite()) {
         Some(i) => Err(Error::invalid(format!("{what} value {i} is {} (NaN or infinite values are refused)", v[i]))),
         None => Ok(()),

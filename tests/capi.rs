@@ -21,10 +21,7 @@ fn last_error() -> String {
     let m = unsafe { mirage_last_error(buf.as_mut_ptr(), buf.len()) };
     assert_eq!(m, n);
     // SAFETY: mirage_last_error NUL-terminates.
-    unsafe { CStr::from_ptr(buf.as_ptr()) }
-        .to_str()
-        .expect("UTF-8")
-        .to_string()
+    unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().expect("UTF-8").to_string()
 }
 
 /// Asserts a failure with `want` whose message contains `needle`.
@@ -48,9 +45,7 @@ fn static_str(p: *const c_char) -> &'static str {
 
 #[test]
 fn status_strings_are_distinct_and_unknown_values_are_named() {
-    let texts: Vec<_> = (MIRAGE_OK..=MIRAGE_ERR_PANIC)
-        .map(|s| static_str(mirage_status_str(s)))
-        .collect();
+    let texts: Vec<_> = (MIRAGE_OK..=MIRAGE_ERR_PANIC).map(|s| static_str(mirage_status_str(s))).collect();
     let mut unique = texts.clone();
     unique.sort();
     unique.dedup();
@@ -59,10 +54,7 @@ fn status_strings_are_distinct_and_unknown_values_are_named() {
     for v in [MIRAGE_ERR_PANIC + 1, 999, u32::MAX] {
         assert_eq!(static_str(mirage_status_str(v)), "unknown status");
     }
-    assert_eq!(
-        static_str(mirage_provider_name(MIRAGE_PROVIDER_TENSORRT)),
-        "tensorrt"
-    );
+    assert_eq!(static_str(mirage_provider_name(MIRAGE_PROVIDER_TENSORRT)), "tensorrt");
     assert_eq!(static_str(mirage_provider_name(12)), "unknown");
 }
 
@@ -86,17 +78,11 @@ fn last_error_is_snprintf_style_utf8_safe_and_per_thread() {
 
     unsafe {
         assert_eq!(mirage_last_error(null_mut(), 0), full.len());
-        assert_eq!(
-            mirage_last_error(null_mut(), 10),
-            full.len(),
-            "NULL buf with len > 0 writes nothing"
-        );
+        assert_eq!(mirage_last_error(null_mut(), 10), full.len(), "NULL buf with len > 0 writes nothing");
         let mut buf = vec![b'#' as c_char; full.len() + 8];
         // len = cut + 1 leaves room for `cut` bytes: the copy must stop before 'é', not in its middle.
         assert_eq!(mirage_last_error(buf.as_mut_ptr(), cut + 1), full.len());
-        let got = CStr::from_ptr(buf.as_ptr())
-            .to_str()
-            .expect("truncated copy is valid UTF-8");
+        let got = CStr::from_ptr(buf.as_ptr()).to_str().expect("truncated copy is valid UTF-8");
         assert_eq!(got, &full[..cut - 1]);
         assert_eq!(buf[cut + 1], b'#' as c_char, "wrote past len");
         // One byte: just the NUL.
@@ -108,11 +94,7 @@ fn last_error_is_snprintf_style_utf8_safe_and_per_thread() {
     std::thread::spawn(|| {
         assert_eq!(last_error(), "");
         // SAFETY: NULL arguments are what is being tested.
-        assert_err(
-            unsafe { failing_call() },
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "latent is NULL",
-        );
+        assert_err(unsafe { failing_call() }, MIRAGE_ERR_INVALID_ARGUMENT, "latent is NULL");
     })
     .join()
     .unwrap();
@@ -120,9 +102,7 @@ fn last_error_is_snprintf_style_utf8_safe_and_per_thread() {
 
     // Any status-returning call starts afresh: a success clears the message.
     let mut p = std::mem::MaybeUninit::<MirageContextParams>::uninit();
-    assert_ok(unsafe {
-        mirage_context_params_init(p.as_mut_ptr(), size_of::<MirageContextParams>())
-    });
+    assert_ok(unsafe { mirage_context_params_init(p.as_mut_ptr(), size_of::<MirageContextParams>()) });
 }
 
 /// A failing call for the thread test: the shape of a NULL latent.
@@ -137,9 +117,7 @@ fn a_panic_becomes_a_status_with_its_message() {
     let status = mirage_debug_panic();
     assert_err(status, MIRAGE_ERR_PANIC, "mirage_debug_panic was called");
     // The process goes on and the API still works on this thread.
-    assert_ok(unsafe {
-        mirage_context_params_init(&mut std::mem::zeroed(), size_of::<MirageContextParams>())
-    });
+    assert_ok(unsafe { mirage_context_params_init(&mut std::mem::zeroed(), size_of::<MirageContextParams>()) });
 }
 
 #[test]
@@ -179,47 +157,23 @@ fn null_and_malformed_arguments_are_refused_with_their_names() {
         // A misaligned pointer is refused rather than dereferenced.
         let bytes = [0u8; 32];
         let misaligned = bytes.as_ptr().add(1).cast::<u32>();
-        assert_err(
-            mirage_latent_new(one.as_ptr(), 4, misaligned, &mut latent),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "aligned",
-        );
+        assert_err(mirage_latent_new(one.as_ptr(), 4, misaligned, &mut latent), MIRAGE_ERR_INVALID_ARGUMENT, "aligned");
 
-        assert_err(
-            mirage_latent_shape(null(), shape.as_mut_ptr()),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "latent is NULL",
-        );
-        assert_err(
-            mirage_latent_data(null(), &mut null(), &mut 0),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "latent is NULL",
-        );
-        assert_err(
-            mirage_vae_sample_prior(null(), 1, 1, &mut latent),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "ctx is NULL",
-        );
+        assert_err(mirage_latent_shape(null(), shape.as_mut_ptr()), MIRAGE_ERR_INVALID_ARGUMENT, "latent is NULL");
+        assert_err(mirage_latent_data(null(), &mut null(), &mut 0), MIRAGE_ERR_INVALID_ARGUMENT, "latent is NULL");
+        assert_err(mirage_vae_sample_prior(null(), 1, 1, &mut latent), MIRAGE_ERR_INVALID_ARGUMENT, "ctx is NULL");
         assert_err(
             mirage_vae_decode(null(), null(), MIRAGE_PIXEL_RGB8, &mut batch),
             MIRAGE_ERR_INVALID_ARGUMENT,
             "ctx is NULL",
         );
-        assert_err(
-            mirage_vae_decode_into(null(), null(), null(), 0),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "ctx is NULL",
-        );
+        assert_err(mirage_vae_decode_into(null(), null(), null(), 0), MIRAGE_ERR_INVALID_ARGUMENT, "ctx is NULL");
         assert_err(
             mirage_image_batch_get(null(), 0, &mut std::mem::zeroed()),
             MIRAGE_ERR_INVALID_ARGUMENT,
             "batch is NULL",
         );
-        assert_err(
-            mirage_context_latent_shape(null(), shape.as_mut_ptr()),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "ctx is NULL",
-        );
+        assert_err(mirage_context_latent_shape(null(), shape.as_mut_ptr()), MIRAGE_ERR_INVALID_ARGUMENT, "ctx is NULL");
         assert_err(
             mirage_context_new(null(), null(), &mut null_mut()),
             MIRAGE_ERR_INVALID_ARGUMENT,
@@ -243,45 +197,22 @@ fn params_struct_size_rules() {
     // SAFETY: the buffers are large enough for the sizes passed, or the call refuses the size first.
     unsafe {
         let mut o = std::mem::MaybeUninit::<MirageRuntimeOptions>::uninit();
-        assert_err(
-            mirage_runtime_options_init(o.as_mut_ptr(), n - 1),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "struct_size",
-        );
-        assert_err(
-            mirage_runtime_options_init(null_mut(), n),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "options is NULL",
-        );
+        assert_err(mirage_runtime_options_init(o.as_mut_ptr(), n - 1), MIRAGE_ERR_INVALID_ARGUMENT, "struct_size");
+        assert_err(mirage_runtime_options_init(null_mut(), n), MIRAGE_ERR_INVALID_ARGUMENT, "options is NULL");
         assert_ok(mirage_runtime_options_init(o.as_mut_ptr(), n));
         let o = o.assume_init();
-        assert_eq!(
-            (o.struct_size, o.provider, o.log_level),
-            (n, MIRAGE_PROVIDER_DEFAULT, MIRAGE_LOG_WARN)
-        );
+        assert_eq!((o.struct_size, o.provider, o.log_level), (n, MIRAGE_PROVIDER_DEFAULT, MIRAGE_LOG_WARN));
 
         // Refused before anything loads, so the shared runtime is untouched.
         let mut small = o;
         small.struct_size = 8;
-        assert_err(
-            mirage_runtime_init(&small),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "smaller than",
-        );
+        assert_err(mirage_runtime_init(&small), MIRAGE_ERR_INVALID_ARGUMENT, "smaller than");
         let mut bad = o;
         bad.provider = 9;
-        assert_err(
-            mirage_runtime_init(&bad),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "options->provider",
-        );
+        assert_err(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "options->provider");
         let mut bad = o;
         bad.tensorrt_cache_dir = c"/tmp/\xc3".as_ptr();
-        assert_err(
-            mirage_runtime_init(&bad),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "tensorrt_cache_dir",
-        );
+        assert_err(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "tensorrt_cache_dir");
 
         // A newer, bigger struct: init zeroes the tail; a set tail byte is refused by name.
         #[repr(C)]
@@ -290,33 +221,16 @@ fn params_struct_size_rules() {
             extra: [u64; 2],
         }
         let mut newer = std::mem::MaybeUninit::<Newer>::uninit();
-        newer
-            .as_mut_ptr()
-            .cast::<u8>()
-            .write_bytes(0xAA, size_of::<Newer>());
-        assert_ok(mirage_runtime_options_init(
-            newer.as_mut_ptr().cast(),
-            size_of::<Newer>(),
-        ));
+        newer.as_mut_ptr().cast::<u8>().write_bytes(0xAA, size_of::<Newer>());
+        assert_ok(mirage_runtime_options_init(newer.as_mut_ptr().cast(), size_of::<Newer>()));
         let mut newer = newer.assume_init();
         assert_eq!(newer.extra, [0, 0]);
         newer.extra[1] = 1 << 40;
-        assert_err(
-            mirage_runtime_init(&newer.o),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "does not have",
-        );
+        assert_err(mirage_runtime_init(&newer.o), MIRAGE_ERR_INVALID_ARGUMENT, "does not have");
 
         let mut p = std::mem::MaybeUninit::<MirageContextParams>::uninit();
-        assert_err(
-            mirage_context_params_init(p.as_mut_ptr(), 0),
-            MIRAGE_ERR_INVALID_ARGUMENT,
-            "struct_size",
-        );
-        assert_ok(mirage_context_params_init(
-            p.as_mut_ptr(),
-            size_of::<MirageContextParams>(),
-        ));
+        assert_err(mirage_context_params_init(p.as_mut_ptr(), 0), MIRAGE_ERR_INVALID_ARGUMENT, "struct_size");
+        assert_ok(mirage_context_params_init(p.as_mut_ptr(), size_of::<MirageContextParams>()));
         let mut p = p.assume_init();
         p.struct_size = 4;
         let (_d, set) = tiny_set();
@@ -377,13 +291,8 @@ fn vae_round_trip_matches_the_rust_api() {
         // A grey set takes grey images: RGBA input is refused, not silently converted.
         let pixels: Vec<u8> = (0..28 * 28).map(|i| (i * 3 % 256) as u8).collect();
         let mut rgba: Vec<u8> = pixels.iter().flat_map(|&p| [p, p, p, 255]).collect();
-        let wrong = MirageImage {
-            width: 28,
-            height: 28,
-            stride: 0,
-            format: MIRAGE_PIXEL_RGBA8,
-            data: rgba.as_mut_ptr(),
-        };
+        let wrong =
+            MirageImage { width: 28, height: 28, stride: 0, format: MIRAGE_PIXEL_RGBA8, data: rgba.as_mut_ptr() };
         let (mut mean, mut logvar) = (null_mut(), null_mut());
         assert_err(
             mirage_vae_encode(ctx.ptr, &wrong, 1, &mut mean, &mut logvar),
@@ -392,20 +301,9 @@ fn vae_round_trip_matches_the_rust_api() {
         );
 
         let mut grey = pixels.clone();
-        let image = MirageImage {
-            width: 28,
-            height: 28,
-            stride: 0,
-            format: MIRAGE_PIXEL_GRAY8,
-            data: grey.as_mut_ptr(),
-        };
-        assert_ok(mirage_vae_encode(
-            ctx.ptr,
-            &image,
-            1,
-            &mut mean,
-            &mut logvar,
-        ));
+        let image =
+            MirageImage { width: 28, height: 28, stride: 0, format: MIRAGE_PIXEL_GRAY8, data: grey.as_mut_ptr() };
+        assert_ok(mirage_vae_encode(ctx.ptr, &image, 1, &mut mean, &mut logvar));
 
         // The same through the Rust API: identical numbers.
         let (_d, dir) = tiny_set();
@@ -418,24 +316,13 @@ fn vae_round_trip_matches_the_rust_api() {
 
         let mut z = null_mut();
         assert_ok(mirage_vae_sample(ctx.ptr, mean, logvar, 11, &mut z));
-        assert_eq!(
-            latent_vec(z),
-            mirage::vae::sample_latent(&rm, &rlv, 11).unwrap()
-        );
+        assert_eq!(latent_vec(z), mirage::vae::sample_latent(&rm, &rlv, 11).unwrap());
         let mut prior = null_mut();
         assert_ok(mirage_vae_sample_prior(ctx.ptr, 2, 5, &mut prior));
-        assert_eq!(
-            latent_vec(prior),
-            mirage::vae::prior_latents(128, 2, 5).unwrap()
-        );
+        assert_eq!(latent_vec(prior), mirage::vae::prior_latents(128, 2, 5).unwrap());
 
         let mut batch = null_mut();
-        assert_ok(mirage_vae_decode(
-            ctx.ptr,
-            z,
-            MIRAGE_PIXEL_GRAY8,
-            &mut batch,
-        ));
+        assert_ok(mirage_vae_decode(ctx.ptr, z, MIRAGE_PIXEL_GRAY8, &mut batch));
         let mut out = std::mem::zeroed::<MirageImage>();
         assert_ok(mirage_image_batch_get(batch, 0, &mut out));
         let decoded = std::slice::from_raw_parts(out.data, 28 * 28).to_vec();
@@ -460,9 +347,7 @@ fn vae_round_trip_matches_the_rust_api() {
                 let g = decoded[y * 28 + x];
                 assert_eq!(px, [g, g, g, 255]);
             }
-            assert!(host[y * stride + 112..(y + 1) * stride]
-                .iter()
-                .all(|&b| b == 7));
+            assert!(host[y * stride + 112..(y + 1) * stride].iter().all(|&b| b == 7));
         }
 
         mirage_image_batch_free(batch);
@@ -516,10 +401,7 @@ fn c_program_passes() {
 /// About 25 s. Runs when valgrind is installed; MIRAGE_VALGRIND=0 skips it, MIRAGE_VALGRIND=1 requires it.
 #[test]
 fn c_program_under_valgrind() {
-    let installed = std::process::Command::new("valgrind")
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success());
+    let installed = std::process::Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
     match (std::env::var("MIRAGE_VALGRIND").ok().as_deref(), installed) {
         (Some("0"), _) => return eprintln!("skipped: MIRAGE_VALGRIND=0"),
         (Some("1"), false) => panic!("MIRAGE_VALGRIND=1 but valgrind is not installed"),

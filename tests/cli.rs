@@ -39,7 +39,8 @@ fn info_sample_walk_encode_decode_reconstruct() {
     assert!(ok, "{err}");
     // A grid of 1 has a 2-pixel border: crop it out with the image API.
     let g = mirage::image::Image::load(&tmp.path().join("one.png")).unwrap();
-    let px: Vec<u8> = (0..28).flat_map(|y| g.data[((y + 2) * 32 + 2) as usize..((y + 2) * 32 + 30) as usize].to_vec()).collect();
+    let px: Vec<u8> =
+        (0..28).flat_map(|y| g.data[((y + 2) * 32 + 2) as usize..((y + 2) * 32 + 30) as usize].to_vec()).collect();
     mirage::image::Image::new(28, 28, 1, px).unwrap().save(&tmp.path().join("in.png")).unwrap();
     let (ok, _, err) = run(&["vae", "encode", "--models", d, "-i", &t("in.png"), "-o", &t("z.json")]);
     assert!(ok, "{err}");

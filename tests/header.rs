@@ -11,8 +11,7 @@ fn root() -> &'static Path {
 
 /// The header as cbindgen makes it now, from cbindgen.toml and src/capi/ only.
 fn generate() -> String {
-    let config =
-        cbindgen::Config::from_file(root().join("cbindgen.toml")).expect("reading cbindgen.toml");
+    let config = cbindgen::Config::from_file(root().join("cbindgen.toml")).expect("reading cbindgen.toml");
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(root().join("src/capi/mod.rs"))
@@ -32,8 +31,10 @@ fn header_is_up_to_date() {
     let fresh = generate();
     let path = root().join("include/mirage.h");
     if std::env::var_os("MIRAGE_BLESS").is_some_and(|v| v == "1") {
-        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-        std::fs::write(&path, &fresh).unwrap();
+        // Write then rename, so that the tests compiling the header in parallel never see half a file.
+        let tmp = path.with_extension("h.tmp");
+        std::fs::write(&tmp, &fresh).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
         return;
     }
     let old = checked_in();
@@ -59,28 +60,13 @@ fn version_macros_agree_with_cargo_toml() {
     let header = checked_in();
     let define = |name: &str| -> String {
         let prefix = format!("#define {name} ");
-        let line = header
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {name}"));
+        let line = header.lines().find_map(|l| l.strip_prefix(&prefix)).unwrap_or_else(|| panic!("no {name}"));
         line.trim().trim_matches('"').to_string()
     };
     let cargo = env!("CARGO_PKG_VERSION");
-    assert_eq!(
-        define("MIRAGE_VERSION_STRING"),
-        cargo,
-        "MIRAGE_VERSION_STRING (cbindgen.toml) vs Cargo.toml"
-    );
-    let parts = [
-        define("MIRAGE_VERSION_MAJOR"),
-        define("MIRAGE_VERSION_MINOR"),
-        define("MIRAGE_VERSION_PATCH"),
-    ];
-    assert_eq!(
-        parts.join("."),
-        cargo,
-        "MIRAGE_VERSION_MAJOR.MINOR.PATCH vs Cargo.toml"
-    );
+    assert_eq!(define("MIRAGE_VERSION_STRING"), cargo, "MIRAGE_VERSION_STRING (cbindgen.toml) vs Cargo.toml");
+    let parts = [define("MIRAGE_VERSION_MAJOR"), define("MIRAGE_VERSION_MINOR"), define("MIRAGE_VERSION_PATCH")];
+    assert_eq!(parts.join("."), cargo, "MIRAGE_VERSION_MAJOR.MINOR.PATCH vs Cargo.toml");
     // SAFETY: returns a static NUL-terminated string.
     let lib = unsafe { std::ffi::CStr::from_ptr(mirage::capi::mirage_version()) };
     assert_eq!(lib.to_str().unwrap(), cargo);
@@ -107,18 +93,11 @@ fn header_compiles_as_strict_c_and_as_cpp_included_twice() {
 /// The code between `@code` and `@endcode` in the header's opening comment.
 fn header_example() -> String {
     let header = checked_in();
-    let start = header
-        .find("@code")
-        .expect("the header has no @code example")
-        + "@code".len();
+    let start = header.find("@code").expect("the header has no @code example") + "@code".len();
     let end = header.find("@endcode").expect("@endcode");
     header[start..end]
         .lines()
-        .map(|l| {
-            l.strip_prefix(" * ")
-                .or_else(|| l.strip_prefix(" *"))
-                .unwrap_or(l)
-        })
+        .map(|l| l.strip_prefix(" * ").or_else(|| l.strip_prefix(" *")).unwrap_or(l))
         .collect::<Vec<_>>()
         .join("\n")
 }
@@ -132,22 +111,14 @@ fn header_example_runs() {
     compile(Lang::C, &[src], &exe, &[]);
     let (_set_dir, set) = tiny_set();
     let (ok, text) = run(&exe, &[set.as_os_str()]);
-    assert!(
-        ok && text.contains("decoded 28x28"),
-        "the header's example failed:\n{text}"
-    );
+    assert!(ok && text.contains("decoded 28x28"), "the header's example failed:\n{text}");
 }
 
 #[test]
 fn cpp_wrapper_runs() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("test_header");
-    compile(
-        Lang::Cxx,
-        &[root().join("tests/c/test_header.cpp")],
-        &exe,
-        &[],
-    );
+    compile(Lang::Cxx, &[root().join("tests/c/test_header.cpp")], &exe, &[]);
     let (_set_dir, set) = tiny_set();
     let (ok, text) = run(&exe, &[set.as_os_str()]);
     assert!(ok, "tests/c/test_header.cpp failed:\n{text}");

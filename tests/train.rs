@@ -73,19 +73,32 @@ fn tiny_run_trains_resumes_evaluates_and_exports() {
     for f in ["checkpoint.safetensors", "checkpoint.json", "metrics.jsonl", "grid.png", "grid-0000004.png"] {
         assert!(run.join(f).is_file(), "{f} missing after training");
     }
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 8);
     let logged = lines(&run.join("metrics.jsonl"));
     assert!(logged >= 4 + 2, "4 training lines and 2 eval lines expected, got {logged}");
     let first: serde_json::Value =
-        serde_json::from_str(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().next().unwrap()).unwrap();
+        serde_json::from_str(std::fs::read_to_string(run.join("metrics.jsonl")).unwrap().lines().next().unwrap())
+            .unwrap();
     for k in ["step", "loss", "recon", "kl", "lr", "time_s"] {
         assert!(first.get(k).is_some(), "metrics line lacks {k}: {first}");
     }
 
+    // A fresh run must not overwrite (and append to the log of) an existing one.
+    let again = Command::new(env!("CARGO_BIN_EXE_mirage-train"))
+        .args([&["vae", "train", "--out", run_s, "--epochs", "1"][..], &common].concat())
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
     // Resume into a second epoch: the step count continues, the log grows.
-    train_cmd(&[&["vae", "train", "--out", run_s, "--epochs", "2", "--resume", "--grid-every", "8"][..], &common].concat());
-    let state: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
+    train_cmd(
+        &[&["vae", "train", "--out", run_s, "--epochs", "2", "--resume", "--grid-every", "8"][..], &common].concat(),
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoint.json")).unwrap()).unwrap();
     assert_eq!(state["step"], 16);
     assert!(lines(&run.join("metrics.jsonl")) > logged);
     assert!(run.join("grid-0000016.png").is_file());
@@ -97,7 +110,18 @@ fn tiny_run_trains_resumes_evaluates_and_exports() {
     assert_eq!(report["images"], 200);
 
     let set = tmp.path().join("set");
-    train_cmd(&["vae", "export", "--ckpt", run_s, "--out", set.to_str().unwrap(), "--name", "tiny", "--eval", eval.to_str().unwrap()]);
+    train_cmd(&[
+        "vae",
+        "export",
+        "--ckpt",
+        run_s,
+        "--out",
+        set.to_str().unwrap(),
+        "--name",
+        "tiny",
+        "--eval",
+        eval.to_str().unwrap(),
+    ]);
     let opened = ModelSet::open(&set).unwrap();
     assert_eq!(opened.manifest().name, "tiny");
     let training = &opened.manifest().training;

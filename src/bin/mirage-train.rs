@@ -147,7 +147,8 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 ..TrainConfig::default()
             };
             let s = vae_run::train(&cfg, &a.out, a.resume)?;
-            let psnr = s.last_eval.map(|e| format!(", test PSNR {:.2} dB (1 000 images)", e.psnr_db)).unwrap_or_default();
+            let psnr =
+                s.last_eval.map(|e| format!(", test PSNR {:.2} dB (1 000 images)", e.psnr_db)).unwrap_or_default();
             println!("trained {} steps in {:.0} s{psnr}; checkpoint in {}", s.steps, s.elapsed_s, a.out.display());
         }
         Command::Vae { command: VaeCommand::Eval(a) } => {

@@ -8,12 +8,14 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use mirage::image::{self as img, Image};
+use mirage::pipeline::{self, DiffusionParams, Hooks};
 use mirage::runtime::{self, Provider, RuntimeOptions};
+use mirage::sampler::SamplerKind;
 use mirage::vae::{self, ModelSet};
 use mirage::{Error, Result};
 
 #[derive(Parser)]
-#[command(name = "mirage", version, about = "Image generation from latent spaces (VAE today; diffusion and text-to-image next)")]
+#[command(name = "mirage", version, about = "Image generation from latent spaces: VAE, diffusion (text-to-image next)")]
 struct Cli {
     #[command(flatten)]
     rt: RtArgs,
@@ -67,6 +69,60 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         iters: usize,
     },
+    /// Draw new images out of pure noise by reverse diffusion (a grid of --count images).
+    Generate {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[command(flatten)]
+        d: DiffusionArgs,
+        #[arg(long, default_value_t = 16)]
+        count: usize,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Remove noise from an image: push it --strength into the diffusion and come back (deterministic DDIM).
+    Denoise {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[command(flatten)]
+        d: DiffusionArgs,
+        /// How far into the noise the input is pushed before denoising, in (0, 1].
+        #[arg(long, default_value_t = 0.4)]
+        strength: f32,
+        #[arg(short, long)]
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Re-imagine an image at a chosen strength (0 keeps it, 1 ignores it).
+    Img2img {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[command(flatten)]
+        d: DiffusionArgs,
+        #[arg(long, default_value_t = 0.6)]
+        strength: f32,
+        #[arg(short, long)]
+        input: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Fill the masked region (white in --mask) so that it fits the rest of the image.
+    Inpaint {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[command(flatten)]
+        d: DiffusionArgs,
+        #[arg(long, default_value_t = 1.0)]
+        strength: f32,
+        #[arg(short, long)]
+        input: PathBuf,
+        /// Grey PNG of the image's size: 255 = invent, 0 = keep, values between blend.
+        #[arg(long)]
+        mask: PathBuf,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
     /// The README's demo: Fashion-MNIST test images, their reconstructions, and new images from random latents.
     Demo {
         #[command(flatten)]
@@ -82,6 +138,60 @@ enum Cmd {
         #[arg(short, long, default_value = "out/demo.png")]
         output: PathBuf,
     },
+}
+
+#[derive(Args, Clone)]
+struct DiffusionArgs {
+    /// Sampler steps for a full generation.
+    #[arg(long, default_value_t = 50)]
+    steps: usize,
+    /// ddim | dpm++2m.
+    #[arg(long, default_value = "ddim")]
+    sampler: String,
+    /// DDIM stochasticity: 0 deterministic, 1 as DDPM.
+    #[arg(long, default_value_t = 0.0)]
+    eta: f32,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl DiffusionArgs {
+    fn params(&self, count: usize, strength: f32) -> Result<DiffusionParams> {
+        let p = DiffusionParams {
+            steps: self.steps,
+            sampler: SamplerKind::parse(&self.sampler, self.eta)?,
+            seed: self.seed,
+            count,
+            strength,
+        };
+        p.validate()?;
+        Ok(p)
+    }
+
+    /// Runs `f` with a progress bar hooked in (unless --quiet).
+    fn with_progress<T>(&self, f: impl FnOnce(&mut Hooks) -> Result<T>) -> Result<T> {
+        let bar = indicatif::ProgressBar::new(0);
+        if self.quiet {
+            bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+        }
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} steps {elapsed}")
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(self.sampler.clone());
+        let mut progress = |done: usize, total: usize| {
+            bar.set_length(total as u64);
+            bar.set_position(done as u64);
+            true
+        };
+        let mut hooks = Hooks { progress: Some(&mut progress), ..Default::default() };
+        let r = f(&mut hooks);
+        bar.finish_and_clear();
+        r
+    }
 }
 
 #[derive(Subcommand)]
@@ -174,6 +284,38 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Info { m } => info(&m.models),
         Cmd::Bench { m, batch, iters } => bench(&m.models, batch, iters),
+        Cmd::Generate { m, d, count, output } => {
+            let set = ModelSet::open(&m.models)?;
+            let p = d.params(count, 1.0)?;
+            let x = d.with_progress(|hooks| pipeline::generate(&set, &p, hooks))?;
+            let images = img::from_model(&x, count, &set.manifest().image)?;
+            let cols = (count as f64).sqrt().ceil() as usize;
+            save(&img::grid(&images, cols, 2, 0)?, &output)
+        }
+        Cmd::Denoise { m, d, strength, input, output } | Cmd::Img2img { m, d, strength, input, output } => {
+            let set = ModelSet::open(&m.models)?;
+            let image = load_for(&set, &input)?;
+            let p = d.params(1, strength)?;
+            let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
+            let y = d.with_progress(|hooks| pipeline::img2img(&set, &x, 1, &p, hooks))?;
+            save(&img::from_model(&y, 1, &set.manifest().image)?.remove(0), &output)
+        }
+        Cmd::Inpaint { m, d, strength, input, mask, output } => {
+            let set = ModelSet::open(&m.models)?;
+            let image = load_for(&set, &input)?;
+            let mask_img = Image::load(&mask)?.to_channels(1)?;
+            if (mask_img.width, mask_img.height) != (image.width, image.height) {
+                return Err(Error::invalid(format!(
+                    "mask is {}x{} but the image is {}x{}",
+                    mask_img.width, mask_img.height, image.width, image.height
+                )));
+            }
+            let mask: Vec<f32> = mask_img.data.iter().map(|&v| v as f32 / 255.0).collect();
+            let p = d.params(1, strength)?;
+            let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
+            let y = d.with_progress(|hooks| pipeline::inpaint(&set, &x, &mask, 1, &p, hooks))?;
+            save(&img::from_model(&y, 1, &set.manifest().image)?.remove(0), &output)
+        }
         Cmd::Demo { m, data, count, seed, output } => demo(&m.models, &data, count, seed, &output),
         Cmd::Vae { cmd } => match cmd {
             VaeCmd::Reconstruct { m, input, output, sample, seed } => {
@@ -217,7 +359,12 @@ fn run(cli: Cli) -> Result<()> {
                     (Some(z), _, _, _) => z,
                     (None, Some(mean), Some(logvar), Some(s)) => vae::sample_latent(&mean, &logvar, s)?,
                     (None, Some(mean), _, None) => mean,
-                    _ => return Err(Error::invalid(format!("{}: needs a \"latent\" or \"mean\" array of numbers", input.display()))),
+                    _ => {
+                        return Err(Error::invalid(format!(
+                            "{}: needs a \"latent\" or \"mean\" array of numbers",
+                            input.display()
+                        )))
+                    }
                 };
                 let out = decode_images(&set, &z, 1)?.remove(0);
                 save(&out, &output)
@@ -285,11 +432,8 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, output: &Path) -> R
     let set = ModelSet::open(models)?;
     let spec = set.manifest().image.clone();
     let test = mirage::fashion::load(data, mirage::fashion::Split::Test, Some(count))?;
-    let originals: Vec<Image> = test
-        .images
-        .chunks_exact(28 * 28)
-        .map(|px| Image::new(28, 28, 1, px.to_vec()))
-        .collect::<Result<_>>()?;
+    let originals: Vec<Image> =
+        test.images.chunks_exact(28 * 28).map(|px| Image::new(28, 28, 1, px.to_vec())).collect::<Result<_>>()?;
     let n = originals.len();
     let (mean, _) = set.encode(&img::to_model(&originals, &spec)?, n)?;
     let recon = decode_images(&set, &mean, n)?;
@@ -319,7 +463,8 @@ fn bench(models: &Path, batch: usize, iters: usize) -> Result<()> {
         return Err(Error::invalid("bench: --iters must be 1..=100000"));
     }
     let set = ModelSet::open(models)?;
-    let x: Vec<f32> = mirage::rng::Noise::new(1).normals(batch * set.image_len()).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+    let x: Vec<f32> =
+        mirage::rng::Noise::new(1).normals(batch * set.image_len()).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
     let z = vae::prior_latents(set.latent_len()?, batch, 2)?;
     let time = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
         for _ in 0..3 {

@@ -5,9 +5,7 @@ use std::any::Any;
 use std::ffi::{c_char, CStr};
 use std::panic::{self, AssertUnwindSafe};
 
-use super::status::{
-    clear_last_error, set_last_error, status_of, MirageStatus, MIRAGE_ERR_PANIC, MIRAGE_OK,
-};
+use super::status::{clear_last_error, set_last_error, status_of, MirageStatus, MIRAGE_ERR_PANIC, MIRAGE_OK};
 use crate::error::{Error, Result};
 
 /// Runs the body of an export that returns a status: clears the thread's last error, then maps `Ok` to
@@ -45,10 +43,7 @@ pub(crate) fn run_or<T>(on_panic: T, body: impl FnOnce() -> T) -> T {
 fn panic_message(payload: Box<dyn Any + Send>) -> String {
     let text = match payload.downcast_ref::<&'static str>() {
         Some(s) => s.to_string(),
-        None => payload
-            .downcast_ref::<String>()
-            .cloned()
-            .unwrap_or_else(|| "(no message)".into()),
+        None => payload.downcast_ref::<String>().cloned().unwrap_or_else(|| "(no message)".into()),
     };
     // The payload is dropped inside the boundary too: a payload whose Drop panics must not escape.
     let _ = panic::catch_unwind(AssertUnwindSafe(move || drop(payload)));
@@ -97,10 +92,7 @@ pub(crate) unsafe fn slice<'a, T>(ptr: *const T, len: usize, name: &str) -> Resu
     }
     check_ptr(ptr, name)?;
     // from_raw_parts requires the whole slice to fit in isize::MAX bytes; a larger len is a bad argument.
-    if len
-        .checked_mul(size_of::<T>())
-        .is_none_or(|b| b > isize::MAX as usize)
-    {
+    if len.checked_mul(size_of::<T>()).is_none_or(|b| b > isize::MAX as usize) {
         return Err(Error::invalid(format!("{name}: length {len} is too large")));
     }
     // SAFETY: not NULL, aligned, size in range (checked); valid for 'a by the caller's promise.
@@ -112,9 +104,7 @@ fn check_ptr<T>(ptr: *const T, name: &str) -> Result<()> {
         return Err(Error::invalid(format!("{name} is NULL")));
     }
     if !ptr.is_aligned() {
-        return Err(Error::invalid(format!(
-            "{name} is not aligned for its type ({ptr:p})"
-        )));
+        return Err(Error::invalid(format!("{name} is not aligned for its type ({ptr:p})")));
     }
     Ok(())
 }
@@ -160,6 +150,9 @@ pub(crate) unsafe fn copy_str(s: &str, buf: *mut c_char, len: usize) -> usize {
     s.len()
 }
 
+/// No params struct will ever be this large; a `struct_size` above it is garbage, not a newer header.
+const MAX_STRUCT_SIZE: usize = 4096;
+
 /// Reads a params struct whose first field is `size_t struct_size`.
 ///
 /// The versioning rule, written in the header: `struct_size` smaller than the struct's first version is
@@ -180,6 +173,13 @@ pub(crate) unsafe fn read_params<T: Copy>(ptr: *const T, name: &str) -> Result<T
         return Err(Error::invalid(format!(
             "{name}->struct_size is {size}, smaller than the {known} bytes of this struct's first version; \
              fill it with its _init function and sizeof"
+        )));
+    }
+    if size > MAX_STRUCT_SIZE {
+        // Far beyond any version of any params struct: most likely an uninitialised struct_size. Refusing
+        // it beats reading that many bytes of the host's memory.
+        return Err(Error::invalid(format!(
+            "{name}->struct_size is {size}: implausibly large (uninitialised?); fill it with its _init function"
         )));
     }
     if size > known {
@@ -204,12 +204,7 @@ pub(crate) unsafe fn read_params<T: Copy>(ptr: *const T, name: &str) -> Result<T
 ///
 /// # Safety
 /// When not NULL, `ptr` must be valid for writing `struct_size` bytes.
-pub(crate) unsafe fn init_params<T>(
-    ptr: *mut T,
-    struct_size: usize,
-    name: &str,
-    defaults: T,
-) -> Result<()> {
+pub(crate) unsafe fn init_params<T>(ptr: *mut T, struct_size: usize, name: &str, defaults: T) -> Result<()> {
     check_ptr(ptr, name)?;
     let known = size_of::<T>();
     if struct_size < known {

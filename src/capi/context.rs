@@ -44,10 +44,7 @@ pub unsafe extern "C" fn mirage_context_params_init(
     struct_size: usize,
 ) -> MirageStatus {
     boundary::run(|| {
-        let defaults = MirageContextParams {
-            struct_size,
-            provider: MIRAGE_PROVIDER_DEFAULT,
-        };
+        let defaults = MirageContextParams { struct_size, provider: MIRAGE_PROVIDER_DEFAULT };
         // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
         unsafe { init_params(params, struct_size, "params", defaults) }
     })
@@ -111,14 +108,8 @@ pub unsafe extern "C" fn mirage_context_image_size(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, w, h, c) = unsafe {
-            (
-                arg(ctx, "ctx")?,
-                out(width, "width")?,
-                out(height, "height")?,
-                out(channels, "channels")?,
-            )
-        };
+        let (ctx, w, h, c) =
+            unsafe { (arg(ctx, "ctx")?, out(width, "width")?, out(height, "height")?, out(channels, "channels")?) };
         let spec = &ctx.set.manifest().image;
         w.write(spec.width);
         h.write(spec.height);
@@ -133,10 +124,7 @@ pub unsafe extern "C" fn mirage_context_image_size(
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument), MIRAGE_ERR_UNSUPPORTED (the set has no VAE).
 /// cbindgen:ptrs-as-arrays=[[shape;3]]
 #[no_mangle]
-pub unsafe extern "C" fn mirage_context_latent_shape(
-    ctx: *const MirageContext,
-    shape: *mut u32,
-) -> MirageStatus {
+pub unsafe extern "C" fn mirage_context_latent_shape(ctx: *const MirageContext, shape: *mut u32) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: `shape` holds 3 writable u32 when not NULL, by the caller's promise.
         let (ctx, shape) = unsafe { (arg(ctx, "ctx")?, out(shape.cast::<[u32; 3]>(), "shape")?) };
@@ -162,11 +150,7 @@ pub unsafe extern "C" fn mirage_context_provider(
         let name = match kind {
             MIRAGE_MODEL_VAE_ENCODER => "vae_encoder",
             MIRAGE_MODEL_VAE_DECODER => "vae_decoder",
-            other => {
-                return Err(Error::invalid(format!(
-                    "kind is {other}, not a MIRAGE_MODEL_* value"
-                )))
-            }
+            other => return Err(Error::invalid(format!("kind is {other}, not a MIRAGE_MODEL_* value"))),
         };
         let (_, p) = ctx
             .set
@@ -208,11 +192,7 @@ unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize, needed: *mut usize) ->
         return Err(Error::invalid("buf is NULL but len is not 0"));
     }
     // SAFETY: `needed` is a writable size_t when not NULL (caller's promise).
-    let needed = if needed.is_null() {
-        None
-    } else {
-        Some(unsafe { out(needed, "needed") }?)
-    };
+    let needed = if needed.is_null() { None } else { Some(unsafe { out(needed, "needed") }?) };
     // SAFETY: `buf` holds `len` writable bytes (caller's promise).
     let n = unsafe { copy_str(s, buf, len) };
     if let Some(o) = needed {

@@ -22,9 +22,7 @@ pub(crate) fn channels_of(format: MiragePixelFormat, name: &str) -> Result<u32> 
         MIRAGE_PIXEL_GRAY8 => Ok(1),
         MIRAGE_PIXEL_RGB8 => Ok(3),
         MIRAGE_PIXEL_RGBA8 => Ok(4),
-        other => Err(Error::invalid(format!(
-            "{name} is {other}, not a MIRAGE_PIXEL_* value"
-        ))),
+        other => Err(Error::invalid(format!("{name} is {other}, not a MIRAGE_PIXEL_* value"))),
     }
 }
 
@@ -65,20 +63,12 @@ impl Layout {
         let channels = channels_of(img.format, &format!("{name}.format"))?;
         let (width, height) = (img.width as usize, img.height as usize);
         if width == 0 || height == 0 {
-            return Err(Error::invalid(format!(
-                "{name} is {width}x{height}: width and height must be > 0"
-            )));
+            return Err(Error::invalid(format!("{name} is {width}x{height}: width and height must be > 0")));
         }
-        let row = width.checked_mul(channels as usize).ok_or_else(|| {
-            Error::invalid(format!(
-                "{name}: a row of {width} pixels does not fit in memory"
-            ))
-        })?;
-        let stride = if img.stride == 0 {
-            row
-        } else {
-            img.stride as usize
-        };
+        let row = width
+            .checked_mul(channels as usize)
+            .ok_or_else(|| Error::invalid(format!("{name}: a row of {width} pixels does not fit in memory")))?;
+        let stride = if img.stride == 0 { row } else { img.stride as usize };
         if stride < row {
             return Err(Error::invalid(format!(
                 "{name}.stride is {stride} bytes, less than a row of {width} pixels x {channels} bytes ({row})"
@@ -91,18 +81,8 @@ impl Layout {
             .checked_mul(stride)
             .and_then(|b| b.checked_add(row))
             .filter(|&b| b <= isize::MAX as usize)
-            .ok_or_else(|| {
-                Error::invalid(format!(
-                    "{name}: {height} rows of stride {stride} do not fit in memory"
-                ))
-            })?;
-        Ok(Layout {
-            width,
-            height,
-            channels,
-            stride,
-            span,
-        })
+            .ok_or_else(|| Error::invalid(format!("{name}: {height} rows of stride {stride} do not fit in memory")))?;
+        Ok(Layout { width, height, channels, stride, span })
     }
 
     /// Copies the host's pixels into a packed [`Image`].
@@ -129,9 +109,7 @@ impl Layout {
         let image = image.to_channels(self.channels)?;
         let row = self.width * self.channels as usize;
         if image.data.len() != row * self.height {
-            return Err(Error::invalid(
-                "internal: image and destination sizes differ",
-            ));
+            return Err(Error::invalid("internal: image and destination sizes differ"));
         }
         // SAFETY: by the caller's promise.
         let out = unsafe { std::slice::from_raw_parts_mut(dst.data, self.span) };
@@ -174,10 +152,7 @@ pub unsafe extern "C" fn mirage_image_batch_get(
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (batch, result) = unsafe { (arg(batch, "batch")?, out(image, "image")?) };
         let img = batch.images.get(index).ok_or_else(|| {
-            Error::invalid(format!(
-                "index {index} is out of range: the batch holds {} images",
-                batch.images.len()
-            ))
+            Error::invalid(format!("index {index} is out of range: the batch holds {} images", batch.images.len()))
         })?;
         result.write(MirageImage {
             width: img.width,

@@ -15,9 +15,7 @@ pub struct MirageLatent {
 impl MirageLatent {
     /// A latent from its shape and data, which must agree.
     pub(crate) fn new(shape: [u32; 4], data: Vec<f32>) -> Result<MirageLatent> {
-        let want = shape
-            .iter()
-            .try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+        let want = shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
         if shape.contains(&0) || want != Some(data.len()) {
             return Err(Error::invalid(format!(
                 "latent shape {shape:?} needs {} floats, got {} (every dimension must be > 0)",
@@ -51,17 +49,10 @@ pub unsafe extern "C" fn mirage_latent_new(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (shape, result) = unsafe {
-            (
-                arg(shape.cast::<[u32; 4]>(), "shape")?,
-                boundary::out(out, "out")?,
-            )
-        };
+        let (shape, result) = unsafe { (arg(shape.cast::<[u32; 4]>(), "shape")?, boundary::out(out, "out")?) };
         let data = unsafe { slice(data, len, "data") }?;
         if data.is_empty() {
-            return Err(Error::invalid(
-                "len is 0: a latent holds at least one value",
-            ));
+            return Err(Error::invalid("len is 0: a latent holds at least one value"));
         }
         result.write(MirageLatent::new(*shape, data.to_vec())?.into_raw());
         Ok(())
@@ -73,18 +64,10 @@ pub unsafe extern "C" fn mirage_latent_new(
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument).
 /// cbindgen:ptrs-as-arrays=[[shape;4]]
 #[no_mangle]
-pub unsafe extern "C" fn mirage_latent_shape(
-    latent: *const MirageLatent,
-    shape: *mut u32,
-) -> MirageStatus {
+pub unsafe extern "C" fn mirage_latent_shape(latent: *const MirageLatent, shape: *mut u32) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (latent, result) = unsafe {
-            (
-                arg(latent, "latent")?,
-                out(shape.cast::<[u32; 4]>(), "shape")?,
-            )
-        };
+        let (latent, result) = unsafe { (arg(latent, "latent")?, out(shape.cast::<[u32; 4]>(), "shape")?) };
         result.write(latent.shape);
         Ok(())
     })
@@ -102,8 +85,7 @@ pub unsafe extern "C" fn mirage_latent_data(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (latent, d, n) =
-            unsafe { (arg(latent, "latent")?, out(data, "data")?, out(len, "len")?) };
+        let (latent, d, n) = unsafe { (arg(latent, "latent")?, out(data, "data")?, out(len, "len")?) };
         d.write(latent.data.as_ptr());
         n.write(latent.data.len());
         Ok(())

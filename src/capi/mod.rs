@@ -4,13 +4,13 @@
 //! and fails when the checked-in copy differs), so the doc comments below are the C documentation.
 //!
 //! Conventions (DESIGN.md, "The C API in one page"):
-//! - Every export runs inside [`boundary::run`]: a panic becomes `MIRAGE_ERR_PANIC`, a [`crate::Error`]
-//!   becomes its status (one mapping, [`status::status_of`]) and the calling thread's last error message.
+//! - Every export runs inside `boundary::run`: a panic becomes `MIRAGE_ERR_PANIC`, a [`crate::Error`]
+//!   becomes its status (one mapping, `status::status_of`) and the calling thread's last error message.
 //! - Out-parameters are written only on success; NULL pointers give `MIRAGE_ERR_INVALID_ARGUMENT`.
 //! - Enumerations are `typedef uint32_t X` plus `#define`d values rather than C enums: a C host can store
 //!   any integer in an enum-typed field, and a Rust enum holding a value it does not list is undefined
 //!   behaviour. As plain integers every value reaches Rust safely and unknown ones are refused by a check.
-//! - Params structs start with `struct_size` (see [`boundary::read_params`] for the versioning rule).
+//! - Params structs start with `struct_size` (see `boundary::read_params` for the versioning rule).
 //! - What a handle borrows, who frees it and how long a returned pointer stays valid is written on each
 //!   function.
 

@@ -32,11 +32,7 @@ pub(crate) fn provider_of(p: MirageProvider, name: &str) -> Result<Option<Provid
         MIRAGE_PROVIDER_TENSORRT => Provider::TensorRt,
         MIRAGE_PROVIDER_CUDA => Provider::Cuda,
         MIRAGE_PROVIDER_CPU => Provider::Cpu,
-        other => {
-            return Err(Error::invalid(format!(
-                "{name} is {other}, not a MIRAGE_PROVIDER_* value"
-            )))
-        }
+        other => return Err(Error::invalid(format!("{name} is {other}, not a MIRAGE_PROVIDER_* value"))),
     }))
 }
 
@@ -89,11 +85,7 @@ fn level_of(l: MirageLogLevel) -> Result<Level> {
         MIRAGE_LOG_INFO => Level::Info,
         MIRAGE_LOG_WARN => Level::Warn,
         MIRAGE_LOG_ERROR => Level::Error,
-        other => {
-            return Err(Error::invalid(format!(
-                "options->log_level is {other}, not a MIRAGE_LOG_* value"
-            )))
-        }
+        other => return Err(Error::invalid(format!("options->log_level is {other}, not a MIRAGE_LOG_* value"))),
     })
 }
 
@@ -102,9 +94,8 @@ fn level_of(l: MirageLogLevel) -> Result<Level> {
 ///
 /// Called from whichever thread logs: the thread inside a mirage call, or an ONNX Runtime worker thread.
 /// So it must be thread-safe, return quickly, not call back into mirage and not throw (C++) or longjmp.
-pub type MirageLogCallback = Option<
-    unsafe extern "C" fn(level: MirageLogLevel, message: *const c_char, user_data: *mut c_void),
->;
+pub type MirageLogCallback =
+    Option<unsafe extern "C" fn(level: MirageLogLevel, message: *const c_char, user_data: *mut c_void)>;
 
 /// How ONNX Runtime is set up for this process. Fill it with `mirage_runtime_options_init`, change the
 /// fields you need, pass it to `mirage_runtime_init`.
@@ -195,7 +186,7 @@ impl HostLog {
 ///
 /// `options->struct_size`: smaller than the first version of the struct is refused; larger (a host built
 /// against a newer header) is accepted only when every byte beyond the fields this library knows is zero,
-/// so a field the host set is never silently ignored.
+/// so a field the host set is never silently ignored; over 4096 (an uninitialised field) is refused.
 ///
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values, a path
 /// that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.
@@ -206,11 +197,7 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
         let o = unsafe { read_params(options, "options") }?;
         let path = |p: *const c_char, name: &str| -> Result<Option<PathBuf>> {
             // SAFETY: a NUL-terminated string when not NULL (caller's promise).
-            Ok(if p.is_null() {
-                None
-            } else {
-                Some(PathBuf::from(unsafe { utf8(p, name) }?))
-            })
+            Ok(if p.is_null() { None } else { Some(PathBuf::from(unsafe { utf8(p, name) }?)) })
         };
         let rt = RuntimeOptions {
             ort_library: path(o.ort_library_path, "options->ort_library_path")?,
@@ -222,10 +209,7 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
         };
         let level = level_of(o.log_level)?;
         let sink: Option<log::Sink> = o.log_callback.map(|callback| {
-            let host = HostLog {
-                callback,
-                user_data: o.log_user_data,
-            };
+            let host = HostLog { callback, user_data: o.log_user_data };
             Arc::new(move |level: Level, msg: &str| host.deliver(level, msg)) as log::Sink
         });
         // The sink goes in before ONNX Runtime loads so that the host sees the loading lines too; if the

@@ -119,11 +119,10 @@ pub unsafe extern "C" fn mirage_last_error(buf: *mut c_char, len: usize) -> usiz
 /// detect a header/library mismatch. Never NULL; static: do not free it.
 #[no_mangle]
 pub extern "C" fn mirage_version() -> *const c_char {
-    const VERSION: &CStr =
-        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => panic!("the package version contains a NUL byte"),
-        };
+    const VERSION: &CStr = match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+        Ok(v) => v,
+        Err(_) => panic!("the package version contains a NUL byte"),
+    };
     boundary::run_or(VERSION.as_ptr(), || VERSION.as_ptr())
 }
 

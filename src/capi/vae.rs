@@ -24,9 +24,7 @@ fn batch_of(ctx: &MirageContext, latent: &MirageLatent, name: &str) -> Result<us
 
 fn check_count(count: usize, name: &str) -> Result<()> {
     if count == 0 || count > MAX_BATCH {
-        return Err(Error::invalid(format!(
-            "{name} is {count}, out of range 1..={MAX_BATCH}"
-        )));
+        return Err(Error::invalid(format!("{name} is {count}, out of range 1..={MAX_BATCH}")));
     }
     Ok(())
 }
@@ -51,12 +49,9 @@ pub unsafe extern "C" fn mirage_vae_encode(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, mean_out, logvar_out) =
-            unsafe { (arg(ctx, "ctx")?, out(mean, "mean")?, out(logvar, "logvar")?) };
+        let (ctx, mean_out, logvar_out) = unsafe { (arg(ctx, "ctx")?, out(mean, "mean")?, out(logvar, "logvar")?) };
         if mean == logvar {
-            return Err(Error::invalid(
-                "mean and logvar point to the same place; one result would be lost",
-            ));
+            return Err(Error::invalid("mean and logvar point to the same place; one result would be lost"));
         }
         check_count(count, "count")?;
         // SAFETY: `count` host images (caller's promise).
@@ -100,14 +95,8 @@ pub unsafe extern "C" fn mirage_vae_sample(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, mean, logvar, result) = unsafe {
-            (
-                arg(ctx, "ctx")?,
-                arg(mean, "mean")?,
-                arg(logvar, "logvar")?,
-                boundary::out(out, "out")?,
-            )
-        };
+        let (ctx, mean, logvar, result) =
+            unsafe { (arg(ctx, "ctx")?, arg(mean, "mean")?, arg(logvar, "logvar")?, boundary::out(out, "out")?) };
         batch_of(ctx, mean, "mean")?;
         batch_of(ctx, logvar, "logvar")?;
         if mean.shape != logvar.shape {
@@ -162,18 +151,10 @@ pub unsafe extern "C" fn mirage_vae_decode(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, latents, result) = unsafe {
-            (
-                arg(ctx, "ctx")?,
-                arg(latents, "latents")?,
-                boundary::out(out, "out")?,
-            )
-        };
+        let (ctx, latents, result) =
+            unsafe { (arg(ctx, "ctx")?, arg(latents, "latents")?, boundary::out(out, "out")?) };
         let channels = channels_of(format, "format")?;
-        let images = decode(ctx, latents)?
-            .iter()
-            .map(|img| img.to_channels(channels))
-            .collect::<Result<Vec<_>>>()?;
+        let images = decode(ctx, latents)?.iter().map(|img| img.to_channels(channels)).collect::<Result<Vec<_>>>()?;
         result.write(Box::into_raw(Box::new(MirageImageBatch { images, format })));
         Ok(())
     })
@@ -199,9 +180,7 @@ pub unsafe extern "C" fn mirage_vae_decode_into(
         let (ctx, latents) = unsafe { (arg(ctx, "ctx")?, arg(latents, "latents")?) };
         let n = batch_of(ctx, latents, "latents")?;
         if count != n {
-            return Err(Error::invalid(format!(
-                "count is {count} but latents holds {n} latents"
-            )));
+            return Err(Error::invalid(format!("count is {count} but latents holds {n} latents")));
         }
         // SAFETY: `count` host images (caller's promise).
         let targets = unsafe { slice(images, count, "images") }?;

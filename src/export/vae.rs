@@ -220,7 +220,17 @@ pub struct ConvLayer {
 impl ConvLayer {
     fn conv(name: &str, c_in: i64, c_out: i64, kernel: i64, stride: i64, silu: bool, out: (i64, i64)) -> Self {
         let padding = (kernel - 1) / 2;
-        ConvLayer { name: name.into(), kind: LayerKind::Conv, c_in, c_out, kernel, stride, padding, silu, out_size: out }
+        ConvLayer {
+            name: name.into(),
+            kind: LayerKind::Conv,
+            c_in,
+            c_out,
+            kernel,
+            stride,
+            padding,
+            silu,
+            out_size: out,
+        }
     }
 
     fn up(name: &str, c_in: i64, c_out: i64, out: (i64, i64)) -> Self {
@@ -247,9 +257,8 @@ impl ConvLayer {
 fn check_weights(arch: &VaeArch, weights: &Weights) -> Result<()> {
     let params = arch.parameters();
     for (name, shape) in &params {
-        let (got_shape, data) = weights
-            .get(name)
-            .ok_or_else(|| Error::invalid(format!("VAE export: weight {name:?} is missing")))?;
+        let (got_shape, data) =
+            weights.get(name).ok_or_else(|| Error::invalid(format!("VAE export: weight {name:?} is missing")))?;
         let n: i64 = shape.iter().product();
         if got_shape != shape || data.len() as i64 != n {
             return Err(Error::invalid(format!(
@@ -377,6 +386,7 @@ pub fn export_vae(
             architecture: serde_json::to_value(arch)
                 .map_err(|e| Error::invalid(format!("VAE export: architecture to JSON: {e}")))?,
         }),
+        unet: None,
         training,
     };
     manifest.validate()?;
@@ -465,7 +475,10 @@ mod tests {
         Manifest::read_model(d1.path(), &vae.decoder).unwrap();
         let back: VaeArch = serde_json::from_value(vae.architecture.clone()).unwrap();
         assert_eq!(back, arch);
-        assert_ne!(m1.vae.unwrap().encoder.sha256, write_random_set(d2.path(), &arch, 4).unwrap().vae.unwrap().encoder.sha256);
+        assert_ne!(
+            m1.vae.unwrap().encoder.sha256,
+            write_random_set(d2.path(), &arch, 4).unwrap().vae.unwrap().encoder.sha256
+        );
     }
 
     #[test]

@@ -64,9 +64,7 @@ pub fn parse_idx(bytes: &[u8], magic: u32, what: &str) -> Result<Idx> {
     if bytes.len() < 4 {
         return Err(bad("shorter than an IDX header".into()));
     }
-    let word = |i: usize| -> Option<u32> {
-        bytes.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-    };
+    let word = |i: usize| -> Option<u32> { bytes.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) };
     let got = word(0).unwrap_or(0);
     if got != magic {
         return Err(bad(format!("magic number {got:#010x}, expected {magic:#010x} (not this kind of IDX file)")));

@@ -142,7 +142,8 @@ pub fn load_weights(vs: &mut nn::VarStore, weights: &Weights) -> Result<()> {
             if *shape != var.size() {
                 return Err(Error::invalid(format!("{name}: weight {shape:?}, variable {:?}", var.size())));
             }
-            let src = Tensor::f_from_slice(data).and_then(|t| t.f_reshape(shape.as_slice())).map_err(torch_err(&name))?;
+            let src =
+                Tensor::f_from_slice(data).and_then(|t| t.f_reshape(shape.as_slice())).map_err(torch_err(&name))?;
             var.f_copy_(&src).map_err(torch_err(&name))?;
         }
         Ok(())

@@ -216,6 +216,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
     let steps_per_epoch = (n / bs) as u64;
     let total = cfg.epochs * steps_per_epoch;
 
+    if !resume && out.join(CKPT_STATE).exists() {
+        return Err(Error::invalid(format!(
+            "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
     let mut vs = nn::VarStore::new(device);
     tch::manual_seed(cfg.seed as i64);
     let model = Vae::new(&vs.root(), &arch)?;
@@ -234,13 +240,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
         vs.load(&w).map_err(torch_err(&w.display().to_string()))?;
         step = state.step;
         elapsed_before = state.elapsed_s;
-        // Fresh but reproducible noise for the rest of the run.
+        // The seed an uninterrupted run continues with after this checkpoint (see below).
         tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
         eprintln!("resuming {} at step {step} of {total}", out.display());
     }
-    let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }
-        .build(&vs, cfg.lr)
-        .map_err(torch_err("optimizer"))?;
+    let mut opt =
+        nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr).map_err(torch_err("optimizer"))?;
 
     let mut metrics = JsonLines::append(&out.join("metrics.jsonl"))?;
     let pb = indicatif::ProgressBar::new(total);
@@ -300,7 +305,12 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
                 "images_per_s": (acc_n as f64 * bs as f64) / secs.max(1e-9),
             });
             metrics.write(&line)?;
-            pb.set_message(format!("loss {:.3} recon {:.3} kl {:.1}", acc_loss / acc_n as f64, acc_rec / acc_n as f64, acc_kl / acc_n as f64));
+            pb.set_message(format!(
+                "loss {:.3} recon {:.3} kl {:.1}",
+                acc_loss / acc_n as f64,
+                acc_rec / acc_n as f64,
+                acc_kl / acc_n as f64
+            ));
             if pb.is_hidden() {
                 eprintln!("{line}");
             }
@@ -336,11 +346,17 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
                 "time_s": elapsed(&start),
             });
             metrics.write(&line)?;
-            pb.println(format!("checkpoint at step {step}: test PSNR {:.2} dB, KL {:.1} nats", report.psnr_db, report.kl_nats));
+            pb.println(format!(
+                "checkpoint at step {step}: test PSNR {:.2} dB, KL {:.1} nats",
+                report.psnr_db, report.kl_nats
+            ));
             if pb.is_hidden() {
                 eprintln!("{line}");
             }
             last_eval = Some(report);
+            // `evaluate` reseeded libtorch; continue from a seed of this step, exactly as `--resume` from this
+            // checkpoint does, so a resumed run draws the same noise as an uninterrupted one.
+            tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
         }
     }
     pb.finish();
@@ -535,8 +551,8 @@ pub fn export_checkpoint(
                 parity.max()
             )));
         }
-        training["parity_max_abs_diff"] = serde_json::to_value(parity)
-            .map_err(|e| Error::invalid(format!("parity to JSON: {e}")))?;
+        training["parity_max_abs_diff"] =
+            serde_json::to_value(parity).map_err(|e| Error::invalid(format!("parity to JSON: {e}")))?;
         manifest.training = training;
         // Only the manifest changes (the ONNX files and their sha256 stay), so rewrite just it.
         write_json(&out.join(MANIFEST_FILE), &manifest)?;

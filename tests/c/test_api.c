@@ -133,6 +133,8 @@ static void test_options_errors(const char *root) {
     EXPECT_ERR(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "struct_size");
     bad.struct_size = sizeof(size_t);
     EXPECT_ERR(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "struct_size");
+    bad.struct_size = (size_t)0xdeadbeefcafe; /* what an uninitialised struct_size looks like */
+    EXPECT_ERR(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "implausibly large");
     bad = o;
     bad.provider = 99;
     EXPECT_ERR(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "provider");
