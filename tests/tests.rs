@@ -6,9 +6,13 @@ mod util;
 mod runtime;
 // The `mirage` CLI: info, vae sample/walk/encode/decode/reconstruct, demo, argument errors.
 mod cli;
+// Reverse diffusion (generate, img2img, inpaint, hooks, cancel) with a tiny random-weight U-Net.
+mod pipeline;
 
 // The ONNX exporter and its random-weight fixture, run through ONNX Runtime (no torch needed).
 mod export;
+// The diffusion U-Net's export: the random fixture on ONNX Runtime; ONNX-vs-tch parity under `train`.
+mod unet;
 // The trainer: ONNX-vs-tch parity of the exported VAE, a tiny train/resume/eval/export run.
 #[cfg(feature = "train")]
 mod train;

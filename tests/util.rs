@@ -14,6 +14,16 @@ pub fn tiny_set() -> (tempfile::TempDir, PathBuf) {
     (dir, set)
 }
 
+/// The tiny VAE set plus a tiny random-weight U-Net on its latents (`add_random_unet`).
+pub fn tiny_diffusion_set() -> (tempfile::TempDir, PathBuf) {
+    let (tmp, dir) = tiny_set();
+    let m = mirage::manifest::Manifest::load(&dir).expect("manifest");
+    let [c, h, w] = m.vae.expect("vae").latent_shape;
+    let arch = mirage::export::unet::UNetArch::tiny(c as i64, h as i64, w as i64);
+    mirage::export::unet::add_random_unet(&dir, &arch, 99).expect("writing the tiny U-Net");
+    (tmp, dir)
+}
+
 /// Reads `path` as a JSON value.
 pub fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read")).expect("json")
@@ -34,10 +44,7 @@ pub fn libmirage_dir() -> PathBuf {
             return dir;
         }
     }
-    panic!(
-        "libmirage.so not found beside {} or one level up: build it with `cargo build --lib`",
-        exe.display()
-    );
+    panic!("libmirage.so not found beside {} or one level up: build it with `cargo build --lib`", exe.display());
 }
 
 /// The language of a test program.
@@ -59,15 +66,7 @@ pub fn compile(lang: Lang, sources: &[PathBuf], out: &Path, extra: &[&str]) {
     let compiler = std::env::var(var).unwrap_or_else(|_| default.to_string());
     let lib = libmirage_dir();
     let output = std::process::Command::new(&compiler)
-        .args([
-            std,
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-g",
-            "-pthread",
-        ])
+        .args([std, "-Wall", "-Wextra", "-Werror", "-pedantic", "-g", "-pthread"])
         .arg("-I")
         .arg(root.join("include"))
         .arg("-I")
@@ -77,7 +76,9 @@ pub fn compile(lang: Lang, sources: &[PathBuf], out: &Path, extra: &[&str]) {
         .arg("-o")
         .arg(out)
         .arg(format!("-L{}", lib.display()))
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        // DT_RPATH, not RUNPATH: it wins over LD_LIBRARY_PATH, which `cargo test` sets to folders that may
+        // hold another (stale) libmirage.so, so the program loads exactly the library it was linked with.
+        .arg(format!("-Wl,--disable-new-dtags,-rpath,{}", lib.display()))
         .arg("-lmirage")
         .output()
         .unwrap_or_else(|e| panic!("running the {lang:?} compiler {compiler:?}: {e}"));
@@ -95,10 +96,6 @@ pub fn run(program: &Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }

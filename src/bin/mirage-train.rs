@@ -5,6 +5,8 @@
 //! mirage-train vae train  --out out/fashion-vae --resume      (continue from out/fashion-vae/checkpoint.json)
 //! mirage-train vae eval   --ckpt out/fashion-vae [--json out/fashion-vae/eval.json]
 //! mirage-train vae export --ckpt out/fashion-vae --out models/fashion [--eval out/fashion-vae/eval.json]
+//! mirage-train unet train  --set models/fashion --out out/fashion-unet [--steps 20000 --batch-size 64 ...]
+//! mirage-train unet export --ckpt out/fashion-unet --set models/fashion
 //! ```
 //! Later model kinds (`unet`, `classifier`) and data preparation (`prepare`) become sibling subcommands.
 
@@ -12,6 +14,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use mirage::train::unet_run;
 use mirage::train::vae_run::{self, TrainConfig};
 
 #[derive(Parser)]
@@ -28,6 +31,91 @@ enum Command {
         #[command(subcommand)]
         command: VaeCommand,
     },
+    /// The diffusion U-Net (noise predictor on the VAE's latents).
+    Unet {
+        #[command(subcommand)]
+        command: UNetCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UNetCommand {
+    /// Train a U-Net on the latents of a model set's VAE (Fashion-MNIST encoded), with checkpoints,
+    /// metrics and DDIM sample grids in --out.
+    Train(UNetTrainArgs),
+    /// Export a checkpoint's EMA weights as unet.onnx into the model set it was trained on, checking parity.
+    Export(UNetExportArgs),
+}
+
+#[derive(Args)]
+struct UNetTrainArgs {
+    /// Run directory: latents cache, checkpoint, metrics.jsonl, grids.
+    #[arg(long)]
+    out: PathBuf,
+    /// The model set whose VAE encodes the training images (and decodes the grids).
+    #[arg(long)]
+    set: PathBuf,
+    /// Continue from --out's checkpoint (same --arch, --batch-size and --limit).
+    #[arg(long)]
+    resume: bool,
+    /// Architecture: fashion (shipped) or tiny (tests), sized to the set's latent shape.
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().arch)]
+    arch: String,
+    #[arg(long, default_value_os_t = unet_run::TrainConfig::default().data)]
+    data: PathBuf,
+    /// Total optimizer steps (a resumed run may raise it).
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().steps)]
+    steps: u64,
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().batch_size)]
+    batch_size: usize,
+    /// Peak learning rate (linear warm-up, then cosine decay).
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().lr)]
+    lr: f64,
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().weight_decay)]
+    weight_decay: f64,
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().warmup_steps)]
+    warmup_steps: u64,
+    /// Decay of the exported EMA weights.
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().ema_decay)]
+    ema_decay: f64,
+    /// Mean absolute error instead of mean squared error.
+    #[arg(long)]
+    mae: bool,
+    /// Clip the gradient norm to this; 0 turns clipping off.
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().grad_clip.unwrap_or(0.0))]
+    grad_clip: f64,
+    /// DDIM steps of the sample grids.
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().sample_steps)]
+    sample_steps: usize,
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().seed)]
+    seed: u64,
+    /// libtorch intra-op threads.
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().threads)]
+    threads: usize,
+    /// Use only the first N training images.
+    #[arg(long)]
+    limit: Option<usize>,
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().log_every)]
+    log_every: u64,
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().ckpt_every)]
+    ckpt_every: u64,
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().grid_every)]
+    grid_every: u64,
+}
+
+#[derive(Args)]
+struct UNetExportArgs {
+    /// Run directory or its checkpoint.json.
+    #[arg(long)]
+    ckpt: PathBuf,
+    /// The model set to add unet.onnx to (the one the U-Net was trained on).
+    #[arg(long)]
+    set: PathBuf,
+    /// Skip the ONNX Runtime vs tch parity check.
+    #[arg(long)]
+    skip_parity: bool,
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
 }
 
 #[derive(Subcommand)]
@@ -162,6 +250,45 @@ fn run(cli: Cli) -> mirage::Result<()> {
             let m = vae_run::export_checkpoint(&a.ckpt, &a.out, &a.name, a.eval.as_deref(), a.skip_parity)?;
             let parity = m.training.get("parity_max_abs_diff").map(|p| format!(", parity {p}")).unwrap_or_default();
             println!("exported model set {:?} to {}{parity}", m.name, a.out.display());
+        }
+        Command::Unet { command: UNetCommand::Train(a) } => {
+            let cfg = unet_run::TrainConfig {
+                arch: a.arch,
+                set: a.set,
+                data: a.data,
+                steps: a.steps,
+                batch_size: a.batch_size,
+                lr: a.lr,
+                weight_decay: a.weight_decay,
+                warmup_steps: a.warmup_steps,
+                ema_decay: a.ema_decay,
+                mae: a.mae,
+                grad_clip: (a.grad_clip > 0.0).then_some(a.grad_clip),
+                sample_steps: a.sample_steps,
+                seed: a.seed,
+                threads: a.threads,
+                limit: a.limit,
+                log_every: a.log_every,
+                ckpt_every: a.ckpt_every,
+                grid_every: a.grid_every,
+                ..unet_run::TrainConfig::default()
+            };
+            let s = unet_run::train(&cfg, &a.out, a.resume)?;
+            println!(
+                "trained {} steps in {:.0} s (last loss {:.4}, {:.0} ms/step); checkpoint in {}",
+                s.steps,
+                s.elapsed_s,
+                s.last_loss,
+                s.ms_per_step,
+                a.out.display()
+            );
+        }
+        Command::Unet { command: UNetCommand::Export(a) } => {
+            mirage::train::set_threads(a.threads)?;
+            let m = unet_run::export_checkpoint(&a.ckpt, &a.set, a.skip_parity)?;
+            let parity =
+                m.training["unet"].get("parity_max_abs_diff").map(|p| format!(", parity {p}")).unwrap_or_default();
+            println!("added unet.onnx to model set {:?} in {}{parity}", m.name, a.set.display());
         }
     }
     Ok(())

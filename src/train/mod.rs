@@ -2,6 +2,8 @@
 //!
 //! - [`data`]: Fashion-MNIST IDX files -> tensors in [-1, 1].
 //! - [`vae`]: the VAE in tch (same layer plan and weight names as [`crate::export::vae`]) and its losses.
+//! - [`unet`]: the diffusion U-Net in tch (same block plan and weight names as [`crate::export::unet`]).
+//! - [`unet_run`]: `mirage-train unet train | export`: diffusion training on VAE latents, export.
 //! - [`vae_run`]: `mirage-train vae train | eval | export`: the training loop, evaluation, export.
 //! - here: what every trainer shares: checkpoints, the metrics log, the learning-rate schedule, the
 //!   ONNX-vs-tch parity check.
@@ -9,6 +11,8 @@
 //! Only this module and the `mirage-train` binary link libtorch; the runtime library never does.
 
 pub mod data;
+pub mod unet;
+pub mod unet_run;
 pub mod vae;
 pub mod vae_run;
 

@@ -1,0 +1,636 @@
+//! `mirage-train unet train | export`: the lecture's diffusion training on the latents of an exported VAE
+//! model set (or on its pixels when the set has no VAE).
+//!
+//! Training, per step: a batch x0 of normalised latents, t ~ U(0, 1), the cosine schedule's rates
+//! (signal, noise) at t, eps ~ N(0, I), x_t = signal x0 + noise eps; the U-Net predicts eps from
+//! (x_t, noise^2); the loss is the MSE (or MAE) between prediction and eps. AdamW, an EMA copy of the
+//! weights (what is exported and sampled), optional gradient clipping.
+//!
+//! A run writes into `--out`:
+//! - `latents.safetensors` + `latents.json`: the encoded training set (latent means) and its per-channel
+//!   mean and std, cached: reused while the set's encoder and `--limit` are the same;
+//! - `checkpoint.safetensors` (training weights), `ema.safetensors` (EMA weights), `checkpoint.json`;
+//!   AdamW's moments are not saved (tch does not expose them), as in the VAE trainer;
+//! - `metrics.jsonl`: step, loss, lr, time_s, ms_per_step, images_per_s every `log_every` steps;
+//! - `grid-NNNNNNN.png` and `grid.png`: DDIM samples of the EMA model (fixed seed), decoded by the VAE.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+
+use super::data::{self, Split};
+use super::unet::UNet;
+use super::vae::weights_of;
+use super::{lr_at, max_abs_diff, read_json, save_varstore, set_threads, torch_err, write_json, JsonLines};
+use crate::error::{Error, Result};
+use crate::export::onnx::encode;
+use crate::export::unet::{export_unet, unet_graph, UNetArch};
+use crate::image::{from_model, grid, Image};
+use crate::manifest::{DiffusionSpace, ImageSpec, Manifest};
+use crate::rng::Noise;
+use crate::sampler::SamplerKind;
+use crate::schedule::CosineSchedule;
+use crate::vae::ModelSet;
+
+const CKPT_WEIGHTS: &str = "checkpoint.safetensors";
+const CKPT_EMA: &str = "ema.safetensors";
+const CKPT_STATE: &str = "checkpoint.json";
+const LATENTS: &str = "latents.safetensors";
+const LATENTS_INFO: &str = "latents.json";
+
+/// The largest ONNX-vs-tch difference an export accepts.
+pub const PARITY_TOLERANCE: f32 = 1e-4;
+
+/// Everything a U-Net training run is configured by (stored in each checkpoint).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct TrainConfig {
+    /// "fashion" ([`UNetArch::fashion_latent`]) or "tiny", sized to the set's latent (or image) shape.
+    pub arch: String,
+    /// The model set whose VAE encodes the training images (and decodes the sample grids).
+    pub set: PathBuf,
+    /// Fashion-MNIST directory.
+    pub data: PathBuf,
+    /// Optimizer steps: 20 000 of batch 64 is ~21 passes over the 60 000 latents, ~40 min at the
+    /// measured ~120 ms per step.
+    pub steps: u64,
+    /// 64: the batch the step time was measured at; diffusion losses are noisy (random t per sample), so
+    /// a batch much smaller than this makes the loss curve hard to read.
+    pub batch_size: usize,
+    /// Peak AdamW learning rate: 1e-3 as the Keras DDIM example.
+    pub lr: f64,
+    /// AdamW weight decay: 1e-4 as the Keras DDIM example.
+    pub weight_decay: f64,
+    /// Linear warm-up steps, then cosine decay to `lr * final_lr_ratio` (see [`lr_at`]).
+    pub warmup_steps: u64,
+    pub final_lr_ratio: f64,
+    /// EMA decay of the exported weights: 0.999 averages over ~1 000 steps, as the Keras example's ema.
+    pub ema_decay: f64,
+    /// Mean absolute error instead of squared error (the Keras example uses MAE; MSE is DDPM's).
+    pub mae: bool,
+    /// Clip the global gradient norm to this (None: no clipping).
+    pub grad_clip: Option<f64>,
+    /// DDIM steps of the sample grids.
+    pub sample_steps: usize,
+    /// Seeds libtorch (init, t, eps) and the data order.
+    pub seed: u64,
+    /// libtorch intra-op threads: 1. Measured here with another process on the second core, 2 threads
+    /// took 5 s per step instead of ~0.2 s (each step waits for the slower thread). Pass 2 on an idle machine.
+    pub threads: usize,
+    /// Use only the first `limit` training images (tests and quick tries).
+    pub limit: Option<usize>,
+    pub log_every: u64,
+    pub ckpt_every: u64,
+    pub grid_every: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            arch: "fashion".into(),
+            set: PathBuf::from("models/fashion"),
+            data: PathBuf::from(data::DEFAULT_DIR),
+            steps: 20_000,
+            batch_size: 64,
+            lr: 1e-3,
+            weight_decay: 1e-4,
+            warmup_steps: 500,
+            final_lr_ratio: 0.05,
+            ema_decay: 0.999,
+            mae: false,
+            grad_clip: Some(1.0),
+            sample_steps: 20,
+            seed: 0,
+            threads: 1,
+            limit: None,
+            log_every: 100,
+            ckpt_every: 1000,
+            grid_every: 2000,
+        }
+    }
+}
+
+/// `checkpoint.json`.
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct CheckpointState {
+    pub step: u64,
+    pub total_steps: u64,
+    pub elapsed_s: f64,
+    pub arch: UNetArch,
+    pub config: TrainConfig,
+    pub space: DiffusionSpace,
+    pub schedule: CosineSchedule,
+    /// Per-channel statistics of the training data (the U-Net sees (x - mean) / std).
+    pub data_mean: Vec<f32>,
+    pub data_std: Vec<f32>,
+    /// sha256 of the VAE encoder the latents came from (empty in pixel space).
+    pub encoder_sha256: String,
+    pub note: String,
+}
+
+/// `latents.json`: what the cached latents are.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct LatentsInfo {
+    encoder_sha256: String,
+    images: usize,
+    limit: Option<usize>,
+    shape: [i64; 3],
+    mean: Vec<f32>,
+    std: Vec<f32>,
+}
+
+/// What a training run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: u64,
+    pub elapsed_s: f64,
+    pub last_loss: f64,
+    pub ms_per_step: f64,
+}
+
+/// The cosine schedule's rates for a tensor of times t [B, 1] in tch: (signal, noise), each [B, 1]. The
+/// angle's end points come from the same f64 expressions as [`CosineSchedule::rates`]; the unit test
+/// checks that both agree.
+pub fn rates_tch(schedule: &CosineSchedule, t: &Tensor) -> (Tensor, Tensor) {
+    let start = (schedule.max_signal_rate as f64).acos();
+    let end = (schedule.min_signal_rate as f64).acos();
+    let angle = t.clamp(0.0, 1.0) * (end - start) + start; // [B, 1]
+    (angle.cos(), angle.sin())
+}
+
+/// The training data in diffusion space.
+struct TrainingData {
+    /// [N, C, h, w], normalised per channel: (x - mean) / std.
+    x: Tensor,
+    space: DiffusionSpace,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    /// sha256 of the VAE encoder that made the latents (empty in pixel space).
+    encoder_sha256: String,
+}
+
+/// Loads Fashion-MNIST and, when the set has a VAE, encodes it (the mean of q(z|x), batches of 256 on
+/// ONNX Runtime), caching the latents in `out`; measures the per-channel mean and std.
+fn training_data(cfg: &TrainConfig, set: &ModelSet, out: &Path) -> Result<TrainingData> {
+    let m = set.manifest();
+    let images = data::load(&cfg.data, Split::Train, cfg.limit)?;
+    let n = images.len() as usize;
+    let spec = &m.image;
+    if (spec.channels, spec.height, spec.width) != (1, 28, 28) || spec.mean != 0.5 || spec.std != 0.5 {
+        return Err(Error::invalid(format!(
+            "model set {:?} is not for Fashion-MNIST (1x28x28, mean = std = 0.5)",
+            set.dir().display()
+        )));
+    }
+    let (space, x, sha) = match &m.vae {
+        Some(vae) => {
+            let [c, h, w] = vae.latent_shape.map(|d| d as i64);
+            let sha = vae.encoder.sha256.clone();
+            let (lat_path, info_path) = (out.join(LATENTS), out.join(LATENTS_INFO));
+            let cached = if info_path.is_file() && lat_path.is_file() {
+                let info: LatentsInfo = read_json(&info_path)?;
+                if info.encoder_sha256 == sha && info.images == n && info.shape == [c, h, w] {
+                    let t = Tensor::read_safetensors(&lat_path).map_err(torch_err("latents cache"))?;
+                    t.into_iter().next().map(|(_, t)| t)
+                } else {
+                    None
+                }
+            } else {
+                None
+            };
+            let x = match cached {
+                Some(x) => x,
+                None => {
+                    let flat = images.images.reshape([-1]);
+                    let pixels = Vec::<f32>::try_from(&flat).map_err(torch_err("images"))?;
+                    let per = 784;
+                    let mut lat = Vec::with_capacity(n * (c * h * w) as usize);
+                    let pb = indicatif::ProgressBar::new(n as u64);
+                    pb.set_message("encoding the training set");
+                    for start in (0..n).step_by(256) {
+                        let k = 256.min(n - start);
+                        let (mean, _) = set.encode(&pixels[start * per..(start + k) * per], k)?;
+                        lat.extend(mean);
+                        pb.inc(k as u64);
+                    }
+                    pb.finish_and_clear();
+                    let x = Tensor::f_from_slice(&lat).map_err(torch_err("latents"))?.view([n as i64, c, h, w]);
+                    Tensor::write_safetensors(&[("latents", &x)], &lat_path).map_err(torch_err("latents cache"))?;
+                    x
+                }
+            };
+            (DiffusionSpace::Latent, x, sha)
+        }
+        None => (DiffusionSpace::Pixel, images.images, String::new()),
+    };
+    // Per-channel statistics over images and positions, in f64.
+    let dims = [0i64, 2, 3];
+    let mean = x.mean_dim(dims.as_slice(), true, Kind::Double); // [1, C, 1, 1]
+    let std = x.std_dim(dims.as_slice(), false, true).to_kind(Kind::Double).clamp_min(1e-6); // [1, C, 1, 1]
+    let to_vec = |t: &Tensor| Vec::<f32>::try_from(&t.to_kind(Kind::Float).reshape([-1])).map_err(torch_err("stats"));
+    let (mean_v, std_v) = (to_vec(&mean)?, to_vec(&std)?);
+    let shape = [x.size()[1], x.size()[2], x.size()[3]];
+    let info = LatentsInfo {
+        encoder_sha256: sha.clone(),
+        images: n,
+        limit: cfg.limit,
+        shape,
+        mean: mean_v.clone(),
+        std: std_v.clone(),
+    };
+    if space == DiffusionSpace::Latent {
+        write_json(&out.join(LATENTS_INFO), &info)?;
+    }
+    let xn = ((&x - mean.to_kind(Kind::Float)) / std.to_kind(Kind::Float)).to_kind(Kind::Float);
+    Ok(TrainingData { x: xn, space, mean: mean_v, std: std_v, encoder_sha256: sha })
+}
+
+/// A deterministic permutation of 0..n for one epoch (own Fisher-Yates over ChaCha8, so that a resumed
+/// run sees the same order).
+fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<i64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x756e_6574);
+    let mut v: Vec<i64> = (0..n as i64).collect();
+    for i in (1..n).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
+    }
+    v
+}
+
+/// The EMA weights: one (ema, live) pair of tensors per variable, sorted by name.
+struct Ema {
+    pairs: Vec<(Tensor, Tensor)>,
+    decay: f64,
+}
+
+impl Ema {
+    fn new(ema: &nn::VarStore, live: &nn::VarStore, decay: f64) -> Result<Ema> {
+        let (e, l) = (ema.variables(), live.variables());
+        let mut names: Vec<&String> = l.keys().collect();
+        names.sort();
+        let mut pairs = Vec::new();
+        for name in names {
+            let et = e.get(name).ok_or_else(|| Error::invalid(format!("EMA has no variable {name}")))?;
+            pairs.push((et.shallow_clone(), l[name].shallow_clone()));
+        }
+        Ok(Ema { pairs, decay })
+    }
+
+    /// ema = d ema + (1 - d) live, with d = min(decay, (1 + step) / (10 + step)): early on the average
+    /// follows the weights closely instead of staying near the random init for ~1/(1 - decay) steps.
+    fn update(&mut self, step: u64) -> Result<()> {
+        let d = self.decay.min((1.0 + step as f64) / (10.0 + step as f64));
+        tch::no_grad(|| {
+            for (e, l) in &mut self.pairs {
+                // e += (1 - d) (l - e)
+                let _ = e.f_lerp_(l, 1.0 - d).map_err(torch_err("EMA update"))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn copy_from_live(&mut self) -> Result<()> {
+        tch::no_grad(|| {
+            for (e, l) in &mut self.pairs {
+                e.f_copy_(l).map_err(torch_err("EMA init"))?;
+            }
+            Ok(())
+        })
+    }
+}
+
+fn scalar(t: &Tensor) -> Result<f64> {
+    t.f_double_value(&[]).map_err(torch_err("scalar"))
+}
+
+/// Trains a U-Net as `cfg` says, into `out`; with `resume`, continues from `out/checkpoint.json`.
+pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary> {
+    if cfg.batch_size == 0 || cfg.steps == 0 || cfg.log_every == 0 || cfg.ckpt_every == 0 || cfg.grid_every == 0 {
+        return Err(Error::invalid("steps, batch size and the every-N-steps settings must be positive"));
+    }
+    if !(cfg.lr > 0.0 && cfg.lr.is_finite() && (0.0..1.0).contains(&cfg.ema_decay)) {
+        return Err(Error::invalid("lr must be positive and ema_decay in [0, 1)"));
+    }
+    if cfg.sample_steps == 0 {
+        return Err(Error::invalid("sample_steps must be positive"));
+    }
+    set_threads(cfg.threads)?;
+    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    if !resume && out.join(CKPT_STATE).exists() {
+        return Err(Error::invalid(format!(
+            "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
+            out.display()
+        )));
+    }
+    let device = Device::cuda_if_available();
+    let set = ModelSet::open(&cfg.set)?;
+    let TrainingData { x: x_all, space, mean: data_mean, std: data_std, encoder_sha256 } =
+        training_data(cfg, &set, out)?;
+    let shape = [x_all.size()[1], x_all.size()[2], x_all.size()[3]];
+    let arch = UNetArch::by_name(&cfg.arch, shape)?;
+    arch.validate()?;
+    let schedule = CosineSchedule::default();
+    let x_all = x_all.to_device(device);
+    let n = x_all.size()[0] as usize;
+    let bs = cfg.batch_size.min(n);
+    let steps_per_epoch = (n / bs) as u64;
+    let total = cfg.steps;
+
+    let mut vs = nn::VarStore::new(device);
+    let mut ema_vs = nn::VarStore::new(device);
+    tch::manual_seed(cfg.seed as i64);
+    let model = UNet::new(&vs.root(), &arch)?;
+    let ema_model = UNet::new(&ema_vs.root(), &arch)?;
+    let mut ema = Ema::new(&ema_vs, &vs, cfg.ema_decay)?;
+    ema.copy_from_live()?;
+    let (mut step, mut elapsed_before) = (0u64, 0.0f64);
+    if resume {
+        let state: CheckpointState = read_json(&out.join(CKPT_STATE))?;
+        if state.encoder_sha256 != encoder_sha256 {
+            return Err(Error::invalid(format!(
+                "cannot resume {}: it was trained on the latents of another VAE than {}'s",
+                out.display(),
+                cfg.set.display()
+            )));
+        }
+        if state.arch != arch || state.config.batch_size != cfg.batch_size || state.config.limit != cfg.limit {
+            return Err(Error::invalid(format!(
+                "cannot resume {}: it was trained with another architecture, --batch-size or --limit",
+                out.display()
+            )));
+        }
+        for (store, file) in [(&mut vs, CKPT_WEIGHTS), (&mut ema_vs, CKPT_EMA)] {
+            let p = out.join(file);
+            store.load(&p).map_err(torch_err(&p.display().to_string()))?;
+        }
+        step = state.step;
+        elapsed_before = state.elapsed_s;
+        tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
+        eprintln!("resuming {} at step {step} of {total}", out.display());
+    }
+    let mut opt =
+        nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr).map_err(torch_err("optimizer"))?;
+    let mut metrics = JsonLines::append(&out.join("metrics.jsonl"))?;
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb.set_position(step);
+
+    let start = Instant::now();
+    let mut order: (u64, Vec<i64>) = (u64::MAX, Vec::new());
+    let (mut acc_loss, mut acc_n) = (0.0, 0u64);
+    let (mut last_loss, mut ms_per_step) = (f64::NAN, f64::NAN);
+    let mut interval = Instant::now();
+    let grid_seed = cfg.seed.wrapping_add(1);
+    let opts = (Kind::Float, device);
+    while step < total {
+        let epoch = step / steps_per_epoch;
+        if order.0 != epoch {
+            order = (epoch, epoch_order(n, cfg.seed, epoch));
+        }
+        let b = (step % steps_per_epoch) as usize;
+        let idx = Tensor::from_slice(&order.1[b * bs..(b + 1) * bs]).to_device(device);
+        let x0 = x_all.index_select(0, &idx); // [B, C, h, w]
+        let t = Tensor::rand([bs as i64, 1], opts); // [B, 1]
+        let (signal, noise) = rates_tch(&schedule, &t); // [B, 1] each
+        let eps = x0.randn_like();
+        let xt = &x0 * signal.view([-1, 1, 1, 1]) + &eps * noise.view([-1, 1, 1, 1]); // [B, C, h, w]
+        let pred = model.forward(&xt, &noise.square())?; // [B, C, h, w]
+        let err = &pred - &eps;
+        let loss = if cfg.mae { err.abs().mean(Kind::Float) } else { err.square().mean(Kind::Float) };
+
+        let lr = lr_at(step, total, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio);
+        opt.set_lr(lr);
+        match cfg.grad_clip {
+            Some(c) => opt.backward_step_clip_norm(&loss, c),
+            None => opt.backward_step(&loss),
+        }
+        ema.update(step)?;
+        step += 1;
+        pb.inc(1);
+        let l = scalar(&loss)?;
+        if !l.is_finite() {
+            return Err(Error::invalid(format!(
+                "training diverged at step {step} (loss {l}); the last checkpoint is untouched: resume with a lower --lr"
+            )));
+        }
+        (acc_loss, acc_n) = (acc_loss + l, acc_n + 1);
+
+        if step % cfg.log_every == 0 || step == total {
+            let secs = interval.elapsed().as_secs_f64();
+            (last_loss, ms_per_step) = (acc_loss / acc_n as f64, 1e3 * secs / acc_n as f64);
+            let line = serde_json::json!({
+                "step": step,
+                "epoch": epoch,
+                "loss": last_loss,
+                "lr": lr,
+                "time_s": elapsed_before + start.elapsed().as_secs_f64(),
+                "ms_per_step": ms_per_step,
+                "images_per_s": (acc_n as f64 * bs as f64) / secs.max(1e-9),
+            });
+            metrics.write(&line)?;
+            pb.set_message(format!("loss {last_loss:.4}, {ms_per_step:.0} ms/step"));
+            if pb.is_hidden() {
+                eprintln!("{line}");
+            }
+            (acc_loss, acc_n) = (0.0, 0);
+            interval = Instant::now();
+        }
+        if step % cfg.grid_every == 0 || step == total {
+            let g = sample_grid(&ema_model, &set, space, &data_mean, &data_std, cfg.sample_steps, grid_seed)?;
+            g.save(&out.join(format!("grid-{step:07}.png")))?;
+            g.save(&out.join("grid.png"))?;
+        }
+        if step % cfg.ckpt_every == 0 || step == total {
+            save_varstore(&vs, &out.join(CKPT_WEIGHTS))?;
+            save_varstore(&ema_vs, &out.join(CKPT_EMA))?;
+            let state = CheckpointState {
+                step,
+                total_steps: total,
+                elapsed_s: elapsed_before + start.elapsed().as_secs_f64(),
+                arch: arch.clone(),
+                config: cfg.clone(),
+                space,
+                schedule,
+                data_mean: data_mean.clone(),
+                data_std: data_std.clone(),
+                encoder_sha256: encoder_sha256.clone(),
+                note: "AdamW moments are not saved: a resumed run restarts them".into(),
+            };
+            // The state goes last: it names weights that are already complete.
+            write_json(&out.join(CKPT_STATE), &state)?;
+        }
+    }
+    pb.finish_and_clear();
+    Ok(TrainSummary { steps: step, elapsed_s: elapsed_before + start.elapsed().as_secs_f64(), last_loss, ms_per_step })
+}
+
+/// Generates `n` samples with DDIM (eta 0) from fixed seeded noise on the tch model; returns them in
+/// diffusion space, de-normalised (latents or model-space pixels), flattened.
+pub fn sample(
+    model: &UNet,
+    schedule: CosineSchedule,
+    mean: &[f32],
+    std: &[f32],
+    n: usize,
+    steps: usize,
+    seed: u64,
+) -> Result<Vec<f32>> {
+    let _guard = tch::no_grad_guard();
+    let [c, h, w] = model.arch.shape();
+    let len = (c * h * w) as usize;
+    let mut noise = Noise::new(seed);
+    let mut x = noise.normals(n * len);
+    let times = schedule.timesteps(steps, 1.0)?;
+    let mut sampler = SamplerKind::Ddim { eta: 0.0 }.build(schedule);
+    let device = model.device();
+    for k in 0..steps {
+        let nr = schedule.rates(times[k]).noise;
+        let xt = Tensor::f_from_slice(&x).map_err(torch_err("sample"))?.view([n as i64, c, h, w]).to_device(device);
+        let nv = Tensor::full([n as i64, 1], (nr * nr) as f64, (Kind::Float, device));
+        let eps = model.forward(&xt, &nv)?.to_device(Device::Cpu).reshape([-1]);
+        let eps = Vec::<f32>::try_from(&eps).map_err(torch_err("sample"))?;
+        let next = times.get(k + 1).copied().filter(|_| k + 1 < steps);
+        sampler.step(&mut x, &eps, times[k], next, &mut noise)?;
+    }
+    let plane = (h * w) as usize;
+    for (i, v) in x.iter_mut().enumerate() {
+        let ch = (i / plane) % c as usize;
+        *v = *v * std[ch] + mean[ch];
+    }
+    Ok(x)
+}
+
+/// A 2 x 8 grid of DDIM samples (fixed seed, so grids of one run are comparable), decoded by the set's
+/// VAE in latent space, shown at 2x.
+fn sample_grid(
+    model: &UNet,
+    set: &ModelSet,
+    space: DiffusionSpace,
+    mean: &[f32],
+    std: &[f32],
+    steps: usize,
+    seed: u64,
+) -> Result<Image> {
+    let n = 16;
+    let x = sample(model, CosineSchedule::default(), mean, std, n, steps, seed)?;
+    let pixels = match space {
+        DiffusionSpace::Latent => set.decode(&x, n)?,
+        DiffusionSpace::Pixel => x.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
+    };
+    let spec: &ImageSpec = &set.manifest().image;
+    let tiles: Vec<Image> = from_model(&pixels, n, spec)?.iter().map(|i| upscale(i, 2)).collect();
+    grid(&tiles, 8, 4, 128)
+}
+
+/// Nearest-neighbour enlargement by an integer factor.
+fn upscale(img: &Image, f: u32) -> Image {
+    let (w, h, c, f) = (img.width as usize, img.height as usize, img.channels as usize, f as usize);
+    let mut data = Vec::with_capacity(w * h * c * f * f);
+    for y in 0..h * f {
+        for x in 0..w * f {
+            let s = ((y / f) * w + x / f) * c;
+            data.extend_from_slice(&img.data[s..s + c]);
+        }
+    }
+    Image { width: (w * f) as u32, height: (h * f) as u32, channels: img.channels, data }
+}
+
+/// Max |ONNX Runtime - tch| of the U-Net graph `onnx` against `model` on `n` random inputs (x ~ N(0, I),
+/// noise variances spread over the schedule's range).
+pub fn check_parity(model: &UNet, onnx: &[u8], n: usize, seed: u64) -> Result<f32> {
+    let _guard = tch::no_grad_guard();
+    let [c, h, w] = model.arch.shape();
+    let mut noise = Noise::new(seed);
+    let x = noise.normals(n * (c * h * w) as usize);
+    let nv: Vec<f32> = (0..n).map(|i| 0.1 + 0.9 * (i as f32 + 0.5) / n as f32).collect();
+    let mut session = crate::runtime::global()?.session(onnx, "unet (parity)", None)?.session;
+    let xt = ort::value::Tensor::from_array((vec![n as i64, c, h, w], x.clone()))?;
+    let nt = ort::value::Tensor::from_array((vec![n as i64, 1], nv.clone()))?;
+    let outputs = session.run(ort::inputs!["x" => xt, "noise_variance" => nt])?;
+    let value = outputs.get("eps").ok_or_else(|| Error::Inference("unet: no output eps".into()))?;
+    let (_, onnx_eps) = value.try_extract_tensor::<f32>()?;
+    let xt = Tensor::f_from_slice(&x).map_err(torch_err("parity"))?.view([n as i64, c, h, w]);
+    let nt = Tensor::f_from_slice(&nv).map_err(torch_err("parity"))?.view([n as i64, 1]);
+    let y = model.forward(&xt, &nt)?.reshape([-1]);
+    let y = Vec::<f32>::try_from(&y).map_err(torch_err("parity"))?;
+    Ok(max_abs_diff(&y, onnx_eps))
+}
+
+/// `mirage-train unet export`: the checkpoint's EMA weights -> `unet.onnx` in the model set `set` (which
+/// must be the set the U-Net was trained on), after checking ONNX Runtime against tch (unless
+/// `skip_parity`).
+pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool) -> Result<Manifest> {
+    let state_path = if ckpt.is_dir() { ckpt.join(CKPT_STATE) } else { ckpt.to_path_buf() };
+    if !state_path.is_file() {
+        return Err(Error::invalid(format!("no checkpoint at {} (expected {CKPT_STATE})", state_path.display())));
+    }
+    let dir = state_path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let state: CheckpointState = read_json(&state_path)?;
+    let manifest = Manifest::load(set)?;
+    let set_sha = manifest.vae.as_ref().map(|v| v.encoder.sha256.clone()).unwrap_or_default();
+    if set_sha != state.encoder_sha256 {
+        return Err(Error::invalid(format!(
+            "{} is not the model set this U-Net was trained on (its VAE encoder differs): the latents would not match",
+            set.display()
+        )));
+    }
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let model = UNet::new(&vs.root(), &state.arch)?;
+    let ema = dir.join(CKPT_EMA);
+    vs.load(&ema).map_err(torch_err(&ema.display().to_string()))?;
+    let weights = weights_of(&vs)?;
+    let mut training = serde_json::json!({
+        "data": "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: training images encoded by this set's VAE",
+        "trainer": format!("mirage-train {} (tch 0.24, libtorch 2.11.0)", crate::VERSION),
+        "steps": state.step,
+        "elapsed_s": state.elapsed_s,
+        "weights": "EMA",
+        "config": state.config,
+    });
+    if !skip_parity {
+        let bytes = encode(&unet_graph(&state.arch, &weights)?.finish()?)?;
+        let d = check_parity(&model, &bytes, 8, 1234)?;
+        if d > PARITY_TOLERANCE {
+            return Err(Error::model(format!(
+                "exported U-Net differs from the tch model by {d} (> {PARITY_TOLERANCE})"
+            )));
+        }
+        training["parity_max_abs_diff"] = serde_json::json!(d);
+    }
+    export_unet(&state.arch, &weights, set, state.space, state.schedule, state.data_mean, state.data_std, training)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tch_rates_agree_with_the_schedule() {
+        let s = CosineSchedule::default();
+        let ts: Vec<f32> = (0..=100).map(|k| k as f32 / 100.0).collect();
+        let (sig, noi) = rates_tch(&s, &Tensor::from_slice(&ts).view([-1, 1]));
+        let sig = Vec::<f32>::try_from(&sig.reshape([-1])).unwrap();
+        let noi = Vec::<f32>::try_from(&noi.reshape([-1])).unwrap();
+        for (i, &t) in ts.iter().enumerate() {
+            let r = s.rates(t);
+            assert!((r.signal - sig[i]).abs() < 1e-6 && (r.noise - noi[i]).abs() < 1e-6, "t = {t}");
+        }
+    }
+
+    #[test]
+    fn epoch_order_is_a_seeded_permutation() {
+        let a = epoch_order(100, 1, 0);
+        let mut s = a.clone();
+        s.sort();
+        assert_eq!(s, (0..100).collect::<Vec<i64>>());
+        assert_eq!(a, epoch_order(100, 1, 0));
+        assert_ne!(a, epoch_order(100, 1, 1));
+    }
+}
