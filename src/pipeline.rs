@@ -62,14 +62,19 @@ impl DiffusionParams {
     }
 }
 
+/// Progress hook: (steps done, steps in all) -> continue?
+pub type ProgressFn<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
+/// Preview hook: (steps done, model-space images) -> continue?
+pub type PreviewFn<'a> = &'a mut dyn FnMut(usize, &[f32]) -> bool;
+
 /// The host's view into a running generation. Every hook is called on the thread that runs the generation.
 #[derive(Default)]
 pub struct Hooks<'a> {
     /// Called after every step with (steps done, steps in all); return false to cancel.
-    pub progress: Option<&'a mut dyn FnMut(usize, usize) -> bool>,
+    pub progress: Option<ProgressFn<'a>>,
     /// Called after every step with (steps done, the current clean-image estimate as model-space images,
     /// `count` of them). Costs one VAE decode per step; return false to cancel.
-    pub preview: Option<&'a mut dyn FnMut(usize, &[f32]) -> bool>,
+    pub preview: Option<PreviewFn<'a>>,
     /// Set from any thread to cancel at the next step boundary.
     pub cancel: Option<&'a AtomicBool>,
 }
@@ -206,9 +211,9 @@ fn run(
         sampler.step(&mut x, &eps, t, next, &mut sampler_noise)?;
         if let (Some(kn), Some(tn)) = (known, next) {
             let rn = schedule.rates(tn);
-            for i in 0..x.len() {
+            for (i, xi) in x.iter_mut().enumerate() {
                 let noised = rn.signal * kn.x0[i] + rn.noise * kn.eps[i];
-                x[i] = kn.invent[i] * x[i] + (1.0 - kn.invent[i]) * noised;
+                *xi = kn.invent[i] * *xi + (1.0 - kn.invent[i]) * noised;
             }
         }
         if let Some(progress) = hooks.progress.as_mut() {
@@ -218,8 +223,8 @@ fn run(
         }
     }
     if let Some(kn) = known {
-        for i in 0..x.len() {
-            x[i] = kn.invent[i] * x[i] + (1.0 - kn.invent[i]) * kn.x0[i];
+        for (i, xi) in x.iter_mut().enumerate() {
+            *xi = kn.invent[i] * *xi + (1.0 - kn.invent[i]) * kn.x0[i];
         }
     }
     if x.iter().any(|v| !v.is_finite()) {

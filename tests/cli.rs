@@ -87,3 +87,57 @@ fn demo_on_real_fashion_mnist() {
     // 8 originals + 8 reconstructions + 8 samples, 8 columns -> 3 rows.
     assert_eq!((g.width, g.height), (8 * 30 + 2, 3 * 30 + 2));
 }
+
+#[test]
+fn generate_denoise_img2img_inpaint() {
+    let (tmp, dir) = crate::util::tiny_diffusion_set();
+    let d = dir.to_str().unwrap();
+    let t = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let gen = |out: &str, seed: &str| {
+        run(&["generate", "--models", d, "--count", "4", "--steps", "5", "--seed", seed, "--quiet", "-o", out])
+    };
+    let (ok, _, err) = gen(&t("g1.png"), "7");
+    assert!(ok, "{err}");
+    gen(&t("g2.png"), "7");
+    assert_eq!(std::fs::read(t("g1.png")).unwrap(), std::fs::read(t("g2.png")).unwrap(), "same seed, same grid");
+
+    let image = mirage::image::Image::new(28, 28, 1, (0..784).map(|i| (i % 251) as u8).collect()).unwrap();
+    image.save(&tmp.path().join("in.png")).unwrap();
+    let mask = mirage::image::Image::new(28, 28, 1, (0..784).map(|i| if i % 28 >= 14 { 255 } else { 0 }).collect());
+    mask.unwrap().save(&tmp.path().join("mask.png")).unwrap();
+    for args in [
+        vec!["denoise", "--models", d, "--strength", "0.4", "--steps", "10", "-i", &t("in.png"), "-o", &t("dn.png")],
+        vec!["img2img", "--models", d, "--sampler", "dpm++2m", "--steps", "4", "-i", &t("in.png"), "-o", &t("i2.png")],
+        vec![
+            "inpaint",
+            "--models",
+            d,
+            "--steps",
+            "4",
+            "-i",
+            &t("in.png"),
+            "--mask",
+            &t("mask.png"),
+            "-o",
+            &t("ip.png"),
+        ],
+    ] {
+        let (ok, _, err) = run(&args);
+        assert!(ok, "{args:?}: {err}");
+    }
+    // Inpainting keeps the unmasked half pixel for pixel.
+    let out = mirage::image::Image::load(&tmp.path().join("ip.png")).unwrap();
+    assert!((0..784).filter(|i| i % 28 < 14).all(|i| out.data[i] == image.data[i]));
+
+    for args in [
+        vec!["generate", "--models", d, "--steps", "0", "-o", &t("x.png")],
+        vec!["generate", "--models", d, "--steps", "100000", "-o", &t("x.png")],
+        vec!["generate", "--models", d, "--sampler", "euler-magic", "-o", &t("x.png")],
+        vec!["generate", "--models", d, "--eta", "NaN", "-o", &t("x.png")],
+        vec!["denoise", "--models", d, "--strength", "1.5", "-i", &t("in.png"), "-o", &t("x.png")],
+        vec!["inpaint", "--models", d, "-i", &t("in.png"), "--mask", &t("g1.png"), "-o", &t("x.png")],
+    ] {
+        let (ok, _, err) = run(&args);
+        assert!(!ok && err.contains("error"), "{args:?} should fail: {err}");
+    }
+}

@@ -29,7 +29,10 @@ fn encode_sample_decode_round_trip_shapes_and_determinism() {
     assert_ne!(z1, sample_latent(&mean, &logvar, 43).unwrap());
     let out = set.decode(&z1, 3).unwrap();
     assert_eq!(out.len(), x.len());
-    assert!(out.iter().all(|v| v.is_finite() && (-1.0..=1.0).contains(v)), "decoder output leaves tanh range");
+    assert!(
+        out.iter().all(|v| v.is_finite() && (-1.0001..=1.0001).contains(v)),
+        "decoder output leaves tanh range (ORT's tanh may round 1e-7 past 1)"
+    );
     let decoded = from_model(&out, 3, &spec).unwrap();
     assert_eq!(decoded.len(), 3);
     // Batching does not change results: the second image alone decodes to the same pixels.

@@ -378,7 +378,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             VaeCmd::Walk { m, frames, walks, seed, output } => {
                 let set = ModelSet::open(&m.models)?;
-                if frames < 2 || frames > 256 || walks == 0 || walks > 64 {
+                if !(2..=256).contains(&frames) || !(1..=64).contains(&walks) {
                     return Err(Error::invalid("walk: --frames must be 2..=256 and --walks 1..=64"));
                 }
                 let len = set.latent_len()?;

@@ -2,6 +2,9 @@
 
 use std::ffi::c_char;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::{self, ThreadId};
 
 use super::boundary::{self, arg, copy_str, init_params, out, read_params, utf8};
 use super::runtime::{provider_of, provider_value, MirageProvider, MIRAGE_PROVIDER_DEFAULT};
@@ -13,7 +16,67 @@ use crate::vae::ModelSet;
 /// `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;
 /// the sessions sit behind one lock per model, so calls on the same model run one after the other.
 pub struct MirageContext {
-    pub(crate) set: ModelSet,
+    // Behind Arcs so that a running generation holds what it uses by itself, not through this box: then
+    // `mirage_context_free` can cancel it, wait for it and free the box while its frame is still unwinding.
+    pub(crate) set: Arc<ModelSet>,
+    pub(crate) runs: Arc<Runs>,
+}
+
+/// The generations running on a context: each has its own cancel flag, which `mirage_context_cancel` sets
+/// (all of them) and `mirage_context_free` sets before it waits for them to return.
+#[derive(Default)]
+pub(crate) struct Runs {
+    state: Mutex<RunState>,
+    /// Notified (with `state` locked) whenever a generation ends.
+    ended: Condvar,
+}
+
+#[derive(Default)]
+struct RunState {
+    running: Vec<(ThreadId, Arc<AtomicBool>)>,
+    /// Set by `mirage_context_free`: a generation that gets here afterwards is refused (cancelled).
+    freed: bool,
+}
+
+impl Runs {
+    fn lock(&self) -> MutexGuard<'_, RunState> {
+        // Nothing panics while holding the lock, but a poisoned registry is still a valid one.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a generation about to start, with a fresh (clear) cancel flag: a cancel that came before
+    /// this moment is not seen. Fails with `Cancelled` once the context is being freed.
+    pub(crate) fn start(self: &Arc<Runs>) -> Result<Run> {
+        let mut state = self.lock();
+        if state.freed {
+            return Err(Error::Cancelled);
+        }
+        let cancel = Arc::new(AtomicBool::new(false));
+        state.running.push((thread::current().id(), cancel.clone()));
+        Ok(Run { runs: self.clone(), cancel })
+    }
+
+    /// Sets the cancel flag of every running generation.
+    fn cancel_all(state: &RunState) {
+        for (_, flag) in &state.running {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A registered generation; dropping it (also while unwinding) unregisters it.
+pub(crate) struct Run {
+    runs: Arc<Runs>,
+    pub(crate) cancel: Arc<AtomicBool>,
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        let mut state = self.runs.lock();
+        state.running.retain(|(_, flag)| !Arc::ptr_eq(flag, &self.cancel));
+        // Notified under the lock; `runs` is our own Arc, so it outlives the context box if that is freed.
+        self.runs.ended.notify_all();
+    }
 }
 
 /// Options of `mirage_context_new`. Fill it with `mirage_context_params_init`.
@@ -33,6 +96,8 @@ pub type MirageModelKind = u32;
 pub const MIRAGE_MODEL_VAE_ENCODER: MirageModelKind = 1;
 /// The VAE decoder (latent -> image).
 pub const MIRAGE_MODEL_VAE_DECODER: MirageModelKind = 2;
+/// The diffusion U-Net (noise prediction).
+pub const MIRAGE_MODEL_UNET: MirageModelKind = 3;
 
 /// Fills `params` with the defaults (the runtime's provider). Pass `sizeof(MirageContextParams)` as
 /// `struct_size`; the struct_size rule is that of `mirage_runtime_init`.
@@ -77,21 +142,58 @@ pub unsafe extern "C" fn mirage_context_new(
             let p = unsafe { read_params(params, "params") }?;
             provider_of(p.provider, "params->provider")?
         };
-        let set = ModelSet::open_with(Path::new(dir), provider)?;
-        result.write(Box::into_raw(Box::new(MirageContext { set })));
+        let set = Arc::new(ModelSet::open_with(Path::new(dir), provider)?);
+        result.write(Box::into_raw(Box::new(MirageContext { set, runs: Arc::default() })));
         Ok(())
     })
 }
 
-/// Frees a context and its sessions. NULL does nothing. No call on it may be running, and the latents and
-/// image batches made with it stay valid (they do not borrow it).
+/// Frees a context and its sessions. NULL does nothing. The latents and image batches made with it stay
+/// valid (they do not borrow it).
+///
+/// Generations (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`) may be running on it on other
+/// threads: they are cancelled, and this call waits until they have returned (within one step; they return
+/// MIRAGE_ERR_CANCELLED), so that no callback of this context runs after it returns. Called from inside a
+/// callback of a generation on this context, it does not wait for that generation (it would wait for
+/// itself): that one returns MIRAGE_ERR_CANCELLED after the callback (or MIRAGE_OK if it was the last step).
+/// Every other call (the VAE functions, getters) must have returned, and no call may start with a context
+/// once its free has begun: as for any freed handle, that is undefined behaviour.
 #[no_mangle]
 pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
     boundary::run_or((), || {
         if !ctx.is_null() {
             // SAFETY: made by Box::into_raw in mirage_context_new and, by the caller's promise, freed once.
-            drop(unsafe { Box::from_raw(ctx) });
+            let ctx = unsafe { Box::from_raw(ctx) };
+            let me = thread::current().id();
+            let mut state = ctx.runs.lock();
+            state.freed = true;
+            Runs::cancel_all(&state);
+            while state.running.iter().any(|(t, _)| *t != me) {
+                state = ctx.runs.ended.wait(state).unwrap_or_else(|p| p.into_inner());
+            }
+            drop(state);
+            drop(ctx);
         }
+    })
+}
+
+/// Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`, on any
+/// thread): each returns MIRAGE_ERR_CANCELLED before its next step, so within one step. Safe to call from
+/// any thread, including from inside a callback. Locks the context's short list of running generations.
+///
+/// A cancel reaches only the generations running when it is made: one that starts afterwards runs normally
+/// (each generation starts with its own clear flag). So a cancel on an idle context does nothing and returns
+/// MIRAGE_OK, and a cancel racing with the start of a generation may be dropped; to stop one generation
+/// among several, return false from its progress callback instead.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `ctx`).
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_cancel(ctx: *const MirageContext) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: a live context when not NULL, by the caller's promise.
+        let ctx = unsafe { arg(ctx, "ctx") }?;
+        Runs::cancel_all(&ctx.runs.lock());
+        Ok(())
     })
 }
 
@@ -150,6 +252,7 @@ pub unsafe extern "C" fn mirage_context_provider(
         let name = match kind {
             MIRAGE_MODEL_VAE_ENCODER => "vae_encoder",
             MIRAGE_MODEL_VAE_DECODER => "vae_decoder",
+            MIRAGE_MODEL_UNET => "unet",
             other => return Err(Error::invalid(format!("kind is {other}, not a MIRAGE_MODEL_* value"))),
         };
         let (_, p) = ctx

@@ -1,6 +1,8 @@
 //! The trainer behind `mirage-train` (feature `train`): libtorch through tch.
 //!
+//! - [`classifier`]: `mirage-train classifier train`: the Fashion-MNIST CNN whose features FID/KID compare.
 //! - [`data`]: Fashion-MNIST IDX files -> tensors in [-1, 1].
+//! - [`fid`]: `mirage-train eval fid`: FID, KID and class balance of the runtime's generated images.
 //! - [`vae`]: the VAE in tch (same layer plan and weight names as [`crate::export::vae`]) and its losses.
 //! - [`unet`]: the diffusion U-Net in tch (same block plan and weight names as [`crate::export::unet`]).
 //! - [`unet_run`]: `mirage-train unet train | export`: diffusion training on VAE latents, export.
@@ -10,7 +12,9 @@
 //!
 //! Only this module and the `mirage-train` binary link libtorch; the runtime library never does.
 
+pub mod classifier;
 pub mod data;
+pub mod fid;
 pub mod unet;
 pub mod unet_run;
 pub mod vae;
