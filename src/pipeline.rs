@@ -116,6 +116,25 @@ pub fn img2img(
     run(set, &p, x, None, hooks)
 }
 
+/// Removes noise from `n` model-space images: their (normalised) latents are taken to be a diffusion sample
+/// at level `strength` as they are — scaled by that level's signal rate, with no noise added — and the
+/// remaining steps remove what the U-Net sees as noise. Unlike img2img nothing random is added, so the result
+/// stays close to the input; pick the strength whose noise level matches the input's (higher = noisier).
+pub fn denoise(
+    set: &ModelSet,
+    images: &[f32],
+    n: usize,
+    params: &DiffusionParams,
+    hooks: &mut Hooks,
+) -> Result<Vec<f32>> {
+    let p = DiffusionParams { count: n, ..*params };
+    p.validate()?;
+    let x0 = to_diffusion(set, images, n)?;
+    let r = schedule(set)?.rates(p.strength);
+    let x = x0.iter().map(|&v| r.signal * v).collect();
+    run(set, &p, x, None, hooks)
+}
+
 /// Fills the region where `mask` is set (one value per pixel in [0, 1], 1 = invent, `n * height * width`)
 /// so that it fits the rest of each image; pixels outside the mask are returned as they came in.
 pub fn inpaint(
