@@ -16,8 +16,11 @@ mod unet;
 // The trainer: ONNX-vs-tch parity of the exported VAE, a tiny train/resume/eval/export run.
 #[cfg(feature = "train")]
 mod train;
+// Quality figures: Fréchet distance and KID against closed forms, a tiny classifier + `eval fid` run.
+#[cfg(feature = "train")]
+mod quality;
 
-// The C API from Rust and from a C program (tests/c/test_api.c), optionally under valgrind.
+// The C API from Rust and from C programs (tests/c/test_api.c, test_diffusion.c), optionally under valgrind.
 mod capi;
 // include/mirage.h: freshness against cbindgen, version macros, strict C and C++ builds, the C++ wrapper.
 mod header;
