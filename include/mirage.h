@@ -1,9 +1,10 @@
 /*
- * mirage: image generation from latent spaces (VAE today; diffusion and text-to-image next), for C and C++.
+ * mirage: image generation from latent spaces (VAE and diffusion; text-to-image next), for C and C++.
  *
  * Thread safety: every function may be called from any thread, a MirageContext may be used by several
  * threads at once, latents and image batches are immutable, and a handle is freed only when no call on
- * it is running.
+ * it is running (except generations, which mirage_context_free cancels and waits for). Callbacks run on
+ * the thread that made the call.
  *
  * Conventions: every fallible function returns a MirageStatus (MIRAGE_OK = 0) and writes its
  * out-parameters only on success; mirage_last_error() then copies the calling thread's detailed message.
@@ -23,6 +24,12 @@
  *     mirage_last_error(message, sizeof message); // truncated to fit, always NUL-terminated
  *     fprintf(stderr, "mirage: %s: %s\n", mirage_status_str(status), message);
  *     return 0;
+ * }
+ *
+ * static bool on_progress(uint32_t step, uint32_t total, void *user_data) {
+ *     (void)user_data;
+ *     if (step == total) printf("%u steps done\n", total);
+ *     return true;
  * }
  *
  * int main(int argc, char **argv) {
@@ -54,6 +61,19 @@
  *     if (good && ok(mirage_image_batch_get(decoded, 0, &result))) // result.data belongs to the batch
  *         printf("decoded %ux%u, first pixel %u\n", result.width, result.height, result.data[0]);
  *
+ *     // Diffusion (sets with a U-Net): 20 DDIM steps from seed 7, progress on this thread.
+ *     MirageImageBatch *generated = NULL;
+ *     MirageDiffusionParams params;
+ *     if (good && ok(mirage_diffusion_params_init(&params, sizeof params))) {
+ *         params.steps = 20;
+ *         params.seed = 7;
+ *         params.progress = on_progress; // return false to cancel; mirage_context_cancel works from any thread
+ *         good = ok(mirage_generate(ctx, &params, &generated)) &&
+ *                ok(mirage_image_batch_get(generated, 0, &result));
+ *         if (good) printf("generated %ux%u\n", result.width, result.height);
+ *     }
+ *
+ *     mirage_image_batch_free(generated);
  *     mirage_image_batch_free(decoded); // every _free accepts NULL
  *     mirage_latent_free(z);
  *     mirage_latent_free(logvar);
@@ -235,6 +255,85 @@ typedef struct MirageImage {
 } MirageImage;
 
 /**
+ * Called on the calling thread after every step of a generation with the steps done so far (1 to `total`)
+ * and the steps in all; `user_data` is the params' own. Return true to continue, false to cancel (the
+ * generation then returns MIRAGE_ERR_CANCELLED). It must not unwind (C++ exceptions, longjmp) into mirage.
+ */
+typedef bool (*MirageProgressCallback)(uint32_t step, uint32_t total, void *user_data);
+
+/**
+ * Called on the calling thread after every step with the current estimate of the finished images: `count`
+ * images in the params' format, of the set's size. The images and their pixels are borrowed for the
+ * duration of the callback only: copy what you keep. Return true to continue, false to cancel. Each call
+ * costs one VAE decode. It must not unwind (C++ exceptions, longjmp) into mirage.
+ */
+typedef bool (*MiragePreviewCallback)(uint32_t step,
+                                      const struct MirageImage *images,
+                                      size_t count,
+                                      void *user_data);
+
+/**
+ * Options of `mirage_generate`, `mirage_img2img` and `mirage_inpaint`. Fill it with
+ * `mirage_diffusion_params_init`, then set what you need. The params are read during the call and not
+ * kept (the `sampler` string too).
+ */
+typedef struct MirageDiffusionParams {
+    /**
+     * sizeof(MirageDiffusionParams) as the host was compiled; set by `mirage_diffusion_params_init`.
+     */
+    size_t struct_size;
+    /**
+     * Sampler steps of a full generation, 1 to 1000; default 50. img2img and inpaint run the `strength`
+     * fraction of them (at least one).
+     */
+    uint32_t steps;
+    /**
+     * "ddim" (default; also when NULL) or "dpm++2m" (DPM-Solver++ 2M: good images in fewer steps); UTF-8,
+     * case-insensitive.
+     */
+    const char *sampler;
+    /**
+     * DDIM's randomness in [0, 1]: 0 (default) is deterministic, 1 as stochastic as DDPM. Must be 0 to 1
+     * for any sampler; dpm++2m ignores it.
+     */
+    float eta;
+    /**
+     * Seed of the initial noise and of stochastic sampling: the same inputs and seed give the same pixels
+     * (on one machine and provider). Default 0.
+     */
+    uint64_t seed;
+    /**
+     * `mirage_generate` only: images made together, 1 to 1024; default 1. img2img and inpaint make one
+     * image per input and ignore it.
+     */
+    uint32_t count;
+    /**
+     * img2img and inpaint: how far into the noise the input is pushed, in (0, 1]. Default 1, which keeps
+     * nothing of the input: callers of img2img set it (0.5 to 0.8 to re-imagine; "denoise" is img2img at
+     * 0.3 to 0.5 with the deterministic DDIM). Inpaint works at 1 (the mask's region is invented anew);
+     * lower values keep more of what the region held. `mirage_generate` ignores it.
+     */
+    float strength;
+    /**
+     * Optional (NULL = none): progress after each step; may cancel.
+     */
+    MirageProgressCallback progress;
+    /**
+     * Optional (NULL = none): the current estimate of the images after each step; may cancel.
+     */
+    MiragePreviewCallback preview;
+    /**
+     * Passed unchanged to `progress` and `preview`.
+     */
+    void *user_data;
+    /**
+     * MIRAGE_PIXEL_* of the results and of the previews; default MIRAGE_PIXEL_RGBA8. Converted from the
+     * set's channels as `mirage_vae_decode` converts.
+     */
+    MiragePixelFormat format;
+} MirageDiffusionParams;
+
+/**
  * Success.
  */
 #define MIRAGE_OK 0
@@ -353,6 +452,11 @@ typedef struct MirageImage {
 #define MIRAGE_MODEL_VAE_DECODER 2
 
 /**
+ * The diffusion U-Net (noise prediction).
+ */
+#define MIRAGE_MODEL_UNET 3
+
+/**
  * 1 byte per pixel: grey.
  */
 #define MIRAGE_PIXEL_GRAY8 1
@@ -456,10 +560,32 @@ MirageStatus mirage_context_new(const char *model_dir,
                                 struct MirageContext **out);
 
 /**
- * Frees a context and its sessions. NULL does nothing. No call on it may be running, and the latents and
- * image batches made with it stay valid (they do not borrow it).
+ * Frees a context and its sessions. NULL does nothing. The latents and image batches made with it stay
+ * valid (they do not borrow it).
+ *
+ * Generations (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`) may be running on it on other
+ * threads: they are cancelled, and this call waits until they have returned (within one step; they return
+ * MIRAGE_ERR_CANCELLED), so that no callback of this context runs after it returns. Called from inside a
+ * callback of a generation on this context, it does not wait for that generation (it would wait for
+ * itself): that one returns MIRAGE_ERR_CANCELLED after the callback (or MIRAGE_OK if it was the last step).
+ * Every other call (the VAE functions, getters) must have returned, and no call may start with a context
+ * once its free has begun: as for any freed handle, that is undefined behaviour.
  */
 void mirage_context_free(struct MirageContext *ctx);
+
+/**
+ * Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`, on any
+ * thread): each returns MIRAGE_ERR_CANCELLED before its next step, so within one step. Safe to call from
+ * any thread, including from inside a callback. Locks the context's short list of running generations.
+ *
+ * A cancel reaches only the generations running when it is made: one that starts afterwards runs normally
+ * (each generation starts with its own clear flag). So a cancel on an idle context does nothing and returns
+ * MIRAGE_OK, and a cancel racing with the start of a generation may be dropped; to stop one generation
+ * among several, return false from its progress callback instead.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `ctx`).
+ */
+MirageStatus mirage_context_cancel(const struct MirageContext *ctx);
 
 /**
  * The size of the images the set works on: `*width`, `*height` in pixels and `*channels` (1 grey, 3 RGB,
@@ -631,6 +757,74 @@ MirageStatus mirage_vae_decode_into(const struct MirageContext *ctx,
                                     const struct MirageLatent *latents,
                                     const struct MirageImage *images,
                                     size_t count);
+
+/**
+ * Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
+ * no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8. Pass `sizeof(MirageDiffusionParams)` as
+ * `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
+ * set `strength`.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT when `params` is NULL or `struct_size` is too small.
+ */
+MirageStatus mirage_diffusion_params_init(struct MirageDiffusionParams *params, size_t struct_size);
+
+/**
+ * Generates `params->count` images from noise with the set's U-Net, then decodes them (through the VAE for
+ * a latent-space set). On success `*out` receives a new batch of `count` images of the set's size in
+ * `params->format`, owned by the caller and freed with `mirage_image_batch_free`.
+ *
+ * Callbacks run on the calling thread, between steps. The call can be cancelled by its progress or preview
+ * callback returning false, or by `mirage_context_cancel` from any thread: it then returns
+ * MIRAGE_ERR_CANCELLED within one step and `*out` is not written. Runs the U-Net (and the VAE decoder)
+ * session, locking each for one step at a time, so generations on one context interleave step by step.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, bad params: steps 0 or over 1000, an unknown or
+ * non-UTF-8 sampler, eta NaN or outside [0, 1], count 0 or over 1024, an unknown format, struct_size),
+ * MIRAGE_ERR_UNSUPPORTED (the set has no diffusion U-Net), MIRAGE_ERR_CANCELLED, MIRAGE_ERR_INFERENCE.
+ */
+MirageStatus mirage_generate(const struct MirageContext *ctx,
+                             const struct MirageDiffusionParams *params,
+                             struct MirageImageBatch **out);
+
+/**
+ * Re-imagines `count` host images: pushes each `params->strength` of the way into noise, then denoises it
+ * with the U-Net. Small strengths stay close to the input: that is "denoise" (img2img at 0.3 to 0.5 with
+ * the deterministic DDIM, eta 0); 1 ignores the input. On success `*out` receives a new batch of `count`
+ * images (one per input, in order) in `params->format`, owned by the caller.
+ *
+ * `images` is an array of `count` (1 to 1024) host images, read during the call and not kept, each of the
+ * set's width, height and channel count (`mirage_context_image_size`), any stride. `params->count` is
+ * ignored. Callbacks, cancellation and locking as `mirage_generate`.
+ *
+ * Errors: as `mirage_generate`, plus MIRAGE_ERR_INVALID_ARGUMENT for `count`, an image of the wrong size or
+ * format, a bad stride, NULL data, and a strength NaN or outside (0, 1]; MIRAGE_ERR_UNSUPPORTED also when a
+ * latent-space set has no VAE.
+ */
+MirageStatus mirage_img2img(const struct MirageContext *ctx,
+                            const struct MirageImage *images,
+                            size_t count,
+                            const struct MirageDiffusionParams *params,
+                            struct MirageImageBatch **out);
+
+/**
+ * Fills the masked region of `count` host images so that it fits the rest of each image; pixels where the
+ * mask is 0 come back exactly as they went in (when `params->format` is the images' format). On success
+ * `*out` receives a new batch of `count` images in `params->format`, owned by the caller.
+ *
+ * `images` as in `mirage_img2img`. `masks` is an array of `count` MIRAGE_PIXEL_GRAY8 host images of the
+ * same size: 255 = invent this pixel, 0 = keep it, values between blend (soft edges). Both are read during
+ * the call and not kept. `params->strength` is usually 1. Callbacks, cancellation and locking as
+ * `mirage_generate`.
+ *
+ * Errors: as `mirage_img2img`, plus MIRAGE_ERR_INVALID_ARGUMENT for a mask that is not GRAY8, of another
+ * size, or with NULL data.
+ */
+MirageStatus mirage_inpaint(const struct MirageContext *ctx,
+                            const struct MirageImage *images,
+                            const struct MirageImage *masks,
+                            size_t count,
+                            const struct MirageDiffusionParams *params,
+                            struct MirageImageBatch **out);
 
 #ifdef __cplusplus
 }  // extern "C"

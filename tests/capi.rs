@@ -12,7 +12,7 @@ use std::ptr::{null, null_mut};
 use mirage::capi::*;
 use mirage::export::vae::{write_random_set, VaeArch, ENCODER_FILE};
 
-use crate::util::{compile, run, tiny_set, Lang};
+use crate::util::{compile, run, tiny_diffusion_set, tiny_set, Lang};
 
 fn last_error() -> String {
     // SAFETY: a NULL buffer with len 0 is allowed; the second call gets a buffer of the reported size.
@@ -396,31 +396,207 @@ fn c_program_passes() {
     eprintln!("{text}");
 }
 
-/// The C program under valgrind memcheck: no invalid read or write, no uninitialised use, and no block
-/// definitely lost, anywhere (tests/c/valgrind.supp silences two reports inside ld.so and ONNX Runtime).
-/// About 25 s. Runs when valgrind is installed; MIRAGE_VALGRIND=0 skips it, MIRAGE_VALGRIND=1 requires it.
-#[test]
-fn c_program_under_valgrind() {
+/// Whether the valgrind tests run: when valgrind is installed; MIRAGE_VALGRIND=0 skips them,
+/// MIRAGE_VALGRIND=1 requires valgrind.
+fn valgrind_wanted() -> bool {
     let installed = std::process::Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
     match (std::env::var("MIRAGE_VALGRIND").ok().as_deref(), installed) {
-        (Some("0"), _) => return eprintln!("skipped: MIRAGE_VALGRIND=0"),
+        (Some("0"), _) => eprintln!("skipped: MIRAGE_VALGRIND=0"),
         (Some("1"), false) => panic!("MIRAGE_VALGRIND=1 but valgrind is not installed"),
-        (_, false) => return eprintln!("skipped: valgrind is not installed"),
-        _ => {}
+        (_, false) => eprintln!("skipped: valgrind is not installed"),
+        _ => return true,
     }
-    let fixture = c_fixture();
-    let exe = build_test_api(fixture.path());
+    false
+}
+
+/// Runs `exe args` under valgrind memcheck: no invalid read or write, no uninitialised use, and no block
+/// definitely lost, anywhere (tests/c/valgrind.supp silences two reports inside ld.so and ONNX Runtime).
+fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) {
     let supp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/valgrind.supp");
     let supp = format!("--suppressions={}", supp.display());
-    let args = [
+    let mut all = vec![
         OsStr::new("--error-exitcode=99"),
         OsStr::new("--leak-check=full"),
         OsStr::new("--errors-for-leak-kinds=definite"),
         OsStr::new("--show-leak-kinds=definite"),
         OsStr::new(&supp),
         exe.as_os_str(),
-        fixture.path().as_os_str(),
     ];
-    let (ok, text) = run(Path::new("valgrind"), &args);
+    all.extend_from_slice(args);
+    let (ok, text) = run(Path::new("valgrind"), &all);
     assert!(ok, "valgrind reported errors:\n{text}");
+}
+
+/// The C program under valgrind (see `assert_valgrind_clean`). About 25 s. Runs when valgrind is installed;
+/// MIRAGE_VALGRIND=0 skips it, MIRAGE_VALGRIND=1 requires it.
+#[test]
+fn c_program_under_valgrind() {
+    if !valgrind_wanted() {
+        return;
+    }
+    let fixture = c_fixture();
+    let exe = build_test_api(fixture.path());
+    assert_valgrind_clean(&exe, &[fixture.path().as_os_str()]);
+}
+
+/// A context on a fresh tiny VAE + U-Net set.
+fn diffusion_ctx() -> Ctx {
+    let (dir, set) = tiny_diffusion_set();
+    let path = std::ffi::CString::new(set.to_str().unwrap()).unwrap();
+    let mut ptr = null_mut();
+    // SAFETY: valid pointers.
+    assert_ok(unsafe { mirage_context_new(path.as_ptr(), null(), &mut ptr) });
+    Ctx { ptr, _dir: dir }
+}
+
+fn diffusion_params(steps: u32, seed: u64) -> MirageDiffusionParams {
+    let mut p = std::mem::MaybeUninit::<MirageDiffusionParams>::uninit();
+    // SAFETY: a writable struct of the size passed.
+    unsafe {
+        assert_ok(mirage_diffusion_params_init(p.as_mut_ptr(), size_of::<MirageDiffusionParams>()));
+        let mut p = p.assume_init();
+        p.steps = steps;
+        p.seed = seed;
+        p.format = MIRAGE_PIXEL_GRAY8;
+        p
+    }
+}
+
+fn batch_pixels(b: *const MirageImageBatch) -> Vec<Vec<u8>> {
+    // SAFETY: a live batch; pixels are copied before it is freed.
+    unsafe {
+        (0..mirage_image_batch_count(b))
+            .map(|i| {
+                let mut img = std::mem::zeroed::<MirageImage>();
+                assert_ok(mirage_image_batch_get(b, i, &mut img));
+                std::slice::from_raw_parts(img.data, (img.stride * img.height) as usize).to_vec()
+            })
+            .collect()
+    }
+}
+
+unsafe extern "C" fn count_steps(_step: u32, _total: u32, user_data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: the tests pass an AtomicUsize.
+    let n = unsafe { &*user_data.cast::<std::sync::atomic::AtomicUsize>() };
+    n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    true
+}
+
+#[test]
+fn generate_matches_the_rust_pipeline() {
+    let ctx = diffusion_ctx();
+    let p = diffusion_params(5, 17);
+    let mut batch = null_mut();
+    // SAFETY: valid pointers; the batch is freed once.
+    unsafe {
+        assert_ok(mirage_generate(ctx.ptr, &p, &mut batch));
+        let got = batch_pixels(batch);
+        mirage_image_batch_free(batch);
+
+        let (_d, dir) = tiny_diffusion_set();
+        let set = mirage::vae::ModelSet::open(&dir).unwrap();
+        let params = mirage::pipeline::DiffusionParams { steps: 5, seed: 17, ..Default::default() };
+        let y = mirage::pipeline::generate(&set, &params, &mut Default::default()).unwrap();
+        let want = mirage::image::from_model(&y, 1, &set.manifest().image).unwrap();
+        assert_eq!(got, vec![want[0].data.clone()]);
+    }
+}
+
+#[test]
+fn cancel_reaches_running_generations_only_and_free_waits_for_them() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let ctx = diffusion_ctx();
+    // SAFETY: valid pointers; the context outlives the threads below (joined before it is dropped), except in
+    // the free test, where the free is what is tested.
+    unsafe {
+        // Idle cancel: OK, and the next generation runs to its end.
+        assert_ok(mirage_context_cancel(ctx.ptr));
+        let steps = AtomicUsize::new(0);
+        let mut p = diffusion_params(3, 1);
+        p.progress = Some(count_steps);
+        p.user_data = (&steps as *const AtomicUsize).cast_mut().cast();
+        let mut batch = null_mut();
+        assert_ok(mirage_generate(ctx.ptr, &p, &mut batch));
+        assert_eq!(steps.load(Ordering::SeqCst), 3);
+        mirage_image_batch_free(batch);
+
+        // A long generation on another thread, cancelled from this one.
+        let steps = Arc::new(AtomicUsize::new(0));
+        let run = |ctx: usize, steps: Arc<AtomicUsize>| {
+            std::thread::spawn(move || {
+                let mut p = diffusion_params(1000, 2);
+                p.progress = Some(count_steps);
+                p.user_data = Arc::as_ptr(&steps).cast_mut().cast();
+                let mut batch = null_mut();
+                let status = mirage_generate(ctx as *const MirageContext, &p, &mut batch);
+                (status, batch.is_null())
+            })
+        };
+        let t = run(ctx.ptr as usize, steps.clone());
+        while steps.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        assert_ok(mirage_context_cancel(ctx.ptr));
+        assert_eq!(t.join().unwrap(), (MIRAGE_ERR_CANCELLED, true));
+        assert!(steps.load(Ordering::SeqCst) < 1000);
+
+        // Free while one runs: the generation is cancelled, free returns after it, no step after that.
+        let other = diffusion_ctx();
+        let steps = Arc::new(AtomicUsize::new(0));
+        let t = run(other.ptr as usize, steps.clone());
+        while steps.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        let other = std::mem::ManuallyDrop::new(other);
+        mirage_context_free(other.ptr);
+        let at_free = steps.load(Ordering::SeqCst);
+        assert_eq!(t.join().unwrap(), (MIRAGE_ERR_CANCELLED, true));
+        assert_eq!(steps.load(Ordering::SeqCst), at_free, "a step ran after mirage_context_free returned");
+    }
+}
+
+#[cfg(feature = "test-panic")]
+#[test]
+fn a_panic_inside_the_generation_loop_is_caught_and_forgotten() {
+    let ctx = diffusion_ctx();
+    // SAFETY: valid pointers.
+    unsafe {
+        assert_err(mirage_debug_panic_in_generation(ctx.ptr), MIRAGE_ERR_PANIC, "generation loop at step 2");
+        // The context forgot the generation: the next one runs, and free (at drop) does not wait.
+        let mut batch = null_mut();
+        assert_ok(mirage_generate(ctx.ptr, &diffusion_params(2, 0), &mut batch));
+        mirage_image_batch_free(batch);
+    }
+}
+
+/// tests/c/test_diffusion.c built in a temporary folder, with its two fixture sets (diffusion, VAE only).
+fn build_test_diffusion() -> (Vec<tempfile::TempDir>, PathBuf, [PathBuf; 2]) {
+    let (d1, diffusion) = tiny_diffusion_set();
+    let (d2, vae_only) = tiny_set();
+    let dir = tempfile::tempdir().unwrap();
+    let exe = dir.path().join("test_diffusion");
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/test_diffusion.c");
+    compile(Lang::C, &[src], &exe, &[]);
+    (vec![d1, d2, dir], exe, [diffusion, vae_only])
+}
+
+#[test]
+fn c_diffusion_program_passes() {
+    let (_dirs, exe, [diffusion, vae_only]) = build_test_diffusion();
+    let (ok, text) = run(&exe, &[diffusion.as_os_str(), vae_only.as_os_str()]);
+    assert!(ok, "tests/c/test_diffusion.c failed:\n{text}");
+    assert!(text.contains(" 0 failed"), "{text}");
+    eprintln!("{text}");
+}
+
+/// The diffusion program under valgrind, gated as `c_program_under_valgrind`: callbacks, threads that
+/// cancel, and a context freed while a generation runs, with no invalid access and no leak.
+#[test]
+fn c_diffusion_program_under_valgrind() {
+    if !valgrind_wanted() {
+        return;
+    }
+    let (_dirs, exe, [diffusion, vae_only]) = build_test_diffusion();
+    assert_valgrind_clean(&exe, &[diffusion.as_os_str(), vae_only.as_os_str()]);
 }

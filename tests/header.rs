@@ -1,9 +1,10 @@
 //! include/mirage.h: regenerated from src/capi/ and diffed, version macros, compiled as strict C99 and as
-//! C++ (included twice), its usage example run, and the C++ wrapper bindings/cpp/mirage.hpp run.
+//! C++ (included twice), its usage example run, and the C++ wrapper bindings/cpp/mirage.hpp run (VAE and
+//! diffusion).
 
 use std::path::Path;
 
-use crate::util::{compile, run, tiny_set, Lang};
+use crate::util::{compile, run, tiny_diffusion_set, Lang};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -109,9 +110,12 @@ fn header_example_runs() {
     std::fs::write(&src, header_example()).unwrap();
     let exe = dir.path().join("example");
     compile(Lang::C, &[src], &exe, &[]);
-    let (_set_dir, set) = tiny_set();
+    let (_set_dir, set) = tiny_diffusion_set();
     let (ok, text) = run(&exe, &[set.as_os_str()]);
-    assert!(ok && text.contains("decoded 28x28"), "the header's example failed:\n{text}");
+    assert!(
+        ok && text.contains("decoded 28x28") && text.contains("20 steps done") && text.contains("generated 28x28"),
+        "the header's example failed:\n{text}"
+    );
 }
 
 #[test]
@@ -119,7 +123,7 @@ fn cpp_wrapper_runs() {
     let dir = tempfile::tempdir().unwrap();
     let exe = dir.path().join("test_header");
     compile(Lang::Cxx, &[root().join("tests/c/test_header.cpp")], &exe, &[]);
-    let (_set_dir, set) = tiny_set();
+    let (_set_dir, set) = tiny_diffusion_set();
     let (ok, text) = run(&exe, &[set.as_os_str()]);
     assert!(ok, "tests/c/test_header.cpp failed:\n{text}");
     assert!(text.contains("test_header: ok"), "{text}");

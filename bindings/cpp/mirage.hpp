@@ -10,12 +10,22 @@
 //     mirage::Latent z = ctx.sample(dist.mean, dist.logvar, 42);
 //     mirage::ImageBatch out = ctx.decode(z, MIRAGE_PIXEL_RGBA8);
 //     MirageImage first = out[0];                           // valid while `out` lives
+//
+//     mirage::DiffusionOptions o;                           // the C defaults: 50 DDIM steps, RGBA
+//     o.seed = 7;
+//     o.progress = [](std::uint32_t step, std::uint32_t total) { return step < total / 2; };  // false cancels
+//     mirage::ImageBatch images = ctx.generate(o);         // from another thread: ctx.cancel()
+//
+// Callbacks run on the calling thread. An exception thrown by one cancels the generation and is rethrown
+// by the call that ran it (it never crosses the C library).
 #ifndef MIRAGE_HPP
 #define MIRAGE_HPP
 
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <exception>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -135,6 +145,86 @@ struct ImageSize {
     std::uint32_t width, height, channels;
 };
 
+/// Options of Context::generate, img2img and inpaint (see MirageDiffusionParams): the C defaults, with
+/// std::function callbacks that run on the calling thread and return true to continue, false to cancel.
+struct DiffusionOptions {
+    DiffusionOptions() {
+        MirageDiffusionParams p;
+        detail::check(mirage_diffusion_params_init(&p, sizeof p));
+        steps = p.steps;
+        eta = p.eta;
+        seed = p.seed;
+        count = p.count;
+        strength = p.strength;
+        format = p.format;
+    }
+    std::uint32_t steps;
+    std::string sampler = "ddim";  ///< "ddim" or "dpm++2m"
+    float eta;
+    std::uint64_t seed;
+    std::uint32_t count;  ///< generate only
+    float strength;       ///< img2img / denoise / inpaint: set it (e.g. 0.3-0.5 to denoise)
+    MiragePixelFormat format;
+    /// (step done, steps in all) -> continue?
+    std::function<bool(std::uint32_t step, std::uint32_t total)> progress;
+    /// (step done, images borrowed for the call only, their count) -> continue?
+    std::function<bool(std::uint32_t step, const MirageImage *images, std::size_t count)> preview;
+};
+
+namespace detail {
+
+/// What the C callbacks' user_data points to: the options, and the first exception a callback threw.
+struct Callbacks {
+    const DiffusionOptions *options;
+    std::exception_ptr error;
+};
+
+inline bool progress_trampoline(std::uint32_t step, std::uint32_t total, void *user_data) {
+    Callbacks *cb = static_cast<Callbacks *>(user_data);
+    try {
+        return cb->options->progress(step, total);
+    } catch (...) {
+        cb->error = std::current_exception();
+        return false;
+    }
+}
+
+inline bool preview_trampoline(std::uint32_t step, const MirageImage *images, std::size_t count, void *user_data) {
+    Callbacks *cb = static_cast<Callbacks *>(user_data);
+    try {
+        return cb->options->preview(step, images, count);
+    } catch (...) {
+        cb->error = std::current_exception();
+        return false;
+    }
+}
+
+/// Runs `call(const MirageDiffusionParams *, MirageImageBatch **)` with `o` as C params; rethrows a
+/// callback's exception, else throws on failure.
+template <class Call>
+MirageImageBatch *diffuse(const DiffusionOptions &o, Call call) {
+    MirageDiffusionParams p;
+    check(mirage_diffusion_params_init(&p, sizeof p));
+    Callbacks cb{&o, nullptr};
+    p.steps = o.steps;
+    p.sampler = o.sampler.c_str();
+    p.eta = o.eta;
+    p.seed = o.seed;
+    p.count = o.count;
+    p.strength = o.strength;
+    p.format = o.format;
+    p.progress = o.progress ? progress_trampoline : nullptr;
+    p.preview = o.preview ? preview_trampoline : nullptr;
+    p.user_data = &cb;
+    MirageImageBatch *b = nullptr;
+    MirageStatus status = call(&p, &b);
+    if (cb.error) std::rethrow_exception(cb.error);
+    check(status);
+    return b;
+}
+
+}  // namespace detail
+
 /// A loaded model set. Thread-safe: share one Context between threads (by reference).
 class Context {
 public:
@@ -194,6 +284,34 @@ public:
     void decode_into(const Latent &latents, const std::vector<MirageImage> &images) const {
         detail::check(mirage_vae_decode_into(p_.get(), latents.get(), images.data(), images.size()));
     }
+
+    /// Generates o.count images from noise (see mirage_generate).
+    ImageBatch generate(const DiffusionOptions &o) const {
+        const MirageContext *c = p_.get();
+        return ImageBatch(detail::diffuse(o, [c](const MirageDiffusionParams *p, MirageImageBatch **b) {
+            return mirage_generate(c, p, b);
+        }));
+    }
+    /// Re-imagines (or, at a low o.strength, denoises) host images (see mirage_img2img).
+    ImageBatch img2img(const std::vector<MirageImage> &images, const DiffusionOptions &o) const {
+        const MirageContext *c = p_.get();
+        return ImageBatch(detail::diffuse(o, [c, &images](const MirageDiffusionParams *p, MirageImageBatch **b) {
+            return mirage_img2img(c, images.data(), images.size(), p, b);
+        }));
+    }
+    /// Fills where the GRAY8 masks are 255, one mask per image (see mirage_inpaint).
+    ImageBatch inpaint(const std::vector<MirageImage> &images, const std::vector<MirageImage> &masks,
+                       const DiffusionOptions &o) const {
+        if (images.size() != masks.size())
+            throw Error(MIRAGE_ERR_INVALID_ARGUMENT, "inpaint: one mask per image is needed");
+        const MirageContext *c = p_.get();
+        return ImageBatch(
+            detail::diffuse(o, [c, &images, &masks](const MirageDiffusionParams *p, MirageImageBatch **b) {
+                return mirage_inpaint(c, images.data(), masks.data(), images.size(), p, b);
+            }));
+    }
+    /// Cancels the generations running on this context, from any thread (see mirage_context_cancel).
+    void cancel() const { detail::check(mirage_context_cancel(p_.get())); }
 
     const MirageContext *get() const noexcept { return p_.get(); }
 

@@ -34,10 +34,13 @@ mod image;
 mod latent;
 // The VAE operations.
 mod vae;
+// Diffusion: generate, img2img (denoise), inpaint; callbacks and cancellation.
+mod diffusion;
 
 #[cfg(feature = "test-panic")]
 pub use boundary::mirage_debug_panic;
 pub use context::*;
+pub use diffusion::*;
 pub use image::*;
 pub use latent::*;
 pub use runtime::*;

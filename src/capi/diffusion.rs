@@ -1,0 +1,419 @@
+//! Diffusion through a context: generate from noise, img2img (and denoise), inpaint, with per-call progress
+//! and preview callbacks and cancellation (`mirage_context_cancel`).
+
+use std::ffi::{c_char, c_void};
+use std::sync::Arc;
+
+use super::boundary::{self, arg, read_params, slice, utf8};
+use super::context::{MirageContext, Runs};
+use super::image::{
+    channels_of, Layout, MirageImage, MirageImageBatch, MiragePixelFormat, MIRAGE_PIXEL_GRAY8, MIRAGE_PIXEL_RGBA8,
+};
+use super::status::MirageStatus;
+use crate::error::{Error, Result};
+use crate::image::{from_model, to_model, Image};
+use crate::pipeline::{self, DiffusionParams, Hooks, MAX_STEPS};
+use crate::sampler::SamplerKind;
+use crate::vae::{ModelSet, MAX_BATCH};
+
+/// Called on the calling thread after every step of a generation with the steps done so far (1 to `total`)
+/// and the steps in all; `user_data` is the params' own. Return true to continue, false to cancel (the
+/// generation then returns MIRAGE_ERR_CANCELLED). It must not unwind (C++ exceptions, longjmp) into mirage.
+pub type MirageProgressCallback = Option<unsafe extern "C" fn(step: u32, total: u32, user_data: *mut c_void) -> bool>;
+
+/// Called on the calling thread after every step with the current estimate of the finished images: `count`
+/// images in the params' format, of the set's size. The images and their pixels are borrowed for the
+/// duration of the callback only: copy what you keep. Return true to continue, false to cancel. Each call
+/// costs one VAE decode. It must not unwind (C++ exceptions, longjmp) into mirage.
+pub type MiragePreviewCallback =
+    Option<unsafe extern "C" fn(step: u32, images: *const MirageImage, count: usize, user_data: *mut c_void) -> bool>;
+
+/// Options of `mirage_generate`, `mirage_img2img` and `mirage_inpaint`. Fill it with
+/// `mirage_diffusion_params_init`, then set what you need. The params are read during the call and not
+/// kept (the `sampler` string too).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct MirageDiffusionParams {
+    /// sizeof(MirageDiffusionParams) as the host was compiled; set by `mirage_diffusion_params_init`.
+    pub struct_size: usize,
+    /// Sampler steps of a full generation, 1 to 1000; default 50. img2img and inpaint run the `strength`
+    /// fraction of them (at least one).
+    pub steps: u32,
+    /// "ddim" (default; also when NULL) or "dpm++2m" (DPM-Solver++ 2M: good images in fewer steps); UTF-8,
+    /// case-insensitive.
+    pub sampler: *const c_char,
+    /// DDIM's randomness in [0, 1]: 0 (default) is deterministic, 1 as stochastic as DDPM. Must be 0 to 1
+    /// for any sampler; dpm++2m ignores it.
+    pub eta: f32,
+    /// Seed of the initial noise and of stochastic sampling: the same inputs and seed give the same pixels
+    /// (on one machine and provider). Default 0.
+    pub seed: u64,
+    /// `mirage_generate` only: images made together, 1 to 1024; default 1. img2img and inpaint make one
+    /// image per input and ignore it.
+    pub count: u32,
+    /// img2img and inpaint: how far into the noise the input is pushed, in (0, 1]. Default 1, which keeps
+    /// nothing of the input: callers of img2img set it (0.5 to 0.8 to re-imagine; "denoise" is img2img at
+    /// 0.3 to 0.5 with the deterministic DDIM). Inpaint works at 1 (the mask's region is invented anew);
+    /// lower values keep more of what the region held. `mirage_generate` ignores it.
+    pub strength: f32,
+    /// Optional (NULL = none): progress after each step; may cancel.
+    pub progress: MirageProgressCallback,
+    /// Optional (NULL = none): the current estimate of the images after each step; may cancel.
+    pub preview: MiragePreviewCallback,
+    /// Passed unchanged to `progress` and `preview`.
+    pub user_data: *mut c_void,
+    /// MIRAGE_PIXEL_* of the results and of the previews; default MIRAGE_PIXEL_RGBA8. Converted from the
+    /// set's channels as `mirage_vae_decode` converts.
+    pub format: MiragePixelFormat,
+}
+
+/// Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
+/// no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8. Pass `sizeof(MirageDiffusionParams)` as
+/// `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
+/// set `strength`.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT when `params` is NULL or `struct_size` is too small.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_diffusion_params_init(
+    params: *mut MirageDiffusionParams,
+    struct_size: usize,
+) -> MirageStatus {
+    boundary::run(|| {
+        let d = DiffusionParams::default();
+        let defaults = MirageDiffusionParams {
+            struct_size,
+            steps: d.steps as u32,
+            sampler: std::ptr::null(),
+            eta: 0.0,
+            seed: d.seed,
+            count: d.count as u32,
+            strength: d.strength,
+            progress: None,
+            preview: None,
+            user_data: std::ptr::null_mut(),
+            format: MIRAGE_PIXEL_RGBA8,
+        };
+        // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
+        unsafe { boundary::init_params(params, struct_size, "params", defaults) }
+    })
+}
+
+/// Generates `params->count` images from noise with the set's U-Net, then decodes them (through the VAE for
+/// a latent-space set). On success `*out` receives a new batch of `count` images of the set's size in
+/// `params->format`, owned by the caller and freed with `mirage_image_batch_free`.
+///
+/// Callbacks run on the calling thread, between steps. The call can be cancelled by its progress or preview
+/// callback returning false, or by `mirage_context_cancel` from any thread: it then returns
+/// MIRAGE_ERR_CANCELLED within one step and `*out` is not written. Runs the U-Net (and the VAE decoder)
+/// session, locking each for one step at a time, so generations on one context interleave step by step.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, bad params: steps 0 or over 1000, an unknown or
+/// non-UTF-8 sampler, eta NaN or outside [0, 1], count 0 or over 1024, an unknown format, struct_size),
+/// MIRAGE_ERR_UNSUPPORTED (the set has no diffusion U-Net), MIRAGE_ERR_CANCELLED, MIRAGE_ERR_INFERENCE.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_generate(
+    ctx: *const MirageContext,
+    params: *const MirageDiffusionParams,
+    out: *mut *mut MirageImageBatch,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Generate)?, boundary::out(out, "out")?) };
+        let count = job.c.count as usize;
+        if count == 0 || count > MAX_BATCH {
+            return Err(Error::invalid(format!("params->count is {count}, out of range 1..={MAX_BATCH}")));
+        }
+        let p = DiffusionParams { count, ..job.params };
+        result.write(job.run(&p, &[], &[], None)?);
+        Ok(())
+    })
+}
+
+/// Re-imagines `count` host images: pushes each `params->strength` of the way into noise, then denoises it
+/// with the U-Net. Small strengths stay close to the input: that is "denoise" (img2img at 0.3 to 0.5 with
+/// the deterministic DDIM, eta 0); 1 ignores the input. On success `*out` receives a new batch of `count`
+/// images (one per input, in order) in `params->format`, owned by the caller.
+///
+/// `images` is an array of `count` (1 to 1024) host images, read during the call and not kept, each of the
+/// set's width, height and channel count (`mirage_context_image_size`), any stride. `params->count` is
+/// ignored. Callbacks, cancellation and locking as `mirage_generate`.
+///
+/// Errors: as `mirage_generate`, plus MIRAGE_ERR_INVALID_ARGUMENT for `count`, an image of the wrong size or
+/// format, a bad stride, NULL data, and a strength NaN or outside (0, 1]; MIRAGE_ERR_UNSUPPORTED also when a
+/// latent-space set has no VAE.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_img2img(
+    ctx: *const MirageContext,
+    images: *const MirageImage,
+    count: usize,
+    params: *const MirageDiffusionParams,
+    out: *mut *mut MirageImageBatch,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Img2img)?, boundary::out(out, "out")?) };
+        // SAFETY: `count` host images (caller's promise).
+        let x = unsafe { job.read_images(images, count) }?;
+        result.write(job.run(&job.params, &x, &[], None)?);
+        Ok(())
+    })
+}
+
+/// Fills the masked region of `count` host images so that it fits the rest of each image; pixels where the
+/// mask is 0 come back exactly as they went in (when `params->format` is the images' format). On success
+/// `*out` receives a new batch of `count` images in `params->format`, owned by the caller.
+///
+/// `images` as in `mirage_img2img`. `masks` is an array of `count` MIRAGE_PIXEL_GRAY8 host images of the
+/// same size: 255 = invent this pixel, 0 = keep it, values between blend (soft edges). Both are read during
+/// the call and not kept. `params->strength` is usually 1. Callbacks, cancellation and locking as
+/// `mirage_generate`.
+///
+/// Errors: as `mirage_img2img`, plus MIRAGE_ERR_INVALID_ARGUMENT for a mask that is not GRAY8, of another
+/// size, or with NULL data.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_inpaint(
+    ctx: *const MirageContext,
+    images: *const MirageImage,
+    masks: *const MirageImage,
+    count: usize,
+    params: *const MirageDiffusionParams,
+    out: *mut *mut MirageImageBatch,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Inpaint)?, boundary::out(out, "out")?) };
+        // SAFETY: `count` host images and masks (caller's promise).
+        let x = unsafe { job.read_images(images, count) }?;
+        let mask = unsafe { job.read_masks(masks, count) }?;
+        result.write(job.run(&job.params, &x, &mask, None)?);
+        Ok(())
+    })
+}
+
+/// A test-only export (cargo feature `test-panic`, never in the header): a generation on `ctx` whose
+/// progress hook panics at step 2, inside the loop. Proves that the boundary catches it and that the
+/// context forgets the generation (a later cancel, generation and free still work).
+#[cfg(feature = "test-panic")]
+#[no_mangle]
+pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageContext) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: a live context when not NULL, by the caller's promise.
+        let ctx = unsafe { arg(ctx, "ctx") }?;
+        let c = MirageDiffusionParams {
+            struct_size: size_of::<MirageDiffusionParams>(),
+            steps: 5,
+            sampler: std::ptr::null(),
+            eta: 0.0,
+            seed: 0,
+            count: 1,
+            strength: 1.0,
+            progress: None,
+            preview: None,
+            user_data: std::ptr::null_mut(),
+            format: MIRAGE_PIXEL_GRAY8,
+        };
+        let params = DiffusionParams { steps: 5, ..Default::default() };
+        let (set, runs) = (ctx.set.clone(), ctx.runs.clone());
+        let job = Job { set, runs, params, c, channels: 1, mode: Mode::Generate };
+        let mut hook = |step: usize, _: usize| {
+            assert!(step < 2, "panic in the generation loop at step {step}");
+            true
+        };
+        job.run(&job.params, &[], &[], Some(&mut hook)).map(|_| ())
+    })
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Mode {
+    Generate,
+    Img2img,
+    Inpaint,
+}
+
+/// A checked call: what it runs on (held by Arc, not through the host's context pointer, see
+/// `mirage_context_free`), its params and the host's callbacks.
+struct Job {
+    set: Arc<ModelSet>,
+    runs: Arc<Runs>,
+    params: DiffusionParams,
+    c: MirageDiffusionParams,
+    channels: u32,
+    mode: Mode,
+}
+
+impl Job {
+    /// Checks `ctx`, the set's U-Net and the params.
+    ///
+    /// # Safety
+    /// `ctx` and `params` are NULL or valid (the export's caller promises).
+    unsafe fn new(ctx: *const MirageContext, params: *const MirageDiffusionParams, mode: Mode) -> Result<Job> {
+        // The context is touched here only: from now on the call uses its own Arcs.
+        let (set, runs) = {
+            // SAFETY: by the caller's promise.
+            let ctx = unsafe { arg(ctx, "ctx") }?;
+            (ctx.set.clone(), ctx.runs.clone())
+        };
+        // SAFETY: by the caller's promise.
+        let c = unsafe { read_params(params, "params") }?;
+        if !set.has_unet() {
+            return Err(Error::Unsupported(format!(
+                "model set {:?} has no diffusion U-Net: it can encode and decode, not generate",
+                set.manifest().name
+            )));
+        }
+        let steps = c.steps as usize;
+        if steps == 0 || steps > MAX_STEPS {
+            return Err(Error::invalid(format!("params->steps is {steps}, out of range 1..={MAX_STEPS}")));
+        }
+        if !(c.eta.is_finite() && (0.0..=1.0).contains(&c.eta)) {
+            return Err(Error::invalid(format!("params->eta is {}, must be in [0, 1]", c.eta)));
+        }
+        let name = if c.sampler.is_null() {
+            "ddim"
+        } else {
+            // SAFETY: a NUL-terminated string when not NULL, by the caller's promise.
+            unsafe { utf8(c.sampler, "params->sampler") }?
+        };
+        let sampler = SamplerKind::parse(name, c.eta).map_err(|e| naming(e, "params->sampler"))?;
+        let strength = if mode == Mode::Generate { 1.0 } else { c.strength };
+        if !(strength.is_finite() && strength > 0.0 && strength <= 1.0) {
+            return Err(Error::invalid(format!("params->strength is {strength}, must be in (0, 1]")));
+        }
+        let channels = channels_of(c.format, "params->format")?;
+        let params = DiffusionParams { steps, sampler, seed: c.seed, count: 1, strength };
+        Ok(Job { set, runs, params, c, channels, mode })
+    }
+
+    /// Reads `count` host images of the set's size and channels into one model-space tensor.
+    ///
+    /// # Safety
+    /// `images` is NULL or `count` valid host images (the export's caller promises).
+    unsafe fn read_images(&self, images: *const MirageImage, count: usize) -> Result<Vec<f32>> {
+        let host = unsafe { self.read(images, count, "images") }?;
+        to_model(&host, &self.set.manifest().image).map_err(|e| naming(e, "images"))
+    }
+
+    /// Reads `count` GRAY8 masks of the set's size as values in [0, 1], one per pixel.
+    ///
+    /// # Safety
+    /// As [`Job::read_images`].
+    unsafe fn read_masks(&self, masks: *const MirageImage, count: usize) -> Result<Vec<f32>> {
+        // SAFETY: by the caller's promise.
+        for (k, m) in unsafe { slice(masks, count, "masks") }?.iter().enumerate() {
+            if m.format != MIRAGE_PIXEL_GRAY8 {
+                return Err(Error::invalid(format!(
+                    "masks[{k}].format is {}; masks are MIRAGE_PIXEL_GRAY8 (255 = invent, 0 = keep)",
+                    m.format
+                )));
+            }
+        }
+        let host = unsafe { self.read(masks, count, "masks") }?;
+        Ok(host.iter().flat_map(|m| m.data.iter().map(|&v| v as f32 / 255.0)).collect())
+    }
+
+    /// # Safety
+    /// As [`Job::read_images`].
+    unsafe fn read(&self, images: *const MirageImage, count: usize, name: &str) -> Result<Vec<Image>> {
+        if count == 0 || count > MAX_BATCH {
+            return Err(Error::invalid(format!("count is {count}, out of range 1..={MAX_BATCH}")));
+        }
+        let spec = &self.set.manifest().image;
+        // SAFETY: by the caller's promise.
+        let images = unsafe { slice(images, count, name) }?;
+        images
+            .iter()
+            .enumerate()
+            .map(|(k, img)| {
+                let layout = Layout::of(img, &format!("{name}[{k}]"))?;
+                if (img.width, img.height) != (spec.width, spec.height) {
+                    return Err(Error::invalid(format!(
+                        "{name}[{k}] is {}x{}; this model set works on {}x{} images",
+                        img.width, img.height, spec.width, spec.height
+                    )));
+                }
+                // SAFETY: the layout was checked against this image; its pixels are readable (caller).
+                unsafe { layout.read(img) }
+            })
+            .collect()
+    }
+
+    /// Runs the generation registered on the context (so that cancel and free reach it), with the host's
+    /// callbacks (and, for tests, one more progress hook), and converts the result for the host.
+    fn run(
+        &self,
+        p: &DiffusionParams,
+        x: &[f32],
+        mask: &[f32],
+        mut extra: Option<&mut dyn FnMut(usize, usize) -> bool>,
+    ) -> Result<*mut MirageImageBatch> {
+        let spec = &self.set.manifest().image;
+        let (c, channels) = (&self.c, self.channels);
+        let progress = |step: usize, total: usize| {
+            // SAFETY: the host's function with its own user_data; it is called on this thread as documented.
+            c.progress.is_none_or(|f| unsafe { f(step as u32, total as u32, c.user_data) })
+        };
+        let mut both =
+            |step: usize, total: usize| extra.as_mut().is_none_or(|f| f(step, total)) && progress(step, total);
+        // A conversion error inside the preview (a bug) must come out as itself, not as a cancel.
+        let mut preview_error = None;
+        let mut preview = |step: usize, model: &[f32]| match host_images(model, spec, channels) {
+            Ok(images) => {
+                let views: Vec<MirageImage> = images.iter().map(|img| view(img, c.format)).collect();
+                let f = c.preview.expect("preview hook without a preview callback");
+                // SAFETY: the host's function; `views` and the pixels they point to live during the call.
+                unsafe { f(step as u32, views.as_ptr(), views.len(), c.user_data) }
+            }
+            Err(e) => {
+                preview_error = Some(e);
+                false
+            }
+        };
+        let y = {
+            // Registered for the loop only; unregistered when this block ends, also by a panic unwinding.
+            let run = self.runs.start()?;
+            let mut hooks = Hooks {
+                progress: Some(&mut both),
+                preview: if c.preview.is_some() { Some(&mut preview) } else { None },
+                cancel: Some(&run.cancel),
+            };
+            let set = &self.set;
+            match self.mode {
+                Mode::Generate => pipeline::generate(set, p, &mut hooks),
+                Mode::Img2img => pipeline::img2img(set, x, x.len() / set.image_len(), p, &mut hooks),
+                Mode::Inpaint => pipeline::inpaint(set, x, mask, x.len() / set.image_len(), p, &mut hooks),
+            }
+        };
+        let y = match (y, preview_error) {
+            (Err(Error::Cancelled), Some(e)) => return Err(e),
+            (y, _) => y?,
+        };
+        let images = host_images(&y, spec, channels)?;
+        Ok(Box::into_raw(Box::new(MirageImageBatch { images, format: c.format })))
+    }
+}
+
+/// Puts the argument's name in front of an invalid-argument message from the runtime.
+fn naming(e: Error, name: &str) -> Error {
+    match e {
+        Error::InvalidArgument(m) => Error::invalid(format!("{name}: {m}")),
+        other => other,
+    }
+}
+
+/// Model-space images -> host images with `channels` channels.
+fn host_images(model: &[f32], spec: &crate::manifest::ImageSpec, channels: u32) -> Result<Vec<Image>> {
+    let per = (spec.channels * spec.width * spec.height) as usize;
+    from_model(model, model.len() / per.max(1), spec)?.iter().map(|img| img.to_channels(channels)).collect()
+}
+
+/// A borrowed view of a library image.
+fn view(img: &Image, format: MiragePixelFormat) -> MirageImage {
+    MirageImage {
+        width: img.width,
+        height: img.height,
+        stride: img.width * img.channels,
+        format,
+        // Only ever read through (the preview callback's doc says so).
+        data: img.data.as_ptr().cast_mut(),
+    }
+}
