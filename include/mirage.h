@@ -788,8 +788,8 @@ MirageStatus mirage_generate(const struct MirageContext *ctx,
 
 /**
  * Re-imagines `count` host images: pushes each `params->strength` of the way into noise, then denoises it
- * with the U-Net. Small strengths stay close to the input: that is "denoise" (img2img at 0.3 to 0.5 with
- * the deterministic DDIM, eta 0); 1 ignores the input. On success `*out` receives a new batch of `count`
+ * with the U-Net. Small strengths stay close to the input; 1 ignores it. To remove noise from an image
+ * without adding any, use `mirage_denoise`. On success `*out` receives a new batch of `count`
  * images (one per input, in order) in `params->format`, owned by the caller.
  *
  * `images` is an array of `count` (1 to 1024) host images, read during the call and not kept, each of the
@@ -801,6 +801,21 @@ MirageStatus mirage_generate(const struct MirageContext *ctx,
  * latent-space set has no VAE.
  */
 MirageStatus mirage_img2img(const struct MirageContext *ctx,
+                            const struct MirageImage *images,
+                            size_t count,
+                            const struct MirageDiffusionParams *params,
+                            struct MirageImageBatch **out);
+
+/**
+ * Removes noise from `count` host images: each image's latent is taken to be a diffusion sample at the level
+ * `params->strength` as it is (scaled by that level's signal rate, no noise added) and the remaining steps
+ * take out what the U-Net sees as noise. Nothing random is added, so the result stays close to the input;
+ * pick the strength that matches the input's noise (0.05 to 0.2 for mild noise, higher for noisier input).
+ * On success `*out` receives a new batch of `count` images in `params->format`, owned by the caller.
+ *
+ * Arguments, callbacks, cancellation, locking and errors as `mirage_img2img`.
+ */
+MirageStatus mirage_denoise(const struct MirageContext *ctx,
                             const struct MirageImage *images,
                             size_t count,
                             const struct MirageDiffusionParams *params,

@@ -503,6 +503,43 @@ fn generate_matches_the_rust_pipeline() {
 }
 
 #[test]
+fn denoise_matches_the_rust_pipeline_and_checks_strength() {
+    let ctx = diffusion_ctx();
+    let (_d, dir) = tiny_diffusion_set();
+    let set = mirage::vae::ModelSet::open(&dir).unwrap();
+    let spec = set.manifest().image.clone();
+    let pixels: Vec<u8> = (0..spec.width * spec.height).map(|i| (i * 7 % 256) as u8).collect();
+    let image = MirageImage {
+        width: spec.width,
+        height: spec.height,
+        stride: 0,
+        format: MIRAGE_PIXEL_GRAY8,
+        data: pixels.as_ptr().cast_mut(),
+    };
+    let mut p = diffusion_params(10, 4);
+    p.strength = 0.2;
+    p.format = MIRAGE_PIXEL_GRAY8;
+    let mut batch = null_mut();
+    // SAFETY: valid pointers; the batch is freed once; `pixels` outlives the calls.
+    unsafe {
+        assert_ok(mirage_denoise(ctx.ptr, &image, 1, &p, &mut batch));
+        let got = batch_pixels(batch);
+        mirage_image_batch_free(batch);
+        let host = mirage::image::Image::new(spec.width, spec.height, 1, pixels.clone()).unwrap();
+        let x = mirage::image::to_model(&[host], &spec).unwrap();
+        let params = mirage::pipeline::DiffusionParams { steps: 10, seed: 4, strength: 0.2, ..Default::default() };
+        let y = mirage::pipeline::denoise(&set, &x, 1, &params, &mut Default::default()).unwrap();
+        let want = mirage::image::from_model(&y, 1, &spec).unwrap();
+        assert_eq!(got, vec![want[0].data.clone()]);
+
+        p.strength = 0.0;
+        let mut untouched = null_mut();
+        assert_eq!(mirage_denoise(ctx.ptr, &image, 1, &p, &mut untouched), MIRAGE_ERR_INVALID_ARGUMENT);
+        assert!(untouched.is_null());
+    }
+}
+
+#[test]
 fn cancel_reaches_running_generations_only_and_free_waits_for_them() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Arc;

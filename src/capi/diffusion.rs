@@ -130,8 +130,8 @@ pub unsafe extern "C" fn mirage_generate(
 }
 
 /// Re-imagines `count` host images: pushes each `params->strength` of the way into noise, then denoises it
-/// with the U-Net. Small strengths stay close to the input: that is "denoise" (img2img at 0.3 to 0.5 with
-/// the deterministic DDIM, eta 0); 1 ignores the input. On success `*out` receives a new batch of `count`
+/// with the U-Net. Small strengths stay close to the input; 1 ignores it. To remove noise from an image
+/// without adding any, use `mirage_denoise`. On success `*out` receives a new batch of `count`
 /// images (one per input, in order) in `params->format`, owned by the caller.
 ///
 /// `images` is an array of `count` (1 to 1024) host images, read during the call and not kept, each of the
@@ -152,6 +152,31 @@ pub unsafe extern "C" fn mirage_img2img(
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (job, result) = unsafe { (Job::new(ctx, params, Mode::Img2img)?, boundary::out(out, "out")?) };
+        // SAFETY: `count` host images (caller's promise).
+        let x = unsafe { job.read_images(images, count) }?;
+        result.write(job.run(&job.params, &x, &[], None)?);
+        Ok(())
+    })
+}
+
+/// Removes noise from `count` host images: each image's latent is taken to be a diffusion sample at the level
+/// `params->strength` as it is (scaled by that level's signal rate, no noise added) and the remaining steps
+/// take out what the U-Net sees as noise. Nothing random is added, so the result stays close to the input;
+/// pick the strength that matches the input's noise (0.05 to 0.2 for mild noise, higher for noisier input).
+/// On success `*out` receives a new batch of `count` images in `params->format`, owned by the caller.
+///
+/// Arguments, callbacks, cancellation, locking and errors as `mirage_img2img`.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_denoise(
+    ctx: *const MirageContext,
+    images: *const MirageImage,
+    count: usize,
+    params: *const MirageDiffusionParams,
+    out: *mut *mut MirageImageBatch,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Denoise)?, boundary::out(out, "out")?) };
         // SAFETY: `count` host images (caller's promise).
         let x = unsafe { job.read_images(images, count) }?;
         result.write(job.run(&job.params, &x, &[], None)?);
@@ -227,6 +252,7 @@ pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageCont
 enum Mode {
     Generate,
     Img2img,
+    Denoise,
     Inpaint,
 }
 
@@ -380,6 +406,7 @@ impl Job {
             match self.mode {
                 Mode::Generate => pipeline::generate(set, p, &mut hooks),
                 Mode::Img2img => pipeline::img2img(set, x, x.len() / set.image_len(), p, &mut hooks),
+                Mode::Denoise => pipeline::denoise(set, x, x.len() / set.image_len(), p, &mut hooks),
                 Mode::Inpaint => pipeline::inpaint(set, x, mask, x.len() / set.image_len(), p, &mut hooks),
             }
         };
