@@ -235,12 +235,7 @@ pub fn train(cfg: &TrainConfig, out: &Path) -> Result<ClassifierCheckpoint> {
     let mut opt =
         nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr).map_err(torch_err("optimizer"))?;
     let mut metrics = JsonLines::append(&out.join("metrics.jsonl"))?;
-    let pb = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}",
-    ) {
-        pb.set_style(style.progress_chars("=> "));
-    }
+    let pb = super::progress_bar(total);
     let start = Instant::now();
     let (mut step, mut acc_loss, mut acc_n) = (0u64, 0.0f64, 0u64);
     let mut test_accuracy = f64::NAN;

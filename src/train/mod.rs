@@ -150,3 +150,14 @@ mod tests {
         assert_eq!(max_abs_diff(&[1.0], &[]), f32::INFINITY);
     }
 }
+
+/// The trainers' progress bar: elapsed time, steps done of `total`, rate, ETA and a message.
+pub fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}

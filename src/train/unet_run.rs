@@ -374,12 +374,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
     let mut opt =
         nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr).map_err(torch_err("optimizer"))?;
     let mut metrics = JsonLines::append(&out.join("metrics.jsonl"))?;
-    let pb = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}",
-    ) {
-        pb.set_style(style.progress_chars("=> "));
-    }
+    let pb = super::progress_bar(total);
     pb.set_position(step);
 
     let start = Instant::now();
