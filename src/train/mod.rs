@@ -128,6 +128,17 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     })
 }
 
+/// The trainers' progress bar: elapsed time, steps done of `total`, rate, ETA and a message.
+pub fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(total);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}",
+    ) {
+        pb.set_style(style.progress_chars("=> "));
+    }
+    pb
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,15 +160,4 @@ mod tests {
         assert_eq!(max_abs_diff(&[f32::NAN], &[0.0]), f32::INFINITY);
         assert_eq!(max_abs_diff(&[1.0], &[]), f32::INFINITY);
     }
-}
-
-/// The trainers' progress bar: elapsed time, steps done of `total`, rate, ETA and a message.
-pub fn progress_bar(total: u64) -> indicatif::ProgressBar {
-    let pb = indicatif::ProgressBar::new(total);
-    if let Ok(style) = indicatif::ProgressStyle::with_template(
-        "{elapsed_precise} [{bar:30}] {pos}/{len} steps, {per_sec}, eta {eta} {msg}",
-    ) {
-        pb.set_style(style.progress_chars("=> "));
-    }
-    pb
 }
