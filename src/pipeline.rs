@@ -14,7 +14,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::manifest::DiffusionSpace;
+use crate::manifest::{DiffusionSpace, UNetSpec};
 use crate::rng::Noise;
 use crate::sampler::SamplerKind;
 use crate::vae::ModelSet;
@@ -252,13 +252,20 @@ fn run(
     from_diffusion(set, &x, n)
 }
 
+/// The set's U-Net spec, or the error every diffusion mode gives for a set without one.
+fn unet_spec(set: &ModelSet) -> Result<&UNetSpec> {
+    set.manifest().unet.as_ref().ok_or_else(|| Error::Unsupported("model set has no diffusion U-Net".into()))
+}
+
 fn schedule(set: &ModelSet) -> Result<crate::schedule::CosineSchedule> {
-    Ok(set
-        .manifest()
-        .unet
-        .as_ref()
-        .ok_or_else(|| Error::Unsupported("model set has no diffusion U-Net".into()))?
-        .schedule)
+    Ok(unet_spec(set)?.schedule)
+}
+
+/// Applies `f(value, channel)` to every value of `n` NCHW samples (per-channel (de)normalisation).
+fn per_channel(x: &[f32], n: usize, channels: usize, f: impl Fn(f32, usize) -> f32) -> Vec<f32> {
+    let per = x.len() / n;
+    let hw = per / channels;
+    x.iter().enumerate().map(|(i, &v)| f(v, (i % per) / hw)).collect()
 }
 
 fn shape_len(s: [u32; 3]) -> usize {
@@ -267,8 +274,7 @@ fn shape_len(s: [u32; 3]) -> usize {
 
 /// Model-space images -> normalised diffusion-space samples (through the VAE encoder's mean when latent).
 fn to_diffusion(set: &ModelSet, images: &[f32], n: usize) -> Result<Vec<f32>> {
-    let spec =
-        set.manifest().unet.as_ref().ok_or_else(|| Error::Unsupported("model set has no diffusion U-Net".into()))?;
+    let spec = unet_spec(set)?;
     let z = match spec.space {
         DiffusionSpace::Latent => set.encode(images, n)?.0,
         DiffusionSpace::Pixel => {
@@ -277,31 +283,13 @@ fn to_diffusion(set: &ModelSet, images: &[f32], n: usize) -> Result<Vec<f32>> {
             images.to_vec()
         }
     };
-    let per = z.len() / n;
-    let hw = per / spec.data_mean.len();
-    Ok(z.iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let c = (i % per) / hw;
-            (v - spec.data_mean[c]) / spec.data_std[c]
-        })
-        .collect())
+    Ok(per_channel(&z, n, spec.data_mean.len(), |v, c| (v - spec.data_mean[c]) / spec.data_std[c]))
 }
 
 /// Normalised diffusion-space samples -> model-space images.
 fn from_diffusion(set: &ModelSet, x: &[f32], n: usize) -> Result<Vec<f32>> {
-    let spec =
-        set.manifest().unet.as_ref().ok_or_else(|| Error::Unsupported("model set has no diffusion U-Net".into()))?;
-    let per = x.len() / n;
-    let hw = per / spec.data_mean.len();
-    let z: Vec<f32> = x
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let c = (i % per) / hw;
-            v * spec.data_std[c] + spec.data_mean[c]
-        })
-        .collect();
+    let spec = unet_spec(set)?;
+    let z = per_channel(x, n, spec.data_mean.len(), |v, c| v * spec.data_std[c] + spec.data_mean[c]);
     match spec.space {
         DiffusionSpace::Latent => set.decode(&z, n),
         DiffusionSpace::Pixel => Ok(z.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect()),

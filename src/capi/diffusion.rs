@@ -149,14 +149,8 @@ pub unsafe extern "C" fn mirage_img2img(
     params: *const MirageDiffusionParams,
     out: *mut *mut MirageImageBatch,
 ) -> MirageStatus {
-    boundary::run(|| {
-        // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Img2img)?, boundary::out(out, "out")?) };
-        // SAFETY: `count` host images (caller's promise).
-        let x = unsafe { job.read_images(images, count) }?;
-        result.write(job.run(&job.params, &x, &[], None)?);
-        Ok(())
-    })
+    // SAFETY: forwarded with the caller's promises.
+    unsafe { image_to_image(ctx, images, count, params, out, Mode::Img2img) }
 }
 
 /// Removes noise from `count` host images: each image's latent is taken to be a diffusion sample at the level
@@ -174,9 +168,25 @@ pub unsafe extern "C" fn mirage_denoise(
     params: *const MirageDiffusionParams,
     out: *mut *mut MirageImageBatch,
 ) -> MirageStatus {
+    // SAFETY: forwarded with the caller's promises.
+    unsafe { image_to_image(ctx, images, count, params, out, Mode::Denoise) }
+}
+
+/// The shared body of `mirage_img2img` and `mirage_denoise`: one image in, one image out, per input.
+///
+/// # Safety
+/// As the two exports: pointers valid when not NULL, `images` holds `count` host images.
+unsafe fn image_to_image(
+    ctx: *const MirageContext,
+    images: *const MirageImage,
+    count: usize,
+    params: *const MirageDiffusionParams,
+    out: *mut *mut MirageImageBatch,
+    mode: Mode,
+) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Denoise)?, boundary::out(out, "out")?) };
+        let (job, result) = unsafe { (Job::new(ctx, params, mode)?, boundary::out(out, "out")?) };
         // SAFETY: `count` host images (caller's promise).
         let x = unsafe { job.read_images(images, count) }?;
         result.write(job.run(&job.params, &x, &[], None)?);
