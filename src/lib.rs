@@ -10,6 +10,7 @@
 //! - [`image`]: pixel buffers, conversions to and from model tensors, PNG I/O, grids.
 //! - [`schedule`]: the cosine diffusion schedule (one source for trainer and runtime).
 //! - [`sampler`]: reverse-diffusion samplers (DDIM, DPM-Solver++ 2M) behind one trait.
+//! - [`text`]: the text encoder (MiniLM-L6 tokenizer + ONNX session): prompts -> token and sentence embeddings.
 //! - [`rng`]: the seeded normal noise every sampler uses (bit-reproducible on one machine).
 //! - [`export`]: a small ONNX graph builder and the exporters of our models (no torch needed).
 //! - `train` (feature `train`): the libtorch trainer behind `mirage-train`.
@@ -27,6 +28,7 @@ pub mod rng;
 pub mod runtime;
 pub mod sampler;
 pub mod schedule;
+pub mod text;
 #[cfg(feature = "train")]
 pub mod train;
 pub mod vae;

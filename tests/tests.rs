@@ -11,6 +11,8 @@ mod pipeline;
 
 // The ONNX exporter and its random-weight fixture, run through ONNX Runtime (no torch needed).
 mod export;
+// The all-MiniLM-L6-v2 text encoder: export, parity with sentence-transformers, tokenisation, `mirage embed`.
+mod text;
 // The diffusion U-Net's export: the random fixture on ONNX Runtime; ONNX-vs-tch parity under `train`.
 mod unet;
 // The trainer: ONNX-vs-tch parity of the exported VAE, a tiny train/resume/eval/export run.

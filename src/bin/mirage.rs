@@ -146,6 +146,39 @@ enum Cmd {
         #[arg(short, long, default_value = "out/demo.png")]
         output: PathBuf,
     },
+    /// The pretrained text encoder (all-MiniLM-L6-v2): export it to ONNX.
+    TextEncoder {
+        #[command(subcommand)]
+        cmd: TextEncoderCmd,
+    },
+    /// Embed prompts with the text encoder; prints JSON (prompt, token ids, pooled sentence embedding).
+    Embed {
+        /// Text-encoder directory (text_encoder.onnx, tokenizer.json, encoder.json).
+        #[arg(long, default_value = "models/minilm")]
+        encoder: PathBuf,
+        /// Also print the token embeddings (one row of 384 per real token, [CLS] and [SEP] included).
+        #[arg(long)]
+        tokens: bool,
+        /// Context length in tokens (2..=512): longer prompts are truncated with a warning.
+        #[arg(long, default_value_t = 128)]
+        context: usize,
+        /// The prompts (one embedding each).
+        #[arg(required = true)]
+        prompts: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TextEncoderCmd {
+    /// Export all-MiniLM-L6-v2 from its safetensors weights (`scripts/setup.sh text`) to ONNX.
+    Export {
+        /// Folder with model.safetensors, config.json and tokenizer.json.
+        #[arg(long, default_value = ".deps/minilm")]
+        from: PathBuf,
+        /// Output folder: text_encoder.onnx, tokenizer.json, encoder.json.
+        #[arg(long, default_value = "models/minilm")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -340,6 +373,8 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Demo { m, data, count, seed, noise, denoise_strength, output } => {
             demo(&m.models, &data, count, seed, (noise, denoise_strength), &output)
         }
+        Cmd::TextEncoder { cmd: TextEncoderCmd::Export { from, out } } => text_encoder_export(&from, &out),
+        Cmd::Embed { encoder, tokens, context, prompts } => embed(&encoder, tokens, context, &prompts),
         Cmd::Vae { cmd } => match cmd {
             VaeCmd::Reconstruct { m, input, output, sample, seed } => {
                 let set = ModelSet::open(&m.models)?;
@@ -418,6 +453,51 @@ fn run(cli: Cli) -> Result<()> {
             }
         },
     }
+}
+
+fn text_encoder_export(from: &Path, out: &Path) -> Result<()> {
+    let r = mirage::export::minilm::export_minilm(from, out)?;
+    println!(
+        "wrote {} ({:.1} MB, sha256 {}) with {} and {} in {:.1} s",
+        r.onnx_path.display(),
+        r.onnx_bytes as f64 / 1e6,
+        r.descriptor.onnx_sha256,
+        mirage::text::TOKENIZER_FILE,
+        mirage::text::DESCRIPTOR_FILE,
+        r.seconds
+    );
+    Ok(())
+}
+
+fn embed(dir: &Path, with_tokens: bool, context: usize, prompts: &[String]) -> Result<()> {
+    let encoder = mirage::text::TextEncoder::open(dir, None, None)?;
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let e = encoder.encode(&refs, context)?;
+    let results: Vec<serde_json::Value> = (0..prompts.len())
+        .map(|i| {
+            let mut r = serde_json::json!({
+                "prompt": prompts[i],
+                "ids": e.ids[i],
+                "token_count": e.token_counts[i],
+                "pooled": e.pooled.row(i).to_vec(),
+            });
+            if with_tokens {
+                let rows: Vec<Vec<f32>> =
+                    (0..e.token_counts[i]).map(|t| e.tokens.slice(ndarray::s![i, t, ..]).to_vec()).collect();
+                r["tokens"] = serde_json::json!(rows);
+            }
+            r
+        })
+        .collect();
+    let json = serde_json::json!({
+        "encoder": dir.display().to_string(),
+        "provider": encoder.provider().name(),
+        "context": context,
+        "width": mirage::text::TEXT_WIDTH,
+        "results": results,
+    });
+    println!("{}", serde_json::to_string_pretty(&json).map_err(|e| Error::invalid(e.to_string()))?);
+    Ok(())
 }
 
 fn info(models: &Path) -> Result<()> {

@@ -8,6 +8,7 @@
 //! This module lives in the runtime crate (no `train` feature needed) so that tests and hosts can make
 //! small random-weight model sets without libtorch ([`vae::write_random_set`]).
 
+pub mod minilm;
 pub mod nn;
 pub mod onnx;
 pub mod unet;

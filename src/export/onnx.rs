@@ -61,6 +61,22 @@ pub enum Attr {
     String(String),
 }
 
+/// One dimension of a graph input or output declared with [`GraphBuilder::typed_input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dim {
+    /// A fixed size (> 0).
+    Fixed(i64),
+    /// A dynamic size, named so that inputs and outputs sharing it say so (ONNX's `dim_param`).
+    Named(&'static str),
+}
+
+/// Element type of a graph input or output declared with [`GraphBuilder::typed_input`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElemType {
+    F32,
+    I64,
+}
+
 /// Builds one ONNX graph; [`GraphBuilder::finish`] wraps it into a model.
 #[derive(Debug)]
 pub struct GraphBuilder {
@@ -141,6 +157,27 @@ impl GraphBuilder {
             self.nodes.push(node_proto("Identity", &format!("{name}/Identity"), &[value], &[name], Vec::new()));
         } else {
             self.require(value)?;
+        }
+        self.outputs.push(info);
+        Ok(())
+    }
+
+    /// Declares a graph input of element type `elem` whose dimensions may be named (symbolic), e.g.
+    /// BERT's `input_ids` int64 [B, L] with both batch and sequence length dynamic.
+    pub fn typed_input(&mut self, name: &str, elem: ElemType, dims: &[Dim]) -> Result<String> {
+        let info = typed_value_info(name, elem, dims)?;
+        self.define(name)?;
+        self.inputs.push(info);
+        Ok(name.to_string())
+    }
+
+    /// [`GraphBuilder::output`] with an element type and named dimensions (see [`GraphBuilder::typed_input`]).
+    pub fn typed_output(&mut self, value: &str, name: &str, elem: ElemType, dims: &[Dim]) -> Result<()> {
+        let info = typed_value_info(name, elem, dims)?;
+        self.require(value)?;
+        if value != name {
+            self.define(name)?;
+            self.nodes.push(node_proto("Identity", &format!("{name}/Identity"), &[value], &[name], Vec::new()));
         }
         self.outputs.push(info);
         Ok(())
@@ -393,6 +430,32 @@ fn value_info(name: &str, shape: &[i64]) -> Result<ValueInfoProto> {
     }
     let mut tensor = type_proto::Tensor::new();
     tensor.elem_type = DataType::FLOAT as i32;
+    tensor.shape = MessageField::some(tshape);
+    let mut ty = TypeProto::new();
+    ty.set_tensor_type(tensor);
+    let mut info = ValueInfoProto::new();
+    info.name = name.to_string();
+    info.type_ = MessageField::some(ty);
+    Ok(info)
+}
+
+/// A tensor's ValueInfo with an explicit element type and fixed or named dimensions.
+fn typed_value_info(name: &str, elem: ElemType, dims: &[Dim]) -> Result<ValueInfoProto> {
+    let mut tshape = TensorShapeProto::new();
+    for &d in dims {
+        let mut dim = Dimension::new();
+        match d {
+            Dim::Fixed(v) if v > 0 => dim.set_dim_value(v),
+            Dim::Named(p) if !p.is_empty() => dim.set_dim_param(p.to_string()),
+            _ => return Err(Error::model(format!("onnx export: {name:?} has an invalid dimension {d:?} in {dims:?}"))),
+        }
+        tshape.dim.push(dim);
+    }
+    let mut tensor = type_proto::Tensor::new();
+    tensor.elem_type = match elem {
+        ElemType::F32 => DataType::FLOAT,
+        ElemType::I64 => DataType::INT64,
+    } as i32;
     tensor.shape = MessageField::some(tshape);
     let mut ty = TypeProto::new();
     ty.set_tensor_type(tensor);

