@@ -5,21 +5,27 @@
 
 CARGO ?= cargo
 FEATURES_TEST := train,test-panic
+# The text encoder exported from the setup's safetensors by the just-built CLI; encoder.json is written
+# last, so its presence means a complete export (never committed: about 90 MB).
+MINILM := models/minilm/encoder.json
+MIRAGE_BIN ?= target/debug/mirage
 
 setup-runtime:
-	scripts/setup.sh ort data
+	scripts/setup.sh ort data text
 
 setup-train:
-	scripts/setup.sh ort torch data emoji
+	scripts/setup.sh ort torch data emoji text
 
 demo: setup-runtime
 	$(CARGO) build --release --bin mirage
+	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=target/release/mirage
 	target/release/mirage demo --models models/fashion -o out/demo.png
 
 test: setup-train
 	$(CARGO) fmt --check
 	# The C and C++ tests link target/debug/libmirage.so: build it (same features) before the test binaries run.
 	$(CARGO) build --features $(FEATURES_TEST) --lib --bins
+	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=target/debug/mirage
 	$(CARGO) test --features $(FEATURES_TEST)
 
 lint: setup-train
@@ -28,3 +34,6 @@ lint: setup-train
 # Regenerate include/mirage.h after changing the C API (the header test fails until you do).
 header:
 	MIRAGE_BLESS=1 $(CARGO) test --features $(FEATURES_TEST) --test tests header
+
+$(MINILM): .deps/minilm/model.safetensors
+	$(MIRAGE_BIN) text-encoder export --from .deps/minilm --out models/minilm
