@@ -21,6 +21,9 @@ mod train;
 // Quality figures: Fréchet distance and KID against closed forms, a tiny classifier + `eval fid` run.
 #[cfg(feature = "train")]
 mod quality;
+// The captioned data sets: `mirage-train prepare emoji|fashion` on the real data, held-out emoji kept out.
+#[cfg(feature = "train")]
+mod prepare;
 
 // The C API from Rust and from C programs (tests/c/test_api.c, test_diffusion.c), optionally under valgrind.
 mod capi;

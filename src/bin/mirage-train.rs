@@ -10,7 +10,8 @@
 //! mirage-train classifier train --out out/classifier [--epochs 5 --batch-size 128 --lr 2e-3 ...]
 //! mirage-train eval fid --classifier out/classifier --set models/fashion [--count 2000 --steps 50 --json F]
 //! ```
-//! Data preparation (`prepare`) would become a sibling subcommand.
+//! `mirage-train prepare emoji|fashion --out DIR` writes a captioned data set's captions, contact sheet and
+//! counts for a look (the trainers read the data themselves).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,29 @@ enum Command {
         #[command(subcommand)]
         command: EvalCommand,
     },
+    /// A captioned data set for text-to-image: writes captions.jsonl, sheet.png and stats.json into --out.
+    Prepare(PrepareArgs),
+}
+
+/// The captioned data sets `prepare` knows.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PrepareSet {
+    /// Noto emoji 64x64 RGBA with captions from their names, labels and tags (.deps/emoji).
+    Emoji,
+    /// Fashion-MNIST with captions per class.
+    Fashion,
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    #[arg(value_enum)]
+    set: PrepareSet,
+    /// Output directory (created if needed; its files are replaced).
+    #[arg(long)]
+    out: PathBuf,
+    /// The source data (default: .deps/emoji, or the Fashion-MNIST directory).
+    #[arg(long)]
+    source: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -423,7 +447,40 @@ fn run(cli: Cli) -> mirage::Result<()> {
             let text = serde_json::to_string_pretty(&r).map_err(|e| mirage::Error::invalid(e.to_string()))?;
             println!("{text}");
         }
+        Command::Prepare(a) => prepare(a)?,
     }
+    Ok(())
+}
+
+/// `prepare emoji|fashion`: writes the set's files and prints a summary.
+fn prepare(a: PrepareArgs) -> mirage::Result<()> {
+    use mirage::train::captions;
+    match a.set {
+        PrepareSet::Emoji => {
+            let src = a.source.unwrap_or_else(|| PathBuf::from(captions::EMOJI_DIR));
+            let s = captions::prepare_emoji(&src, &a.out)?;
+            println!(
+                "emoji: {} images ({} training, {} held out: {} emoji with their skin tones), {} captions, \
+                 {} entries skipped; loaded in {:.1} s",
+                s["images"],
+                s["train_images"],
+                s["held_out_images"],
+                captions::EMOJI_HELD_OUT.len(),
+                s["captions"],
+                s["skipped"],
+                s["load_seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+        PrepareSet::Fashion => {
+            let src = a.source.unwrap_or_else(|| PathBuf::from(mirage::fashion::DEFAULT_DIR));
+            let s = captions::prepare_fashion(&src, &a.out)?;
+            println!(
+                "fashion: {} training and {} test images, 10 classes, {} captions in all (e.g. {})",
+                s["train_images"], s["test_images"], s["captions"], s["prompts"][0]
+            );
+        }
+    }
+    println!("wrote captions.jsonl, sheet.png and stats.json to {}", a.out.display());
     Ok(())
 }
 
