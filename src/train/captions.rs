@@ -59,7 +59,9 @@ pub const EMOJI_HELD_OUT: &[&str] = &[
 pub struct CaptionedSet {
     /// Image width, height and channels: 64, 64, 4 (straight RGBA) for emoji; 28, 28, 1 for Fashion-MNIST.
     pub width: u32,
+    /// Image height.
     pub height: u32,
+    /// Channels per pixel: 4 (straight RGBA) or 1 (grey).
     pub channels: u32,
     /// `len() * height * width * channels` bytes, row-major HWC per image.
     pub pixels: Vec<u8>,
@@ -80,6 +82,7 @@ impl CaptionedSet {
         self.names.len()
     }
 
+    /// Whether the set has no images.
     pub fn is_empty(&self) -> bool {
         self.names.is_empty()
     }
