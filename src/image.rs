@@ -85,6 +85,43 @@ impl Image {
     }
 }
 
+impl Image {
+    /// Nearest-neighbour enlargement by an integer factor (1 = a copy): small sprites stay crisp.
+    pub fn upscale(&self, f: u32) -> Image {
+        let (w, h, c, f) = (self.width as usize, self.height as usize, self.channels as usize, f.max(1) as usize);
+        let mut data = Vec::with_capacity(w * h * c * f * f);
+        for y in 0..h * f {
+            for x in 0..w * f {
+                let s = ((y / f) * w + x / f) * c;
+                data.extend_from_slice(&self.data[s..s + c]);
+            }
+        }
+        Image { width: (w * f) as u32, height: (h * f) as u32, channels: self.channels, data }
+    }
+}
+
+/// Writes `frames` (same size) as a looping animated GIF, `delay_ms` per frame. Transparent pixels (alpha
+/// below 128) stay transparent; GIF's 256-colour palette is chosen per frame.
+pub fn save_gif(frames: &[Image], delay_ms: u32, path: &Path) -> Result<()> {
+    use image::codecs::gif::{GifEncoder, Repeat};
+    let first = frames.first().ok_or_else(|| Error::invalid("a GIF needs at least one frame"))?;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut enc = GifEncoder::new_with_speed(std::io::BufWriter::new(file), 10);
+    let err = |e: image::ImageError| Error::Image(format!("{}: {e}", path.display()));
+    enc.set_repeat(Repeat::Infinite).map_err(err)?;
+    for f in frames {
+        if (f.width, f.height) != (first.width, first.height) {
+            return Err(Error::invalid("GIF frames must all have the same size"));
+        }
+        let rgba = f.to_channels(4)?;
+        let buf = image::RgbaImage::from_raw(f.width, f.height, rgba.data)
+            .ok_or_else(|| Error::Image("GIF frame buffer size".into()))?;
+        let delay = image::Delay::from_numer_denom_ms(delay_ms, 1);
+        enc.encode_frame(image::Frame::from_parts(buf, 0, 0, delay)).map_err(err)?;
+    }
+    Ok(())
+}
+
 /// Host images -> one NCHW model tensor. Every image must have exactly the set's size and channels.
 pub fn to_model(images: &[Image], spec: &ImageSpec) -> Result<Vec<f32>> {
     let (c, h, w) = (spec.channels as usize, spec.height as usize, spec.width as usize);

@@ -92,6 +92,28 @@ pub struct UNetSpec {
     /// The architecture the trainer used (opaque to the runtime).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub architecture: serde_json::Value,
+    /// Present when the U-Net is text-conditioned: then its model has two more inputs, "context"
+    /// [N, tokens, width] (the text encoder's token embeddings) and "pooled" [N, width].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextSpec>,
+}
+
+/// The text encoder a conditioned U-Net was trained with, and how prompts are fed to it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TextSpec {
+    /// The encoder's directory (text_encoder.onnx, tokenizer.json, encoder.json), relative to the set's
+    /// directory, e.g. "../minilm": one encoder serves several sets and is made by the setup, not shipped.
+    pub encoder: String,
+    /// sha256 of its text_encoder.onnx: the export is byte-deterministic, so a different file is a different
+    /// encoder, which the U-Net was not trained with (refused at load).
+    pub encoder_sha256: String,
+    /// Embedding width (MiniLM-L6: 384).
+    pub width: u32,
+    /// Tokens per prompt, [CLS] and [SEP] included: prompts are padded or truncated to this.
+    pub tokens: u32,
+    /// The classifier-free guidance scale the set was tuned for (the CLI's and the C API's default).
+    pub guidance: f32,
 }
 
 /// One ONNX file of the set and its interface.
@@ -207,7 +229,25 @@ impl Manifest {
                 return Err(Error::model("unet: data_mean must be finite and data_std finite and positive"));
             }
             let x = [&[-1][..], &shape[..]].concat();
-            check_file(&unet.model, "unet", &[&x, &[-1, 1]], &[&x])?;
+            match &unet.text {
+                None => check_file(&unet.model, "unet", &[&x, &[-1, 1]], &[&x])?,
+                Some(t) => {
+                    if !(1..=4096).contains(&t.width) || !(2..=512).contains(&t.tokens) {
+                        return Err(Error::model(format!(
+                            "unet.text: width {} / tokens {} out of range",
+                            t.width, t.tokens
+                        )));
+                    }
+                    if !(t.guidance.is_finite() && (0.0..=100.0).contains(&t.guidance)) {
+                        return Err(Error::model(format!("unet.text: guidance {} must be in [0, 100]", t.guidance)));
+                    }
+                    if t.encoder.is_empty() || t.encoder_sha256.len() != 64 {
+                        return Err(Error::model("unet.text: encoder directory and its 64-digit sha256 are required"));
+                    }
+                    let (l, w) = (t.tokens as i64, t.width as i64);
+                    check_file(&unet.model, "unet", &[&x, &[-1, 1], &[-1, l, w], &[-1, w]], &[&x])?;
+                }
+            }
         }
         Ok(())
     }
@@ -341,6 +381,7 @@ mod tests {
             data_mean: vec![0.0; 3],
             data_std: vec![1.0; 3],
             architecture: serde_json::Value::Null,
+            text: None,
         });
         m.validate().unwrap();
         assert_eq!(Manifest::parse(&serde_json::to_string(&m).unwrap()).unwrap(), m);

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::manifest::{DiffusionSpace, UNetSpec};
 use crate::rng::Noise;
 use crate::sampler::SamplerKind;
-use crate::vae::ModelSet;
+use crate::vae::{Embeddings, ModelSet};
 
 /// More steps than this are refused: 1000 is the number of levels DDPM trains with; beyond it a sampler
 /// only repeats itself while the host waits.
@@ -62,6 +62,53 @@ impl DiffusionParams {
     }
 }
 
+/// The most a guidance scale may be: beyond ~30 classifier-free guidance only saturates colours and breaks
+/// images, and a huge value is almost surely a host's unit mistake.
+pub const MAX_GUIDANCE: f32 = 50.0;
+
+/// What a text-conditioned generation is steered by: per image the prompt's embeddings (`cond`) and the
+/// unconditional side (`uncond`: the negative prompt's embeddings, or the empty prompt's), and the
+/// classifier-free guidance scale: eps = uncond + guidance * (cond - uncond).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextGuidance {
+    pub cond: Embeddings,
+    pub uncond: Embeddings,
+    /// 1 = the prompt alone (the unconditional side is not even run); 0 = the unconditional side alone.
+    pub guidance: f32,
+}
+
+impl TextGuidance {
+    /// Encodes `prompts` (one per image, or one for all `n`) and `negative` (likewise; empty = none, i.e.
+    /// the empty prompt) for the set's text encoder.
+    pub fn new(set: &ModelSet, prompts: &[&str], negative: &[&str], n: usize, guidance: f32) -> Result<TextGuidance> {
+        check_guidance(guidance)?;
+        let rows = |k: usize, what: &str| -> Result<Vec<usize>> {
+            match k {
+                1 => Ok(vec![0; n]),
+                k if k == n => Ok((0..n).collect()),
+                k => Err(Error::invalid(format!("{k} {what} for {n} images: give one, or one per image"))),
+            }
+        };
+        let cond = set.encode_prompts(prompts)?.gather(&rows(prompts.len(), "prompts")?)?;
+        let negative: &[&str] = if negative.is_empty() { &[""] } else { negative };
+        let uncond = set.encode_prompts(negative)?.gather(&rows(negative.len(), "negative prompts")?)?;
+        Ok(TextGuidance { cond, uncond, guidance })
+    }
+
+    /// The unconditional generation of a text-conditioned set: the empty prompt on both sides.
+    fn unconditional(set: &ModelSet, n: usize) -> Result<TextGuidance> {
+        Self::new(set, &[""], &[], n, 1.0)
+    }
+}
+
+/// Refuses a guidance scale that is not a finite number in [0, MAX_GUIDANCE].
+pub fn check_guidance(g: f32) -> Result<()> {
+    if !(g.is_finite() && (0.0..=MAX_GUIDANCE).contains(&g)) {
+        return Err(Error::invalid(format!("guidance must be in [0, {MAX_GUIDANCE}], got {g}")));
+    }
+    Ok(())
+}
+
 /// Progress hook: (steps done, steps in all) -> continue?
 pub type ProgressFn<'a> = &'a mut dyn FnMut(usize, usize) -> bool;
 /// Preview hook: (steps done, model-space images) -> continue?
@@ -90,21 +137,90 @@ struct Known {
 }
 
 /// Generates `params.count` images from pure noise. Returns model-space images (NCHW, about [-1, 1]).
+/// On a text-conditioned set this is the unconditional generation (the empty prompt).
 pub fn generate(set: &ModelSet, params: &DiffusionParams, hooks: &mut Hooks) -> Result<Vec<f32>> {
+    generate_with(set, params, None, hooks)
+}
+
+/// [`generate`] steered by text (required rows: `params.count`); None = unconditional.
+pub fn generate_with(
+    set: &ModelSet,
+    params: &DiffusionParams,
+    text: Option<&TextGuidance>,
+    hooks: &mut Hooks,
+) -> Result<Vec<f32>> {
     let p = DiffusionParams { strength: 1.0, ..*params };
     p.validate()?;
     let per = shape_len(set.diffusion_shape()?);
     let x = Noise::new(p.seed).normals(p.count * per);
-    run(set, &p, x, None, hooks)
+    run(set, &p, x, None, text, hooks)
 }
 
-/// Re-imagines `n` model-space images: pushes them `strength` of the way into noise, then denoises.
-/// Small strengths stay close to the input (that is "denoise"); 1 ignores it. One output per input.
+/// Frames of a walk through prompt space: `frames` images along the path through each prompt in turn
+/// (at least two), all from the same initial noise (the seed's), so that only the text changes. Token
+/// embeddings are interpolated linearly, pooled embeddings by slerp; the negative prompt (if any) and the
+/// guidance are the same for every frame. Frames are generated in batches of `params.count` (at least 1).
+pub fn interpolate(
+    set: &ModelSet,
+    prompts: &[&str],
+    negative: &str,
+    frames: usize,
+    guidance: f32,
+    params: &DiffusionParams,
+    hooks: &mut Hooks,
+) -> Result<Vec<f32>> {
+    if prompts.len() < 2 {
+        return Err(Error::invalid(format!("interpolation needs at least 2 prompts, got {}", prompts.len())));
+    }
+    if !(2..=crate::vae::MAX_BATCH).contains(&frames) {
+        return Err(Error::invalid(format!("frames must be 2..={}, got {frames}", crate::vae::MAX_BATCH)));
+    }
+    check_guidance(guidance)?;
+    let p = DiffusionParams { strength: 1.0, count: 1, ..*params };
+    p.validate()?;
+    let keys = set.encode_prompts(prompts)?;
+    let uncond = set.encode_prompts(&[negative])?;
+    let (lc, lp) = (keys.context.len() / keys.n, keys.pooled.len() / keys.n);
+    let mut path = Embeddings { n: 0, context: Vec::new(), pooled: Vec::new() };
+    for f in 0..frames {
+        // Position along the path, in prompts: segment i from prompt i to i + 1, fraction u.
+        let s = f as f32 * (prompts.len() - 1) as f32 / (frames - 1) as f32;
+        let i = (s.floor() as usize).min(prompts.len() - 2);
+        let u = s - i as f32;
+        let (a, b) = (&keys.context[i * lc..(i + 1) * lc], &keys.context[(i + 1) * lc..(i + 2) * lc]);
+        path.context.extend(a.iter().zip(b).map(|(&x, &y)| x + u * (y - x)));
+        let (a, b) = (&keys.pooled[i * lp..(i + 1) * lp], &keys.pooled[(i + 1) * lp..(i + 2) * lp]);
+        path.pooled.extend(crate::vae::slerp(a, b, u)?);
+        path.n += 1;
+    }
+    let per = shape_len(set.diffusion_shape()?);
+    let noise = Noise::new(p.seed).normals(per);
+    let batch = params.count.max(1);
+    let mut out = Vec::new();
+    let total_steps = frames.div_ceil(batch) * p.steps;
+    for start in (0..frames).step_by(batch) {
+        let k = batch.min(frames - start);
+        let rows: Vec<usize> = (start..start + k).collect();
+        let text = TextGuidance { cond: path.gather(&rows)?, uncond: uncond.gather(&vec![0; k])?, guidance };
+        let x: Vec<f32> = (0..k).flat_map(|_| noise.iter().copied()).collect();
+        let done_before = start / batch * p.steps;
+        // The host sees one progress count over all batches.
+        let mut progress = |d: usize, _: usize| hooks.progress.as_mut().is_none_or(|f| f(done_before + d, total_steps));
+        let mut inner = Hooks { progress: Some(&mut progress), preview: None, cancel: hooks.cancel };
+        out.extend(run(set, &DiffusionParams { count: k, ..p }, x, None, Some(&text), &mut inner)?);
+    }
+    Ok(out)
+}
+
+/// Re-imagines `n` model-space images: pushes them `strength` of the way into noise, then denoises (steered
+/// by `text` on a text-conditioned set; None = unconditional). Small strengths stay close to the input; 1
+/// ignores it. One output per input.
 pub fn img2img(
     set: &ModelSet,
     images: &[f32],
     n: usize,
     params: &DiffusionParams,
+    text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
     let p = DiffusionParams { count: n, ..*params };
@@ -113,7 +229,7 @@ pub fn img2img(
     let mut noise = Noise::new(p.seed);
     let r = schedule(set)?.rates(p.strength);
     let x = x0.iter().map(|&v| r.signal * v + r.noise * noise.normal()).collect();
-    run(set, &p, x, None, hooks)
+    run(set, &p, x, None, text, hooks)
 }
 
 /// Removes noise from `n` model-space images: their (normalised) latents are taken to be a diffusion sample
@@ -125,6 +241,7 @@ pub fn denoise(
     images: &[f32],
     n: usize,
     params: &DiffusionParams,
+    text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
     let p = DiffusionParams { count: n, ..*params };
@@ -132,7 +249,7 @@ pub fn denoise(
     let x0 = to_diffusion(set, images, n)?;
     let r = schedule(set)?.rates(p.strength);
     let x = x0.iter().map(|&v| r.signal * v).collect();
-    run(set, &p, x, None, hooks)
+    run(set, &p, x, None, text, hooks)
 }
 
 /// Fills the region where `mask` is set (one value per pixel in [0, 1], 1 = invent, `n * height * width`)
@@ -143,6 +260,7 @@ pub fn inpaint(
     mask: &[f32],
     n: usize,
     params: &DiffusionParams,
+    text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
     let p = DiffusionParams { count: n, ..*params };
@@ -179,7 +297,7 @@ pub fn inpaint(
     // noise inside the mask); outside the mask the loop keeps re-imposing it.
     let x = x0.iter().zip(&eps).map(|(&v, &e)| r.signal * v + r.noise * e).collect();
     let known = Known { x0, invent, eps };
-    let out = run(set, &p, x, Some(&known), hooks)?;
+    let out = run(set, &p, x, Some(&known), text, hooks)?;
     // Keep the input's own pixels outside the mask (blended by the mask value at soft edges).
     let per = img.channels as usize * ih * iw;
     Ok(out
@@ -193,16 +311,55 @@ pub fn inpaint(
         .collect())
 }
 
-/// The loop shared by every mode. `x` starts at level `params.strength`.
+/// The loop shared by every mode. `x` starts at level `params.strength`. A text-conditioned set without
+/// `text` runs unconditionally (the empty prompt).
 fn run(
     set: &ModelSet,
     p: &DiffusionParams,
     mut x: Vec<f32>,
     known: Option<&Known>,
+    text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
     let schedule = schedule(set)?;
     let n = p.count;
+    let owned;
+    let text = match (set.text_spec(), text) {
+        (Some(_), None) => {
+            owned = TextGuidance::unconditional(set, n)?;
+            Some(&owned)
+        }
+        (Some(_), Some(t)) => {
+            check_guidance(t.guidance)?;
+            if t.guidance != 1.0 && 2 * n > crate::vae::MAX_BATCH {
+                return Err(Error::invalid(format!(
+                    "{n} images with guidance: at most {} (both sides run in one batch)",
+                    crate::vae::MAX_BATCH / 2
+                )));
+            }
+            if t.cond.n != n || t.uncond.n != n {
+                return Err(Error::invalid(format!(
+                    "text embeddings for {} / {} images, {n} asked",
+                    t.cond.n, t.uncond.n
+                )));
+            }
+            Some(t)
+        }
+        (None, Some(_)) => {
+            return Err(Error::Unsupported(format!(
+                "model set {:?} has no text-conditioned U-Net: it cannot take a prompt",
+                set.manifest().name
+            )))
+        }
+        (None, None) => None,
+    };
+    // Classifier-free guidance runs both sides in ONE U-Net batch of 2n: x twice, prompt rows then the
+    // unconditional rows. At guidance 1 the unconditional side would be multiplied by 0: it is skipped.
+    let both = text.filter(|t| t.guidance != 1.0).map(|t| {
+        let mut e = t.cond.clone();
+        e.extend(&t.uncond);
+        e
+    });
     let steps = ((p.steps as f32 * p.strength).ceil() as usize).clamp(1, p.steps);
     let times = schedule.timesteps(steps, p.strength)?;
     let mut sampler = p.sampler.build(schedule);
@@ -215,7 +372,15 @@ fn run(
         }
         let t = times[k];
         let r = schedule.rates(t);
-        let eps = set.predict_noise(&x, &vec![r.noise * r.noise; n], n)?;
+        let eps = match (&both, text) {
+            (Some(e), Some(t)) => {
+                let x2: Vec<f32> = x.iter().chain(&x).copied().collect();
+                let out = set.predict_noise(&x2, &vec![r.noise * r.noise; 2 * n], 2 * n, Some(e))?;
+                let (c, u) = out.split_at(x.len());
+                c.iter().zip(u).map(|(&c, &u)| u + t.guidance * (c - u)).collect()
+            }
+            _ => set.predict_noise(&x, &vec![r.noise * r.noise; n], n, text.map(|t| &t.cond))?,
+        };
         let next = if k + 1 == steps { None } else { Some(times[k + 1]) };
         if hooks.preview.is_some() {
             // The clean-image estimate at this step, before the sampler moves on.

@@ -91,6 +91,39 @@ pub struct ModelSet {
     manifest: Manifest,
     vae: Option<Vae>,
     unet: Option<Model>,
+    /// The text encoder of a text-conditioned U-Net.
+    text: Option<crate::text::TextEncoder>,
+}
+
+/// Text embeddings in the U-Net's layout, flattened: `context` [n, tokens, width], `pooled` [n, width].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    pub n: usize,
+    pub context: Vec<f32>,
+    pub pooled: Vec<f32>,
+}
+
+impl Embeddings {
+    /// Rows `rows` (indices into self) as a new batch: how prompts are repeated and mixed.
+    pub fn gather(&self, rows: &[usize]) -> Result<Embeddings> {
+        let (lc, lp) = (self.context.len() / self.n.max(1), self.pooled.len() / self.n.max(1));
+        let mut out = Embeddings { n: rows.len(), context: Vec::new(), pooled: Vec::new() };
+        for &r in rows {
+            if r >= self.n {
+                return Err(Error::invalid(format!("embedding row {r} of {}", self.n)));
+            }
+            out.context.extend_from_slice(&self.context[r * lc..(r + 1) * lc]);
+            out.pooled.extend_from_slice(&self.pooled[r * lp..(r + 1) * lp]);
+        }
+        Ok(out)
+    }
+
+    /// Appends `other`'s rows (same layout).
+    pub fn extend(&mut self, other: &Embeddings) {
+        self.n += other.n;
+        self.context.extend_from_slice(&other.context);
+        self.pooled.extend_from_slice(&other.pooled);
+    }
 }
 
 impl ModelSet {
@@ -113,7 +146,31 @@ impl ModelSet {
             Some(spec) => Some(Model::load(dir, &spec.model, provider)?),
             None => None,
         };
-        Ok(ModelSet { dir: dir.to_path_buf(), manifest, vae, unet })
+        let text = match manifest.unet.as_ref().and_then(|u| u.text.as_ref()) {
+            Some(t) => {
+                let enc = crate::text::TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256))
+                    .map_err(|e| match e {
+                        Error::ModelNotFound { path, reason } => Error::ModelNotFound {
+                            path,
+                            reason: format!(
+                                "{reason} (the set's text encoder: make it with `scripts/setup.sh text` then \
+                                 `mirage text-encoder export`, or `make demo`)"
+                            ),
+                        },
+                        other => other,
+                    })?;
+                if crate::text::TEXT_WIDTH != t.width as usize {
+                    return Err(Error::model(format!(
+                        "the set's U-Net expects {}-wide text embeddings, its text encoder gives {}",
+                        t.width,
+                        crate::text::TEXT_WIDTH
+                    )));
+                }
+                Some(enc)
+            }
+            None => None,
+        };
+        Ok(ModelSet { dir: dir.to_path_buf(), manifest, vae, unet, text })
     }
 
     pub fn dir(&self) -> &Path {
@@ -135,7 +192,35 @@ impl ModelSet {
         if let Some(m) = &self.unet {
             v.push((m.spec.kind.clone(), m.provider));
         }
+        if let Some(t) = &self.text {
+            v.push(("text_encoder".into(), t.provider()));
+        }
         v
+    }
+
+    /// The text conditioning of the set's U-Net, when it has one.
+    pub fn text_spec(&self) -> Option<&crate::manifest::TextSpec> {
+        self.manifest.unet.as_ref().and_then(|u| u.text.as_ref())
+    }
+
+    /// Encodes prompts into the U-Net's text inputs (each padded or truncated to the set's token count).
+    /// Errors with Unsupported when the set's U-Net is not text-conditioned.
+    pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Embeddings> {
+        let (Some(enc), Some(spec)) = (&self.text, self.text_spec()) else {
+            return Err(Error::Unsupported(format!(
+                "model set {:?} has no text-conditioned U-Net: it cannot take a prompt",
+                self.manifest.name
+            )));
+        };
+        if prompts.is_empty() || prompts.len() > MAX_BATCH {
+            return Err(Error::invalid(format!("{} prompts: 1..={MAX_BATCH} are accepted", prompts.len())));
+        }
+        let e = enc.encode(prompts, spec.tokens as usize)?;
+        Ok(Embeddings {
+            n: prompts.len(),
+            context: e.tokens.iter().copied().collect(),
+            pooled: e.pooled.iter().copied().collect(),
+        })
     }
 
     fn vae(&self) -> Result<&Vae> {
@@ -180,7 +265,14 @@ impl ModelSet {
     }
 
     /// Predicts the noise in `n` normalised samples `x` at the given noise variances (one per sample).
-    pub fn predict_noise(&self, x: &[f32], noise_variance: &[f32], n: usize) -> Result<Vec<f32>> {
+    /// A text-conditioned U-Net needs `text` (n rows), an unconditional one refuses it.
+    pub fn predict_noise(
+        &self,
+        x: &[f32],
+        noise_variance: &[f32],
+        n: usize,
+        text: Option<&Embeddings>,
+    ) -> Result<Vec<f32>> {
         let unet = self.unet.as_ref().ok_or_else(|| self.no_unet())?;
         let [c, h, w] = self.diffusion_shape()?;
         let per = (c * h * w) as usize;
@@ -188,11 +280,25 @@ impl ModelSet {
         check_batch(n, noise_variance.len(), 1, "noise variance")?;
         check_finite(x, "diffusion sample")?;
         let shape = vec![n as i64, c as i64, h as i64, w as i64];
-        let out = unet
-            .run_many(vec![(x.to_vec(), shape), (noise_variance.to_vec(), vec![n as i64, 1])])?
-            .into_iter()
-            .next()
-            .unwrap_or_default();
+        let mut inputs = vec![(x.to_vec(), shape), (noise_variance.to_vec(), vec![n as i64, 1])];
+        match (self.text_spec(), text) {
+            (None, None) => {}
+            (Some(spec), Some(e)) => {
+                let (l, wd) = (spec.tokens as usize, spec.width as usize);
+                if e.n != n {
+                    return Err(Error::invalid(format!("{} text embeddings for {n} samples", e.n)));
+                }
+                check_batch(n, e.context.len(), l * wd, "token embeddings")?;
+                check_batch(n, e.pooled.len(), wd, "pooled embedding")?;
+                check_finite(&e.context, "token embeddings")?;
+                check_finite(&e.pooled, "pooled embedding")?;
+                inputs.push((e.context.clone(), vec![n as i64, l as i64, wd as i64]));
+                inputs.push((e.pooled.clone(), vec![n as i64, wd as i64]));
+            }
+            (None, Some(_)) => return Err(Error::Unsupported("this set's U-Net takes no text".into())),
+            (Some(_), None) => return Err(Error::invalid("this set's U-Net needs text embeddings")),
+        }
+        let out = unet.run_many(inputs)?.into_iter().next().unwrap_or_default();
         if out.len() != x.len() {
             return Err(Error::Inference(format!("unet returned {} values, expected {}", out.len(), x.len())));
         }

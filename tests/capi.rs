@@ -528,7 +528,7 @@ fn denoise_matches_the_rust_pipeline_and_checks_strength() {
         let host = mirage::image::Image::new(spec.width, spec.height, 1, pixels.clone()).unwrap();
         let x = mirage::image::to_model(&[host], &spec).unwrap();
         let params = mirage::pipeline::DiffusionParams { steps: 10, seed: 4, strength: 0.2, ..Default::default() };
-        let y = mirage::pipeline::denoise(&set, &x, 1, &params, &mut Default::default()).unwrap();
+        let y = mirage::pipeline::denoise(&set, &x, 1, &params, None, &mut Default::default()).unwrap();
         let want = mirage::image::from_model(&y, 1, &spec).unwrap();
         assert_eq!(got, vec![want[0].data.clone()]);
 

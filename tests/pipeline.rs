@@ -92,13 +92,14 @@ fn img2img_and_inpaint_keep_what_they_must() {
         true
     };
     let y =
-        pipeline::img2img(&set, &x, 2, &p, &mut Hooks { progress: Some(&mut progress), ..Default::default() }).unwrap();
+        pipeline::img2img(&set, &x, 2, &p, None, &mut Hooks { progress: Some(&mut progress), ..Default::default() })
+            .unwrap();
     assert_eq!(y.len(), x.len());
     assert_eq!(steps, 3, "strength 0.3 of 10 steps runs 3");
 
     // Inpaint: the left half is kept exactly, the right half is invented.
     let mask: Vec<f32> = (0..2 * h * w).map(|i| if i % w >= w / 2 { 1.0 } else { 0.0 }).collect();
-    let y = pipeline::inpaint(&set, &x, &mask, 2, &params(6, 3, 2), &mut Hooks::default()).unwrap();
+    let y = pipeline::inpaint(&set, &x, &mask, 2, &params(6, 3, 2), None, &mut Hooks::default()).unwrap();
     for i in 0..y.len() {
         if mask[i] == 0.0 {
             assert_eq!(y[i], x[i], "kept pixel {i} changed");
@@ -119,12 +120,12 @@ fn bad_parameters_are_refused() {
     let x = vec![0.0; set.image_len()];
     for strength in [0.0, -0.5, 1.5, f32::NAN] {
         let p = DiffusionParams { strength, ..params(5, 1, 1) };
-        assert!(invalid(pipeline::img2img(&set, &x, 1, &p, &mut hooks)), "strength {strength}");
+        assert!(invalid(pipeline::img2img(&set, &x, 1, &p, None, &mut hooks)), "strength {strength}");
     }
     let p = DiffusionParams { sampler: SamplerKind::Ddim { eta: f32::NAN }, ..params(5, 1, 1) };
     assert!(invalid(pipeline::generate(&set, &p, &mut hooks)));
-    assert!(invalid(pipeline::inpaint(&set, &x, &[1.0; 3], 1, &params(5, 1, 1), &mut hooks)));
-    assert!(invalid(pipeline::img2img(&set, &x[1..], 1, &params(5, 1, 1), &mut hooks)));
+    assert!(invalid(pipeline::inpaint(&set, &x, &[1.0; 3], 1, &params(5, 1, 1), None, &mut hooks)));
+    assert!(invalid(pipeline::img2img(&set, &x[1..], 1, &params(5, 1, 1), None, &mut hooks)));
     // A set without a U-Net says so.
     let (_t2, vae_only) = crate::util::tiny_set();
     let vae_only = ModelSet::open(&vae_only).unwrap();

@@ -8,6 +8,8 @@ mod runtime;
 mod cli;
 // Reverse diffusion (generate, img2img, inpaint, hooks, cancel) with a tiny random-weight U-Net.
 mod pipeline;
+// Text-to-image: the real MiniLM encoder, a tiny random text-conditioned U-Net, guidance, interpolation.
+mod text2img;
 
 // The ONNX exporter and its random-weight fixture, run through ONNX Runtime (no torch needed).
 mod export;

@@ -23,6 +23,28 @@ fn run_unet(set: &std::path::Path, x: &[f32], nv: &[f32]) -> Vec<f32> {
     data.to_vec()
 }
 
+/// As [`run_unet`] for a text-conditioned U-Net: plus context [n, L, W] and pooled [n, W].
+#[allow(dead_code)]
+fn run_unet_text(set: &std::path::Path, x: &[f32], nv: &[f32], ctx: &[f32], pooled: &[f32]) -> Vec<f32> {
+    let m = Manifest::load(set).unwrap();
+    let spec = &m.unet.as_ref().unwrap().model;
+    let bytes = Manifest::read_model(set, spec).unwrap();
+    let mut session = mirage::runtime::global().unwrap().session(&bytes, "unet", None).unwrap().session;
+    let n = nv.len() as i64;
+    let shape = |i: usize| {
+        let mut s = spec.inputs[i].shape.clone();
+        s[0] = n;
+        s
+    };
+    let xt = Tensor::from_array((shape(0), x.to_vec())).unwrap();
+    let nt = Tensor::from_array((vec![n, 1], nv.to_vec())).unwrap();
+    let ct = Tensor::from_array((shape(2), ctx.to_vec())).unwrap();
+    let pt = Tensor::from_array((shape(3), pooled.to_vec())).unwrap();
+    let out = session.run(ort::inputs!["x" => xt, "noise_variance" => nt, "context" => ct, "pooled" => pt]).unwrap();
+    let (_, data) = out.get("eps").expect("output eps").try_extract_tensor::<f32>().unwrap();
+    data.to_vec()
+}
+
 /// A tiny VAE set (2x8x8 latents) with a tiny random U-Net added.
 fn fixture(seed: u64) -> (tempfile::TempDir, UNetArch) {
     let dir = tempfile::tempdir().unwrap();
@@ -90,7 +112,7 @@ mod parity {
             let [c, h, w] = arch.shape();
             let xt = tch::Tensor::from_slice(&x).view([n as i64, c, h, w]);
             let nt = tch::Tensor::from_slice(nv).view([n as i64, 1]);
-            let y = tch::no_grad(|| model.forward(&xt, &nt)).unwrap();
+            let y = tch::no_grad(|| model.forward(&xt, &nt, None)).unwrap();
             let y = Vec::<f32>::try_from(&y.reshape([-1])).unwrap();
             let d = max_abs_diff(&y, &onnx);
             let scale = y.iter().map(|v| v.abs()).fold(0.0f32, f32::max);
@@ -109,6 +131,61 @@ mod parity {
     #[test]
     fn onnx_export_matches_tch_fashion_latent() {
         parity_of(&UNetArch::fashion_latent(), Some(VaeArch::fashion()), &[&[0.25, 0.6, 0.95]]);
+    }
+
+    /// The text-conditioned U-Net: random weights, random (unit-scale) token embeddings and pooled vectors.
+    fn text_parity_of(arch: &UNetArch, nv: &[f32]) -> f32 {
+        let t = arch.text.clone().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        write_random_set(dir.path(), &VaeArch::tiny(), 1).unwrap();
+        let spec = mirage::manifest::TextSpec {
+            encoder: "../minilm".into(),
+            encoder_sha256: "0".repeat(64),
+            width: t.width as u32,
+            tokens: t.tokens as u32,
+            guidance: 3.0,
+        };
+        mirage::export::unet::add_random_unet_with_text(dir.path(), arch, 21, Some(spec)).unwrap();
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let model = UNet::new(&vs.root(), arch).unwrap();
+        load_weights(&mut vs, &random_unet_weights(arch, 21)).unwrap();
+        let n = nv.len();
+        let len = arch.shape().iter().product::<i64>() as usize;
+        let mut noise = Noise::new(5);
+        let x = noise.normals(n * len);
+        let ctx = noise.normals(n * (t.tokens * t.width) as usize);
+        let pooled = noise.normals(n * t.width as usize);
+        let onnx = run_unet_text(dir.path(), &x, nv, &ctx, &pooled);
+        let [c, h, w] = arch.shape();
+        let (n64, l, wd) = (n as i64, t.tokens, t.width);
+        let xt = tch::Tensor::from_slice(&x).view([n64, c, h, w]);
+        let nt = tch::Tensor::from_slice(nv).view([n64, 1]);
+        let ct = tch::Tensor::from_slice(&ctx).view([n64, l, wd]);
+        let pt = tch::Tensor::from_slice(&pooled).view([n64, wd]);
+        let text = mirage::train::unet::TextInput { context: &ct, pooled: &pt };
+        let y = tch::no_grad(|| model.forward(&xt, &nt, Some(&text))).unwrap();
+        let y = Vec::<f32>::try_from(&y.reshape([-1])).unwrap();
+        let d = max_abs_diff(&y, &onnx);
+        eprintln!("text U-Net parity {:?}: max |onnx - tch| = {d:e}", arch.widths);
+        assert!(d <= 1e-4, "ONNX vs tch max abs diff {d:e} > 1e-4");
+        // The text matters: other token embeddings give another prediction.
+        let ctx2 = Noise::new(6).normals(ctx.len());
+        let other = run_unet_text(dir.path(), &x, nv, &ctx2, &pooled);
+        assert!(max_abs_diff(&other, &onnx) > 1e-4, "the token embeddings are ignored");
+        let pooled2 = Noise::new(7).normals(pooled.len());
+        let other = run_unet_text(dir.path(), &x, nv, &ctx, &pooled2);
+        assert!(max_abs_diff(&other, &onnx) > 1e-4, "the pooled embedding is ignored");
+        // A conditioned model refuses to run without text, an unconditional one with it.
+        assert!(tch::no_grad(|| model.forward(&xt, &nt, None)).is_err());
+        d
+    }
+
+    #[test]
+    fn onnx_export_matches_tch_text_conditioned() {
+        // Cross-attention at every level (tiny_text), 5 tokens of width 12: small but every path is used.
+        text_parity_of(&UNetArch::tiny_text(2, 8, 8, 12, 5), &[0.2, 0.9]);
+        // The shipped text layout (cross-attention from level 1, MiniLM's width, 16 tokens).
+        text_parity_of(&UNetArch::text_latent([2, 8, 8], 16), &[0.5]);
     }
 
     #[test]
@@ -145,7 +222,7 @@ fn step_time() {
         let x = Tensor::randn([64, 3, 8, 8], (Kind::Float, Device::Cpu));
         let nv = Tensor::rand([64, 1], (Kind::Float, Device::Cpu));
         let t0 = std::time::Instant::now();
-        let loss = (model.forward(&x, &nv).unwrap() - &x).square().mean(Kind::Float);
+        let loss = (model.forward(&x, &nv, None).unwrap() - &x).square().mean(Kind::Float);
         opt.backward_step(&loss);
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }

@@ -99,3 +99,51 @@ pub fn run(program: &Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     (output.status.success(), text)
 }
+
+/// An exported all-MiniLM-L6-v2 encoder directory: `models/minilm` when the setup made it (`make test`
+/// does), else one export from `.deps/minilm` into a temporary directory shared by this test binary.
+#[allow(dead_code)]
+pub fn text_encoder_dir() -> PathBuf {
+    use std::sync::OnceLock;
+    static DIR: OnceLock<(Option<tempfile::TempDir>, PathBuf)> = OnceLock::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    DIR.get_or_init(|| {
+        let shipped = root.join("models/minilm");
+        if mirage::text::TextEncoder::open(&shipped, None, None).is_ok() {
+            return (None, shipped);
+        }
+        let src = root.join(".deps/minilm");
+        assert!(
+            src.join("model.safetensors").is_file(),
+            "MiniLM is missing from {}: run scripts/setup.sh text",
+            src.display()
+        );
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let out = tmp.path().join("minilm");
+        mirage::export::minilm::export_minilm(&src, &out).expect("exporting MiniLM");
+        (Some(tmp), out)
+    })
+    .1
+    .clone()
+}
+
+/// The tiny VAE set plus a tiny random-weight text-conditioned U-Net (cross-attention at every level, 8
+/// tokens of MiniLM's width), whose manifest points at [`text_encoder_dir`] by absolute path.
+#[allow(dead_code)]
+pub fn tiny_text_set() -> (tempfile::TempDir, PathBuf) {
+    let (tmp, dir) = tiny_set();
+    let enc = text_encoder_dir();
+    let m = mirage::manifest::Manifest::load(&dir).expect("manifest");
+    let [c, h, w] = m.vae.expect("vae").latent_shape;
+    let arch = mirage::export::unet::UNetArch::tiny_text(c as i64, h as i64, w as i64, 384, 8);
+    let onnx = std::fs::read(enc.join("text_encoder.onnx")).expect("encoder onnx");
+    let spec = mirage::manifest::TextSpec {
+        encoder: enc.to_str().expect("utf-8 path").to_string(),
+        encoder_sha256: mirage::manifest::sha256_hex(&onnx),
+        width: 384,
+        tokens: 8,
+        guidance: 2.5,
+    };
+    mirage::export::unet::add_random_unet_with_text(&dir, &arch, 77, Some(spec)).expect("writing the tiny text U-Net");
+    (tmp, dir)
+}

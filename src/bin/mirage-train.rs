@@ -171,11 +171,22 @@ struct UNetTrainArgs {
     /// Continue from --out's checkpoint (same --arch, --batch-size and --limit).
     #[arg(long)]
     resume: bool,
-    /// Architecture: fashion (shipped) or tiny (tests), sized to the set's latent shape.
+    /// Architecture, sized to the set's latent shape: fashion (shipped, unconditional), text (text-conditioned),
+    /// tiny or tiny-text (tests).
     #[arg(long, default_value_t = unet_run::TrainConfig::default().arch)]
     arch: String,
+    /// The images: Fashion-MNIST's directory, or the emoji's (.deps/emoji) for an RGBA set.
     #[arg(long, default_value_os_t = unet_run::TrainConfig::default().data)]
     data: PathBuf,
+    /// Text encoder directory for text-conditioned architectures (e.g. models/minilm).
+    #[arg(long)]
+    text_encoder: Option<PathBuf>,
+    /// Fraction of samples trained on the empty prompt (classifier-free guidance).
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().uncond_prob)]
+    uncond_prob: f64,
+    /// Guidance scale of the sample grids, recorded as the set's default.
+    #[arg(long, default_value_t = unet_run::TrainConfig::default().guidance)]
+    guidance: f32,
     /// Total optimizer steps (a resumed run may raise it).
     #[arg(long, default_value_t = unet_run::TrainConfig::default().steps)]
     steps: u64,
@@ -249,7 +260,7 @@ struct TrainArgs {
     /// Continue from --out's checkpoint (same --arch, --batch-size and --limit).
     #[arg(long)]
     resume: bool,
-    /// Architecture: fashion (shipped) or tiny (tests).
+    /// Architecture: fashion (shipped), emoji (32x32 RGBA, with --data .deps/emoji) or tiny (tests).
     #[arg(long, default_value_t = TrainConfig::default().arch)]
     arch: String,
     /// Override the architecture's channel widths, full resolution first (e.g. 16,32,64).
@@ -384,6 +395,9 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 log_every: a.log_every,
                 ckpt_every: a.ckpt_every,
                 grid_every: a.grid_every,
+                text_encoder: a.text_encoder,
+                uncond_prob: a.uncond_prob,
+                guidance: a.guidance,
                 ..unet_run::TrainConfig::default()
             };
             let s = unet_run::train(&cfg, &a.out, a.resume)?;

@@ -69,14 +69,48 @@ enum Cmd {
         #[arg(long, default_value_t = 50)]
         iters: usize,
     },
-    /// Draw new images out of pure noise by reverse diffusion (a grid of --count images).
+    /// Draw new images out of pure noise by reverse diffusion (a grid of --count images), of --prompt on a
+    /// text-conditioned set.
     Generate {
         #[command(flatten)]
         m: ModelsArg,
         #[command(flatten)]
         d: DiffusionArgs,
+        #[command(flatten)]
+        t: PromptArgs,
         #[arg(long, default_value_t = 16)]
         count: usize,
+        /// Enlarge the output by this integer factor (nearest neighbour: sprites stay crisp).
+        #[arg(long, default_value_t = 1)]
+        scale: u32,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
+    /// Morph between prompts: --frames images along a path through each --prompt in turn, all from the same
+    /// noise, written as an animated GIF (.gif) or a strip of frames (.png).
+    Interpolate {
+        #[command(flatten)]
+        m: ModelsArg,
+        #[command(flatten)]
+        d: DiffusionArgs,
+        /// The prompts to pass through, in order (at least two: --prompt A --prompt B ...).
+        #[arg(long = "prompt", required = true)]
+        prompts: Vec<String>,
+        #[arg(long, default_value = "")]
+        negative: String,
+        /// Classifier-free guidance scale (default: the set's own).
+        #[arg(long)]
+        guidance: Option<f32>,
+        #[arg(long, default_value_t = 24)]
+        frames: usize,
+        /// Frames per U-Net batch.
+        #[arg(long, default_value_t = 8)]
+        batch: usize,
+        /// Milliseconds per GIF frame.
+        #[arg(long, default_value_t = 120)]
+        delay_ms: u32,
+        #[arg(long, default_value_t = 4)]
+        scale: u32,
         #[arg(short, long)]
         output: PathBuf,
     },
@@ -197,6 +231,43 @@ struct DiffusionArgs {
     /// No progress bar.
     #[arg(long)]
     quiet: bool,
+}
+
+/// What a text-conditioned set draws (ignored flags are refused by sets without text).
+#[derive(Args, Clone)]
+struct PromptArgs {
+    /// What to draw (text-conditioned sets); empty = unconditional.
+    #[arg(long, default_value = "")]
+    prompt: String,
+    /// What to steer away from (the unconditional side of classifier-free guidance).
+    #[arg(long, default_value = "")]
+    negative: String,
+    /// Classifier-free guidance scale in [0, 50] (default: the set's own; 1 = the prompt alone).
+    #[arg(long)]
+    guidance: Option<f32>,
+}
+
+impl PromptArgs {
+    /// The text guidance for `n` images, or None when neither prompt is given.
+    fn guidance(&self, set: &ModelSet, n: usize) -> Result<Option<pipeline::TextGuidance>> {
+        if self.prompt.is_empty() && self.negative.is_empty() && self.guidance.is_none() {
+            return Ok(None);
+        }
+        let g = guidance_or_default(set, self.guidance)?;
+        let neg: Vec<&str> = if self.negative.is_empty() { Vec::new() } else { vec![&self.negative] };
+        pipeline::TextGuidance::new(set, &[&self.prompt], &neg, n, g).map(Some)
+    }
+}
+
+/// `--guidance`, else the set's own; errors on a set that takes no text.
+fn guidance_or_default(set: &ModelSet, g: Option<f32>) -> Result<f32> {
+    let spec = set.text_spec().ok_or_else(|| {
+        Error::Unsupported(format!(
+            "model set {:?} is not text-conditioned: --prompt, --negative and --guidance need one (e.g. models/emoji)",
+            set.manifest().name
+        ))
+    })?;
+    Ok(g.unwrap_or(spec.guidance))
 }
 
 impl DiffusionArgs {
@@ -331,13 +402,34 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Info { m } => info(&m.models),
         Cmd::Bench { m, batch, iters } => bench(&m.models, batch, iters),
-        Cmd::Generate { m, d, count, output } => {
+        Cmd::Generate { m, d, t, count, scale, output } => {
+            check_scale(scale)?;
             let set = ModelSet::open(&m.models)?;
             let p = d.params(count, 1.0)?;
-            let x = d.with_progress(|hooks| pipeline::generate(&set, &p, hooks))?;
-            let images = img::from_model(&x, count, &set.manifest().image)?;
+            let text = t.guidance(&set, count)?;
+            let x = d.with_progress(|hooks| pipeline::generate_with(&set, &p, text.as_ref(), hooks))?;
+            let images: Vec<Image> =
+                img::from_model(&x, count, &set.manifest().image)?.iter().map(|i| i.upscale(scale)).collect();
             let cols = (count as f64).sqrt().ceil() as usize;
-            save(&img::grid(&images, cols, 2, 0)?, &output)
+            save(&img::grid(&images, cols, 2 * scale, 0)?, &output)
+        }
+        Cmd::Interpolate { m, d, prompts, negative, guidance, frames, batch, delay_ms, scale, output } => {
+            check_scale(scale)?;
+            let set = ModelSet::open(&m.models)?;
+            let g = guidance_or_default(&set, guidance)?;
+            let p = d.params(batch.max(1), 1.0)?;
+            let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+            let x = d.with_progress(|hooks| pipeline::interpolate(&set, &refs, &negative, frames, g, &p, hooks))?;
+            let images: Vec<Image> =
+                img::from_model(&x, frames, &set.manifest().image)?.iter().map(|i| i.upscale(scale)).collect();
+            if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            if output.extension().is_some_and(|e| e.eq_ignore_ascii_case("gif")) {
+                img::save_gif(&images, delay_ms, &output)
+            } else {
+                save(&img::grid(&images, frames, scale, 0)?, &output)
+            }
         }
         Cmd::Denoise { m, d, strength, input, output } | Cmd::Img2img { m, d, strength, input, output } => {
             let denoise = matches!(cli_cmd_kind, CmdKind::Denoise);
@@ -347,9 +439,9 @@ fn run(cli: Cli) -> Result<()> {
             let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
             let y = d.with_progress(|hooks| {
                 if denoise {
-                    pipeline::denoise(&set, &x, 1, &p, hooks)
+                    pipeline::denoise(&set, &x, 1, &p, None, hooks)
                 } else {
-                    pipeline::img2img(&set, &x, 1, &p, hooks)
+                    pipeline::img2img(&set, &x, 1, &p, None, hooks)
                 }
             })?;
             save(&img::from_model(&y, 1, &set.manifest().image)?.remove(0), &output)
@@ -367,7 +459,7 @@ fn run(cli: Cli) -> Result<()> {
             let mask: Vec<f32> = mask_img.data.iter().map(|&v| v as f32 / 255.0).collect();
             let p = d.params(1, strength)?;
             let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
-            let y = d.with_progress(|hooks| pipeline::inpaint(&set, &x, &mask, 1, &p, hooks))?;
+            let y = d.with_progress(|hooks| pipeline::inpaint(&set, &x, &mask, 1, &p, None, hooks))?;
             save(&img::from_model(&y, 1, &set.manifest().image)?.remove(0), &output)
         }
         Cmd::Demo { m, data, count, seed, noise, denoise_strength, output } => {
@@ -572,7 +664,7 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32)
             })
             .collect::<Result<_>>()?;
         let p = DiffusionParams { steps: 50, seed, count: n, strength, ..Default::default() };
-        let y = pipeline::denoise(&set, &img::to_model(&noisy, &spec)?, n, &p, &mut Hooks::default())?;
+        let y = pipeline::denoise(&set, &img::to_model(&noisy, &spec)?, n, &p, None, &mut Hooks::default())?;
         let denoised = img::from_model(&y, n, &spec)?;
         // The VAE alone (encode the noisy image, decode its mean) is the baseline the diffusion must beat.
         let (z, _) = set.encode(&img::to_model(&noisy, &spec)?, n)?;
@@ -658,6 +750,13 @@ fn load_for(set: &ModelSet, path: &Path) -> Result<Image> {
 
 fn decode_images(set: &ModelSet, z: &[f32], n: usize) -> Result<Vec<Image>> {
     img::from_model(&set.decode(z, n)?, n, &set.manifest().image)
+}
+
+fn check_scale(scale: u32) -> Result<()> {
+    if !(1..=16).contains(&scale) {
+        return Err(Error::invalid(format!("--scale must be 1..=16, got {scale}")));
+    }
+    Ok(())
 }
 
 fn save(image: &Image, path: &Path) -> Result<()> {

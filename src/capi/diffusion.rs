@@ -12,7 +12,7 @@ use super::image::{
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::{from_model, to_model, Image};
-use crate::pipeline::{self, DiffusionParams, Hooks, MAX_STEPS};
+use crate::pipeline::{self, DiffusionParams, Hooks, TextGuidance, MAX_STEPS};
 use crate::sampler::SamplerKind;
 use crate::vae::{ModelSet, MAX_BATCH};
 
@@ -65,10 +65,26 @@ pub struct MirageDiffusionParams {
     /// MIRAGE_PIXEL_* of the results and of the previews; default MIRAGE_PIXEL_RGBA8. Converted from the
     /// set's channels as `mirage_vae_decode` converts.
     pub format: MiragePixelFormat,
+    /// Text-conditioned sets (`mirage_context_text_shape` succeeds): what to draw, UTF-8. NULL or "" (the
+    /// default) = unconditional. Prompts longer than the set's token count are truncated (logged as a
+    /// warning). A set without text conditioning refuses a non-empty prompt (MIRAGE_ERR_UNSUPPORTED).
+    pub prompt: *const c_char,
+    /// What to steer away from, UTF-8: classifier-free guidance pushes away from it instead of from the
+    /// empty prompt. NULL or "" (the default) = nothing.
+    pub negative_prompt: *const c_char,
+    /// Classifier-free guidance scale: prediction = uncond + guidance * (cond - uncond). In [0, 50]; 1 uses
+    /// the prompt alone (one U-Net run per step instead of two), higher follows the prompt more closely.
+    /// MIRAGE_GUIDANCE_DEFAULT (-1, the default) takes the set's own (from its manifest). NaN, other negative
+    /// values and values over 50 are refused. Ignored without a prompt and a negative prompt.
+    pub guidance: f32,
 }
 
+/// `MirageDiffusionParams::guidance` value that selects the model set's own guidance scale.
+pub const MIRAGE_GUIDANCE_DEFAULT: f32 = -1.0;
+
 /// Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
-/// no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8. Pass `sizeof(MirageDiffusionParams)` as
+/// no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8, no prompt and no negative prompt, guidance
+/// MIRAGE_GUIDANCE_DEFAULT. Pass `sizeof(MirageDiffusionParams)` as
 /// `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
 /// set `strength`.
 ///
@@ -92,6 +108,9 @@ pub unsafe extern "C" fn mirage_diffusion_params_init(
             preview: None,
             user_data: std::ptr::null_mut(),
             format: MIRAGE_PIXEL_RGBA8,
+            prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            guidance: MIRAGE_GUIDANCE_DEFAULT,
         };
         // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
         unsafe { boundary::init_params(params, struct_size, "params", defaults) }
@@ -225,6 +244,58 @@ pub unsafe extern "C" fn mirage_inpaint(
     })
 }
 
+/// Morphs between prompts: `frames` images (2 to 1024) along a path through the `prompt_count` prompts (at
+/// least 2) in turn, all from the same initial noise (`params->seed`), so that only the text changes from
+/// frame to frame: token embeddings are interpolated linearly, pooled embeddings by slerp. On success `*out`
+/// receives a new batch of `frames` images in `params->format`, in path order, owned by the caller.
+///
+/// `prompts` is an array of `prompt_count` UTF-8 strings, read during the call and not kept.
+/// `params->prompt` is ignored; `negative_prompt`, `guidance`, `steps`, `sampler`, `eta`, callbacks and
+/// `format` apply to every frame; `params->count` is how many frames run in one U-Net batch (1 = one at a
+/// time). Progress counts steps over all frames. Cancellation and locking as `mirage_generate`.
+///
+/// Errors: as `mirage_generate`, plus MIRAGE_ERR_INVALID_ARGUMENT for fewer than 2 prompts, a NULL or
+/// non-UTF-8 prompt, `frames` outside 2..=1024; MIRAGE_ERR_UNSUPPORTED when the set is not
+/// text-conditioned.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_interpolate(
+    ctx: *const MirageContext,
+    prompts: *const *const c_char,
+    prompt_count: usize,
+    frames: u32,
+    params: *const MirageDiffusionParams,
+    out: *mut *mut MirageImageBatch,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (mut job, result) = unsafe { (Job::new(ctx, params, Mode::Interpolate)?, boundary::out(out, "out")?) };
+        if job.set.text_spec().is_none() {
+            return Err(Error::Unsupported(format!(
+                "model set {:?} is not text-conditioned: it cannot interpolate prompts",
+                job.set.manifest().name
+            )));
+        }
+        if !(2..=MAX_BATCH).contains(&prompt_count) {
+            return Err(Error::invalid(format!("prompt_count is {prompt_count}: 2..={MAX_BATCH} prompts are needed")));
+        }
+        let frames = frames as usize;
+        if !(2..=MAX_BATCH).contains(&frames) {
+            return Err(Error::invalid(format!("frames is {frames}, out of range 2..={MAX_BATCH}")));
+        }
+        // SAFETY: `prompt_count` string pointers (caller's promise).
+        let ptrs = unsafe { slice(prompts, prompt_count, "prompts") }?;
+        for (k, &ptr) in ptrs.iter().enumerate() {
+            // SAFETY: NUL-terminated when not NULL (caller's promise); NULL is refused by `utf8`.
+            job.path.push(unsafe { utf8(ptr, &format!("prompts[{k}]")) }?.to_string());
+        }
+        let count = (job.c.count as usize).clamp(1, frames);
+        job.frames = frames;
+        let p = DiffusionParams { count, ..job.params };
+        result.write(job.run(&p, &[], &[], None)?);
+        Ok(())
+    })
+}
+
 /// A test-only export (cargo feature `test-panic`, never in the header): a generation on `ctx` whose
 /// progress hook panics at step 2, inside the loop. Proves that the boundary catches it and that the
 /// context forgets the generation (a later cancel, generation and free still work).
@@ -246,10 +317,14 @@ pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageCont
             preview: None,
             user_data: std::ptr::null_mut(),
             format: MIRAGE_PIXEL_GRAY8,
+            prompt: std::ptr::null(),
+            negative_prompt: std::ptr::null(),
+            guidance: MIRAGE_GUIDANCE_DEFAULT,
         };
         let params = DiffusionParams { steps: 5, ..Default::default() };
         let (set, runs) = (ctx.set.clone(), ctx.runs.clone());
-        let job = Job { set, runs, params, c, channels: 1, mode: Mode::Generate };
+        let job =
+            Job { set, runs, params, c, channels: 1, mode: Mode::Generate, text: None, path: Vec::new(), frames: 0 };
         let mut hook = |step: usize, _: usize| {
             assert!(step < 2, "panic in the generation loop at step {step}");
             true
@@ -264,6 +339,7 @@ enum Mode {
     Img2img,
     Denoise,
     Inpaint,
+    Interpolate,
 }
 
 /// A checked call: what it runs on (held by Arc, not through the host's context pointer, see
@@ -275,6 +351,61 @@ struct Job {
     c: MirageDiffusionParams,
     channels: u32,
     mode: Mode,
+    /// The prompt, negative prompt and guidance when the host gave a prompt or a negative prompt.
+    text: Option<TextArgs>,
+    /// Interpolate: the prompts of the path and the number of frames.
+    path: Vec<String>,
+    frames: usize,
+}
+
+/// The params' text fields, read and checked.
+struct TextArgs {
+    prompt: String,
+    negative: String,
+    guidance: f32,
+}
+
+impl TextArgs {
+    /// Reads `prompt`, `negative_prompt` and `guidance`; None when both prompts are NULL or empty.
+    ///
+    /// # Safety
+    /// The two strings are NULL or NUL-terminated (the export's caller promises).
+    unsafe fn read(c: &MirageDiffusionParams, set: &ModelSet) -> Result<Option<TextArgs>> {
+        let read = |p: *const c_char, name: &str| -> Result<String> {
+            if p.is_null() {
+                Ok(String::new())
+            } else {
+                // SAFETY: NUL-terminated when not NULL (caller's promise).
+                unsafe { utf8(p, name) }.map(str::to_string)
+            }
+        };
+        let (prompt, negative) =
+            (read(c.prompt, "params->prompt")?, read(c.negative_prompt, "params->negative_prompt")?);
+        let g = c.guidance;
+        if g != MIRAGE_GUIDANCE_DEFAULT && !(g.is_finite() && (0.0..=pipeline::MAX_GUIDANCE).contains(&g)) {
+            return Err(Error::invalid(format!(
+                "params->guidance is {g}: it must be in [0, {}] or MIRAGE_GUIDANCE_DEFAULT (-1)",
+                pipeline::MAX_GUIDANCE
+            )));
+        }
+        if prompt.is_empty() && negative.is_empty() {
+            return Ok(None);
+        }
+        let Some(spec) = set.text_spec() else {
+            return Err(Error::Unsupported(format!(
+                "model set {:?} is not text-conditioned: it cannot take a prompt",
+                set.manifest().name
+            )));
+        };
+        let guidance = if g == MIRAGE_GUIDANCE_DEFAULT { spec.guidance } else { g };
+        Ok(Some(TextArgs { prompt, negative, guidance }))
+    }
+
+    /// The embeddings for `n` images.
+    fn guidance(&self, set: &ModelSet, n: usize) -> Result<TextGuidance> {
+        let negative: Vec<&str> = if self.negative.is_empty() { Vec::new() } else { vec![self.negative.as_str()] };
+        TextGuidance::new(set, &[self.prompt.as_str()], &negative, n, self.guidance)
+    }
 }
 
 impl Job {
@@ -316,8 +447,10 @@ impl Job {
             return Err(Error::invalid(format!("params->strength is {strength}, must be in (0, 1]")));
         }
         let channels = channels_of(c.format, "params->format")?;
+        // SAFETY: the strings are NULL or NUL-terminated (caller's promise).
+        let text = unsafe { TextArgs::read(&c, &set) }?;
         let params = DiffusionParams { steps, sampler, seed: c.seed, count: 1, strength };
-        Ok(Job { set, runs, params, c, channels, mode })
+        Ok(Job { set, runs, params, c, channels, mode, text, path: Vec::new(), frames: 0 })
     }
 
     /// Reads `count` host images of the set's size and channels into one model-space tensor.
@@ -413,11 +546,27 @@ impl Job {
                 cancel: Some(&run.cancel),
             };
             let set = &self.set;
+            let n = if self.mode == Mode::Generate { p.count } else { x.len() / set.image_len() };
+            let text = if self.mode == Mode::Interpolate {
+                None
+            } else {
+                self.text.as_ref().map(|t| t.guidance(set, n)).transpose()?
+            };
+            let text = text.as_ref();
             match self.mode {
-                Mode::Generate => pipeline::generate(set, p, &mut hooks),
-                Mode::Img2img => pipeline::img2img(set, x, x.len() / set.image_len(), p, &mut hooks),
-                Mode::Denoise => pipeline::denoise(set, x, x.len() / set.image_len(), p, &mut hooks),
-                Mode::Inpaint => pipeline::inpaint(set, x, mask, x.len() / set.image_len(), p, &mut hooks),
+                Mode::Interpolate => {
+                    let prompts: Vec<&str> = self.path.iter().map(String::as_str).collect();
+                    let (negative, guidance) = match &self.text {
+                        Some(t) => (t.negative.as_str(), t.guidance),
+                        None => ("", self.set.text_spec().map_or(1.0, |s| s.guidance)),
+                    };
+                    let g = if self.c.guidance == MIRAGE_GUIDANCE_DEFAULT { guidance } else { self.c.guidance };
+                    pipeline::interpolate(set, &prompts, negative, self.frames, g, p, &mut hooks)
+                }
+                Mode::Generate => pipeline::generate_with(set, p, text, &mut hooks),
+                Mode::Img2img => pipeline::img2img(set, x, n, p, text, &mut hooks),
+                Mode::Denoise => pipeline::denoise(set, x, n, p, text, &mut hooks),
+                Mode::Inpaint => pipeline::inpaint(set, x, mask, n, p, text, &mut hooks),
             }
         };
         let y = match (y, preview_error) {

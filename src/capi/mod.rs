@@ -34,8 +34,10 @@ mod image;
 mod latent;
 // The VAE operations.
 mod vae;
-// Diffusion: generate, img2img (denoise), inpaint; callbacks and cancellation.
+// Diffusion: generate, img2img (denoise), inpaint, interpolate; prompts, callbacks and cancellation.
 mod diffusion;
+// Text embeddings of text-conditioned sets.
+mod text;
 
 #[cfg(feature = "test-panic")]
 pub use boundary::mirage_debug_panic;
@@ -45,4 +47,5 @@ pub use image::*;
 pub use latent::*;
 pub use runtime::*;
 pub use status::*;
+pub use text::*;
 pub use vae::*;

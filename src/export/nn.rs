@@ -40,6 +40,17 @@ impl GraphBuilder {
         self.node("Gemm", &[x, &w, &b], vec![("transB", Attr::Int(1))])
     }
 
+    /// torch's `Linear` on an input of any rank: x [..., in] -> [..., out] = x W^T + b. Gemm is 2-D only,
+    /// so this is MatMul with the transposed weight (a Transpose of the initializer, which ONNX Runtime
+    /// folds into a constant at load) plus the bias.
+    pub fn linear_nd(&mut self, weights: &Weights, prefix: &str, x: &str) -> Result<String> {
+        let w = self.weight(weights, &format!("{prefix}.weight"))?; // [out, in]
+        let b = self.weight(weights, &format!("{prefix}.bias"))?; // [out]
+        let wt = self.transpose(&w, &[1, 0])?; // [in, out]
+        let y = self.matmul(x, &wt)?;
+        self.add(&y, &b)
+    }
+
     /// torch's `GroupNorm(groups, C)` on x [N, C, H, W] (H, W static), eps [`GROUP_NORM_EPS`], affine
     /// `{prefix}.weight`, `{prefix}.bias` [C]. Opset 17 has no GroupNormalization (it came in 18), so it is
     /// spelled out: reshape to [N, G, C/G*H*W], subtract the mean, divide by sqrt(biased variance + eps),

@@ -39,7 +39,7 @@ use serde::{Deserialize, Serialize};
 use super::onnx::{encode, GraphBuilder};
 use super::vae::Weights;
 use crate::error::{Error, Result};
-use crate::manifest::{sha256_hex, DiffusionSpace, Manifest, ModelFile, TensorSpec, UNetSpec, MANIFEST_FILE};
+use crate::manifest::{sha256_hex, DiffusionSpace, Manifest, ModelFile, TensorSpec, TextSpec, UNetSpec, MANIFEST_FILE};
 use crate::rng::Noise;
 use crate::schedule::CosineSchedule;
 
@@ -69,8 +69,26 @@ pub struct UNetArch {
     pub embedding_max_frequency: f32,
     /// Width of the noise embedding after its MLP (what each residual block projects from).
     pub temb_dims: i64,
-    /// Attention heads in the middle stage (must divide the last width).
+    /// Attention heads in the middle stage (must divide the last width) and in every cross-attention
+    /// (must divide the widths of the levels that have one).
     pub heads: i64,
+    /// Text conditioning; absent = an unconditional U-Net (the Fashion-MNIST one of the diffusion issue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<TextCond>,
+}
+
+/// How a U-Net is conditioned on a prompt: cross-attention from its features to the text encoder's token
+/// embeddings, and the pooled sentence embedding added to the noise-level embedding.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TextCond {
+    /// Width of the token and pooled embeddings (MiniLM-L6: 384).
+    pub width: i64,
+    /// Tokens per prompt the U-Net sees ([CLS] ... [SEP] then padding): prompts are padded or truncated to it.
+    pub tokens: i64,
+    /// Cross-attention follows every residual block of the levels `>= cross_from_level` (0 = full
+    /// resolution) and the middle stage's self-attention.
+    pub cross_from_level: usize,
 }
 
 impl UNetArch {
@@ -98,6 +116,24 @@ impl UNetArch {
             temb_dims: 128,
             // 16 dims per head over the 64 middle channels.
             heads: 4,
+            text: None,
+        }
+    }
+
+    /// The text-conditioned U-Net for latents of shape [c, h, w] (the emoji VAE's 4x8x8, Fashion-MNIST's
+    /// 3x8x8): the fashion layout, wider, with cross-attention at the two lower resolutions (4x4 and the
+    /// 2x2 middle; at 8x8 it would cost most and matter least: layout is decided coarse).
+    pub fn text_latent(shape: [i64; 3], tokens: i64) -> Self {
+        UNetArch {
+            channels: shape[0],
+            height: shape[1],
+            width: shape[2],
+            widths: vec![64, 96, 128],
+            groups: 8,
+            // 16 dims per head at every level that attends.
+            heads: 4,
+            text: Some(TextCond { width: crate::text::TEXT_WIDTH as i64, tokens, cross_from_level: 1 }),
+            ..Self::fashion_latent()
         }
     }
 
@@ -122,15 +158,26 @@ impl UNetArch {
         }
     }
 
-    /// The architecture called `name` for command-line flags: "fashion" ([`UNetArch::fashion_latent`]) or
-    /// "tiny" (on `shape`).
+    /// [`UNetArch::tiny`] with text conditioning of `width`-wide embeddings over `tokens` tokens, cross-
+    /// attention at every level (so the tests cover it at full resolution too).
+    pub fn tiny_text(c: i64, h: i64, w: i64, width: i64, tokens: i64) -> Self {
+        UNetArch { text: Some(TextCond { width, tokens, cross_from_level: 0 }), ..Self::tiny(c, h, w) }
+    }
+
+    /// The architecture called `name` for command-line flags: "fashion" ([`UNetArch::fashion_latent`]),
+    /// "text" ([`UNetArch::text_latent`], 16 tokens), "tiny" or "tiny-text" (MiniLM's width, 16 tokens), on
+    /// `shape`.
     pub fn by_name(name: &str, shape: [i64; 3]) -> Result<Self> {
         match name {
             "fashion" => {
                 Ok(UNetArch { channels: shape[0], height: shape[1], width: shape[2], ..Self::fashion_latent() })
             }
             "tiny" => Ok(Self::tiny(shape[0], shape[1], shape[2])),
-            other => Err(Error::invalid(format!("unknown U-Net architecture {other:?} (fashion | tiny)"))),
+            "text" => Ok(Self::text_latent(shape, 16)),
+            "tiny-text" => Ok(Self::tiny_text(shape[0], shape[1], shape[2], crate::text::TEXT_WIDTH as i64, 16)),
+            other => {
+                Err(Error::invalid(format!("unknown U-Net architecture {other:?} (fashion | text | tiny | tiny-text)")))
+            }
         }
     }
 
@@ -164,6 +211,17 @@ impl UNetArch {
         if !(lo.is_finite() && hi.is_finite() && 0.0 < lo && lo <= hi) {
             return bad(format!("embedding frequencies {lo}..{hi} must be finite and 0 < min <= max"));
         }
+        if let Some(t) = &self.text {
+            if !(1..=4096).contains(&t.width) || !(1..=512).contains(&t.tokens) {
+                return bad(format!("text width {} / tokens {} out of range", t.width, t.tokens));
+            }
+            if t.cross_from_level >= self.widths.len() {
+                return bad(format!("cross_from_level {} beyond the {} levels", t.cross_from_level, self.widths.len()));
+            }
+            if let Some(w) = self.widths[t.cross_from_level..].iter().find(|&&w| w % self.heads != 0) {
+                return bad(format!("heads {} must divide the cross-attention width {w}", self.heads));
+            }
+        }
         Ok(())
     }
 
@@ -190,6 +248,7 @@ impl UNetArch {
     pub fn plan(&self) -> Plan {
         let w = &self.widths;
         let levels = w.len() - 1;
+        let cross = |level: usize| self.text.as_ref().is_some_and(|t| level >= t.cross_from_level);
         let (mut h, mut wd) = (self.height, self.width);
         let mut cur = w[0];
         let mut down = Vec::new();
@@ -197,7 +256,7 @@ impl UNetArch {
         for (i, &c) in w[..levels].iter().enumerate() {
             let mut res = Vec::new();
             for j in 0..self.blocks_per_level {
-                res.push(ResBlock::new(&format!("down.{i}.res.{j}"), cur, c, (h, wd)));
+                res.push(ResBlock::new(&format!("down.{i}.res.{j}"), cur, c, (h, wd), cross(i)));
                 cur = c;
                 skips.push(c);
             }
@@ -205,7 +264,8 @@ impl UNetArch {
             (h, wd) = (h / 2, wd / 2);
         }
         let m = w[levels];
-        let mid = [ResBlock::new("mid.res1", cur, m, (h, wd)), ResBlock::new("mid.res2", m, m, (h, wd))];
+        // The middle's cross-attention is not a block's: it follows the self-attention (`mid.xattn`).
+        let mid = [ResBlock::new("mid.res1", cur, m, (h, wd), false), ResBlock::new("mid.res2", m, m, (h, wd), false)];
         cur = m;
         let mut up = Vec::new();
         for i in (0..levels).rev() {
@@ -214,12 +274,12 @@ impl UNetArch {
             let mut res = Vec::new();
             for j in 0..self.blocks_per_level {
                 let skip = skips.pop().unwrap_or(0);
-                res.push(ResBlock::new(&format!("up.{i}.res.{j}"), cur + skip, w[i], (h, wd)));
+                res.push(ResBlock::new(&format!("up.{i}.res.{j}"), cur + skip, w[i], (h, wd), cross(i)));
                 cur = w[i];
             }
             up.push(UpLevel { level: i, up_conv, res });
         }
-        Plan { down, mid, up }
+        Plan { down, mid, up, mid_cross: self.text.is_some() }
     }
 
     /// Every parameter's name and shape.
@@ -230,6 +290,15 @@ impl UNetArch {
             vec![(format!("{n}.weight"), vec![o, i, k, k]), (format!("{n}.bias"), vec![o])]
         };
         let norm = |n: &str, ch: i64| vec![(format!("{n}.weight"), vec![ch]), (format!("{n}.bias"), vec![ch])];
+        let tw = self.text.as_ref().map_or(0, |t| t.width);
+        let xattn = |n: &str, ch: i64| {
+            let mut v = norm(&format!("{n}.norm"), ch);
+            v.extend(conv(&format!("{n}.q"), ch, ch, 1));
+            v.extend(lin(&format!("{n}.k"), tw, ch));
+            v.extend(lin(&format!("{n}.v"), tw, ch));
+            v.extend(conv(&format!("{n}.proj"), ch, ch, 1));
+            v
+        };
         let res = |r: &ResBlock| {
             let mut v = norm(&format!("{}.norm1", r.name), r.c_in);
             v.extend(conv(&format!("{}.conv1", r.name), r.c_in, r.c_out, 3));
@@ -239,12 +308,18 @@ impl UNetArch {
             if r.c_in != r.c_out {
                 v.extend(conv(&format!("{}.skip", r.name), r.c_in, r.c_out, 1));
             }
+            if r.cross {
+                v.extend(xattn(&format!("{}.xattn", r.name), r.c_out));
+            }
             v
         };
         let plan = self.plan();
         let m = self.widths[self.widths.len() - 1];
         let mut p = lin("emb.lin1", e, t);
         p.extend(lin("emb.lin2", t, t));
+        if self.text.is_some() {
+            p.extend(lin("emb.text", tw, t));
+        }
         p.extend(conv("conv_in", c, w0, 3));
         for r in plan.down.iter().flatten() {
             p.extend(res(r));
@@ -253,6 +328,9 @@ impl UNetArch {
         p.extend(norm("mid.attn.norm", m));
         p.extend(conv("mid.attn.qkv", m, 3 * m, 1));
         p.extend(conv("mid.attn.proj", m, m, 1));
+        if plan.mid_cross {
+            p.extend(xattn("mid.xattn", m));
+        }
         p.extend(res(&plan.mid[1]));
         for u in &plan.up {
             p.extend(conv(&u.up_conv.0, u.up_conv.1, u.up_conv.1, 3));
@@ -275,11 +353,13 @@ pub struct ResBlock {
     pub c_out: i64,
     /// Spatial size (unchanged by the block).
     pub size: (i64, i64),
+    /// Followed by a cross-attention to the text (`{name}.xattn.*`).
+    pub cross: bool,
 }
 
 impl ResBlock {
-    fn new(name: &str, c_in: i64, c_out: i64, size: (i64, i64)) -> Self {
-        ResBlock { name: name.into(), c_in, c_out, size }
+    fn new(name: &str, c_in: i64, c_out: i64, size: (i64, i64), cross: bool) -> Self {
+        ResBlock { name: name.into(), c_in, c_out, size, cross }
     }
 }
 
@@ -301,6 +381,8 @@ pub struct Plan {
     pub mid: [ResBlock; 2],
     /// Up levels, lowest resolution first.
     pub up: Vec<UpLevel>,
+    /// A cross-attention (`mid.xattn`) after the middle's self-attention.
+    pub mid_cross: bool,
 }
 
 /// Checks that `weights` holds exactly the architecture's parameters, with the right shapes, finite.
@@ -374,7 +456,65 @@ fn attention(b: &mut GraphBuilder, wt: &Weights, a: &UNetArch, x: &str, chw: (i6
     b.add(x, &o)
 }
 
-/// The U-Net graph: "x" [N, C, h, w], "noise_variance" [N, 1] -> "eps" [N, C, h, w].
+/// Cross-attention from the features to the text, with a residual: x [N, C, h, w], ctx [N, L, W] -> same
+/// as x. Queries from the (GroupNorm-ed) features, keys and values from the token embeddings; heads of
+/// C / heads dims; the softmax runs over the L tokens.
+fn cross_attention(
+    b: &mut GraphBuilder,
+    wt: &Weights,
+    a: &UNetArch,
+    prefix: &str,
+    x: &str,
+    ctx: &str,
+    chw: (i64, i64, i64),
+) -> Result<String> {
+    let (c, h, w) = chw;
+    let (heads, hw) = (a.heads, h * w);
+    let d = c / heads;
+    let tokens = a.text.as_ref().map_or(1, |t| t.tokens);
+    let t = b.group_norm(wt, &format!("{prefix}.norm"), x, a.groups, chw)?; // [N, C, h, w]
+    let q = b.conv2d(wt, &format!("{prefix}.q"), &t, 1)?; // [N, C, h, w]
+    let q = b.reshape(&q, &[0, heads, d, hw])?; // [N, heads, d, HW]
+    let q = b.transpose(&q, &[0, 1, 3, 2])?; // [N, heads, HW, d]
+    let scale = b.scalar_f32("xattn_scale", 1.0 / (d as f32).sqrt())?;
+    let q = b.mul(&q, &scale)?;
+    let k = b.linear_nd(wt, &format!("{prefix}.k"), ctx)?; // [N, L, C]
+    let k = b.reshape(&k, &[0, tokens, heads, d])?; // [N, L, heads, d]
+    let k = b.transpose(&k, &[0, 2, 3, 1])?; // [N, heads, d, L]
+    let v = b.linear_nd(wt, &format!("{prefix}.v"), ctx)?; // [N, L, C]
+    let v = b.reshape(&v, &[0, tokens, heads, d])?; // [N, L, heads, d]
+    let v = b.transpose(&v, &[0, 2, 1, 3])?; // [N, heads, L, d]
+    let s = b.matmul(&q, &k)?; // [N, heads, HW, L]
+    let p = b.softmax_last(&s)?; // over the L tokens
+    let o = b.matmul(&p, &v)?; // [N, heads, HW, d]
+    let o = b.transpose(&o, &[0, 1, 3, 2])?; // [N, heads, d, HW]
+    let o = b.reshape(&o, &[0, c, h, w])?; // [N, C, h, w]
+    let o = b.conv2d(wt, &format!("{prefix}.proj"), &o, 1)?;
+    b.add(x, &o)
+}
+
+/// A residual block, then its cross-attention when the plan gives it one.
+#[allow(clippy::too_many_arguments)]
+fn block(
+    b: &mut GraphBuilder,
+    wt: &Weights,
+    a: &UNetArch,
+    r: &ResBlock,
+    x: &str,
+    temb_act: &str,
+    ctx: Option<&str>,
+) -> Result<String> {
+    let y = res_block(b, wt, a, r, x, temb_act)?;
+    match ctx {
+        Some(ctx) if r.cross => {
+            cross_attention(b, wt, a, &format!("{}.xattn", r.name), &y, ctx, (r.c_out, r.size.0, r.size.1))
+        }
+        _ => Ok(y),
+    }
+}
+
+/// The U-Net graph: "x" [N, C, h, w], "noise_variance" [N, 1] (and, when text-conditioned, "context"
+/// [N, L, W] token embeddings and "pooled" [N, W]) -> "eps" [N, C, h, w].
 pub fn unet_graph(arch: &UNetArch, weights: &Weights) -> Result<GraphBuilder> {
     arch.validate()?;
     check_weights(arch, weights)?;
@@ -385,6 +525,11 @@ pub fn unet_graph(arch: &UNetArch, weights: &Weights) -> Result<GraphBuilder> {
     b.set_doc("mirage U-Net: noisy sample x and its noise variance -> predicted noise eps");
     let x = b.input("x", &[-1, c, h, w])?; // [N, C, h, w]
     let nv = b.input("noise_variance", &[-1, 1])?; // [N, 1]
+    let text = match &a.text {
+        Some(t) => Some((b.input("context", &[-1, t.tokens, t.width])?, b.input("pooled", &[-1, t.width])?)),
+        None => None,
+    };
+    let ctx = text.as_ref().map(|(c, _)| c.as_str());
 
     // Sinusoidal embedding: [N, 1] * [1, E/2] -> sin, cos -> [N, E].
     let freqs = a.embedding_frequencies();
@@ -396,8 +541,12 @@ pub fn unet_graph(arch: &UNetArch, weights: &Weights) -> Result<GraphBuilder> {
     let emb = b.concat(&[&sin, &cos], 1)?; // [N, E]
     let t = b.linear(wt, "emb.lin1", &emb)?; // [N, T]
     let t = b.silu(&t)?;
-    let temb = b.linear(wt, "emb.lin2", &t)?; // [N, T]
-                                              // Every block projects from SiLU(temb) (the DDPM convention); computed once here.
+    let mut temb = b.linear(wt, "emb.lin2", &t)?; // [N, T]
+    if let Some((_, pooled)) = &text {
+        let p = b.linear(wt, "emb.text", pooled)?; // [N, W] -> [N, T]
+        temb = b.add(&temb, &p)?;
+    }
+    // Every block projects from SiLU(temb) (the DDPM convention); computed once here.
     let temb_act = b.silu(&temb)?; // [N, T]
 
     let plan = a.plan();
@@ -405,7 +554,7 @@ pub fn unet_graph(arch: &UNetArch, weights: &Weights) -> Result<GraphBuilder> {
     let mut skips = Vec::new();
     for level in &plan.down {
         for r in level {
-            hcur = res_block(&mut b, wt, a, r, &hcur, &temb_act)?; // [N, c_out, size]
+            hcur = block(&mut b, wt, a, r, &hcur, &temb_act, ctx)?; // [N, c_out, size]
             skips.push(hcur.clone());
         }
         hcur = b.avg_pool2(&hcur)?; // [N, c, size/2]
@@ -413,6 +562,9 @@ pub fn unet_graph(arch: &UNetArch, weights: &Weights) -> Result<GraphBuilder> {
     let [r1, r2] = &plan.mid;
     hcur = res_block(&mut b, wt, a, r1, &hcur, &temb_act)?; // [N, m, h/f, w/f]
     hcur = attention(&mut b, wt, a, &hcur, (r1.c_out, r1.size.0, r1.size.1))?;
+    if let (true, Some(ctx)) = (plan.mid_cross, ctx) {
+        hcur = cross_attention(&mut b, wt, a, "mid.xattn", &hcur, ctx, (r1.c_out, r1.size.0, r1.size.1))?;
+    }
     hcur = res_block(&mut b, wt, a, r2, &hcur, &temb_act)?;
     for u in &plan.up {
         hcur = b.upsample_nearest2(&hcur)?; // [N, c, 2h', 2w']
@@ -420,7 +572,7 @@ pub fn unet_graph(arch: &UNetArch, weights: &Weights) -> Result<GraphBuilder> {
         for r in &u.res {
             let skip = skips.pop().ok_or_else(|| Error::invalid("U-Net export: skip stack underflow"))?;
             let cat = b.concat(&[&hcur, &skip], 1)?; // [N, c + c_skip, size]
-            hcur = res_block(&mut b, wt, a, r, &cat, &temb_act)?; // [N, w_i, size]
+            hcur = block(&mut b, wt, a, r, &cat, &temb_act, ctx)?; // [N, w_i, size]
         }
     }
     let o = b.group_norm(wt, "norm_out", &hcur, a.groups, (a.widths[0], h, w))?; // [N, w0, h, w]
@@ -428,6 +580,17 @@ pub fn unet_graph(arch: &UNetArch, weights: &Weights) -> Result<GraphBuilder> {
     let eps = b.conv2d(wt, "conv_out", &o, 1)?; // [N, C, h, w]
     b.output(&eps, "eps", &[-1, c, h, w])?;
     Ok(b)
+}
+
+/// The U-Net's ONNX inputs for `arch` (the manifest lists them; the runtime feeds them by these names).
+pub fn unet_inputs(arch: &UNetArch) -> Vec<TensorSpec> {
+    let [c, h, w] = arch.shape();
+    let mut v = vec![TensorSpec::new("x", &[-1, c, h, w]), TensorSpec::new("noise_variance", &[-1, 1])];
+    if let Some(t) = &arch.text {
+        v.push(TensorSpec::new("context", &[-1, t.tokens, t.width]));
+        v.push(TensorSpec::new("pooled", &[-1, t.width]));
+    }
+    v
 }
 
 /// Exports a U-Net into the EXISTING model set `set_dir`: writes `unet.onnx`, adds the `unet` entry to
@@ -442,9 +605,20 @@ pub fn export_unet(
     schedule: CosineSchedule,
     data_mean: Vec<f32>,
     data_std: Vec<f32>,
+    text: Option<TextSpec>,
     training: serde_json::Value,
 ) -> Result<Manifest> {
     let mut manifest = Manifest::load(set_dir)?;
+    match (&arch.text, &text) {
+        (None, None) => {}
+        (Some(a), Some(t)) if a.width == t.width as i64 && a.tokens == t.tokens as i64 => {}
+        _ => {
+            return Err(Error::invalid(format!(
+                "U-Net export: the architecture's text conditioning {:?} does not match the manifest's {:?}",
+                arch.text, text
+            )))
+        }
+    }
     let bytes = encode(&unet_graph(arch, weights)?.finish()?)?;
     let [c, h, w] = arch.shape();
     let x = [-1, c, h, w];
@@ -453,7 +627,7 @@ pub fn export_unet(
             kind: "unet".into(),
             file: UNET_FILE.into(),
             sha256: sha256_hex(&bytes),
-            inputs: vec![TensorSpec::new("x", &x), TensorSpec::new("noise_variance", &[-1, 1])],
+            inputs: unet_inputs(arch),
             outputs: vec![TensorSpec::new("eps", &x)],
         },
         space,
@@ -462,6 +636,7 @@ pub fn export_unet(
         data_std,
         architecture: serde_json::to_value(arch)
             .map_err(|e| Error::invalid(format!("U-Net export: architecture to JSON: {e}")))?,
+        text,
     });
     match &mut manifest.training {
         serde_json::Value::Object(map) => {
@@ -518,6 +693,16 @@ pub fn random_unet_weights(arch: &UNetArch, seed: u64) -> Weights {
 /// the runtime tests build at test time. It works on the set's latents when the set has a VAE, else on its
 /// pixels; data mean 0 and std 1, the default cosine schedule. `arch`'s shape must match that space.
 pub fn add_random_unet(set_dir: &Path, arch: &UNetArch, seed: u64) -> Result<Manifest> {
+    add_random_unet_with_text(set_dir, arch, seed, None)
+}
+
+/// [`add_random_unet`] for a text-conditioned `arch`: `text` names the encoder the set will load.
+pub fn add_random_unet_with_text(
+    set_dir: &Path,
+    arch: &UNetArch,
+    seed: u64,
+    text: Option<TextSpec>,
+) -> Result<Manifest> {
     let manifest = Manifest::load(set_dir)?;
     let space = if manifest.vae.is_some() { DiffusionSpace::Latent } else { DiffusionSpace::Pixel };
     let c = arch.channels as usize;
@@ -534,6 +719,7 @@ pub fn add_random_unet(set_dir: &Path, arch: &UNetArch, seed: u64) -> Result<Man
         CosineSchedule::default(),
         vec![0.0; c],
         vec![1.0; c],
+        text,
         training,
     )
 }

@@ -134,6 +134,96 @@ pub fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
     Ok(Dataset { images, labels })
 }
 
+/// Where `scripts/setup.sh emoji` puts the Noto emoji and their metadata.
+pub const EMOJI_DIR: &str = ".deps/emoji";
+
+/// A data set with captions: images in model space plus, per image, its captions (several phrasings).
+pub struct Captioned {
+    pub data: Dataset,
+    pub captions: Vec<Vec<String>>,
+    /// A stable name per image (emoji short name, or Fashion-MNIST class-index).
+    pub names: Vec<String>,
+}
+
+/// Loads the images a model of `shape` = [channels, height, width] trains on: [1, 28, 28] is Fashion-MNIST
+/// from `dir` (test split = its 10 000 test images), 4 channels are the Noto emoji from `dir` (test split =
+/// the held-out emoji, never trained on), box-filtered down to height x width.
+pub fn load_for_shape(dir: &Path, split: Split, limit: Option<usize>, shape: [i64; 3]) -> Result<Captioned> {
+    match shape {
+        [1, 28, 28] => {
+            let data = load(dir, split, limit)?;
+            let labels = Vec::<i64>::try_from(&data.labels).map_err(crate::train::torch_err("labels"))?;
+            let captions = labels.iter().map(|&l| super::captions::fashion_captions(l as usize)).collect();
+            let names = labels.iter().enumerate().map(|(i, l)| format!("{l}-{i}")).collect();
+            Ok(Captioned { data, captions, names })
+        }
+        [4, h, w] if h > 0 && w > 0 && h <= 64 && w <= 64 && 64 % h == 0 && 64 % w == 0 && h == w => {
+            let (train, held_out) = super::captions::load_emoji(dir)?;
+            let set = if split == Split::Train { train } else { held_out };
+            emoji_dataset(&set, h as u32, limit)
+        }
+        other => Err(Error::invalid(format!(
+            "no data set for images of shape {other:?} (Fashion-MNIST is [1, 28, 28], the emoji [4, s, s] with s dividing 64)"
+        ))),
+    }
+}
+
+/// The emoji (64x64 straight-alpha RGBA) as a [N, 4, size, size] model-space tensor. Downscaling averages
+/// premultiplied colour (so that transparent pixels, whose colour is meaningless, do not darken the edges),
+/// then divides by the averaged alpha again; fully transparent results get colour 0.
+pub fn emoji_dataset(set: &super::captions::CaptionedSet, size: u32, limit: Option<usize>) -> Result<Captioned> {
+    let (w, h, c) = (set.width as usize, set.height as usize, set.channels as usize);
+    if c != 4 || w != h || size == 0 || w % size as usize != 0 {
+        return Err(Error::invalid(format!("emoji are {w}x{h}x{c}, cannot make {size}x{size} RGBA of them")));
+    }
+    let per = w * h * c;
+    let total = set.pixels.len() / per;
+    let n = limit.map_or(total, |l| l.min(total));
+    if n == 0 {
+        return Err(Error::invalid("no emoji selected (--limit 0, or an empty set)"));
+    }
+    let (s, f) = (size as usize, w / size as usize);
+    let mut out = vec![0f32; n * 4 * s * s];
+    for i in 0..n {
+        let img = &set.pixels[i * per..(i + 1) * per];
+        for y in 0..s {
+            for x in 0..s {
+                let mut acc = [0f32; 4];
+                for dy in 0..f {
+                    for dx in 0..f {
+                        let p = &img[((y * f + dy) * w + x * f + dx) * 4..][..4];
+                        let a = p[3] as f32 / 255.0;
+                        for k in 0..3 {
+                            acc[k] += p[k] as f32 / 255.0 * a;
+                        }
+                        acc[3] += a;
+                    }
+                }
+                let area = (f * f) as f32;
+                let a = acc[3] / area;
+                for k in 0..4 {
+                    let v = if k == 3 {
+                        a
+                    } else if a > 0.0 {
+                        (acc[k] / area / a).min(1.0)
+                    } else {
+                        0.0
+                    };
+                    // [0, 1] -> model space [-1, 1], channel-planar.
+                    out[((i * 4 + k) * s + y) * s + x] = v * 2.0 - 1.0;
+                }
+            }
+        }
+    }
+    let images = Tensor::from_slice(&out).view([n as i64, 4, s as i64, s as i64]);
+    let labels = Tensor::from_slice(&set.labels[..n].iter().map(|&l| l as i64).collect::<Vec<_>>());
+    Ok(Captioned {
+        data: Dataset { images, labels },
+        captions: set.captions[..n].to_vec(),
+        names: set.names[..n].to_vec(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -87,6 +87,75 @@ impl Attention {
     }
 }
 
+/// Cross-attention from [N, C, h, w] features to [N, L, W] token embeddings, with a residual (the exporter's
+/// `cross_attention`).
+#[derive(Debug)]
+struct CrossAttention {
+    norm: nn::GroupNorm,
+    q: nn::Conv2D,
+    k: nn::Linear,
+    v: nn::Linear,
+    proj: nn::Conv2D,
+    heads: i64,
+}
+
+impl CrossAttention {
+    fn new(p: &nn::Path, a: &UNetArch, c: i64, width: i64) -> CrossAttention {
+        CrossAttention {
+            norm: norm(&(p / "norm"), a.groups, c),
+            q: conv(&(p / "q"), c, c, 1),
+            k: nn::linear(p / "k", width, c, Default::default()),
+            v: nn::linear(p / "v", width, c, Default::default()),
+            proj: conv(&(p / "proj"), c, c, 1),
+            heads: a.heads,
+        }
+    }
+
+    fn forward(&self, x: &Tensor, ctx: &Tensor) -> Tensor {
+        let (n, c, h, w) = x.size4().unwrap_or((0, 0, 0, 0));
+        let l = ctx.size()[1];
+        let d = c / self.heads;
+        let q = self.q.forward(&self.norm.forward(x)).view([n, self.heads, d, h * w]).transpose(2, 3); // [N, heads, HW, d]
+        let q = q * (1.0 / (d as f64).sqrt());
+        let k = self.k.forward(ctx).view([n, l, self.heads, d]).permute([0, 2, 3, 1]); // [N, heads, d, L]
+        let v = self.v.forward(ctx).view([n, l, self.heads, d]).permute([0, 2, 1, 3]); // [N, heads, L, d]
+        let p = q.matmul(&k).softmax(-1, Kind::Float); // [N, heads, HW, L]
+        let o = p.matmul(&v).transpose(2, 3).contiguous().view([n, c, h, w]); // [N, C, h, w]
+        x + self.proj.forward(&o)
+    }
+}
+
+/// A residual block and, where the plan says so, its cross-attention.
+#[derive(Debug)]
+struct Block {
+    res: ResBlock,
+    cross: Option<CrossAttention>,
+}
+
+impl Block {
+    fn new(root: &nn::Path, r: &ResPlan, a: &UNetArch) -> Block {
+        let cross = match (&a.text, r.cross) {
+            (Some(t), true) => Some(CrossAttention::new(&(sub(root, &r.name) / "xattn"), a, r.c_out, t.width)),
+            _ => None,
+        };
+        Block { res: ResBlock::new(root, r, a), cross }
+    }
+
+    fn forward(&self, x: &Tensor, temb_act: &Tensor, ctx: Option<&Tensor>) -> Tensor {
+        let y = self.res.forward(x, temb_act);
+        match (&self.cross, ctx) {
+            (Some(c), Some(ctx)) => c.forward(&y, ctx),
+            _ => y,
+        }
+    }
+}
+
+/// The text a conditioned U-Net sees: token embeddings [N, L, W] and the pooled embedding [N, W].
+pub struct TextInput<'a> {
+    pub context: &'a Tensor,
+    pub pooled: &'a Tensor,
+}
+
 /// The U-Net's parameters and forward pass.
 #[derive(Debug)]
 pub struct UNet {
@@ -95,10 +164,12 @@ pub struct UNet {
     freqs: Vec<f32>,
     lin1: nn::Linear,
     lin2: nn::Linear,
+    /// pooled [N, W] -> [N, T], added to temb (text-conditioned U-Nets only).
+    text: Option<nn::Linear>,
     conv_in: nn::Conv2D,
-    down: Vec<Vec<ResBlock>>,
-    mid: (ResBlock, Attention, ResBlock),
-    up: Vec<(nn::Conv2D, Vec<ResBlock>)>,
+    down: Vec<Vec<Block>>,
+    mid: (ResBlock, Attention, Option<CrossAttention>, ResBlock),
+    up: Vec<(nn::Conv2D, Vec<Block>)>,
     norm_out: nn::GroupNorm,
     conv_out: nn::Conv2D,
 }
@@ -118,8 +189,9 @@ impl UNet {
             freqs: a.embedding_frequencies(),
             lin1: nn::linear(root / "emb" / "lin1", e, t, Default::default()),
             lin2: nn::linear(root / "emb" / "lin2", t, t, Default::default()),
+            text: a.text.as_ref().map(|tc| nn::linear(root / "emb" / "text", tc.width, t, Default::default())),
             conv_in: conv(&(root / "conv_in"), a.channels, w0, 3),
-            down: plan.down.iter().map(|l| l.iter().map(|r| ResBlock::new(root, r, a)).collect()).collect(),
+            down: plan.down.iter().map(|l| l.iter().map(|r| Block::new(root, r, a)).collect()).collect(),
             mid: (
                 ResBlock::new(root, &plan.mid[0], a),
                 Attention {
@@ -128,6 +200,10 @@ impl UNet {
                     proj: conv(&(&attn / "proj"), m, m, 1),
                     heads: a.heads,
                 },
+                match (&a.text, plan.mid_cross) {
+                    (Some(t), true) => Some(CrossAttention::new(&(root / "mid" / "xattn"), a, m, t.width)),
+                    _ => None,
+                },
                 ResBlock::new(root, &plan.mid[1], a),
             ),
             up: plan
@@ -135,7 +211,7 @@ impl UNet {
                 .iter()
                 .map(|u| {
                     let c = conv(&sub(root, &u.up_conv.0), u.up_conv.1, u.up_conv.1, 3);
-                    (c, u.res.iter().map(|r| ResBlock::new(root, r, a)).collect())
+                    (c, u.res.iter().map(|r| Block::new(root, r, a)).collect())
                 })
                 .collect(),
             norm_out: norm(&(root / "norm_out"), a.groups, w0),
@@ -148,26 +224,41 @@ impl UNet {
         self.conv_in.ws.device()
     }
 
-    /// x [N, C, h, w], noise_variance [N, 1] -> predicted noise [N, C, h, w].
-    pub fn forward(&self, x: &Tensor, noise_variance: &Tensor) -> Result<Tensor> {
+    /// x [N, C, h, w], noise_variance [N, 1] -> predicted noise [N, C, h, w]. `text` is required by (and
+    /// only by) a text-conditioned U-Net.
+    pub fn forward(&self, x: &Tensor, noise_variance: &Tensor, text: Option<&TextInput>) -> Result<Tensor> {
+        if self.text.is_some() != text.is_some() {
+            return Err(crate::Error::invalid(if text.is_some() {
+                "U-Net: text given to an unconditional U-Net"
+            } else {
+                "U-Net: this U-Net is text-conditioned and needs the prompt's embeddings"
+            }));
+        }
+        let ctx = text.map(|t| t.context);
         let f = Tensor::f_from_slice(&self.freqs).map_err(torch_err("unet freqs"))?.view([1, -1]).to_device(x.device()); // [1, E/2]
         let ang = noise_variance * f; // [N, E/2]
         let emb = Tensor::cat(&[ang.sin(), ang.cos()], 1); // [N, E]
-        let temb = self.lin2.forward(&self.lin1.forward(&emb).silu()); // [N, T]
+        let mut temb = self.lin2.forward(&self.lin1.forward(&emb).silu()); // [N, T]
+        if let (Some(lin), Some(t)) = (&self.text, text) {
+            temb += lin.forward(t.pooled); // [N, T]
+        }
         let temb_act = temb.silu();
 
         let mut h = self.conv_in.forward(x); // [N, w0, h, w]
         let mut skips = Vec::new();
         for level in &self.down {
             for r in level {
-                h = r.forward(&h, &temb_act);
+                h = r.forward(&h, &temb_act, ctx);
                 skips.push(h.shallow_clone());
             }
             h = h.avg_pool2d([2, 2], [2, 2], [0, 0], false, true, None::<i64>); // [N, c, h/2, w/2]
         }
         h = self.mid.0.forward(&h, &temb_act);
         h = self.mid.1.forward(&h);
-        h = self.mid.2.forward(&h, &temb_act);
+        if let (Some(c), Some(ctx)) = (&self.mid.2, ctx) {
+            h = c.forward(&h, ctx);
+        }
+        h = self.mid.3.forward(&h, &temb_act);
         for (up_conv, res) in &self.up {
             let (_, _, hh, ww) = h.size4().map_err(torch_err("unet up"))?;
             // With an explicit output size torch reads source index floor(dst * in / out) = floor(dst / 2):
@@ -175,7 +266,7 @@ impl UNet {
             h = up_conv.forward(&h.upsample_nearest2d([2 * hh, 2 * ww], None::<f64>, None::<f64>)); // [N, c, 2h', 2w']
             for r in res {
                 let skip = skips.pop().ok_or_else(|| crate::Error::invalid("U-Net: skip stack underflow"))?;
-                h = r.forward(&Tensor::cat(&[&h, &skip], 1), &temb_act); // [N, c + c_skip] -> [N, w_i]
+                h = r.forward(&Tensor::cat(&[&h, &skip], 1), &temb_act, ctx); // [N, c + c_skip] -> [N, w_i]
             }
         }
         Ok(self.conv_out.forward(&self.norm_out.forward(&h).silu())) // [N, C, h, w]

@@ -23,14 +23,14 @@ use serde::{Deserialize, Serialize};
 use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use super::data::{self, Split};
-use super::unet::UNet;
+use super::unet::{TextInput, UNet};
 use super::vae::weights_of;
 use super::{lr_at, max_abs_diff, read_json, save_varstore, set_threads, torch_err, write_json, JsonLines};
 use crate::error::{Error, Result};
 use crate::export::onnx::encode;
 use crate::export::unet::{export_unet, unet_graph, UNetArch};
 use crate::image::{from_model, grid, Image};
-use crate::manifest::{DiffusionSpace, ImageSpec, Manifest};
+use crate::manifest::{DiffusionSpace, ImageSpec, Manifest, TextSpec};
 use crate::rng::Noise;
 use crate::sampler::SamplerKind;
 use crate::schedule::CosineSchedule;
@@ -85,6 +85,25 @@ pub struct TrainConfig {
     pub log_every: u64,
     pub ckpt_every: u64,
     pub grid_every: u64,
+    /// Text-conditioned architectures: the text encoder directory whose embeddings of each image's captions
+    /// condition the U-Net (e.g. models/minilm).
+    #[serde(default)]
+    pub text_encoder: Option<PathBuf>,
+    /// Fraction of samples trained on the empty prompt instead of a caption, so that one network also
+    /// predicts unconditionally, as classifier-free guidance needs (the issue asks 10-20 %).
+    #[serde(default = "default_uncond_prob")]
+    pub uncond_prob: f64,
+    /// Guidance scale of the sample grids, recorded in the manifest as the set's default.
+    #[serde(default = "default_guidance")]
+    pub guidance: f32,
+}
+
+fn default_uncond_prob() -> f64 {
+    0.15
+}
+
+fn default_guidance() -> f32 {
+    3.0
 }
 
 impl Default for TrainConfig {
@@ -109,6 +128,9 @@ impl Default for TrainConfig {
             log_every: 100,
             ckpt_every: 1000,
             grid_every: 2000,
+            text_encoder: None,
+            uncond_prob: default_uncond_prob(),
+            guidance: default_guidance(),
         }
     }
 }
@@ -128,6 +150,9 @@ pub struct CheckpointState {
     pub data_std: Vec<f32>,
     /// sha256 of the VAE encoder the latents came from (empty in pixel space).
     pub encoder_sha256: String,
+    /// sha256 of the text encoder's ONNX file (text-conditioned U-Nets).
+    #[serde(default)]
+    pub text_encoder_sha256: Option<String>,
     pub note: String,
 }
 
@@ -170,21 +195,26 @@ struct TrainingData {
     std: Vec<f32>,
     /// sha256 of the VAE encoder that made the latents (empty in pixel space).
     encoder_sha256: String,
+    /// Each image's captions.
+    captions: Vec<Vec<String>>,
 }
 
-/// Loads Fashion-MNIST and, when the set has a VAE, encodes it (the mean of q(z|x), batches of 256 on
-/// ONNX Runtime), caching the latents in `out`; measures the per-channel mean and std.
+/// Loads the set's training images (Fashion-MNIST or the emoji, by the set's image shape) and, when the
+/// set has a VAE, encodes them (the mean of q(z|x), batches of 256 on ONNX Runtime), caching the latents in
+/// `out`; measures the per-channel mean and std.
 fn training_data(cfg: &TrainConfig, set: &ModelSet, out: &Path) -> Result<TrainingData> {
     let m = set.manifest();
-    let images = data::load(&cfg.data, Split::Train, cfg.limit)?;
-    let n = images.len() as usize;
     let spec = &m.image;
-    if (spec.channels, spec.height, spec.width) != (1, 28, 28) || spec.mean != 0.5 || spec.std != 0.5 {
+    if spec.mean != 0.5 || spec.std != 0.5 {
         return Err(Error::invalid(format!(
-            "model set {:?} is not for Fashion-MNIST (1x28x28, mean = std = 0.5)",
+            "model set {:?}: the trainer's data is in [-1, 1] (mean = std = 0.5)",
             set.dir().display()
         )));
     }
+    let shape = [spec.channels as i64, spec.height as i64, spec.width as i64];
+    let loaded = data::load_for_shape(&cfg.data, Split::Train, cfg.limit, shape)?;
+    let (images, captions) = (loaded.data, loaded.captions);
+    let n = images.len() as usize;
     let (space, x, sha) = match &m.vae {
         Some(vae) => {
             let [c, h, w] = vae.latent_shape.map(|d| d as i64);
@@ -206,7 +236,7 @@ fn training_data(cfg: &TrainConfig, set: &ModelSet, out: &Path) -> Result<Traini
                 None => {
                     let flat = images.images.reshape([-1]);
                     let pixels = Vec::<f32>::try_from(&flat).map_err(torch_err("images"))?;
-                    let per = 784;
+                    let per = set.image_len();
                     let mut lat = Vec::with_capacity(n * (c * h * w) as usize);
                     let pb = indicatif::ProgressBar::new(n as u64);
                     pb.set_message("encoding the training set");
@@ -245,7 +275,108 @@ fn training_data(cfg: &TrainConfig, set: &ModelSet, out: &Path) -> Result<Traini
         write_json(&out.join(LATENTS_INFO), &info)?;
     }
     let xn = ((&x - mean.to_kind(Kind::Float)) / std.to_kind(Kind::Float)).to_kind(Kind::Float);
-    Ok(TrainingData { x: xn, space, mean: mean_v, std: std_v, encoder_sha256: sha })
+    Ok(TrainingData { x: xn, space, mean: mean_v, std: std_v, encoder_sha256: sha, captions })
+}
+
+/// Every distinct caption of the training set embedded once by the text encoder: row 0 is the empty
+/// prompt (the unconditional side), `per_image[i]` lists image i's rows.
+struct CaptionTable {
+    /// [M, L, W] token embeddings.
+    context: Tensor,
+    /// [M, W] pooled embeddings.
+    pooled: Tensor,
+    per_image: Vec<Vec<i64>>,
+    /// Some prompts, for the sample grids (first captions of evenly spaced images).
+    grid_prompts: Vec<String>,
+    /// sha256 of the encoder's text_encoder.onnx.
+    encoder_sha256: String,
+}
+
+/// Embeds the captions (batches of 64 on ONNX Runtime), cached in `out` under a key of the encoder's
+/// sha256, the token count and every caption.
+fn caption_table(encoder_dir: &Path, tokens: i64, captions: &[Vec<String>], out: &Path) -> Result<CaptionTable> {
+    use sha2::Digest;
+    let onnx = encoder_dir.join("text_encoder.onnx");
+    let encoder_sha256 = crate::manifest::sha256_hex(&std::fs::read(&onnx).map_err(|e| Error::io(&onnx, e))?);
+    let mut rows: Vec<String> = vec![String::new()];
+    let mut index = std::collections::HashMap::new();
+    index.insert(String::new(), 0i64);
+    let per_image: Vec<Vec<i64>> = captions
+        .iter()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| {
+                    *index.entry(c.clone()).or_insert_with(|| {
+                        rows.push(c.clone());
+                        rows.len() as i64 - 1
+                    })
+                })
+                .collect()
+        })
+        .collect();
+    if let Some(i) = per_image.iter().position(|r| r.is_empty()) {
+        return Err(Error::invalid(format!("training image {i} has no caption")));
+    }
+    let mut h = sha2::Sha256::new();
+    h.update(encoder_sha256.as_bytes());
+    h.update(tokens.to_le_bytes());
+    for r in &rows {
+        h.update(r.as_bytes());
+        h.update([0u8]);
+    }
+    let key = format!("{:x}", h.finalize());
+    let (path, key_path) = (out.join("captions.safetensors"), out.join("captions.key"));
+    let cached = std::fs::read_to_string(&key_path).is_ok_and(|k| k.trim() == key) && path.is_file();
+    let (context, pooled) = if cached {
+        let mut t: std::collections::HashMap<String, Tensor> =
+            Tensor::read_safetensors(&path).map_err(torch_err("captions cache"))?.into_iter().collect();
+        let c = t.remove("context").ok_or_else(|| Error::invalid("captions cache lacks context"))?;
+        let p = t.remove("pooled").ok_or_else(|| Error::invalid("captions cache lacks pooled"))?;
+        (c, p)
+    } else {
+        let enc = crate::text::TextEncoder::open(encoder_dir, None, None)?;
+        let w = crate::text::TEXT_WIDTH as i64;
+        let (mut ctx, mut pooled) = (Vec::new(), Vec::new());
+        let pb = indicatif::ProgressBar::new(rows.len() as u64);
+        pb.set_message("embedding the captions");
+        for chunk in rows.chunks(64) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            let e = enc.encode(&refs, tokens as usize)?;
+            ctx.extend(e.tokens.iter().copied());
+            pooled.extend(e.pooled.iter().copied());
+            pb.inc(chunk.len() as u64);
+        }
+        pb.finish_and_clear();
+        let m = rows.len() as i64;
+        let c = Tensor::f_from_slice(&ctx).map_err(torch_err("captions"))?.view([m, tokens, w]);
+        let p = Tensor::f_from_slice(&pooled).map_err(torch_err("captions"))?.view([m, w]);
+        Tensor::write_safetensors(&[("context", &c), ("pooled", &p)], &path).map_err(torch_err("captions cache"))?;
+        std::fs::write(&key_path, &key).map_err(|e| Error::io(&key_path, e))?;
+        (c, p)
+    };
+    let n = captions.len();
+    let grid_prompts = (0..16).map(|k| captions[k * n / 16][0].clone()).collect();
+    Ok(CaptionTable { context, pooled, per_image, grid_prompts, encoder_sha256 })
+}
+
+/// The caption row of each batch element for one step: the empty prompt with probability `uncond_prob`,
+/// else one of the image's captions, drawn from a stream seeded by (seed, step) so that a resumed run
+/// draws the same.
+fn caption_rows(table: &CaptionTable, images: &[i64], uncond_prob: f64, seed: u64, step: u64) -> Vec<i64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ step.wrapping_mul(0xD134_2543_DE82_EF95) ^ 0x6361_7074);
+    images
+        .iter()
+        .map(|&i| {
+            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let opts = &table.per_image[i as usize];
+            let pick = opts[(rng.next_u64() % opts.len() as u64) as usize];
+            if u < uncond_prob {
+                0
+            } else {
+                pick
+            }
+        })
+        .collect()
 }
 
 /// A deterministic permutation of 0..n for one epoch (own Fisher-Yates over ChaCha8, so that a resumed
@@ -327,11 +458,33 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
     }
     let device = Device::cuda_if_available();
     let set = ModelSet::open(&cfg.set)?;
-    let TrainingData { x: x_all, space, mean: data_mean, std: data_std, encoder_sha256 } =
+    let TrainingData { x: x_all, space, mean: data_mean, std: data_std, encoder_sha256, captions } =
         training_data(cfg, &set, out)?;
     let shape = [x_all.size()[1], x_all.size()[2], x_all.size()[3]];
     let arch = UNetArch::by_name(&cfg.arch, shape)?;
     arch.validate()?;
+    if !(0.0..1.0).contains(&cfg.uncond_prob) {
+        return Err(Error::invalid(format!("uncond_prob must be in [0, 1), got {}", cfg.uncond_prob)));
+    }
+    crate::pipeline::check_guidance(cfg.guidance)?;
+    let table = match (&arch.text, &cfg.text_encoder) {
+        (Some(t), Some(dir)) => Some(caption_table(dir, t.tokens, &captions, out)?),
+        (Some(_), None) => {
+            return Err(Error::invalid(format!(
+                "architecture {:?} is text-conditioned: pass --text-encoder (e.g. models/minilm)",
+                cfg.arch
+            )))
+        }
+        (None, _) => None,
+    };
+    if let Some(t) = &table {
+        let path = out.join("grid-prompts.txt");
+        std::fs::write(&path, t.grid_prompts.join("\n") + "\n").map_err(|e| Error::io(&path, e))?;
+    }
+    let (ctx_all, pooled_all) = match &table {
+        Some(t) => (Some(t.context.to_device(device)), Some(t.pooled.to_device(device))),
+        None => (None, None),
+    };
     let schedule = CosineSchedule::default();
     let x_all = x_all.to_device(device);
     let n = x_all.size()[0] as usize;
@@ -390,13 +543,23 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
             order = (epoch, epoch_order(n, cfg.seed, epoch));
         }
         let b = (step % steps_per_epoch) as usize;
-        let idx = Tensor::from_slice(&order.1[b * bs..(b + 1) * bs]).to_device(device);
+        let batch = &order.1[b * bs..(b + 1) * bs];
+        let idx = Tensor::from_slice(batch).to_device(device);
         let x0 = x_all.index_select(0, &idx); // [B, C, h, w]
+        let text = match (&table, &ctx_all, &pooled_all) {
+            (Some(t), Some(c), Some(p)) => {
+                let rows =
+                    Tensor::from_slice(&caption_rows(t, batch, cfg.uncond_prob, cfg.seed, step)).to_device(device);
+                Some((c.index_select(0, &rows), p.index_select(0, &rows))) // [B, L, W], [B, W]
+            }
+            _ => None,
+        };
+        let text_in = text.as_ref().map(|(c, p)| TextInput { context: c, pooled: p });
         let t = Tensor::rand([bs as i64, 1], opts); // [B, 1]
         let (signal, noise) = rates_tch(&schedule, &t); // [B, 1] each
         let eps = x0.randn_like();
         let xt = &x0 * signal.view([-1, 1, 1, 1]) + &eps * noise.view([-1, 1, 1, 1]); // [B, C, h, w]
-        let pred = model.forward(&xt, &noise.square())?; // [B, C, h, w]
+        let pred = model.forward(&xt, &noise.square(), text_in.as_ref())?; // [B, C, h, w]
         let err = &pred - &eps;
         let loss = if cfg.mae { err.abs().mean(Kind::Float) } else { err.square().mean(Kind::Float) };
 
@@ -438,7 +601,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
             interval = Instant::now();
         }
         if step % cfg.grid_every == 0 || step == total {
-            let g = sample_grid(&ema_model, &set, space, &data_mean, &data_std, cfg.sample_steps, grid_seed)?;
+            let g = sample_grid(&ema_model, &set, space, &data_mean, &data_std, cfg, table.as_ref(), grid_seed)?;
             g.save(&out.join(format!("grid-{step:07}.png")))?;
             g.save(&out.join("grid.png"))?;
         }
@@ -456,6 +619,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
                 data_mean: data_mean.clone(),
                 data_std: data_std.clone(),
                 encoder_sha256: encoder_sha256.clone(),
+                text_encoder_sha256: table.as_ref().map(|t| t.encoder_sha256.clone()),
                 note: "AdamW moments are not saved: a resumed run restarts them".into(),
             };
             // The state goes last: it names weights that are already complete.
@@ -468,6 +632,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
 
 /// Generates `n` samples with DDIM (eta 0) from fixed seeded noise on the tch model; returns them in
 /// diffusion space, de-normalised (latents or model-space pixels), flattened.
+#[allow(clippy::too_many_arguments)]
 pub fn sample(
     model: &UNet,
     schedule: CosineSchedule,
@@ -476,6 +641,7 @@ pub fn sample(
     n: usize,
     steps: usize,
     seed: u64,
+    text: Option<(&TextInput, f32)>,
 ) -> Result<Vec<f32>> {
     let _guard = tch::no_grad_guard();
     let [c, h, w] = model.arch.shape();
@@ -489,7 +655,17 @@ pub fn sample(
         let nr = schedule.rates(times[k]).noise;
         let xt = Tensor::f_from_slice(&x).map_err(torch_err("sample"))?.view([n as i64, c, h, w]).to_device(device);
         let nv = Tensor::full([n as i64, 1], (nr * nr) as f64, (Kind::Float, device));
-        let eps = model.forward(&xt, &nv)?.to_device(Device::Cpu).reshape([-1]);
+        let eps = match text {
+            // Classifier-free guidance as the runtime does it: the prompt rows and the empty-prompt rows
+            // (`text` holds 2n rows) in one batch.
+            Some((t, g)) => {
+                let out = model.forward(&Tensor::cat(&[&xt, &xt], 0), &Tensor::cat(&[&nv, &nv], 0), Some(t))?;
+                let (c, u) = (out.narrow(0, 0, n as i64), out.narrow(0, n as i64, n as i64));
+                &u + (c - &u) * g as f64
+            }
+            None => model.forward(&xt, &nv, None)?,
+        };
+        let eps = eps.to_device(Device::Cpu).reshape([-1]);
         let eps = Vec::<f32>::try_from(&eps).map_err(torch_err("sample"))?;
         let next = times.get(k + 1).copied().filter(|_| k + 1 < steps);
         sampler.step(&mut x, &eps, times[k], next, &mut noise)?;
@@ -503,18 +679,44 @@ pub fn sample(
 }
 
 /// A 2 x 8 grid of DDIM samples (fixed seed, so grids of one run are comparable), decoded by the set's
-/// VAE in latent space, shown at 2x.
+/// VAE in latent space, shown at 2x. A text-conditioned model draws the table's grid prompts (listed in
+/// `grid-prompts.txt`, row by row) at the configured guidance.
+#[allow(clippy::too_many_arguments)]
 fn sample_grid(
     model: &UNet,
     set: &ModelSet,
     space: DiffusionSpace,
     mean: &[f32],
     std: &[f32],
-    steps: usize,
+    cfg: &TrainConfig,
+    table: Option<&CaptionTable>,
     seed: u64,
 ) -> Result<Image> {
     let n = 16;
-    let x = sample(model, CosineSchedule::default(), mean, std, n, steps, seed)?;
+    let text = match table {
+        Some(t) => {
+            // The grid prompts are the first captions of images 0, n/16, ...: look their rows up again.
+            let rows: Vec<i64> = (0..n).map(|k| t.per_image[k * t.per_image.len() / n][0]).collect();
+            let rows: Vec<i64> = rows.iter().copied().chain(std::iter::repeat_n(0, n)).collect();
+            let r = Tensor::from_slice(&rows).to_device(model.device());
+            Some((
+                t.context.to_device(model.device()).index_select(0, &r),
+                t.pooled.to_device(model.device()).index_select(0, &r),
+            ))
+        }
+        None => None,
+    };
+    let input = text.as_ref().map(|(c, p)| TextInput { context: c, pooled: p });
+    let x = sample(
+        model,
+        CosineSchedule::default(),
+        mean,
+        std,
+        n,
+        cfg.sample_steps,
+        seed,
+        input.as_ref().map(|t| (t, cfg.guidance)),
+    )?;
     let pixels = match space {
         DiffusionSpace::Latent => set.decode(&x, n)?,
         DiffusionSpace::Pixel => x.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
@@ -548,12 +750,37 @@ pub fn check_parity(model: &UNet, onnx: &[u8], n: usize, seed: u64) -> Result<f3
     let mut session = crate::runtime::global()?.session(onnx, "unet (parity)", None)?.session;
     let xt = ort::value::Tensor::from_array((vec![n as i64, c, h, w], x.clone()))?;
     let nt = ort::value::Tensor::from_array((vec![n as i64, 1], nv.clone()))?;
-    let outputs = session.run(ort::inputs!["x" => xt, "noise_variance" => nt])?;
+    // Text inputs: token embeddings of unit-ish scale (as the encoder's LayerNorm-ed outputs), unit pooled.
+    let text = model.arch.text.as_ref().map(|t| {
+        let ctx = noise.normals(n * (t.tokens * t.width) as usize);
+        let mut pooled = noise.normals(n * t.width as usize);
+        for row in pooled.chunks_mut(t.width as usize) {
+            let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt().max(1e-6);
+            row.iter_mut().for_each(|v| *v /= norm);
+        }
+        (t.tokens, t.width, ctx, pooled)
+    });
+    let outputs = match &text {
+        Some((l, wd, ctx, pooled)) => {
+            let ct = ort::value::Tensor::from_array((vec![n as i64, *l, *wd], ctx.clone()))?;
+            let pt = ort::value::Tensor::from_array((vec![n as i64, *wd], pooled.clone()))?;
+            session.run(ort::inputs!["x" => xt, "noise_variance" => nt, "context" => ct, "pooled" => pt])?
+        }
+        None => session.run(ort::inputs!["x" => xt, "noise_variance" => nt])?,
+    };
     let value = outputs.get("eps").ok_or_else(|| Error::Inference("unet: no output eps".into()))?;
     let (_, onnx_eps) = value.try_extract_tensor::<f32>()?;
     let xt = Tensor::f_from_slice(&x).map_err(torch_err("parity"))?.view([n as i64, c, h, w]);
     let nt = Tensor::f_from_slice(&nv).map_err(torch_err("parity"))?.view([n as i64, 1]);
-    let y = model.forward(&xt, &nt)?.reshape([-1]);
+    let tt = match &text {
+        Some((l, wd, ctx, pooled)) => Some((
+            Tensor::f_from_slice(ctx).map_err(torch_err("parity"))?.view([n as i64, *l, *wd]),
+            Tensor::f_from_slice(pooled).map_err(torch_err("parity"))?.view([n as i64, *wd]),
+        )),
+        None => None,
+    };
+    let ti = tt.as_ref().map(|(c, p)| TextInput { context: c, pooled: p });
+    let y = model.forward(&xt, &nt, ti.as_ref())?.reshape([-1]);
     let y = Vec::<f32>::try_from(&y).map_err(torch_err("parity"))?;
     Ok(max_abs_diff(&y, onnx_eps))
 }
@@ -581,8 +808,29 @@ pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool) -> Result<M
     let ema = dir.join(CKPT_EMA);
     vs.load(&ema).map_err(torch_err(&ema.display().to_string()))?;
     let weights = weights_of(&vs)?;
+    let text = match (&state.arch.text, &state.config.text_encoder, &state.text_encoder_sha256) {
+        (Some(t), Some(dir), Some(sha)) => Some(TextSpec {
+            encoder: relative_dir(set, dir)?,
+            encoder_sha256: sha.clone(),
+            width: t.width as u32,
+            tokens: t.tokens as u32,
+            guidance: state.config.guidance,
+        }),
+        (Some(_), _, _) => {
+            return Err(Error::invalid("checkpoint of a text-conditioned U-Net without its text encoder"))
+        }
+        (None, _, _) => None,
+    };
+    let data = if manifest.image.channels == 4 {
+        "Noto emoji (npm emoji-datasource-google@16.0.0, Apache-2.0) with captions from their names, emojibase \
+         labels and tags (npm emojibase-data@17.0.0); held-out emoji excluded; encoded by this set's VAE"
+    } else if state.arch.text.is_some() {
+        "Fashion-MNIST (Zalando, MIT) with captions from its 10 class names; encoded by this set's VAE"
+    } else {
+        "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: training images encoded by this set's VAE"
+    };
     let mut training = serde_json::json!({
-        "data": "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: training images encoded by this set's VAE",
+        "data": data,
         "trainer": format!("mirage-train {} (tch 0.24, libtorch 2.11.0)", crate::VERSION),
         "steps": state.step,
         "elapsed_s": state.elapsed_s,
@@ -599,7 +847,34 @@ pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool) -> Result<M
         }
         training["parity_max_abs_diff"] = serde_json::json!(d);
     }
-    export_unet(&state.arch, &weights, set, state.space, state.schedule, state.data_mean, state.data_std, training)
+    export_unet(
+        &state.arch,
+        &weights,
+        set,
+        state.space,
+        state.schedule,
+        state.data_mean,
+        state.data_std,
+        text,
+        training,
+    )
+}
+
+/// `to` as a path relative to the directory `from` (both made absolute first), e.g. models/emoji ->
+/// models/minilm gives "../minilm": what a manifest stores so that the set can move with its encoder.
+fn relative_dir(from: &Path, to: &Path) -> Result<String> {
+    let abs = |p: &Path| std::fs::canonicalize(p).map_err(|e| Error::io(p, e));
+    let (from, to) = (abs(from)?, abs(to)?);
+    let (f, t): (Vec<_>, Vec<_>) = (from.components().collect(), to.components().collect());
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut rel = PathBuf::new();
+    for _ in common..f.len() {
+        rel.push("..");
+    }
+    for c in &t[common..] {
+        rel.push(c.as_os_str());
+    }
+    rel.to_str().map(str::to_string).ok_or_else(|| Error::invalid("text encoder path is not UTF-8"))
 }
 
 #[cfg(test)]

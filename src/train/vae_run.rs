@@ -206,9 +206,10 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let device = Device::cuda_if_available();
 
-    let train_set = data::load(&cfg.data, Split::Train, cfg.limit)?;
+    let shape = [arch.channels, arch.height, arch.width];
+    let train_set = data::load_for_shape(&cfg.data, Split::Train, cfg.limit, shape)?.data;
     // 1 000 test images: enough for a PSNR within ~0.1 dB of the full set, cheap enough for every checkpoint.
-    let test_set = data::load(&cfg.data, Split::Test, Some(1000))?;
+    let test_set = data::load_for_shape(&cfg.data, Split::Test, Some(1000), shape)?.data;
     let images = train_set.images.to_device(device);
     let n = train_set.len() as usize;
     let bs = cfg.batch_size.min(n);
@@ -451,7 +452,8 @@ fn upscale(img: &Image, f: u32) -> Image {
 pub fn eval_checkpoint(ckpt: &Path, data_dir: &Path, limit: Option<usize>, out: Option<&Path>) -> Result<EvalReport> {
     let device = Device::cuda_if_available();
     let (_vs, model, state) = load_checkpoint(ckpt, device)?;
-    let test = data::load(data_dir, Split::Test, limit)?;
+    let a = &state.arch;
+    let test = data::load_for_shape(data_dir, Split::Test, limit, [a.channels, a.height, a.width])?.data;
     let report = evaluate(&model, &test, device, state.config.beta, state.config.seed)?;
     if let Some(out) = out {
         write_json(out, &report)?;
@@ -507,6 +509,19 @@ pub fn check_parity(model: &Vae, device: Device, set_dir: &Path, n: usize, seed:
     })
 }
 
+/// What the manifest says the VAE was trained on.
+fn data_description(a: &VaeArch) -> String {
+    if a.channels == 4 {
+        format!(
+            "Noto emoji (Google, Apache-2.0) from npm emoji-datasource-google@16.0.0, 64x64 RGBA box-filtered to \
+             {}x{}, held-out emoji excluded",
+            a.width, a.height
+        )
+    } else {
+        "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: 60 000 training images".into()
+    }
+}
+
 /// The largest ONNX-vs-tch difference an export accepts (f32 convolutions summed in another order).
 pub const PARITY_TOLERANCE: f32 = 1e-4;
 
@@ -529,7 +544,7 @@ pub fn export_checkpoint(
         None => serde_json::Value::Null,
     };
     let mut training = serde_json::json!({
-        "data": "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: 60 000 training images",
+        "data": data_description(&model.arch),
         "trainer": format!("mirage-train {} (tch 0.24, libtorch 2.11.0)", crate::VERSION),
         "steps": state.step,
         "epochs": state.config.epochs,

@@ -1,0 +1,131 @@
+//! Text-to-image on real ONNX Runtime with the real MiniLM encoder and a tiny random-weight
+//! text-conditioned U-Net: prompts, classifier-free guidance, negative prompts, interpolation, bad input.
+
+use mirage::pipeline::{self, DiffusionParams, Hooks, TextGuidance};
+use mirage::vae::ModelSet;
+use mirage::Error;
+
+use crate::util::{text_encoder_dir, tiny_diffusion_set, tiny_text_set};
+
+fn params(steps: usize, seed: u64, count: usize) -> DiffusionParams {
+    DiffusionParams { steps, seed, count, ..Default::default() }
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}
+
+#[test]
+fn prompts_guidance_and_negative_prompts_steer_the_generation() {
+    let (_tmp, dir) = tiny_text_set();
+    let set = ModelSet::open(&dir).unwrap();
+    assert_eq!(set.text_spec().unwrap().tokens, 8);
+    assert!(set.providers().iter().any(|(k, _)| k == "text_encoder"));
+    let gen = |prompt: &str, negative: &[&str], g: f32, seed: u64| {
+        let t = TextGuidance::new(&set, &[prompt], negative, 2, g).unwrap();
+        pipeline::generate_with(&set, &params(4, seed, 2), Some(&t), &mut Hooks::default()).unwrap()
+    };
+    let apple = gen("a red apple", &[], 3.0, 1);
+    assert_eq!(apple, gen("a red apple", &[], 3.0, 1), "not reproducible");
+    assert!(apple.iter().all(|v| v.is_finite()));
+    let per = apple.len() / 2;
+    assert!(max_diff(&apple[..per], &apple[per..]) > 1e-4, "the two images of one prompt share their noise");
+    assert!(max_diff(&apple, &gen("a blue car", &[], 3.0, 1)) > 1e-4, "the prompt is ignored");
+    assert!(max_diff(&apple, &gen("a red apple", &[], 1.0, 1)) > 1e-4, "the guidance is ignored");
+    assert!(max_diff(&apple, &gen("a red apple", &["green"], 3.0, 1)) > 1e-4, "the negative prompt is ignored");
+    // Guidance 0 is the unconditional side alone: the prompt no longer matters, the negative prompt does.
+    let u1 = gen("a red apple", &["green"], 0.0, 1);
+    assert!(max_diff(&u1, &gen("a blue car", &["green"], 0.0, 1)) < 1e-6);
+    // No text on a text set = the empty prompt at guidance 1.
+    let plain = pipeline::generate(&set, &params(4, 1, 2), &mut Hooks::default()).unwrap();
+    assert!(max_diff(&plain, &gen("", &[], 1.0, 1)) < 1e-6);
+    // One prompt per image.
+    let t = TextGuidance::new(&set, &["a red apple", "a blue car"], &[], 2, 3.0).unwrap();
+    let mixed = pipeline::generate_with(&set, &params(4, 1, 2), Some(&t), &mut Hooks::default()).unwrap();
+    assert!(max_diff(&mixed[..per], &apple[..per]) < 1e-5, "image 0 of a mixed batch differs from its own prompt's");
+    // img2img and inpaint take text too.
+    let x = vec![0.1f32; set.image_len()];
+    let t1 = TextGuidance::new(&set, &["a cat"], &[], 1, 2.0).unwrap();
+    let p = DiffusionParams { strength: 0.6, ..params(4, 2, 1) };
+    let a = pipeline::img2img(&set, &x, 1, &p, Some(&t1), &mut Hooks::default()).unwrap();
+    let b = pipeline::img2img(&set, &x, 1, &p, None, &mut Hooks::default()).unwrap();
+    assert!(max_diff(&a, &b) > 1e-5);
+}
+
+#[test]
+fn interpolation_walks_between_prompts_from_fixed_noise() {
+    let (_tmp, dir) = tiny_text_set();
+    let set = ModelSet::open(&dir).unwrap();
+    let p = params(3, 5, 2);
+    let mut steps_seen = Vec::new();
+    let mut progress = |d: usize, total: usize| {
+        steps_seen.push((d, total));
+        true
+    };
+    let mut hooks = Hooks { progress: Some(&mut progress), ..Default::default() };
+    let frames =
+        pipeline::interpolate(&set, &["a cat face", "a dog face", "a red apple"], "", 5, 2.0, &p, &mut hooks).unwrap();
+    let per = set.image_len();
+    assert_eq!(frames.len(), 5 * per);
+    // 5 frames in batches of 2: 3 runs of 3 steps, counted as one progress of 9.
+    assert_eq!(steps_seen.last(), Some(&(9, 9)));
+    assert_eq!(steps_seen.len(), 9);
+    // The end frames are the prompts themselves (same seed, same noise), the middle one the second prompt.
+    for (frame, prompt) in [(0, "a cat face"), (2, "a dog face"), (4, "a red apple")] {
+        let t = TextGuidance::new(&set, &[prompt], &[], 1, 2.0).unwrap();
+        let direct = pipeline::generate_with(&set, &params(3, 5, 1), Some(&t), &mut Hooks::default()).unwrap();
+        let d = max_diff(&frames[frame * per..(frame + 1) * per], &direct);
+        assert!(d < 1e-4, "frame {frame} differs from {prompt:?} by {d}");
+    }
+    // Frames change along the path.
+    assert!(max_diff(&frames[..per], &frames[per..2 * per]) > 1e-5);
+    // Bad input.
+    let mut h = Hooks::default();
+    for (prompts, frames) in [(&["one"][..], 4), (&["a", "b"][..], 1), (&["a", "b"][..], 0)] {
+        let e = pipeline::interpolate(&set, prompts, "", frames, 2.0, &p, &mut h).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    }
+}
+
+#[test]
+fn bad_text_input_is_refused_clearly() {
+    let (_tmp, dir) = tiny_text_set();
+    let set = ModelSet::open(&dir).unwrap();
+    for g in [f32::NAN, -0.5, 1e6, f32::INFINITY] {
+        let e = TextGuidance::new(&set, &["x"], &[], 1, g).unwrap_err();
+        assert!(e.to_string().contains("guidance"), "{e}");
+    }
+    assert!(TextGuidance::new(&set, &["a", "b", "c"], &[], 2, 2.0).is_err(), "3 prompts for 2 images");
+    // A long prompt is truncated to the set's 8 tokens, not refused; the empty prompt is valid.
+    let long = "a very long prompt about a red apple on a wooden table in the morning sun with a cat";
+    let e = set.encode_prompts(&[long, ""]).unwrap();
+    assert_eq!((e.n, e.context.len(), e.pooled.len()), (2, 2 * 8 * 384, 2 * 384));
+    // A prompt to a set that takes none.
+    let (_t2, plain) = tiny_diffusion_set();
+    let plain = ModelSet::open(&plain).unwrap();
+    assert!(matches!(TextGuidance::new(&plain, &["x"], &[], 1, 2.0), Err(Error::Unsupported(_))));
+    // A set whose U-Net expects another encoder (sha256), or whose encoder is gone.
+    let mut m = mirage::manifest::Manifest::load(&dir).unwrap();
+    let good = m.clone();
+    m.unet.as_mut().unwrap().text.as_mut().unwrap().encoder_sha256 = "1".repeat(64);
+    let write = |m: &mirage::manifest::Manifest| {
+        std::fs::write(dir.join("manifest.json"), serde_json::to_string_pretty(m).unwrap()).unwrap()
+    };
+    write(&m);
+    let e = ModelSet::open(&dir).err().unwrap();
+    assert!(matches!(e, Error::InvalidModel(_)) && e.to_string().contains("sha256"), "{e}");
+    m = good.clone();
+    m.unet.as_mut().unwrap().text.as_mut().unwrap().encoder = "/nonexistent/minilm".into();
+    write(&m);
+    let e = ModelSet::open(&dir).err().unwrap();
+    assert!(matches!(e, Error::ModelNotFound { .. }) && e.to_string().contains("setup.sh text"), "{e}");
+    // A width the encoder does not give: the manifest no longer matches the U-Net file's inputs.
+    m = good.clone();
+    m.unet.as_mut().unwrap().text.as_mut().unwrap().width = 256;
+    write(&m);
+    assert!(ModelSet::open(&dir).is_err());
+    write(&good);
+    ModelSet::open(&dir).unwrap();
+    let _ = text_encoder_dir();
+}
