@@ -102,6 +102,11 @@
 
 
 /**
+ * `MirageDiffusionParams::guidance` value that selects the model set's own guidance scale.
+ */
+#define MIRAGE_GUIDANCE_DEFAULT -1.0
+
+/**
  * A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new`, freed by
  * `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;
  * the sessions sit behind one lock per model, so calls on the same model run one after the other.
@@ -331,6 +336,24 @@ typedef struct MirageDiffusionParams {
      * set's channels as `mirage_vae_decode` converts.
      */
     MiragePixelFormat format;
+    /**
+     * Text-conditioned sets (`mirage_context_text_shape` succeeds): what to draw, UTF-8. NULL or "" (the
+     * default) = unconditional. Prompts longer than the set's token count are truncated (logged as a
+     * warning). A set without text conditioning refuses a non-empty prompt (MIRAGE_ERR_UNSUPPORTED).
+     */
+    const char *prompt;
+    /**
+     * What to steer away from, UTF-8: classifier-free guidance pushes away from it instead of from the
+     * empty prompt. NULL or "" (the default) = nothing.
+     */
+    const char *negative_prompt;
+    /**
+     * Classifier-free guidance scale: prediction = uncond + guidance * (cond - uncond). In [0, 50]; 1 uses
+     * the prompt alone (one U-Net run per step instead of two), higher follows the prompt more closely.
+     * MIRAGE_GUIDANCE_DEFAULT (-1, the default) takes the set's own (from its manifest). NaN, other negative
+     * values and values over 50 are refused. Ignored without a prompt and a negative prompt.
+     */
+    float guidance;
 } MirageDiffusionParams;
 
 /**
@@ -760,7 +783,8 @@ MirageStatus mirage_vae_decode_into(const struct MirageContext *ctx,
 
 /**
  * Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
- * no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8. Pass `sizeof(MirageDiffusionParams)` as
+ * no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8, no prompt and no negative prompt, guidance
+ * MIRAGE_GUIDANCE_DEFAULT. Pass `sizeof(MirageDiffusionParams)` as
  * `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
  * set `strength`.
  *
@@ -840,6 +864,56 @@ MirageStatus mirage_inpaint(const struct MirageContext *ctx,
                             size_t count,
                             const struct MirageDiffusionParams *params,
                             struct MirageImageBatch **out);
+
+/**
+ * Morphs between prompts: `frames` images (2 to 1024) along a path through the `prompt_count` prompts (at
+ * least 2) in turn, all from the same initial noise (`params->seed`), so that only the text changes from
+ * frame to frame: token embeddings are interpolated linearly, pooled embeddings by slerp. On success `*out`
+ * receives a new batch of `frames` images in `params->format`, in path order, owned by the caller.
+ *
+ * `prompts` is an array of `prompt_count` UTF-8 strings, read during the call and not kept.
+ * `params->prompt` is ignored; `negative_prompt`, `guidance`, `steps`, `sampler`, `eta`, callbacks and
+ * `format` apply to every frame; `params->count` is how many frames run in one U-Net batch (1 = one at a
+ * time). Progress counts steps over all frames. Cancellation and locking as `mirage_generate`.
+ *
+ * Errors: as `mirage_generate`, plus MIRAGE_ERR_INVALID_ARGUMENT for fewer than 2 prompts, a NULL or
+ * non-UTF-8 prompt, `frames` outside 2..=1024; MIRAGE_ERR_UNSUPPORTED when the set is not
+ * text-conditioned.
+ */
+MirageStatus mirage_interpolate(const struct MirageContext *ctx,
+                                const char *const *prompts,
+                                size_t prompt_count,
+                                uint32_t frames,
+                                const struct MirageDiffusionParams *params,
+                                struct MirageImageBatch **out);
+
+/**
+ * The text conditioning of the set: `*tokens` per prompt ([CLS] and [SEP] included; prompts are padded or
+ * truncated to it) and the embedding `*width` (384 for MiniLM-L6). A prompt's token embeddings are
+ * tokens x width floats, its pooled embedding width floats.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument), MIRAGE_ERR_UNSUPPORTED (the set's U-Net is not
+ * text-conditioned, or it has none).
+ */
+MirageStatus mirage_context_text_shape(const struct MirageContext *ctx, uint32_t *tokens, uint32_t *width);
+
+/**
+ * Embeds `prompt` (UTF-8; "" is the unconditional prompt) with the set's text encoder, into host buffers:
+ * `pooled` receives the L2-normalised sentence embedding (`width` floats, `pooled_len` must be at least
+ * that), and `token_embeddings`, unless NULL, the per-token embeddings the U-Net attends to (`tokens` x
+ * `width` floats, row-major; `tokens_len` at least that). Sizes from `mirage_context_text_shape`. A prompt
+ * longer than the set's token count is truncated (and a warning logged). Nothing is written on failure.
+ * Locks the text encoder's session for the call.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `ctx`, `prompt` or `pooled`, a prompt that is not UTF-8, a
+ * buffer too small), MIRAGE_ERR_UNSUPPORTED (the set is not text-conditioned), MIRAGE_ERR_INFERENCE.
+ */
+MirageStatus mirage_text_embed(const struct MirageContext *ctx,
+                               const char *prompt,
+                               float *pooled,
+                               size_t pooled_len,
+                               float *token_embeddings,
+                               size_t tokens_len);
 
 #ifdef __cplusplus
 }  // extern "C"
