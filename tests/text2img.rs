@@ -129,3 +129,72 @@ fn bad_text_input_is_refused_clearly() {
     ModelSet::open(&dir).unwrap();
     let _ = text_encoder_dir();
 }
+
+#[test]
+fn cli_generates_from_prompts_and_interpolates_to_a_gif() {
+    use std::process::Command;
+    let (tmp, dir) = tiny_text_set();
+    let d = dir.to_str().unwrap();
+    let out = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let o = Command::new(crate::util::mirage_bin()).args(args).output().unwrap();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string())
+    };
+    let gen = |prompt: &str, file: &str| {
+        run(&[
+            "generate",
+            "--models",
+            d,
+            "--prompt",
+            prompt,
+            "--count",
+            "1",
+            "--steps",
+            "3",
+            "--seed",
+            "4",
+            "--scale",
+            "2",
+            "--quiet",
+            "-o",
+            &out(file),
+        ])
+    };
+    let (ok, err) = gen("a red apple", "a.png");
+    assert!(ok, "{err}");
+    let a = mirage::image::Image::load(std::path::Path::new(&out("a.png"))).unwrap();
+    assert_eq!((a.width, a.height), (56, 56), "one 28x28 image at --scale 2");
+    assert!(gen("a red apple", "b.png").0);
+    assert_eq!(std::fs::read(out("a.png")).unwrap(), std::fs::read(out("b.png")).unwrap(), "not reproducible");
+    assert!(gen("a blue car", "c.png").0);
+    assert_ne!(std::fs::read(out("a.png")).unwrap(), std::fs::read(out("c.png")).unwrap());
+    let (ok, err) =
+        run(&["generate", "--models", d, "--prompt", "x", "--guidance", "NaN", "--quiet", "-o", &out("n.png")]);
+    assert!(!ok && err.contains("guidance"), "{err}");
+    let (ok, err) = run(&[
+        "interpolate",
+        "--models",
+        d,
+        "--prompt",
+        "a cat face",
+        "--prompt",
+        "a dog face",
+        "--frames",
+        "4",
+        "--steps",
+        "2",
+        "--quiet",
+        "-o",
+        &out("m.gif"),
+    ]);
+    assert!(ok, "{err}");
+    let gif = std::fs::read(out("m.gif")).unwrap();
+    assert!(gif.starts_with(b"GIF89a"), "not a GIF");
+    let (ok, err) = run(&["interpolate", "--models", d, "--prompt", "only one", "--quiet", "-o", &out("x.gif")]);
+    assert!(!ok && err.contains("at least 2 prompts"), "{err}");
+    // A prompt to a set without text conditioning.
+    let (_t2, plain) = tiny_diffusion_set();
+    let (ok, err) =
+        run(&["generate", "--models", plain.to_str().unwrap(), "--prompt", "x", "--quiet", "-o", &out("p.png")]);
+    assert!(!ok && err.contains("not text-conditioned"), "{err}");
+}

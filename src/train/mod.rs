@@ -12,6 +12,7 @@
 //!
 //! Only this module and the `mirage-train` binary link libtorch; the runtime library never does.
 
+pub mod adherence;
 pub mod captions;
 pub mod classifier;
 pub mod data;
