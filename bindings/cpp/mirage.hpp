@@ -16,6 +16,12 @@
 //     o.progress = [](std::uint32_t step, std::uint32_t total) { return step < total / 2; };  // false cancels
 //     mirage::ImageBatch images = ctx.generate(o);         // from another thread: ctx.cancel()
 //
+//     // Text-conditioned sets (ctx.text_shape() does not throw):
+//     o.prompt = "a red apple";                             // o.negative_prompt, o.guidance likewise
+//     mirage::ImageBatch apples = ctx.generate(o);
+//     mirage::ImageBatch morph = ctx.interpolate({"a cat", "a dog"}, 8, o);   // 8 frames, o.prompt unused
+//     std::vector<float> pooled = ctx.embed("a red apple").pooled;           // L2-normalised
+//
 // Callbacks run on the calling thread. An exception thrown by one cancels the generation and is rethrown
 // by the call that ran it (it never crosses the C library).
 #ifndef MIRAGE_HPP
@@ -145,8 +151,21 @@ struct ImageSize {
     std::uint32_t width, height, channels;
 };
 
-/// Options of Context::generate, img2img and inpaint (see MirageDiffusionParams): the C defaults, with
-/// std::function callbacks that run on the calling thread and return true to continue, false to cancel.
+/// The text conditioning of a set (see mirage_context_text_shape).
+struct TextShape {
+    std::uint32_t tokens;  ///< per prompt, [CLS] and [SEP] included
+    std::uint32_t width;   ///< floats per token (384 for MiniLM-L6)
+};
+
+/// A prompt's embeddings (see mirage_text_embed).
+struct TextEmbedding {
+    std::vector<float> pooled;  ///< width floats, L2-normalised
+    std::vector<float> tokens;  ///< tokens x width floats, row-major; empty unless asked for
+};
+
+/// Options of Context::generate, img2img, inpaint and interpolate (see MirageDiffusionParams): the C
+/// defaults, with std::function callbacks that run on the calling thread and return true to continue, false
+/// to cancel.
 struct DiffusionOptions {
     DiffusionOptions() {
         MirageDiffusionParams p;
@@ -157,6 +176,7 @@ struct DiffusionOptions {
         count = p.count;
         strength = p.strength;
         format = p.format;
+        guidance = p.guidance;
     }
     std::uint32_t steps;
     std::string sampler = "ddim";  ///< "ddim" or "dpm++2m"
@@ -165,6 +185,12 @@ struct DiffusionOptions {
     std::uint32_t count;  ///< generate only
     float strength;       ///< img2img / denoise / inpaint: set it (e.g. 0.3-0.5 to denoise)
     MiragePixelFormat format;
+    /// Text-conditioned sets: what to draw; "" (the default) = unconditional. interpolate ignores it.
+    std::string prompt;
+    /// What to steer away from; "" (the default) = nothing.
+    std::string negative_prompt;
+    /// Classifier-free guidance in [0, 50]; MIRAGE_GUIDANCE_DEFAULT (the default) = the set's own.
+    float guidance;
     /// (step done, steps in all) -> continue?
     std::function<bool(std::uint32_t step, std::uint32_t total)> progress;
     /// (step done, images borrowed for the call only, their count) -> continue?
@@ -199,6 +225,13 @@ inline bool preview_trampoline(std::uint32_t step, const MirageImage *images, st
     }
 }
 
+/// `s` as a C string; a NUL byte inside would silently cut it there, so it is refused.
+inline const char *c_str(const std::string &s, const char *name) {
+    if (s.find('\0') != std::string::npos)
+        throw Error(MIRAGE_ERR_INVALID_ARGUMENT, std::string(name) + " contains a NUL byte");
+    return s.c_str();
+}
+
 /// Runs `call(const MirageDiffusionParams *, MirageImageBatch **)` with `o` as C params; rethrows a
 /// callback's exception, else throws on failure.
 template <class Call>
@@ -213,6 +246,9 @@ MirageImageBatch *diffuse(const DiffusionOptions &o, Call call) {
     p.count = o.count;
     p.strength = o.strength;
     p.format = o.format;
+    p.prompt = c_str(o.prompt, "prompt");
+    p.negative_prompt = c_str(o.negative_prompt, "negative_prompt");
+    p.guidance = o.guidance;
     p.progress = o.progress ? progress_trampoline : nullptr;
     p.preview = o.preview ? preview_trampoline : nullptr;
     p.user_data = &cb;
@@ -309,6 +345,41 @@ public:
             detail::diffuse(o, [c, &images, &masks](const MirageDiffusionParams *p, MirageImageBatch **b) {
                 return mirage_inpaint(c, images.data(), masks.data(), images.size(), p, b);
             }));
+    }
+    /// Morphs between prompts: `frames` images along the path through `prompts` (at least 2), all from the
+    /// same noise (o.seed); o.prompt is unused, o.count is the frames per U-Net batch (see
+    /// mirage_interpolate).
+    ImageBatch interpolate(const std::vector<std::string> &prompts, std::uint32_t frames,
+                           const DiffusionOptions &o) const {
+        std::vector<const char *> ptrs;
+        ptrs.reserve(prompts.size());
+        for (std::size_t i = 0; i < prompts.size(); ++i) {
+            if (prompts[i].find('\0') != std::string::npos)
+                throw Error(MIRAGE_ERR_INVALID_ARGUMENT, "prompts[" + std::to_string(i) + "] contains a NUL byte");
+            ptrs.push_back(prompts[i].c_str());
+        }
+        const MirageContext *c = p_.get();
+        return ImageBatch(
+            detail::diffuse(o, [c, &ptrs, frames](const MirageDiffusionParams *p, MirageImageBatch **b) {
+                return mirage_interpolate(c, ptrs.data(), ptrs.size(), frames, p, b);
+            }));
+    }
+    /// Tokens per prompt and embedding width; throws MIRAGE_ERR_UNSUPPORTED for a set without text.
+    TextShape text_shape() const {
+        TextShape s{0, 0};
+        detail::check(mirage_context_text_shape(p_.get(), &s.tokens, &s.width));
+        return s;
+    }
+    /// The prompt's pooled embedding, and its token embeddings when `with_tokens` (see mirage_text_embed).
+    TextEmbedding embed(const std::string &prompt, bool with_tokens = false) const {
+        TextShape s = text_shape();
+        TextEmbedding e;
+        e.pooled.resize(s.width);
+        if (with_tokens) e.tokens.resize(static_cast<std::size_t>(s.tokens) * s.width);
+        detail::check(mirage_text_embed(p_.get(), detail::c_str(prompt, "prompt"), e.pooled.data(),
+                                        e.pooled.size(), with_tokens ? e.tokens.data() : nullptr,
+                                        e.tokens.size()));
+        return e;
     }
     /// Cancels the generations running on this context, from any thread (see mirage_context_cancel).
     void cancel() const { detail::check(mirage_context_cancel(p_.get())); }
