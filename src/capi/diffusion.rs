@@ -366,11 +366,12 @@ struct TextArgs {
 }
 
 impl TextArgs {
-    /// Reads `prompt`, `negative_prompt` and `guidance`; None when both prompts are NULL or empty.
+    /// Reads `prompt` (unless `mode` ignores it: interpolate), `negative_prompt` and `guidance`; None when both
+    /// prompts are NULL or empty.
     ///
     /// # Safety
     /// The two strings are NULL or NUL-terminated (the export's caller promises).
-    unsafe fn read(c: &MirageDiffusionParams, set: &ModelSet) -> Result<Option<TextArgs>> {
+    unsafe fn read(c: &MirageDiffusionParams, set: &ModelSet, mode: Mode) -> Result<Option<TextArgs>> {
         let read = |p: *const c_char, name: &str| -> Result<String> {
             if p.is_null() {
                 Ok(String::new())
@@ -379,8 +380,8 @@ impl TextArgs {
                 unsafe { utf8(p, name) }.map(str::to_string)
             }
         };
-        let (prompt, negative) =
-            (read(c.prompt, "params->prompt")?, read(c.negative_prompt, "params->negative_prompt")?);
+        let prompt = if mode == Mode::Interpolate { String::new() } else { read(c.prompt, "params->prompt")? };
+        let negative = read(c.negative_prompt, "params->negative_prompt")?;
         let g = c.guidance;
         if g != MIRAGE_GUIDANCE_DEFAULT && !(g.is_finite() && (0.0..=pipeline::MAX_GUIDANCE).contains(&g)) {
             return Err(Error::invalid(format!(
@@ -442,13 +443,14 @@ impl Job {
             unsafe { utf8(c.sampler, "params->sampler") }?
         };
         let sampler = SamplerKind::parse(name, c.eta).map_err(|e| naming(e, "params->sampler"))?;
-        let strength = if mode == Mode::Generate { 1.0 } else { c.strength };
+        // Generate and interpolate start from pure noise and ignore `strength`.
+        let strength = if matches!(mode, Mode::Generate | Mode::Interpolate) { 1.0 } else { c.strength };
         if !(strength.is_finite() && strength > 0.0 && strength <= 1.0) {
             return Err(Error::invalid(format!("params->strength is {strength}, must be in (0, 1]")));
         }
         let channels = channels_of(c.format, "params->format")?;
         // SAFETY: the strings are NULL or NUL-terminated (caller's promise).
-        let text = unsafe { TextArgs::read(&c, &set) }?;
+        let text = unsafe { TextArgs::read(&c, &set, mode) }?;
         let params = DiffusionParams { steps, sampler, seed: c.seed, count: 1, strength };
         Ok(Job { set, runs, params, c, channels, mode, text, path: Vec::new(), frames: 0 })
     }

@@ -480,6 +480,14 @@ static void test_interpolate(const MirageContext *text, const MirageContext *pla
           "another guidance changed no frame");
     mirage_image_batch_free(other);
 
+    /* What interpolate ignores is not checked either: params->prompt (even non-UTF-8) and params->strength. */
+    q = params_with(steps, 5, NOT_UTF8);
+    q.strength = 0.0f;
+    other = NULL;
+    EXPECT_OK(mirage_interpolate(text, path, 3, frames, &q, &other));
+    CHECK(other && same_pixels(walk, other), "params->prompt or params->strength changed the interpolation");
+    mirage_image_batch_free(other);
+
     /* Cancel from the progress callback in the second frame: CANCELLED, *out untouched. */
     MirageImageBatch *const sentinel = (MirageImageBatch *)&w;
     MirageImageBatch *out = sentinel;
