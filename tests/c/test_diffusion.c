@@ -4,8 +4,9 @@
  * a context while a generation runs on another thread, img2img, inpaint, and every kind of bad input
  * (a status plus a non-empty message, out-parameters untouched).
  *
- * Run by tests/capi.rs (c_diffusion_program_passes) as: test_diffusion <diffusion set> <VAE-only set>, where
- * the first is the tiny random VAE + U-Net set (28x28 grey, latents 2x8x8) and the second has no U-Net.
+ * Run by tests/capi.rs (c_diffusion_program_passes, and under valgrind) as:
+ * test_diffusion <diffusion set> <VAE-only set>, where the first is the tiny random VAE + U-Net set (28x28
+ * grey, latents 2x8x8) and the second has no U-Net.
  * Prints one line per failed check and a summary; exits 0 only if every check passed.
  */
 #define _POSIX_C_SOURCE 200809L
@@ -61,6 +62,7 @@ struct watch {
     uint32_t last_step, last_total;
     uint32_t cancel_at; /* progress returns false at this step (0 = never) */
     int started;        /* set at the first progress call, signalled on started_cond */
+    int finished;       /* set by generate_thread when its call has returned, signalled on started_cond */
     uint8_t preview_first[28 * 28];
 };
 
@@ -111,11 +113,14 @@ static bool on_preview(uint32_t step, const MirageImage *images, size_t count, v
     return true;
 }
 
-/* Blocks until the generation watched by `w` has made its first step. */
-static void wait_started(struct watch *w) {
+/* Blocks until the generation watched by `w` has made its first step, or has returned without one (it
+ * failed: then the caller's checks report it instead of this waiting forever). Returns whether it started. */
+static int wait_started(struct watch *w) {
     pthread_mutex_lock(&w->lock);
-    while (!w->started) pthread_cond_wait(&w->started_cond, &w->lock);
+    while (!w->started && !w->finished) pthread_cond_wait(&w->started_cond, &w->lock);
+    int started = w->started;
     pthread_mutex_unlock(&w->lock);
+    return started;
 }
 
 static MirageDiffusionParams params_with(uint32_t steps, uint64_t seed, struct watch *w) {
@@ -202,12 +207,23 @@ struct job {
     MirageDiffusionParams params;
     MirageStatus status;
     MirageImageBatch *out;
+    struct watch *w; /* the params' user_data: told when the call has returned */
 };
 
 static void *generate_thread(void *arg) {
     struct job *j = arg;
     j->status = mirage_generate(j->ctx, &j->params, &j->out);
+    pthread_mutex_lock(&j->w->lock);
+    j->w->finished = 1;
+    pthread_cond_broadcast(&j->w->started_cond);
+    pthread_mutex_unlock(&j->w->lock);
     return NULL;
+}
+
+/* After a failed check that a threaded generation was cancelled: free what it made, so that the failure
+ * shows as the check's FAIL line and not also as a leak under valgrind. */
+static void free_unexpected(struct job *j, MirageImageBatch *sentinel) {
+    if (j->out != sentinel) mirage_image_batch_free(j->out);
 }
 
 static void test_cancel(const MirageContext *ctx) {
@@ -221,6 +237,7 @@ static void test_cancel(const MirageContext *ctx) {
     EXPECT_ERR(mirage_generate(ctx, &p, &out), MIRAGE_ERR_CANCELLED, "cancel");
     CHECK(w.progress_calls == 2, "%d progress calls after cancelling at step 2", w.progress_calls);
     CHECK(out == sentinel, "a cancelled generation wrote its out-parameter");
+    if (out != sentinel) mirage_image_batch_free(out);
     watch_destroy(&w);
 
     /* On an idle context: OK, and the next generation is not affected. */
@@ -234,14 +251,15 @@ static void test_cancel(const MirageContext *ctx) {
 
     /* From another thread while a long generation runs: it stops well before its 1000 steps. */
     watch_init(&w);
-    struct job j = {ctx, params_with(1000, 3, &w), MIRAGE_OK, sentinel};
+    struct job j = {ctx, params_with(1000, 3, &w), MIRAGE_OK, sentinel, &w};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, generate_thread, &j) == 0, "pthread_create");
-    wait_started(&w);
+    CHECK(wait_started(&w), "the generation to cancel returned before its first step");
     EXPECT_OK(mirage_context_cancel(ctx));
     pthread_join(t, NULL);
     CHECK(j.status == MIRAGE_ERR_CANCELLED, "cancelled generation returned %s", mirage_status_str(j.status));
     CHECK(j.out == sentinel, "a cancelled generation wrote its out-parameter");
+    free_unexpected(&j, sentinel);
     int done = progress_count(&w);
     CHECK(done >= 1 && done < 1000, "%d of 1000 steps ran after the cancel", done);
     if (getenv("TEST_API_VERBOSE")) printf("  cancelled from a thread after %d of 1000 steps\n", done);
@@ -262,10 +280,10 @@ static void test_free_while_running(const char *dir) {
     struct watch w;
     watch_init(&w);
     MirageImageBatch *const sentinel = (MirageImageBatch *)&w;
-    struct job j = {ctx, params_with(1000, 5, &w), MIRAGE_OK, sentinel};
+    struct job j = {ctx, params_with(1000, 5, &w), MIRAGE_OK, sentinel, &w};
     pthread_t t;
     CHECK(pthread_create(&t, NULL, generate_thread, &j) == 0, "pthread_create");
-    wait_started(&w);
+    CHECK(wait_started(&w), "the generation to free under returned before its first step");
     mirage_context_free(ctx);
     int at_free = progress_count(&w);
     pthread_join(t, NULL);
@@ -274,6 +292,7 @@ static void test_free_while_running(const char *dir) {
     CHECK(progress_count(&w) == at_free, "a callback ran after mirage_context_free returned");
     CHECK(at_free < 1000, "free waited for all %d steps", at_free);
     CHECK(j.out == sentinel, "the cancelled generation wrote its out-parameter");
+    free_unexpected(&j, sentinel);
     watch_destroy(&w);
 }
 
