@@ -1,5 +1,6 @@
 # The README's two commands. Each one installs what it needs (idempotently, pinned, hash-checked) first.
-#   make demo   build the CLI and write out/demo.png with the shipped models/fashion
+#   make demo   build the CLI, export the text encoder, and draw prompts with the shipped models/emoji
+#               (out/demo.png, out/morph.gif) plus the Fashion-MNIST demo (out/demo-fashion.png)
 #   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity
 .PHONY: demo test lint setup-runtime setup-train header
 
@@ -19,7 +20,9 @@ setup-train:
 demo: setup-runtime
 	$(CARGO) build --release --bin mirage
 	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=target/release/mirage
-	target/release/mirage demo --models models/fashion -o out/demo.png
+	target/release/mirage generate --prompt "a red apple" --count 4 --seed 1 --scale 4 -o out/demo.png
+	target/release/mirage interpolate --prompt "a cat face" --prompt "a dog face" --frames 16 --seed 3 -o out/morph.gif
+	target/release/mirage demo --models models/fashion -o out/demo-fashion.png
 
 test: setup-train
 	$(CARGO) fmt --check

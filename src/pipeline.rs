@@ -159,7 +159,8 @@ pub fn generate_with(
 /// Frames of a walk through prompt space: `frames` images along the path through each prompt in turn
 /// (at least two), all from the same initial noise (the seed's), so that only the text changes. Token
 /// embeddings are interpolated linearly, pooled embeddings by slerp; the negative prompt (if any) and the
-/// guidance are the same for every frame. Frames are generated in batches of `params.count` (at least 1).
+/// guidance are the same for every frame. Frames are generated in batches of `params.count` (at least 1;
+/// one at a time with a stochastic sampler, whose noise would otherwise differ between frames).
 pub fn interpolate(
     set: &ModelSet,
     prompts: &[&str],
@@ -195,7 +196,10 @@ pub fn interpolate(
     }
     let per = shape_len(set.diffusion_shape()?);
     let noise = Noise::new(p.seed).normals(per);
-    let batch = params.count.max(1);
+    // A stochastic sampler draws its noise for the whole batch from one stream: batched frames would each
+    // get other noise. One frame per run, all from the same seed, keeps "only the text changes".
+    let stochastic = matches!(p.sampler, SamplerKind::Ddim { eta } if eta > 0.0);
+    let batch = if stochastic { 1 } else { params.count.max(1) };
     let mut out = Vec::new();
     let total_steps = frames.div_ceil(batch) * p.steps;
     for start in (0..frames).step_by(batch) {

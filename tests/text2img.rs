@@ -80,6 +80,13 @@ fn interpolation_walks_between_prompts_from_fixed_noise() {
     }
     // Frames change along the path.
     assert!(max_diff(&frames[..per], &frames[per..2 * per]) > 1e-5);
+    // With a stochastic sampler, batching frames must not change their noise.
+    let sampler = mirage::sampler::SamplerKind::parse("ddim", 1.0).unwrap();
+    let walk = |count: usize| {
+        let p = DiffusionParams { sampler, ..params(2, 5, count) };
+        pipeline::interpolate(&set, &["a cat face", "a dog face"], "", 2, 2.0, &p, &mut Hooks::default()).unwrap()
+    };
+    assert!(max_diff(&walk(1), &walk(2)) < 1e-5, "frames depend on the batch with eta > 0");
     // Bad input.
     let mut h = Hooks::default();
     for (prompts, frames) in [(&["one"][..], 4), (&["a", "b"][..], 1), (&["a", "b"][..], 0)] {

@@ -51,6 +51,15 @@ enum Command {
     },
     /// A captioned data set for text-to-image: writes captions.jsonl, sheet.png and stats.json into --out.
     Prepare(PrepareArgs),
+    /// Export the pretrained text encoder (all-MiniLM-L6-v2 from `scripts/setup.sh text`) to ONNX: the same
+    /// exporter as `mirage text-encoder export`, which needs no torch and so runs in the demo's set-up.
+    TextEncoder {
+        /// The unzipped package's model folder.
+        #[arg(long, default_value = ".deps/minilm")]
+        from: PathBuf,
+        #[arg(long, default_value = "models/minilm")]
+        out: PathBuf,
+    },
 }
 
 /// The captioned data sets `prepare` knows.
@@ -394,8 +403,10 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 ..TrainConfig::default()
             };
             let s = vae_run::train(&cfg, &a.out, a.resume)?;
-            let psnr =
-                s.last_eval.map(|e| format!(", test PSNR {:.2} dB (1 000 images)", e.psnr_db)).unwrap_or_default();
+            let psnr = s
+                .last_eval
+                .map(|e| format!(", test PSNR {:.2} dB ({} images)", e.psnr_db, e.images))
+                .unwrap_or_default();
             println!("trained {} steps in {:.0} s{psnr}; checkpoint in {}", s.steps, s.elapsed_s, a.out.display());
         }
         Command::Vae { command: VaeCommand::Eval(a) } => {
@@ -513,6 +524,16 @@ fn run(cli: Cli) -> mirage::Result<()> {
             println!("{text}");
         }
         Command::Prepare(a) => prepare(a)?,
+        Command::TextEncoder { from, out } => {
+            let r = mirage::export::minilm::export_minilm(&from, &out)?;
+            println!(
+                "wrote {} ({:.1} MB, sha256 {}) in {:.1} s",
+                r.onnx_path.display(),
+                r.onnx_bytes as f64 / 1e6,
+                r.descriptor.onnx_sha256,
+                r.seconds
+            );
+        }
     }
     Ok(())
 }
