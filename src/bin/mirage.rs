@@ -237,9 +237,10 @@ struct DiffusionArgs {
 /// What a text-conditioned set draws (ignored flags are refused by sets without text).
 #[derive(Args, Clone)]
 struct PromptArgs {
-    /// What to draw (text-conditioned sets); empty = unconditional.
-    #[arg(long, default_value = "")]
-    prompt: String,
+    /// What to draw (text-conditioned sets); empty = unconditional. Repeat it for a gallery: --count images
+    /// of each prompt, one row per prompt.
+    #[arg(long = "prompt")]
+    prompts: Vec<String>,
     /// What to steer away from (the unconditional side of classifier-free guidance).
     #[arg(long, default_value = "")]
     negative: String,
@@ -249,14 +250,25 @@ struct PromptArgs {
 }
 
 impl PromptArgs {
-    /// The text guidance for `n` images, or None when neither prompt is given.
-    fn guidance(&self, set: &ModelSet, n: usize) -> Result<Option<pipeline::TextGuidance>> {
-        if self.prompt.is_empty() && self.negative.is_empty() && self.guidance.is_none() {
+    /// Rows of the output: the number of prompts (at least 1).
+    fn rows(&self) -> usize {
+        self.prompts.len().max(1)
+    }
+
+    /// The text guidance for `per_prompt` images of each prompt, or None when no prompt, negative prompt or
+    /// guidance is given.
+    fn guidance(&self, set: &ModelSet, per_prompt: usize) -> Result<Option<pipeline::TextGuidance>> {
+        if self.prompts.iter().all(String::is_empty) && self.negative.is_empty() && self.guidance.is_none() {
             return Ok(None);
         }
         let g = guidance_or_default(set, self.guidance)?;
         let neg: Vec<&str> = if self.negative.is_empty() { Vec::new() } else { vec![&self.negative] };
-        pipeline::TextGuidance::new(set, &[&self.prompt], &neg, n, g).map(Some)
+        let prompts: Vec<&str> = match self.prompts.as_slice() {
+            [] => vec![""],
+            ps => ps.iter().flat_map(|p| std::iter::repeat_n(p.as_str(), per_prompt)).collect(),
+        };
+        let n = prompts.len();
+        pipeline::TextGuidance::new(set, &prompts, &neg, n, g).map(Some)
     }
 }
 
@@ -406,14 +418,17 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Generate { m, d, t, count, scale, output } => {
             check_scale(scale)?;
             let set = ModelSet::open(&m.models)?;
-            let p = d.params(count, 1.0)?;
+            let n = count * t.rows();
+            let p = d.params(n, 1.0)?;
             let text = t.guidance(&set, count)?;
             let x = d.with_progress(|hooks| pipeline::generate_with(&set, &p, text.as_ref(), hooks))?;
             let images: Vec<Image> =
-                img::from_model(&x, count, &set.manifest().image)?.iter().map(|i| i.upscale(scale)).collect();
+                img::from_model(&x, n, &set.manifest().image)?.iter().map(|i| i.upscale(scale)).collect();
+            // One prompt: a square grid; several: a row per prompt.
+            let cols = if t.rows() > 1 { count } else { (count as f64).sqrt().ceil() as usize };
             match images.as_slice() {
                 [one] => save(one, &output),
-                _ => save(&img::grid(&images, (count as f64).sqrt().ceil() as usize, 2 * scale, 0)?, &output),
+                _ => save(&img::grid(&images, cols, 2 * scale, 0)?, &output),
             }
         }
         Cmd::Interpolate { m, d, prompts, negative, guidance, frames, batch, delay_ms, scale, output } => {
