@@ -174,6 +174,26 @@ fn cli_generates_from_prompts_and_interpolates_to_a_gif() {
     assert!(gen("a red apple", "b.png").0);
     assert_eq!(std::fs::read(out("a.png")).unwrap(), std::fs::read(out("b.png")).unwrap(), "not reproducible");
     assert!(gen("a blue car", "c.png").0);
+    // A gallery: two prompts, two images each, one row per prompt (28 px tiles, gaps of 2 at --scale 1).
+    let (ok, err) = run(&[
+        "generate",
+        "--models",
+        d,
+        "--prompt",
+        "a red apple",
+        "--prompt",
+        "a blue car",
+        "--count",
+        "2",
+        "--steps",
+        "2",
+        "--quiet",
+        "-o",
+        &out("g.png"),
+    ]);
+    assert!(ok, "{err}");
+    let g = mirage::image::Image::load(std::path::Path::new(&out("g.png"))).unwrap();
+    assert!(g.width > 2 * 28 && g.width < 3 * 28 && g.height > 2 * 28 && g.height < 3 * 28, "{}x{}", g.width, g.height);
     assert_ne!(std::fs::read(out("a.png")).unwrap(), std::fs::read(out("c.png")).unwrap());
     let (ok, err) =
         run(&["generate", "--models", d, "--prompt", "x", "--guidance", "NaN", "--quiet", "-o", &out("n.png")]);
