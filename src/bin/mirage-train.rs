@@ -215,8 +215,8 @@ struct UNetTrainArgs {
     /// Continue from --out's checkpoint (same --arch, --batch-size and --limit).
     #[arg(long)]
     resume: bool,
-    /// Architecture, sized to the set's latent shape: fashion (shipped, unconditional), text (text-conditioned),
-    /// tiny or tiny-text (tests).
+    /// Architecture, sized to the set's latent shape: fashion (shipped, unconditional), wide (the text layout,
+    /// unconditional), text (text-conditioned), tiny or tiny-text (tests).
     #[arg(long, default_value_t = unet_run::TrainConfig::default().arch)]
     arch: String,
     /// The images: Fashion-MNIST's directory, or the emoji's (.deps/emoji) for an RGBA set.

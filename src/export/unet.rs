@@ -165,7 +165,8 @@ impl UNetArch {
     }
 
     /// The architecture called `name` for command-line flags: "fashion" ([`UNetArch::fashion_latent`]),
-    /// "text" ([`UNetArch::text_latent`], 24 tokens), "tiny" or "tiny-text" (MiniLM's width, 16 tokens), on
+    /// "text" ([`UNetArch::text_latent`], 24 tokens), "wide" (its layout without text), "tiny" or "tiny-text"
+    /// (MiniLM's width, 16 tokens), on
     /// `shape`.
     pub fn by_name(name: &str, shape: [i64; 3]) -> Result<Self> {
         match name {
@@ -176,6 +177,8 @@ impl UNetArch {
             // 24 tokens: the emoji captions run to 20 ("a people & body emoji: ... medium-dark skin tone");
             // 16 would cut the skin tone off the longest.
             "text" => Ok(Self::text_latent(shape, 24)),
+            // The text layout without text: the next candidate for the unconditional Fashion U-Net's FID aim.
+            "wide" => Ok(UNetArch { text: None, ..Self::text_latent(shape, 24) }),
             "tiny-text" => Ok(Self::tiny_text(shape[0], shape[1], shape[2], crate::text::TEXT_WIDTH as i64, 16)),
             other => {
                 Err(Error::invalid(format!("unknown U-Net architecture {other:?} (fashion | text | tiny | tiny-text)")))
