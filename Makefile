@@ -9,7 +9,9 @@ FEATURES_TEST := train,test-panic
 # The text encoder exported from the setup's safetensors by the just-built CLI; encoder.json is written
 # last, so its presence means a complete export (never committed: about 90 MB).
 MINILM := models/minilm/encoder.json
-MIRAGE_BIN ?= target/debug/mirage
+# Where cargo puts its builds (CARGO_TARGET_DIR when set, as cargo itself does).
+TARGET ?= $(or $(CARGO_TARGET_DIR),target)
+MIRAGE_BIN ?= $(TARGET)/debug/mirage
 
 setup-runtime:
 	scripts/setup.sh ort data text
@@ -19,16 +21,16 @@ setup-train:
 
 demo: setup-runtime
 	$(CARGO) build --release --bin mirage
-	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=target/release/mirage
-	target/release/mirage generate --prompt "a red apple" --count 4 --seed 1 --scale 4 -o out/demo.png
-	target/release/mirage interpolate --prompt "a cat face" --prompt "a dog face" --frames 16 --seed 3 -o out/morph.gif
-	target/release/mirage demo --models models/fashion -o out/demo-fashion.png
+	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/release/mirage
+	$(TARGET)/release/mirage generate --prompt "a red apple" --count 4 --seed 1 --scale 4 -o out/demo.png
+	$(TARGET)/release/mirage interpolate --prompt "a cat face" --prompt "a dog face" --frames 16 --seed 3 -o out/morph.gif
+	$(TARGET)/release/mirage demo --models models/fashion -o out/demo-fashion.png
 
 test: setup-train
 	$(CARGO) fmt --check
 	# The C and C++ tests link target/debug/libmirage.so: build it (same features) before the test binaries run.
 	$(CARGO) build --features $(FEATURES_TEST) --lib --bins
-	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=target/debug/mirage
+	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/debug/mirage
 	$(CARGO) test --features $(FEATURES_TEST)
 
 lint: setup-train
