@@ -503,9 +503,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 kid_subsets: a.kid_subsets,
                 kid_subset_size: a.kid_subset_size,
             };
-            let r = fid::evaluate(&cfg, a.json.as_deref())?;
-            let text = serde_json::to_string_pretty(&r).map_err(|e| mirage::Error::invalid(e.to_string()))?;
-            println!("{text}");
+            print_json(&fid::evaluate(&cfg, a.json.as_deref())?)?;
         }
         Command::Eval { command: EvalCommand::Adherence(a) } => {
             let cfg = adherence::AdherenceConfig {
@@ -519,9 +517,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 seed: a.seed,
                 threads: a.threads,
             };
-            let r = adherence::evaluate(&cfg, a.json.as_deref())?;
-            let text = serde_json::to_string_pretty(&r).map_err(|e| mirage::Error::invalid(e.to_string()))?;
-            println!("{text}");
+            print_json(&adherence::evaluate(&cfg, a.json.as_deref())?)?;
         }
         Command::Prepare(a) => prepare(a)?,
         Command::TextEncoder { from, out } => {
@@ -535,6 +531,13 @@ fn run(cli: Cli) -> mirage::Result<()> {
             );
         }
     }
+    Ok(())
+}
+
+/// Prints a report as pretty JSON on stdout.
+fn print_json(r: &impl serde::Serialize) -> mirage::Result<()> {
+    let text = serde_json::to_string_pretty(r).map_err(|e| mirage::Error::invalid(e.to_string()))?;
+    println!("{text}");
     Ok(())
 }
 

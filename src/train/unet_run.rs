@@ -722,21 +722,8 @@ fn sample_grid(
         DiffusionSpace::Pixel => x.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect(),
     };
     let spec: &ImageSpec = &set.manifest().image;
-    let tiles: Vec<Image> = from_model(&pixels, n, spec)?.iter().map(|i| upscale(i, 2)).collect();
+    let tiles: Vec<Image> = from_model(&pixels, n, spec)?.iter().map(|i| i.upscale(2)).collect();
     grid(&tiles, 8, 4, 128)
-}
-
-/// Nearest-neighbour enlargement by an integer factor.
-fn upscale(img: &Image, f: u32) -> Image {
-    let (w, h, c, f) = (img.width as usize, img.height as usize, img.channels as usize, f as usize);
-    let mut data = Vec::with_capacity(w * h * c * f * f);
-    for y in 0..h * f {
-        for x in 0..w * f {
-            let s = ((y / f) * w + x / f) * c;
-            data.extend_from_slice(&img.data[s..s + c]);
-        }
-    }
-    Image { width: (w * f) as u32, height: (h * f) as u32, channels: img.channels, data }
 }
 
 /// Max |ONNX Runtime - tch| of the U-Net graph `onnx` against `model` on `n` random inputs (x ~ N(0, I),

@@ -423,7 +423,7 @@ pub fn sample_grid(model: &Vae, set: &Dataset, device: Device, seed: u64) -> Res
     for t in [&x, &recon, &random] {
         let flat = t.to_device(Device::Cpu).to_kind(Kind::Float).reshape([-1]);
         let data = Vec::<f32>::try_from(&flat).map_err(torch_err("grid"))?;
-        tiles.extend(from_model(&data, k as usize, &spec)?.iter().map(|i| upscale(i, 2)));
+        tiles.extend(from_model(&data, k as usize, &spec)?.iter().map(|i| i.upscale(2)));
     }
     grid(&tiles, k as usize, 4, 128)
 }
@@ -431,20 +431,6 @@ pub fn sample_grid(model: &Vae, set: &Dataset, device: Device, seed: u64) -> Res
 fn image_spec(a: &VaeArch) -> Result<ImageSpec> {
     let u = |v: i64| u32::try_from(v).map_err(|_| Error::invalid("image size out of range"));
     Ok(ImageSpec { width: u(a.width)?, height: u(a.height)?, channels: u(a.channels)?, mean: 0.5, std: 0.5 })
-}
-
-/// Nearest-neighbour enlargement by an integer factor (28 px tiles are hard to judge at 1x).
-fn upscale(img: &Image, f: u32) -> Image {
-    let (w, h, c) = (img.width as usize, img.height as usize, img.channels as usize);
-    let f = f as usize;
-    let mut data = Vec::with_capacity(w * h * c * f * f);
-    for y in 0..h * f {
-        for x in 0..w * f {
-            let s = ((y / f) * w + x / f) * c;
-            data.extend_from_slice(&img.data[s..s + c]);
-        }
-    }
-    Image { width: img.width * f as u32, height: img.height * f as u32, channels: img.channels, data }
 }
 
 /// `mirage-train vae eval`: evaluates a checkpoint on the test set (first `limit` images), optionally
