@@ -19,40 +19,7 @@
 
 #include "mirage.h"
 
-/* The CHECK / EXPECT_* macros are those of test_diffusion.c (a shared header is future work). */
-static int checks, failures;
-
-#define CHECK(cond, ...)                                                                                        \
-    do {                                                                                                        \
-        checks++;                                                                                               \
-        if (!(cond)) {                                                                                          \
-            failures++;                                                                                         \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                \
-            fprintf(stderr, __VA_ARGS__);                                                                       \
-            fputc('\n', stderr);                                                                                \
-        }                                                                                                       \
-    } while (0)
-
-static char last_message[4096];
-
-#define EXPECT_OK(call)                                                                                         \
-    do {                                                                                                        \
-        MirageStatus s_ = (call);                                                                               \
-        mirage_last_error(last_message, sizeof last_message);                                                  \
-        CHECK(s_ == MIRAGE_OK, "%s -> %s: %s", #call, mirage_status_str(s_), last_message);                    \
-    } while (0)
-
-#define EXPECT_ERR(call, want, needle)                                                                          \
-    do {                                                                                                        \
-        MirageStatus s_ = (call);                                                                               \
-        size_t n_ = mirage_last_error(last_message, sizeof last_message);                                      \
-        CHECK(s_ == (want), "%s -> %s (%u), expected %s: %s", #call, mirage_status_str(s_), s_,                 \
-              mirage_status_str(want), last_message);                                                           \
-        CHECK(n_ > 0, "%s: no error message", #call);                                                          \
-        CHECK(strstr(last_message, (needle)) != NULL, "%s: message lacks \"%s\": %s", #call, (needle),          \
-              last_message);                                                                                    \
-        if (getenv("TEST_API_VERBOSE")) printf("  %-60.60s %s: %s\n", #call, mirage_status_str(s_), last_message); \
-    } while (0)
+#include "check.h"
 
 #define TOKENS 8
 #define WIDTH 384
