@@ -22,7 +22,8 @@ setup-train:
 demo: setup-runtime
 	$(CARGO) build --release --bin mirage
 	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/release/mirage
-	$(TARGET)/release/mirage generate --prompt "a red apple" --count 4 --seed 1 --scale 4 -o out/demo.png
+	$(TARGET)/release/mirage generate --prompt "a red apple" --prompt "red heart" --prompt "grinning face" \
+		--prompt "woman pilot" --count 4 --seed 1 --scale 4 -o out/demo.png
 	$(TARGET)/release/mirage interpolate --prompt "a cat face" --prompt "a dog face" --frames 16 --seed 3 -o out/morph.gif
 	$(TARGET)/release/mirage demo --models models/fashion -o out/demo-fashion.png
 
