@@ -803,8 +803,11 @@ MirageStatus mirage_diffusion_params_init(struct MirageDiffusionParams *params, 
  * session, locking each for one step at a time, so generations on one context interleave step by step.
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, bad params: steps 0 or over 1000, an unknown or
- * non-UTF-8 sampler, eta NaN or outside [0, 1], count 0 or over 1024, an unknown format, struct_size),
- * MIRAGE_ERR_UNSUPPORTED (the set has no diffusion U-Net), MIRAGE_ERR_CANCELLED, MIRAGE_ERR_INFERENCE.
+ * non-UTF-8 sampler, eta NaN or outside [0, 1], count 0 or over 1024 (over 512 with guidance), an unknown
+ * format, a non-UTF-8 prompt or negative prompt, guidance NaN, negative (other than
+ * MIRAGE_GUIDANCE_DEFAULT) or over 50, struct_size), MIRAGE_ERR_UNSUPPORTED (the set has no diffusion
+ * U-Net, or a prompt or negative prompt was given to a set that is not text-conditioned),
+ * MIRAGE_ERR_CANCELLED, MIRAGE_ERR_INFERENCE.
  */
 MirageStatus mirage_generate(const struct MirageContext *ctx,
                              const struct MirageDiffusionParams *params,
