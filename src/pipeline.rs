@@ -95,9 +95,11 @@ impl TextGuidance {
         Ok(TextGuidance { cond, uncond, guidance })
     }
 
-    /// The unconditional generation of a text-conditioned set: the empty prompt on both sides.
+    /// The unconditional generation of a text-conditioned set: the empty prompt on both sides (encoded
+    /// once; at guidance 1 the unconditional side is never run).
     fn unconditional(set: &ModelSet, n: usize) -> Result<TextGuidance> {
-        Self::new(set, &[""], &[], n, 1.0)
+        let cond = set.encode_prompts(&[""])?.gather(&vec![0; n])?;
+        Ok(TextGuidance { uncond: cond.clone(), cond, guidance: 1.0 })
     }
 }
 
@@ -349,12 +351,7 @@ fn run(
             }
             Some(t)
         }
-        (None, Some(_)) => {
-            return Err(Error::Unsupported(format!(
-                "model set {:?} has no text-conditioned U-Net: it cannot take a prompt",
-                set.manifest().name
-            )))
-        }
+        (None, Some(_)) => return Err(set.not_text_conditioned()),
         (None, None) => None,
     };
     // Classifier-free guidance runs both sides in ONE U-Net batch of 2n: x twice, prompt rows then the

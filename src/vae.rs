@@ -203,15 +203,26 @@ impl ModelSet {
         self.manifest.unet.as_ref().and_then(|u| u.text.as_ref())
     }
 
+    /// [`ModelSet::text_spec`], or the one error every text operation gives for a set without text
+    /// conditioning (Unsupported).
+    pub fn require_text(&self) -> Result<&crate::manifest::TextSpec> {
+        self.text_spec().ok_or_else(|| self.not_text_conditioned())
+    }
+
+    /// The error of a text operation on a set without text conditioning.
+    pub fn not_text_conditioned(&self) -> Error {
+        Error::Unsupported(format!(
+            "model set {:?} is not text-conditioned: it cannot take a prompt (text-to-image sets: e.g. models/emoji)",
+            self.manifest.name
+        ))
+    }
+
     /// Encodes prompts into the U-Net's text inputs (each padded or truncated to the set's token count).
     /// Errors with Unsupported when the set's U-Net is not text-conditioned.
     pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Embeddings> {
-        let (Some(enc), Some(spec)) = (&self.text, self.text_spec()) else {
-            return Err(Error::Unsupported(format!(
-                "model set {:?} has no text-conditioned U-Net: it cannot take a prompt",
-                self.manifest.name
-            )));
-        };
+        let spec = self.require_text()?;
+        // Opened with the set whenever the manifest has a text spec (`open_with`).
+        let enc = self.text.as_ref().ok_or_else(|| Error::Inference("text encoder not loaded".into()))?;
         if prompts.is_empty() || prompts.len() > MAX_BATCH {
             return Err(Error::invalid(format!("{} prompts: 1..={MAX_BATCH} are accepted", prompts.len())));
         }
@@ -295,7 +306,7 @@ impl ModelSet {
                 inputs.push((e.context.clone(), vec![n as i64, l as i64, wd as i64]));
                 inputs.push((e.pooled.clone(), vec![n as i64, wd as i64]));
             }
-            (None, Some(_)) => return Err(Error::Unsupported("this set's U-Net takes no text".into())),
+            (None, Some(_)) => return Err(self.not_text_conditioned()),
             (Some(_), None) => return Err(Error::invalid("this set's U-Net needs text embeddings")),
         }
         let out = unet.run_many(inputs)?.into_iter().next().unwrap_or_default();

@@ -274,13 +274,7 @@ impl PromptArgs {
 
 /// `--guidance`, else the set's own; errors on a set that takes no text.
 fn guidance_or_default(set: &ModelSet, g: Option<f32>) -> Result<f32> {
-    let spec = set.text_spec().ok_or_else(|| {
-        Error::Unsupported(format!(
-            "model set {:?} is not text-conditioned: --prompt, --negative and --guidance need one (e.g. models/emoji)",
-            set.manifest().name
-        ))
-    })?;
-    Ok(g.unwrap_or(spec.guidance))
+    Ok(g.unwrap_or(set.require_text()?.guidance))
 }
 
 impl DiffusionArgs {

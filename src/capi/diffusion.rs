@@ -272,12 +272,7 @@ pub unsafe extern "C" fn mirage_interpolate(
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (mut job, result) = unsafe { (Job::new(ctx, params, Mode::Interpolate)?, boundary::out(out, "out")?) };
-        if job.set.text_spec().is_none() {
-            return Err(Error::Unsupported(format!(
-                "model set {:?} is not text-conditioned: it cannot interpolate prompts",
-                job.set.manifest().name
-            )));
-        }
+        job.set.require_text()?;
         if !(2..=MAX_BATCH).contains(&prompt_count) {
             return Err(Error::invalid(format!("prompt_count is {prompt_count}: 2..={MAX_BATCH} prompts are needed")));
         }
@@ -395,12 +390,7 @@ impl TextArgs {
         if prompt.is_empty() && negative.is_empty() {
             return Ok(None);
         }
-        let Some(spec) = set.text_spec() else {
-            return Err(Error::Unsupported(format!(
-                "model set {:?} is not text-conditioned: it cannot take a prompt",
-                set.manifest().name
-            )));
-        };
+        let spec = set.require_text()?;
         let guidance = if g == MIRAGE_GUIDANCE_DEFAULT { spec.guidance } else { g };
         Ok(Some(TextArgs { prompt, negative, guidance }))
     }

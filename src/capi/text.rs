@@ -10,9 +10,7 @@ use crate::error::{Error, Result};
 use crate::vae::ModelSet;
 
 fn text_shape(set: &ModelSet) -> Result<(u32, u32)> {
-    set.text_spec()
-        .map(|t| (t.tokens, t.width))
-        .ok_or_else(|| Error::Unsupported(format!("model set {:?} is not text-conditioned", set.manifest().name)))
+    set.require_text().map(|t| (t.tokens, t.width))
 }
 
 /// The text conditioning of the set: `*tokens` per prompt ([CLS] and [SEP] included; prompts are padded or

@@ -209,9 +209,7 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
         crate::runtime::init(&crate::runtime::RuntimeOptions { intra_threads: cfg.threads, ..Default::default() })?;
     }
     let set = ModelSet::open(&cfg.set)?;
-    let spec = set
-        .text_spec()
-        .ok_or_else(|| Error::invalid(format!("model set {} is not text-conditioned", cfg.set.display())))?;
+    let spec = set.require_text()?;
     let g = cfg.guidance.unwrap_or(spec.guidance);
     pipeline::check_guidance(g)?;
     let image = set.manifest().image.clone();
