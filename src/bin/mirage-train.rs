@@ -231,6 +231,10 @@ struct UNetTrainArgs {
     /// Guidance scale of the sample grids, recorded as the set's default.
     #[arg(long, default_value_t = unet_run::TrainConfig::default().guidance)]
     guidance: f32,
+    /// Balance the batches over groups of images (an emoji and its skin-tone variants count as one), drawn
+    /// with replacement, instead of epochs over images.
+    #[arg(long)]
+    balance_groups: bool,
     /// Total optimizer steps (a resumed run may raise it).
     #[arg(long, default_value_t = unet_run::TrainConfig::default().steps)]
     steps: u64,
@@ -444,6 +448,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 text_encoder: a.text_encoder,
                 uncond_prob: a.uncond_prob,
                 guidance: a.guidance,
+                balance_groups: a.balance_groups,
                 ..unet_run::TrainConfig::default()
             };
             let s = unet_run::train(&cfg, &a.out, a.resume)?;

@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
 use super::boundary::{self, arg, read_params, slice, utf8};
-use super::context::{MirageContext, Runs};
+use super::context::{MirageContext, Run};
 use super::image::{
     channels_of, Layout, MirageImage, MirageImageBatch, MiragePixelFormat, MIRAGE_PIXEL_GRAY8, MIRAGE_PIXEL_RGBA8,
 };
@@ -320,9 +320,18 @@ pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageCont
             guidance: MIRAGE_GUIDANCE_DEFAULT,
         };
         let params = DiffusionParams { steps: 5, ..Default::default() };
-        let (set, runs) = (ctx.set.clone(), ctx.runs.clone());
-        let job =
-            Job { set, runs, params, c, channels: 1, mode: Mode::Generate, text: None, path: Vec::new(), frames: 0 };
+        let (set, registration) = (ctx.set.clone(), ctx.runs.start()?);
+        let job = Job {
+            set,
+            params,
+            c,
+            channels: 1,
+            mode: Mode::Generate,
+            text: None,
+            path: Vec::new(),
+            frames: 0,
+            registration,
+        };
         let mut hook = |step: usize, _: usize| {
             assert!(step < 2, "panic in the generation loop at step {step}");
             true
@@ -344,7 +353,6 @@ enum Mode {
 /// `mirage_context_free`), its params and the host's callbacks.
 struct Job {
     set: Arc<ModelSet>,
-    runs: Arc<Runs>,
     params: DiffusionParams,
     c: MirageDiffusionParams,
     channels: u32,
@@ -354,6 +362,10 @@ struct Job {
     /// Interpolate: the prompts of the path and the number of frames.
     path: Vec<String>,
     frames: usize,
+    /// The call's registration on the context (cancel flag; what `mirage_context_free` waits for). Declared
+    /// last so that it is dropped last: when free sees it gone, the call holds nothing of the context any
+    /// more (its `set` Arc, the sessions' last owner after a free, is already dropped).
+    registration: Run,
 }
 
 /// The params' text fields, read and checked.
@@ -445,7 +457,9 @@ impl Job {
         // SAFETY: the strings are NULL or NUL-terminated (caller's promise).
         let text = unsafe { TextArgs::read(&c, &set, mode) }?;
         let params = DiffusionParams { steps, sampler, seed: c.seed, count: 1, strength };
-        Ok(Job { set, runs, params, c, channels, mode, text, path: Vec::new(), frames: 0 })
+        // Registered once checked, for the rest of the call (also the conversion of the result).
+        let registration = runs.start()?;
+        Ok(Job { set, params, c, channels, mode, text, path: Vec::new(), frames: 0, registration })
     }
 
     /// Reads `count` host images of the set's size and channels into one model-space tensor.
@@ -501,7 +515,7 @@ impl Job {
             .collect()
     }
 
-    /// Runs the generation registered on the context (so that cancel and free reach it), with the host's
+    /// Runs the generation (registered on the context since `Job::new`, so that cancel and free reach it), with the host's
     /// callbacks (and, for tests, one more progress hook), and converts the result for the host.
     fn run(
         &self,
@@ -533,12 +547,10 @@ impl Job {
             }
         };
         let y = {
-            // Registered for the loop only; unregistered when this block ends, also by a panic unwinding.
-            let run = self.runs.start()?;
             let mut hooks = Hooks {
                 progress: Some(&mut both),
                 preview: if c.preview.is_some() { Some(&mut preview) } else { None },
-                cancel: Some(&run.cancel),
+                cancel: Some(&self.registration.cancel),
             };
             let set = &self.set;
             let n = if self.mode == Mode::Generate { p.count } else { x.len() / set.image_len() };

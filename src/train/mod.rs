@@ -58,6 +58,18 @@ pub fn lr_at(step: u64, total: u64, lr: f64, warmup: u64, final_ratio: f64) -> f
     lr * (final_ratio + (1.0 - final_ratio) * cos)
 }
 
+/// [`lr_at`] for a run resumed at step `resumed_at` (0 for a fresh run): AdamW's moments are not in the
+/// checkpoint, so a resumed run warms up again over `warmup` steps from its first step, towards the
+/// schedule's value (resuming with a larger --steps would otherwise jump from the decayed rate to a
+/// mid-schedule one with fresh moments, i.e. one step of about `lr` on every weight).
+pub fn lr_resumed(step: u64, resumed_at: u64, total: u64, lr: f64, warmup: u64, final_ratio: f64) -> f64 {
+    let base = lr_at(step, total, lr, warmup, final_ratio);
+    if resumed_at == 0 || warmup == 0 || step < warmup {
+        return base;
+    }
+    base * ((step - resumed_at + 1) as f64 / warmup as f64).min(1.0)
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, so that a crash mid-write never
 /// leaves a half-written checkpoint where `--resume` will look.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
@@ -154,6 +166,11 @@ mod tests {
         assert!(lr_at(500, total, lr, 100, 0.1) < lr);
         assert!((lr_at(1000, total, lr, 100, 0.1) - 1e-4).abs() < 1e-12);
         assert!((lr_at(5000, total, lr, 100, 0.1) - 1e-4).abs() < 1e-12);
+        // A fresh run is unchanged; a resumed one warms up again from its first step.
+        assert_eq!(lr_resumed(500, 0, total, lr, 100, 0.1), lr_at(500, total, lr, 100, 0.1));
+        assert!(lr_resumed(1000, 1000, 2000, lr, 100, 0.1) < 0.02 * lr);
+        assert_eq!(lr_resumed(1099, 1000, 2000, lr, 100, 0.1), lr_at(1099, 2000, lr, 100, 0.1));
+        assert!(lr_resumed(1050, 1000, 2000, lr, 100, 0.1) < lr_at(1050, 2000, lr, 100, 0.1));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
 
 use super::data::{self, Dataset, Split};
 use super::vae::{losses, weights_of, Vae};
-use super::{lr_at, max_abs_diff, read_json, save_varstore, set_threads, torch_err, write_json, JsonLines};
+use super::{lr_resumed, max_abs_diff, read_json, save_varstore, set_threads, torch_err, write_json, JsonLines};
 use crate::error::{Error, Result};
 use crate::export::vae::{export_vae, VaeArch};
 use crate::image::{from_model, grid, Image};
@@ -54,7 +54,7 @@ pub struct TrainConfig {
     /// issue ranks reconstruction PSNR first: with beta = 1 the KL of 192 informative latents (hundreds of
     /// nats) would outweigh an SSE of ~8 and blur everything; 1e-3 still keeps latents near N(0, I) in scale.
     pub beta: f64,
-    /// Linear learning-rate warm-up steps before the cosine decay (see [`lr_at`]).
+    /// Linear learning-rate warm-up steps before the cosine decay (see [`super::lr_at`]).
     pub warmup_steps: u64,
     /// The cosine decay ends at `lr * final_lr_ratio`.
     pub final_lr_ratio: f64,
@@ -227,6 +227,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
     tch::manual_seed(cfg.seed as i64);
     let model = Vae::new(&vs.root(), &arch)?;
     let (mut step, mut elapsed_before) = (0u64, 0.0f64);
+    let mut resumed_at = 0u64;
     if resume {
         let state: CheckpointState = read_json(&out.join(CKPT_STATE))?;
         if state.arch != arch || state.steps_per_epoch != steps_per_epoch {
@@ -240,6 +241,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
         let w = out.join(&state.weights);
         vs.load(&w).map_err(torch_err(&w.display().to_string()))?;
         step = state.step;
+        resumed_at = step;
         elapsed_before = state.elapsed_s;
         // The seed an uninterrupted run continues with after this checkpoint (see below).
         tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
@@ -271,7 +273,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
         let idx = Tensor::from_slice(&order.1[b * bs..(b + 1) * bs]).to_device(device);
         let x = images.index_select(0, &idx); // [B, C, H, W]
 
-        let lr = lr_at(step, total, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio);
+        let lr = lr_resumed(step, resumed_at, total, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio);
         opt.set_lr(lr);
         let (recon, mean, logvar) = model.forward(&x, true);
         let (rec, kl) = losses(&x, &recon, &mean, &logvar);
