@@ -515,8 +515,8 @@ impl Job {
             .collect()
     }
 
-    /// Runs the generation (registered on the context since `Job::new`, so that cancel and free reach it), with the host's
-    /// callbacks (and, for tests, one more progress hook), and converts the result for the host.
+    /// Runs the generation (registered on the context since `Job::new`, so that cancel and free reach it),
+    /// with the host's callbacks (and, for tests, one more progress hook), and converts the result for the host.
     fn run(
         &self,
         p: &DiffusionParams,

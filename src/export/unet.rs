@@ -166,8 +166,7 @@ impl UNetArch {
 
     /// The architecture called `name` for command-line flags: "fashion" ([`UNetArch::fashion_latent`]),
     /// "text" ([`UNetArch::text_latent`], 24 tokens), "wide" (its layout without text), "tiny" or "tiny-text"
-    /// (MiniLM's width, 16 tokens), on
-    /// `shape`.
+    /// (MiniLM's width, 16 tokens), on `shape`.
     pub fn by_name(name: &str, shape: [i64; 3]) -> Result<Self> {
         match name {
             "fashion" => {
@@ -180,9 +179,9 @@ impl UNetArch {
             // The text layout without text: the next candidate for the unconditional Fashion U-Net's FID aim.
             "wide" => Ok(UNetArch { text: None, ..Self::text_latent(shape, 24) }),
             "tiny-text" => Ok(Self::tiny_text(shape[0], shape[1], shape[2], crate::text::TEXT_WIDTH as i64, 16)),
-            other => {
-                Err(Error::invalid(format!("unknown U-Net architecture {other:?} (fashion | text | tiny | tiny-text)")))
-            }
+            other => Err(Error::invalid(format!(
+                "unknown U-Net architecture {other:?} (fashion | wide | text | tiny | tiny-text)"
+            ))),
         }
     }
 

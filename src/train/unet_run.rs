@@ -368,6 +368,11 @@ fn caption_table(encoder_dir: &Path, tokens: i64, captions: &[Vec<String>], out:
     Ok(CaptionTable { context, pooled, per_image, grid_prompts, encoder_sha256 })
 }
 
+/// A uniform draw in [0, 1) from the top 53 bits of the next u64.
+fn unit(rng: &mut ChaCha8Rng) -> f64 {
+    (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// The caption row of each batch element for one step: the empty prompt with probability `uncond_prob`,
 /// else one of the image's captions, drawn from a stream seeded by (seed, step) so that a resumed run
 /// draws the same.
@@ -376,7 +381,7 @@ fn caption_rows(table: &CaptionTable, images: &[i64], uncond_prob: f64, seed: u6
     images
         .iter()
         .map(|&i| {
-            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let u = unit(&mut rng);
             let opts = &table.per_image[i as usize];
             let pick = opts[(rng.next_u64() % opts.len() as u64) as usize];
             if u < uncond_prob {
@@ -419,7 +424,7 @@ fn weighted_batch(cum: &[f64], bs: usize, seed: u64, step: u64) -> Vec<i64> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ step.wrapping_mul(0xA076_1D64_78BD_642F) ^ 0x6261_6c61);
     (0..bs)
         .map(|_| {
-            let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+            let u = unit(&mut rng);
             cum.partition_point(|&c| c <= u).min(cum.len() - 1) as i64
         })
         .collect()

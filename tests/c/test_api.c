@@ -19,48 +19,7 @@
 
 #include "mirage.h"
 
-static int checks, failures;
-
-#define CHECK(cond, ...)                                                                                        \
-    do {                                                                                                        \
-        checks++;                                                                                               \
-        if (!(cond)) {                                                                                          \
-            failures++;                                                                                         \
-            fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);                                                \
-            fprintf(stderr, __VA_ARGS__);                                                                       \
-            fputc('\n', stderr);                                                                                \
-        }                                                                                                       \
-    } while (0)
-
-static char last_message[4096];
-
-/* The calling thread's last error, into last_message; returns its length. */
-static size_t read_last_error(void) {
-    size_t n = mirage_last_error(last_message, sizeof last_message);
-    return n;
-}
-
-/* A call that must succeed (and then leave no message behind). */
-#define EXPECT_OK(call)                                                                                         \
-    do {                                                                                                        \
-        MirageStatus s_ = (call);                                                                               \
-        size_t n_ = read_last_error();                                                                          \
-        CHECK(s_ == MIRAGE_OK, "%s -> %s: %s", #call, mirage_status_str(s_), last_message);                    \
-        CHECK(s_ != MIRAGE_OK || n_ == 0, "%s succeeded but left a message: %s", #call, last_message);         \
-    } while (0)
-
-/* A call that must fail with `want`, with a message that contains `needle` (may be ""). */
-#define EXPECT_ERR(call, want, needle)                                                                          \
-    do {                                                                                                        \
-        MirageStatus s_ = (call);                                                                               \
-        size_t n_ = read_last_error();                                                                          \
-        CHECK(s_ == (want), "%s -> %s (%u), expected %s", #call, mirage_status_str(s_), s_,                     \
-              mirage_status_str(want));                                                                         \
-        CHECK(n_ > 0 && strlen(last_message) == n_, "%s: no error message", #call);                            \
-        CHECK(strstr(last_message, (needle)) != NULL, "%s: message lacks \"%s\": %s", #call, (needle),          \
-              last_message);                                                                                    \
-        if (getenv("TEST_API_VERBOSE")) printf("  %-60.60s %s: %s\n", #call, mirage_status_str(s_), last_message); \
-    } while (0)
+#include "check.h"
 
 /* ---- log callback: every call must bring back our user_data ---- */
 
