@@ -21,8 +21,11 @@ pub mod error;
 pub mod export;
 pub mod fashion;
 pub mod image;
+pub mod latent;
+pub mod limits;
 pub mod log;
 pub mod manifest;
+pub mod model_set;
 pub mod pipeline;
 pub mod rng;
 pub mod runtime;
@@ -31,7 +34,6 @@ pub mod schedule;
 pub mod text;
 #[cfg(feature = "train")]
 pub mod train;
-pub mod vae;
 
 pub use error::{Error, Result};
 

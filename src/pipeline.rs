@@ -15,9 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 use crate::manifest::{DiffusionSpace, UNetSpec};
+use crate::model_set::{Embeddings, ModelSet};
 use crate::rng::Noise;
 use crate::sampler::SamplerKind;
-use crate::vae::{Embeddings, ModelSet};
 
 /// More steps than this are refused: 1000 is the number of levels DDPM trains with; beyond it a sampler
 /// only repeats itself while the host waits.
@@ -49,8 +49,8 @@ impl DiffusionParams {
         if self.steps == 0 || self.steps > MAX_STEPS {
             return Err(Error::invalid(format!("steps must be 1..={MAX_STEPS}, got {}", self.steps)));
         }
-        if self.count == 0 || self.count > crate::vae::MAX_BATCH {
-            return Err(Error::invalid(format!("count must be 1..={}, got {}", crate::vae::MAX_BATCH, self.count)));
+        if self.count == 0 || self.count > crate::limits::MAX_BATCH {
+            return Err(Error::invalid(format!("count must be 1..={}, got {}", crate::limits::MAX_BATCH, self.count)));
         }
         if !(self.strength.is_finite() && self.strength > 0.0 && self.strength <= 1.0) {
             return Err(Error::invalid(format!("strength must be in (0, 1], got {}", self.strength)));
@@ -175,8 +175,8 @@ pub fn interpolate(
     if prompts.len() < 2 {
         return Err(Error::invalid(format!("interpolation needs at least 2 prompts, got {}", prompts.len())));
     }
-    if !(2..=crate::vae::MAX_BATCH).contains(&frames) {
-        return Err(Error::invalid(format!("frames must be 2..={}, got {frames}", crate::vae::MAX_BATCH)));
+    if !(2..=crate::limits::MAX_BATCH).contains(&frames) {
+        return Err(Error::invalid(format!("frames must be 2..={}, got {frames}", crate::limits::MAX_BATCH)));
     }
     check_guidance(guidance)?;
     let p = DiffusionParams { strength: 1.0, count: 1, ..*params };
@@ -193,7 +193,7 @@ pub fn interpolate(
         let (a, b) = (&keys.context[i * lc..(i + 1) * lc], &keys.context[(i + 1) * lc..(i + 2) * lc]);
         path.context.extend(a.iter().zip(b).map(|(&x, &y)| x + u * (y - x)));
         let (a, b) = (&keys.pooled[i * lp..(i + 1) * lp], &keys.pooled[(i + 1) * lp..(i + 2) * lp]);
-        path.pooled.extend(crate::vae::slerp(a, b, u)?);
+        path.pooled.extend(crate::latent::slerp(a, b, u)?);
         path.n += 1;
     }
     let per = shape_len(set.diffusion_shape()?);
@@ -273,8 +273,8 @@ pub fn inpaint(
     p.validate()?;
     let img = set.manifest().image.clone();
     let (ih, iw) = (img.height as usize, img.width as usize);
-    crate::vae::check_batch(n, mask.len(), ih * iw, "mask")?;
-    crate::vae::check_finite(mask, "mask")?;
+    crate::limits::check_batch(n, mask.len(), ih * iw, "mask")?;
+    crate::limits::check_finite(mask, "mask")?;
     let [c, h, w] = set.diffusion_shape()?;
     let (c, h, w) = (c as usize, h as usize, w as usize);
     // The mask at diffusion resolution: a latent cell is invented when any pixel it covers is masked, so
@@ -337,10 +337,10 @@ fn run(
         }
         (Some(_), Some(t)) => {
             check_guidance(t.guidance)?;
-            if t.guidance != 1.0 && 2 * n > crate::vae::MAX_BATCH {
+            if t.guidance != 1.0 && 2 * n > crate::limits::MAX_BATCH {
                 return Err(Error::invalid(format!(
                     "{n} images with guidance: at most {} (both sides run in one batch)",
-                    crate::vae::MAX_BATCH / 2
+                    crate::limits::MAX_BATCH / 2
                 )));
             }
             if t.cond.n != n || t.uncond.n != n {
@@ -444,8 +444,8 @@ fn to_diffusion(set: &ModelSet, images: &[f32], n: usize) -> Result<Vec<f32>> {
     let z = match spec.space {
         DiffusionSpace::Latent => set.encode(images, n)?.0,
         DiffusionSpace::Pixel => {
-            crate::vae::check_batch(n, images.len(), set.image_len(), "image")?;
-            crate::vae::check_finite(images, "image")?;
+            crate::limits::check_batch(n, images.len(), set.image_len(), "image")?;
+            crate::limits::check_finite(images, "image")?;
             images.to_vec()
         }
     };

@@ -257,11 +257,11 @@ impl TextEncoder {
     /// (`2..=512`). The empty prompt is valid: [CLS][SEP].
     pub fn encode(&self, prompts: &[&str], context_len: usize) -> Result<TextEmbedding> {
         check_context(context_len)?;
-        if prompts.is_empty() || prompts.len() > crate::vae::MAX_BATCH {
+        if prompts.is_empty() || prompts.len() > crate::limits::MAX_BATCH {
             return Err(Error::invalid(format!(
                 "text encoder: {} prompts; 1..={} per call",
                 prompts.len(),
-                crate::vae::MAX_BATCH
+                crate::limits::MAX_BATCH
             )));
         }
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenize(p, context_len)).collect::<Result<_>>()?;

@@ -307,7 +307,7 @@ fn vae_round_trip_matches_the_rust_api() {
 
         // The same through the Rust API: identical numbers.
         let (_d, dir) = tiny_set();
-        let rust = mirage::vae::ModelSet::open(&dir).unwrap();
+        let rust = mirage::model_set::ModelSet::open(&dir).unwrap();
         let img = mirage::image::Image::new(28, 28, 1, pixels.clone()).unwrap();
         let x = mirage::image::to_model(&[img], &rust.manifest().image).unwrap();
         let (rm, rlv) = rust.encode(&x, 1).unwrap();
@@ -316,10 +316,10 @@ fn vae_round_trip_matches_the_rust_api() {
 
         let mut z = null_mut();
         assert_ok(mirage_vae_sample(ctx.ptr, mean, logvar, 11, &mut z));
-        assert_eq!(latent_vec(z), mirage::vae::sample_latent(&rm, &rlv, 11).unwrap());
+        assert_eq!(latent_vec(z), mirage::latent::sample_latent(&rm, &rlv, 11).unwrap());
         let mut prior = null_mut();
         assert_ok(mirage_vae_sample_prior(ctx.ptr, 2, 5, &mut prior));
-        assert_eq!(latent_vec(prior), mirage::vae::prior_latents(128, 2, 5).unwrap());
+        assert_eq!(latent_vec(prior), mirage::latent::prior_latents(128, 2, 5).unwrap());
 
         let mut batch = null_mut();
         assert_ok(mirage_vae_decode(ctx.ptr, z, MIRAGE_PIXEL_GRAY8, &mut batch));
@@ -494,7 +494,7 @@ fn generate_matches_the_rust_pipeline() {
         mirage_image_batch_free(batch);
 
         let (_d, dir) = tiny_diffusion_set();
-        let set = mirage::vae::ModelSet::open(&dir).unwrap();
+        let set = mirage::model_set::ModelSet::open(&dir).unwrap();
         let params = mirage::pipeline::DiffusionParams { steps: 5, seed: 17, ..Default::default() };
         let y = mirage::pipeline::generate(&set, &params, &mut Default::default()).unwrap();
         let want = mirage::image::from_model(&y, 1, &set.manifest().image).unwrap();
@@ -506,7 +506,7 @@ fn generate_matches_the_rust_pipeline() {
 fn denoise_matches_the_rust_pipeline_and_checks_strength() {
     let ctx = diffusion_ctx();
     let (_d, dir) = tiny_diffusion_set();
-    let set = mirage::vae::ModelSet::open(&dir).unwrap();
+    let set = mirage::model_set::ModelSet::open(&dir).unwrap();
     let spec = set.manifest().image.clone();
     let pixels: Vec<u8> = (0..spec.width * spec.height).map(|i| (i * 7 % 256) as u8).collect();
     let image = MirageImage {

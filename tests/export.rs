@@ -2,8 +2,8 @@
 //! and runs with the shapes and value ranges its manifest promises.
 
 use mirage::export::vae::{random_weights, write_random_set, VaeArch};
+use mirage::model_set::ModelSet;
 use mirage::rng::Noise;
-use mirage::vae::ModelSet;
 
 /// `n` images of `len` values in [-1, 1].
 fn images(n: usize, len: usize, seed: u64) -> Vec<f32> {

@@ -3,9 +3,9 @@
 
 use std::sync::atomic::AtomicBool;
 
+use mirage::model_set::ModelSet;
 use mirage::pipeline::{self, DiffusionParams, Hooks, MAX_STEPS};
 use mirage::sampler::SamplerKind;
-use mirage::vae::ModelSet;
 use mirage::Error;
 
 use crate::util::tiny_diffusion_set;

@@ -1,7 +1,8 @@
 //! The runtime on real ONNX Runtime: loading model sets, VAE encode/sample/decode, and every kind of bad input.
 
 use mirage::image::{from_model, to_model, Image};
-use mirage::vae::{prior_latents, sample_latent, ModelSet};
+use mirage::latent::{prior_latents, sample_latent};
+use mirage::model_set::ModelSet;
 use mirage::Error;
 
 use crate::util::{read_json, tiny_set};

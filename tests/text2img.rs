@@ -1,8 +1,8 @@
 //! Text-to-image on real ONNX Runtime with the real MiniLM encoder and a tiny random-weight
 //! text-conditioned U-Net: prompts, classifier-free guidance, negative prompts, interpolation, bad input.
 
+use mirage::model_set::ModelSet;
 use mirage::pipeline::{self, DiffusionParams, Hooks, TextGuidance};
-use mirage::vae::ModelSet;
 use mirage::Error;
 
 use crate::util::{text_encoder_dir, tiny_diffusion_set, tiny_text_set};

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use mirage::export::vae::{export_vae, VaeArch};
+use mirage::model_set::ModelSet;
 use mirage::train::vae::{weights_of, Vae};
 use mirage::train::vae_run::{check_parity, PARITY_TOLERANCE};
-use mirage::vae::ModelSet;
 use tch::{nn, Device, Tensor};
 
 /// Builds the tch VAE with random weights (tch's init, plus random biases: tch starts them at zero,

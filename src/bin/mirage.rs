@@ -8,10 +8,11 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
 use mirage::image::{self as img, Image};
+use mirage::latent;
+use mirage::model_set::ModelSet;
 use mirage::pipeline::{self, DiffusionParams, Hooks};
 use mirage::runtime::{self, Provider, RuntimeOptions};
 use mirage::sampler::SamplerKind;
-use mirage::vae::{self, ModelSet};
 use mirage::{Error, Result};
 
 #[derive(Parser)]
@@ -485,7 +486,7 @@ fn run(cli: Cli) -> Result<()> {
                 let image = load_for(&set, &input)?;
                 let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
                 let (mean, logvar) = set.encode(&x, 1)?;
-                let z = if sample { vae::sample_latent(&mean, &logvar, seed)? } else { mean };
+                let z = if sample { latent::sample_latent(&mean, &logvar, seed)? } else { mean };
                 let out = decode_images(&set, &z, 1)?.remove(0);
                 eprintln!("PSNR {:.2} dB", img::psnr(&image, &out)?);
                 save(&out, &output)
@@ -519,7 +520,7 @@ fn run(cli: Cli) -> Result<()> {
                 };
                 let z = match (floats("latent"), floats("mean"), floats("logvar"), seed) {
                     (Some(z), _, _, _) => z,
-                    (None, Some(mean), Some(logvar), Some(s)) => vae::sample_latent(&mean, &logvar, s)?,
+                    (None, Some(mean), Some(logvar), Some(s)) => latent::sample_latent(&mean, &logvar, s)?,
                     (None, Some(mean), _, None) => mean,
                     _ => {
                         return Err(Error::invalid(format!(
@@ -533,7 +534,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             VaeCmd::Sample { m, count, seed, output } => {
                 let set = ModelSet::open(&m.models)?;
-                let z = vae::prior_latents(set.latent_len()?, count, seed)?;
+                let z = latent::prior_latents(set.latent_len()?, count, seed)?;
                 let images = decode_images(&set, &z, count)?;
                 let cols = (count as f64).sqrt().ceil() as usize;
                 save(&img::grid(&images, cols, 2, 0)?, &output)
@@ -544,12 +545,12 @@ fn run(cli: Cli) -> Result<()> {
                     return Err(Error::invalid("walk: --frames must be 2..=256 and --walks 1..=64"));
                 }
                 let len = set.latent_len()?;
-                let ends = vae::prior_latents(len, walks + 1, seed)?;
+                let ends = latent::prior_latents(len, walks + 1, seed)?;
                 let mut z = Vec::with_capacity(walks * frames * len);
                 for w in 0..walks {
                     let (a, b) = (&ends[w * len..(w + 1) * len], &ends[(w + 1) * len..(w + 2) * len]);
                     for f in 0..frames {
-                        z.extend(vae::slerp(a, b, f as f32 / (frames - 1) as f32)?);
+                        z.extend(latent::slerp(a, b, f as f32 / (frames - 1) as f32)?);
                     }
                 }
                 let images = decode_images(&set, &z, walks * frames)?;
@@ -648,7 +649,7 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32)
     let n = originals.len();
     let (mean, _) = set.encode(&img::to_model(&originals, &spec)?, n)?;
     let recon = decode_images(&set, &mean, n)?;
-    let samples = decode_images(&set, &vae::prior_latents(set.latent_len()?, n, seed)?, n)?;
+    let samples = decode_images(&set, &latent::prior_latents(set.latent_len()?, n, seed)?, n)?;
     let psnr: f64 = originals.iter().zip(&recon).map(|(a, b)| img::psnr(a, b)).sum::<Result<f64>>()? / n as f64;
     // Rows of 8: originals, their reconstructions, then random samples.
     let cols = n.min(8);
@@ -712,7 +713,7 @@ fn bench(models: &Path, batch: usize, iters: usize) -> Result<()> {
     let set = ModelSet::open(models)?;
     let x: Vec<f32> =
         mirage::rng::Noise::new(1).normals(batch * set.image_len()).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
-    let z = vae::prior_latents(set.latent_len()?, batch, 2)?;
+    let z = latent::prior_latents(set.latent_len()?, batch, 2)?;
     let time = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
         for _ in 0..3 {
             f()?;

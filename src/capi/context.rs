@@ -10,7 +10,7 @@ use super::boundary::{self, arg, copy_str, init_params, out, read_params, utf8};
 use super::runtime::{provider_of, provider_value, MirageProvider, MIRAGE_PROVIDER_DEFAULT};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
-use crate::vae::ModelSet;
+use crate::model_set::ModelSet;
 
 /// A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new`, freed by
 /// `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;

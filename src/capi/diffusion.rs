@@ -12,9 +12,10 @@ use super::image::{
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::{from_model, to_model, Image};
+use crate::limits::MAX_BATCH;
+use crate::model_set::ModelSet;
 use crate::pipeline::{self, DiffusionParams, Hooks, TextGuidance, MAX_STEPS};
 use crate::sampler::SamplerKind;
-use crate::vae::{ModelSet, MAX_BATCH};
 
 /// Called on the calling thread after every step of a generation with the steps done so far (1 to `total`)
 /// and the steps in all; `user_data` is the params' own. Return true to continue, false to cancel (the

@@ -7,7 +7,7 @@ use super::boundary::{self, arg, out, utf8};
 use super::context::MirageContext;
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
-use crate::vae::ModelSet;
+use crate::model_set::ModelSet;
 
 fn text_shape(set: &ModelSet) -> Result<(u32, u32)> {
     set.require_text().map(|t| (t.tokens, t.width))

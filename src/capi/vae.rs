@@ -7,7 +7,8 @@ use super::latent::MirageLatent;
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::{from_model, to_model, Image};
-use crate::vae::{prior_latents, sample_latent, MAX_BATCH};
+use crate::latent::{prior_latents, sample_latent};
+use crate::limits::MAX_BATCH;
 
 /// Checks that `latent` is a batch of the context's latents; returns the batch size.
 fn batch_of(ctx: &MirageContext, latent: &MirageLatent, name: &str) -> Result<usize> {

@@ -30,8 +30,8 @@ use tch::{Device, Kind, Tensor};
 use super::data::{self, Split};
 use super::{captions, classifier, set_threads, write_json};
 use crate::error::{Error, Result};
+use crate::model_set::ModelSet;
 use crate::pipeline::{self, DiffusionParams, Hooks, TextGuidance};
-use crate::vae::ModelSet;
 
 /// What `eval adherence` is configured by.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]

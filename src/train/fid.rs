@@ -41,9 +41,9 @@ use super::classifier::{self, permutation, Classifier};
 use super::data::{self, Split};
 use super::{set_threads, torch_err, write_json};
 use crate::error::{Error, Result};
+use crate::model_set::ModelSet;
 use crate::pipeline::{generate, DiffusionParams, Hooks};
 use crate::sampler::SamplerKind;
-use crate::vae::ModelSet;
 
 /// Images per `generate` call: large enough for ONNX Runtime to batch the U-Net efficiently, small enough
 /// for the progress bar to move every few seconds.

@@ -31,10 +31,10 @@ use crate::export::onnx::encode;
 use crate::export::unet::{export_unet, unet_graph, UNetArch};
 use crate::image::{from_model, grid, Image};
 use crate::manifest::{DiffusionSpace, ImageSpec, Manifest, TextSpec};
+use crate::model_set::ModelSet;
 use crate::rng::Noise;
 use crate::sampler::SamplerKind;
 use crate::schedule::CosineSchedule;
-use crate::vae::ModelSet;
 
 const CKPT_WEIGHTS: &str = "checkpoint.safetensors";
 const CKPT_EMA: &str = "ema.safetensors";

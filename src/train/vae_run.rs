@@ -473,7 +473,7 @@ fn to_vec(t: &Tensor) -> Result<Vec<f32>> {
 /// encoder, and `n` random N(0, I) latents through both decoders; returns the largest differences.
 pub fn check_parity(model: &Vae, device: Device, set_dir: &Path, n: usize, seed: u64) -> Result<Parity> {
     let _guard = tch::no_grad_guard();
-    let set = crate::vae::ModelSet::open(set_dir)?;
+    let set = crate::model_set::ModelSet::open(set_dir)?;
     let a = &model.arch;
     let mut noise = Noise::new(seed);
     let img_len = (a.channels * a.height * a.width) as usize;
