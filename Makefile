@@ -2,7 +2,7 @@
 #   make demo   build the CLI, export the text encoder, and draw prompts with the shipped models/emoji
 #               (out/demo.png, out/morph.gif) plus the Fashion-MNIST demo (out/demo-fashion.png)
 #   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity
-.PHONY: demo test lint setup-runtime setup-train header
+.PHONY: demo test lint lib setup-runtime setup-train header
 
 CARGO ?= cargo
 FEATURES_TEST := train,test-panic
@@ -36,6 +36,13 @@ test: setup-train
 
 lint: setup-train
 	$(CARGO) clippy --features $(FEATURES_TEST) --all-targets -- -D warnings
+	# The library as hosts build it (`make lib`): no CLI, no exporter.
+	$(CARGO) clippy --lib --no-default-features --features cuda,tensorrt -- -D warnings
+
+# The library alone, as a host links it: target/release/libmirage.so and .a without the CLI's dependencies
+# and the ONNX exporter (Cargo.toml's features `cli` and `export`).
+lib:
+	$(CARGO) build --release --lib --no-default-features --features cuda,tensorrt
 
 # Regenerate include/mirage.h after changing the C API (the header test fails until you do).
 header:

@@ -1,5 +1,6 @@
 /*
- * mirage: image generation from latent spaces (VAE and diffusion; text-to-image next), for C and C++.
+ * mirage: image generation from latent spaces (a VAE, latent diffusion, text-to-image with negative prompts
+ * and walks between prompts) on ONNX Runtime, for C and C++.
  *
  * Thread safety: every function may be called from any thread, a MirageContext may be used by several
  * threads at once, latents and image batches are immutable, and a handle is freed only when no call on
@@ -11,7 +12,8 @@
  * What the library allocates, the library frees (mirage_*_free; NULL is a no-op). Strings are UTF-8.
  * Params structs start with struct_size and are filled by their _init function with sizeof the struct.
  *
- * Usage (argv[1] is a model set directory; error handling through one helper):
+ * Usage: text-to-image, then the VAE's latent space. argv[1] is a text-conditioned model set directory
+ * (e.g. models/emoji), argv[2] the prompt; error handling through one helper.
  *
  * @code
  * #include <stdio.h>
@@ -29,11 +31,11 @@
  * static bool on_progress(uint32_t step, uint32_t total, void *user_data) {
  *     (void)user_data;
  *     if (step == total) printf("%u steps done\n", total);
- *     return true;
+ *     return true; // false cancels; mirage_context_cancel works from any thread
  * }
  *
  * int main(int argc, char **argv) {
- *     if (argc < 2) return 2;
+ *     if (argc < 3) return 2;
  *     // Optional: without mirage_runtime_init the first context loads ONNX Runtime with the defaults.
  *     MirageRuntimeOptions options;
  *     if (!ok(mirage_runtime_options_init(&options, sizeof options))) return 1;
@@ -45,41 +47,42 @@
  *     uint32_t width, height, channels;
  *     if (!ok(mirage_context_image_size(ctx, &width, &height, &channels))) return 1;
  *
- *     // A host image (here all black) in the set's size and channel count; any stride would do.
- *     uint8_t *pixels = calloc((size_t)width * height * channels, 1);
- *     MirageImage image = {width, height, 0,
- *                          channels == 1 ? MIRAGE_PIXEL_GRAY8 : channels == 3 ? MIRAGE_PIXEL_RGB8 : MIRAGE_PIXEL_RGBA8,
- *                          pixels};
- *
- *     // Encode to the latent distribution, draw a latent from it with seed 42, decode to RGBA.
- *     MirageLatent *mean = NULL, *logvar = NULL, *z = NULL;
- *     MirageImageBatch *decoded = NULL;
- *     int good = ok(mirage_vae_encode(ctx, &image, 1, &mean, &logvar)) &&
- *                ok(mirage_vae_sample(ctx, mean, logvar, 42, &z)) &&
- *                ok(mirage_vae_decode(ctx, z, MIRAGE_PIXEL_RGBA8, &decoded));
- *     MirageImage result;
- *     if (good && ok(mirage_image_batch_get(decoded, 0, &result))) // result.data belongs to the batch
- *         printf("decoded %ux%u, first pixel %u\n", result.width, result.height, result.data[0]);
- *
- *     // Diffusion (sets with a U-Net): 20 DDIM steps from seed 7, progress on this thread.
+ *     // Four images of the prompt, steered away from the negative prompt, 20 DDIM steps from seed 7.
  *     MirageImageBatch *generated = NULL;
  *     MirageDiffusionParams params;
- *     if (good && ok(mirage_diffusion_params_init(&params, sizeof params))) {
+ *     int good = ok(mirage_diffusion_params_init(&params, sizeof params));
+ *     if (good) {
+ *         params.prompt = argv[2];
+ *         params.negative_prompt = "blurry";
+ *         params.count = 4;
  *         params.steps = 20;
  *         params.seed = 7;
- *         params.progress = on_progress; // return false to cancel; mirage_context_cancel works from any thread
- *         good = ok(mirage_generate(ctx, &params, &generated)) &&
- *                ok(mirage_image_batch_get(generated, 0, &result));
- *         if (good) printf("generated %ux%u\n", result.width, result.height);
+ *         params.progress = on_progress;
+ *         // The set's own pixel format, so that an image can go back into its VAE below.
+ *         params.format = channels == 1 ? MIRAGE_PIXEL_GRAY8 : channels == 3 ? MIRAGE_PIXEL_RGB8 : MIRAGE_PIXEL_RGBA8;
+ *         good = ok(mirage_generate(ctx, &params, &generated));
  *     }
+ *     MirageImage image; // image.data belongs to the batch
+ *     for (size_t i = 0; good && i < mirage_image_batch_count(generated); i++)
+ *         if (ok(mirage_image_batch_get(generated, i, &image)))
+ *             printf("generated %ux%u\n", image.width, image.height);
  *
- *     mirage_image_batch_free(generated);
+ *     // The VAE: encode the first image to its latent distribution, draw a latent with seed 42, decode it.
+ *     MirageLatent *mean = NULL, *logvar = NULL, *z = NULL;
+ *     MirageImageBatch *decoded = NULL;
+ *     good = good && ok(mirage_image_batch_get(generated, 0, &image)) &&
+ *            ok(mirage_vae_encode(ctx, &image, 1, &mean, &logvar)) &&
+ *            ok(mirage_vae_sample(ctx, mean, logvar, 42, &z)) &&
+ *            ok(mirage_vae_decode(ctx, z, MIRAGE_PIXEL_RGBA8, &decoded)) &&
+ *            ok(mirage_image_batch_get(decoded, 0, &image));
+ *     if (good) printf("decoded %ux%u, first pixel %u\n", image.width, image.height, image.data[0]);
+ *
  *     mirage_image_batch_free(decoded); // every _free accepts NULL
  *     mirage_latent_free(z);
  *     mirage_latent_free(logvar);
  *     mirage_latent_free(mean);
+ *     mirage_image_batch_free(generated);
  *     mirage_context_free(ctx);
- *     free(pixels);
  *     return good ? 0 : 1;
  * }
  * @endcode
@@ -100,6 +103,27 @@
 #define MIRAGE_VERSION_PATCH 0
 #define MIRAGE_VERSION_STRING "0.1.0"
 
+
+/**
+ * The most images, latents, frames or prompts one call takes (`count`, `frames`, `prompt_count`); with
+ * classifier-free guidance `mirage_generate` takes half as many, since both sides run in one batch.
+ */
+#define MIRAGE_MAX_BATCH 1024
+
+/**
+ * The most sampler steps (`MirageDiffusionParams::steps`).
+ */
+#define MIRAGE_MAX_STEPS 1000
+
+/**
+ * The largest classifier-free guidance scale (`MirageDiffusionParams::guidance`, and a model set's default).
+ */
+#define MIRAGE_MAX_GUIDANCE 50.0
+
+/**
+ * The most intra-op threads (`MirageRuntimeOptions::intra_threads`).
+ */
+#define MIRAGE_MAX_THREADS 256
 
 /**
  * `MirageDiffusionParams::guidance` value that selects the model set's own guidance scale.
@@ -177,7 +201,8 @@ typedef struct MirageRuntimeOptions {
      */
     bool strict;
     /**
-     * Threads per session for intra-op parallelism; 0 = ONNX Runtime's default (one per core).
+     * Threads per session for intra-op parallelism, 0 to MIRAGE_MAX_THREADS; 0 = ONNX Runtime's default (one per core).
+     * More threads than cores only slows every call down; larger values are refused.
      */
     uint32_t intra_threads;
     /**
@@ -351,7 +376,9 @@ typedef struct MirageDiffusionParams {
      * Classifier-free guidance scale: prediction = uncond + guidance * (cond - uncond). In [0, 50]; 1 uses
      * the prompt alone (one U-Net run per step instead of two), higher follows the prompt more closely.
      * MIRAGE_GUIDANCE_DEFAULT (-1, the default) takes the set's own (from its manifest). NaN, other negative
-     * values and values over 50 are refused. Ignored without a prompt and a negative prompt.
+     * values and values over MIRAGE_MAX_GUIDANCE (50) are refused. It applies only with a prompt or a negative
+     * prompt (and to `mirage_interpolate`): without either the generation is unconditional and `guidance`
+     * is ignored, not even checked. The CLI's `--guidance` follows the same rule.
      */
     float guidance;
 } MirageDiffusionParams;
@@ -480,6 +507,11 @@ typedef struct MirageDiffusionParams {
 #define MIRAGE_MODEL_UNET 3
 
 /**
+ * The text encoder of a text-conditioned set (prompts -> embeddings).
+ */
+#define MIRAGE_MODEL_TEXT_ENCODER 4
+
+/**
  * 1 byte per pixel: grey.
  */
 #define MIRAGE_PIXEL_GRAY8 1
@@ -552,8 +584,8 @@ MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options, s
  * against a newer header) is accepted only when every byte beyond the fields this library knows is zero,
  * so a field the host set is never silently ignored; over 4096 (an uninitialised field) is refused.
  *
- * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values, a path
- * that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values,
+ * intra_threads over MIRAGE_MAX_THREADS, a path that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.
  */
 MirageStatus mirage_runtime_init(const struct MirageRuntimeOptions *options);
 
@@ -804,8 +836,8 @@ MirageStatus mirage_diffusion_params_init(struct MirageDiffusionParams *params, 
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, bad params: steps 0 or over 1000, an unknown or
  * non-UTF-8 sampler, eta NaN or outside [0, 1], count 0 or over 1024 (over 512 with guidance), an unknown
- * format, a non-UTF-8 prompt or negative prompt, guidance NaN, negative (other than
- * MIRAGE_GUIDANCE_DEFAULT) or over 50, struct_size), MIRAGE_ERR_UNSUPPORTED (the set has no diffusion
+ * format, a non-UTF-8 prompt or negative prompt, with a prompt or negative prompt a guidance NaN, negative
+ * (other than MIRAGE_GUIDANCE_DEFAULT) or over 50, struct_size), MIRAGE_ERR_UNSUPPORTED (the set has no diffusion
  * U-Net, or a prompt or negative prompt was given to a set that is not text-conditioned),
  * MIRAGE_ERR_CANCELLED, MIRAGE_ERR_INFERENCE.
  */

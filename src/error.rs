@@ -62,6 +62,16 @@ impl Error {
         Error::InvalidModel(msg.into())
     }
 
+    /// An invalid-argument message with the caller's spelling of the field in front: the pipeline's and the
+    /// runtime's checks start their messages with the field's name ("steps is 0, ..."), and the C API says
+    /// "params->steps is 0, ...", the CLI "--steps is 0, ...". Other errors pass unchanged.
+    pub fn prefixed(self, prefix: &str) -> Self {
+        match self {
+            Error::InvalidArgument(m) => Error::InvalidArgument(format!("{prefix}{m}")),
+            other => other,
+        }
+    }
+
     /// Shorthand for [`Error::Io`].
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }

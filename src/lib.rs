@@ -1,24 +1,34 @@
 //! mirage: image generation from latent spaces, embeddable from C and C++.
 //!
-//! Module map (one generation reads top to bottom in [`vae`] today, `pipeline` once diffusion lands):
+//! Module map, from the bottom up (a module uses only those above it; the C API and the binaries sit on top):
 //! - [`error`]: the one [`Error`] enum and [`Result`].
-//! - [`runtime`]: finding and loading libonnxruntime, execution-provider choice and fallback.
-//! - [`manifest`]: `models/<set>/manifest.json`, validated before any model file is opened.
-//! - [`vae`]: a loaded model set: VAE encode, seeded sampling, decode; U-Net noise prediction.
-//! - [`pipeline`]: reverse diffusion: generate, img2img / denoise, inpaint — one readable loop.
-//! - [`fashion`]: Fashion-MNIST IDX files (the demo's test images; the trainer's data).
-//! - [`image`]: pixel buffers, conversions to and from model tensors, PNG I/O, grids.
+//! - [`limits`]: every limit the layers share (batch, steps, guidance, threads) and the checks applying them.
+//! - [`log`]: the log sink (stderr or the host's callback).
+//! - [`rng`]: the seeded normal noise every sampler uses (bit-reproducible on one machine).
 //! - [`schedule`]: the cosine diffusion schedule (one source for trainer and runtime).
 //! - [`sampler`]: reverse-diffusion samplers (DDIM, DPM-Solver++ 2M) behind one trait.
-//! - [`text`]: the text encoder (MiniLM-L6 tokenizer + ONNX session): prompts -> token and sentence embeddings.
-//! - [`rng`]: the seeded normal noise every sampler uses (bit-reproducible on one machine).
-//! - [`export`]: a small ONNX graph builder and the exporters of our models (no torch needed).
-//! - `train` (feature `train`): the libtorch trainer behind `mirage-train`.
+//! - [`image`]: pixel buffers, conversions to and from model tensors, PNG/GIF I/O, grids.
+//! - [`latent`]: the VAE's sampling layer, draws from the prior, slerp walks.
+//! - [`manifest`]: `models/<set>/manifest.json`, validated before any model file is opened.
+//! - [`runtime`]: finding and loading libonnxruntime, execution-provider choice and fallback.
+//! - [`session`]: one ONNX session as every model uses it (lock, interface check, run).
+//! - [`text`]: the text encoder (MiniLM-L6 tokenizer + session): prompts -> token and sentence embeddings.
+//! - [`model_set`]: a loaded set: its sessions (VAE, U-Net, text encoder) and what each is fed.
+//! - [`pipeline`]: reverse diffusion: generate, img2img / denoise, inpaint, interpolate — one readable loop;
+//!   owns the validation of every diffusion parameter.
 //! - [`capi`]: every `extern "C"` item of `include/mirage.h`.
+//! - [`export`] (feature `export`, on with `cli`): a small ONNX graph builder and the exporters of our models.
+//! - [`fashion`] (feature `cli`): Fashion-MNIST IDX files (the CLI demo's test images; the trainer's data).
+//! - `train` (feature `train`): the libtorch trainer behind `mirage-train`.
+
+// Every unsafe block says why it is sound (clippy -D warnings in `make lint` turns this into an error).
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod capi;
 pub mod error;
+#[cfg(feature = "export")]
 pub mod export;
+#[cfg(feature = "cli")]
 pub mod fashion;
 pub mod image;
 pub mod latent;
@@ -31,6 +41,7 @@ pub mod rng;
 pub mod runtime;
 pub mod sampler;
 pub mod schedule;
+pub mod session;
 pub mod text;
 #[cfg(feature = "train")]
 pub mod train;

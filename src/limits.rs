@@ -1,17 +1,32 @@
 //! The limits every layer shares, and the checks that apply them: one constant per limit, so that a model
-//! set, the pipeline, the C API and the CLI can never disagree about what is accepted.
+//! set, the pipeline, the C API and the CLI can never disagree about what is accepted. This module is the
+//! bottom of the crate: it imports nothing but the error type.
 
 use crate::error::{Error, Result};
 
-/// Largest batch one call accepts. Far above any sensible use; it keeps a bad `n` from a host from turning
-/// into a multi-gigabyte allocation.
+/// Largest batch one call accepts (images, latents, prompts, frames). Far above any sensible use; it keeps a
+/// bad `n` from a host from turning into a multi-gigabyte allocation.
 pub const MAX_BATCH: usize = 1024;
 
+/// More sampler steps than this are refused: 1000 is the number of levels DDPM trains with; beyond it a
+/// sampler only repeats itself while the host waits.
+pub const MAX_STEPS: usize = 1000;
+
+/// The largest classifier-free guidance scale, for a call and for a model set's default alike: beyond ~30
+/// guidance only saturates colours and breaks images, and a huge value is almost surely a unit mistake.
+pub const MAX_GUIDANCE: f32 = 50.0;
+
+/// The most intra-op threads one session may be given. ONNX Runtime starts every thread asked for, and a
+/// thread storm (thousands of threads on a few cores) stalls the host instead of helping; no machine this
+/// library targets has more cores than this.
+pub const MAX_THREADS: usize = 256;
+
+/// Checks that a buffer holds `n` (1..=[`MAX_BATCH`]) items of `per_item` values.
 pub fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<()> {
     if n == 0 || n > MAX_BATCH {
         return Err(Error::invalid(format!("batch size {n} out of range 1..={MAX_BATCH}")));
     }
-    if len != n * per_item {
+    if Some(len) != n.checked_mul(per_item) {
         return Err(Error::invalid(format!(
             "{what} buffer has {len} values; {n} x {per_item} expected (wrong size or shape)"
         )));
@@ -19,9 +34,39 @@ pub fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<
     Ok(())
 }
 
+/// Refuses NaN and infinite values (they would run through every model and come out as garbage).
 pub fn check_finite(v: &[f32], what: &str) -> Result<()> {
     match v.iter().position(|x| !x.is_finite()) {
         Some(i) => Err(Error::invalid(format!("{what} value {i} is {} (NaN or infinite values are refused)", v[i]))),
         None => Ok(()),
     }
 }
+
+/// Refuses a guidance scale that is not a finite number in [0, [`MAX_GUIDANCE`]].
+pub fn check_guidance(g: f32) -> Result<()> {
+    if !(g.is_finite() && (0.0..=MAX_GUIDANCE).contains(&g)) {
+        return Err(Error::invalid(format!("guidance is {g}, must be in [0, {MAX_GUIDANCE}]")));
+    }
+    Ok(())
+}
+
+/// Refuses a thread count above [`MAX_THREADS`] (0 = ONNX Runtime's default).
+pub fn check_threads(n: usize, what: &str) -> Result<()> {
+    if n > MAX_THREADS {
+        return Err(Error::invalid(format!("{what} is {n}, over the limit of {MAX_THREADS} (0 = one per core)")));
+    }
+    Ok(())
+}
+
+/// How messages quote what a caller passed: at most [`QUOTE_CHARS`] characters, escaped (control
+/// characters, quotes, invalid UTF-8 as `\u{fffd}`), with the full length in bytes when it was cut, so
+/// that a 100 KB string or 2 KB of binary never ends up whole in an error message or a log line.
+pub fn quote(s: &str) -> String {
+    match s.char_indices().nth(QUOTE_CHARS) {
+        Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
+        None => format!("{s:?}"),
+    }
+}
+
+/// Characters of a caller's string that [`quote`] keeps.
+pub const QUOTE_CHARS: usize = 48;

@@ -238,8 +238,14 @@ impl Manifest {
                             t.width, t.tokens
                         )));
                     }
-                    if !(t.guidance.is_finite() && (0.0..=100.0).contains(&t.guidance)) {
-                        return Err(Error::model(format!("unet.text: guidance {} must be in [0, 100]", t.guidance)));
+                    // The same limit as every call's: a default the pipeline would refuse is refused here,
+                    // at load, not at the first generation.
+                    if crate::limits::check_guidance(t.guidance).is_err() {
+                        return Err(Error::model(format!(
+                            "unet.text.guidance is {}, must be in [0, {}]",
+                            t.guidance,
+                            crate::limits::MAX_GUIDANCE
+                        )));
                     }
                     if t.encoder.is_empty() || t.encoder_sha256.len() != 64 {
                         return Err(Error::model("unet.text: encoder directory and its 64-digit sha256 are required"));
@@ -364,16 +370,20 @@ mod tests {
         assert!(m.validate().is_err());
     }
 
-    #[test]
-    fn unet_spec_is_checked_against_the_latent_shape() {
-        let mut m = sample();
+    /// A latent-space U-Net spec for [`sample`]'s 3x8x8 latents, text-conditioned (8 tokens) or not.
+    fn unet_spec(text: Option<TextSpec>) -> UNetSpec {
         let x = vec![-1, 3, 8, 8];
-        m.unet = Some(UNetSpec {
+        let mut inputs = vec![TensorSpec::new("x", &x), TensorSpec::new("noise_variance", &[-1, 1])];
+        if text.is_some() {
+            inputs.push(TensorSpec::new("context", &[-1, 8, 384]));
+            inputs.push(TensorSpec::new("pooled", &[-1, 384]));
+        }
+        UNetSpec {
             model: ModelFile {
                 kind: "unet".into(),
                 file: "unet.onnx".into(),
                 sha256: "0".repeat(64),
-                inputs: vec![TensorSpec::new("x", &x), TensorSpec::new("noise_variance", &[-1, 1])],
+                inputs,
                 outputs: vec![TensorSpec::new("eps", &x)],
             },
             space: DiffusionSpace::Latent,
@@ -381,8 +391,14 @@ mod tests {
             data_mean: vec![0.0; 3],
             data_std: vec![1.0; 3],
             architecture: serde_json::Value::Null,
-            text: None,
-        });
+            text,
+        }
+    }
+
+    #[test]
+    fn unet_spec_is_checked_against_the_latent_shape() {
+        let mut m = sample();
+        m.unet = Some(unet_spec(None));
         m.validate().unwrap();
         assert_eq!(Manifest::parse(&serde_json::to_string(&m).unwrap()).unwrap(), m);
         let mut bad = m.clone();
@@ -394,6 +410,28 @@ mod tests {
         let mut bad = m;
         bad.vae = None;
         assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn a_default_guidance_the_pipeline_would_refuse_is_refused_at_load() {
+        let mut m = sample();
+        let text = TextSpec {
+            encoder: "../minilm".into(),
+            encoder_sha256: "0".repeat(64),
+            width: 384,
+            tokens: 8,
+            guidance: 3.0,
+        };
+        m.unet = Some(unet_spec(Some(text)));
+        m.validate().unwrap();
+        for (g, ok) in
+            [(0.0, true), (crate::limits::MAX_GUIDANCE, true), (50.5, false), (100.0, false), (f32::NAN, false)]
+        {
+            m.unet.as_mut().unwrap().text.as_mut().unwrap().guidance = g;
+            assert_eq!(m.validate().is_ok(), ok, "default guidance {g}");
+        }
+        let e = m.validate().unwrap_err().to_string();
+        assert!(e.contains("unet.text.guidance is NaN, must be in [0, 50]"), "{e}");
     }
 
     #[test]

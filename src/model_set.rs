@@ -1,84 +1,52 @@
-//! A loaded model set and its VAE: encode (image -> mean, log-variance), sample (seeded
-//! reparameterisation), decode (latent -> image).
+//! A model set opened from a directory: its manifest and one session per model (VAE encoder and decoder,
+//! U-Net, text encoder), and what each model is fed: VAE encode (image -> mean, log-variance) and decode
+//! (latent -> image), the U-Net's noise prediction, prompts -> text embeddings.
 //!
 //! All tensors here are in model space: NCHW f32, images normalised as the manifest says (about [-1, 1]).
-//! Conversions from and to host pixels live in [`crate::image`].
+//! Conversions from and to host pixels live in [`crate::image`], latent arithmetic in [`crate::latent`],
+//! the diffusion loop in [`crate::pipeline`].
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-
-use ort::session::Session;
-use ort::value::Tensor;
 
 use crate::error::{Error, Result};
 use crate::limits::{check_batch, check_finite, MAX_BATCH};
-use crate::manifest::{Manifest, ModelFile};
-use crate::runtime::{self, Provider};
+use crate::manifest::{DiffusionSpace, Manifest, ModelFile, TextSpec};
+use crate::runtime::Provider;
+use crate::session::{Feed, OnnxModel};
+use crate::text::{TextEncoder, TEXT_WIDTH};
 
-/// One ONNX session. ONNX Runtime's `run` needs `&mut`, so each session sits behind its own mutex: calls on
-/// one context from several threads are safe and serialise per model.
-struct Model {
-    session: Mutex<Session>,
-    provider: Provider,
-    spec: ModelFile,
+/// Which model of a set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ModelKind {
+    VaeEncoder,
+    VaeDecoder,
+    UNet,
+    TextEncoder,
 }
 
-impl Model {
-    fn load(dir: &Path, spec: &ModelFile, provider: Option<Provider>) -> Result<Model> {
-        let bytes = Manifest::read_model(dir, spec)?;
-        let rt = runtime::global()?;
-        let what = format!("{} ({})", spec.kind, spec.file);
-        let loaded = rt.session(&bytes, &what, provider)?;
-        // A file that matches its sha256 but not the interface the manifest describes was exported wrongly;
-        // refuse it here rather than fail with an obscure error at the first run.
-        let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
-        let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
-        let want_in: Vec<_> = spec.inputs.iter().map(|t| t.name.clone()).collect();
-        let want_out: Vec<_> = spec.outputs.iter().map(|t| t.name.clone()).collect();
-        if got_in != want_in || got_out != want_out {
-            return Err(Error::model(format!(
-                "{what}: the model's inputs {got_in:?} / outputs {got_out:?} differ from the manifest's {want_in:?} / {want_out:?}"
-            )));
+impl ModelKind {
+    /// The name manifests and messages use: "vae_encoder", "vae_decoder", "unet", "text_encoder".
+    pub fn name(self) -> &'static str {
+        match self {
+            ModelKind::VaeEncoder => "vae_encoder",
+            ModelKind::VaeDecoder => "vae_decoder",
+            ModelKind::UNet => "unet",
+            ModelKind::TextEncoder => "text_encoder",
         }
-        Ok(Model { session: Mutex::new(loaded.session), provider: loaded.provider, spec: spec.clone() })
     }
+}
 
-    /// Runs the model on one f32 input of shape `shape`; returns every output, flattened, in manifest order.
-    fn run(&self, input: Vec<f32>, shape: Vec<i64>) -> Result<Vec<Vec<f32>>> {
-        self.run_many(vec![(input, shape)])
-    }
-
-    /// Runs the model on f32 inputs given in manifest order.
-    fn run_many(&self, inputs: Vec<(Vec<f32>, Vec<i64>)>) -> Result<Vec<Vec<f32>>> {
-        if inputs.len() != self.spec.inputs.len() {
-            return Err(Error::Inference(format!(
-                "{}: {} inputs given, {} expected",
-                self.spec.kind,
-                inputs.len(),
-                self.spec.inputs.len()
-            )));
-        }
-        let mut feed: Vec<(std::borrow::Cow<'_, str>, ort::session::SessionInputValue<'_>)> = Vec::new();
-        for ((data, shape), spec) in inputs.into_iter().zip(&self.spec.inputs) {
-            feed.push((spec.name.as_str().into(), Tensor::from_array((shape, data))?.into()));
-        }
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(feed)?;
-        let mut result = Vec::with_capacity(self.spec.outputs.len());
-        for o in &self.spec.outputs {
-            let value = outputs
-                .get(&o.name)
-                .ok_or_else(|| Error::Inference(format!("{}: no output {:?}", self.spec.kind, o.name)))?;
-            let (_, data) = value.try_extract_tensor::<f32>()?;
-            result.push(data.to_vec());
-        }
-        Ok(result)
-    }
+/// Loads one model file of the set: sha256 checked against the manifest, names against its interface.
+fn load_model(dir: &Path, spec: &ModelFile, provider: Option<Provider>) -> Result<OnnxModel> {
+    let bytes = Manifest::read_model(dir, spec)?;
+    let names = |t: &[crate::manifest::TensorSpec]| t.iter().map(|t| t.name.clone()).collect();
+    let what = format!("{} ({})", spec.kind, spec.file);
+    OnnxModel::create(&bytes, what, provider, names(&spec.inputs), names(&spec.outputs), "the manifest")
 }
 
 struct Vae {
-    encoder: Model,
-    decoder: Model,
+    encoder: OnnxModel,
+    decoder: OnnxModel,
 }
 
 /// A model set opened from a directory: its manifest and ONNX sessions.
@@ -86,9 +54,9 @@ pub struct ModelSet {
     dir: PathBuf,
     manifest: Manifest,
     vae: Option<Vae>,
-    unet: Option<Model>,
+    unet: Option<OnnxModel>,
     /// The text encoder of a text-conditioned U-Net.
-    text: Option<crate::text::TextEncoder>,
+    text: Option<TextEncoder>,
 }
 
 /// Text embeddings in the U-Net's layout, flattened: `context` [n, tokens, width], `pooled` [n, width].
@@ -133,33 +101,34 @@ impl ModelSet {
         let manifest = Manifest::load(dir)?;
         let vae = match &manifest.vae {
             Some(spec) => Some(Vae {
-                encoder: Model::load(dir, &spec.encoder, provider)?,
-                decoder: Model::load(dir, &spec.decoder, provider)?,
+                encoder: load_model(dir, &spec.encoder, provider)?,
+                decoder: load_model(dir, &spec.decoder, provider)?,
             }),
             None => None,
         };
         let unet = match &manifest.unet {
-            Some(spec) => Some(Model::load(dir, &spec.model, provider)?),
+            Some(spec) => Some(load_model(dir, &spec.model, provider)?),
             None => None,
         };
         let text = match manifest.unet.as_ref().and_then(|u| u.text.as_ref()) {
             Some(t) => {
-                let enc = crate::text::TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256))
-                    .map_err(|e| match e {
-                        Error::ModelNotFound { path, reason } => Error::ModelNotFound {
-                            path,
-                            reason: format!(
-                                "{reason} (the set's text encoder: make it with `scripts/setup.sh text` then \
+                let enc =
+                    TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256)).map_err(
+                        |e| match e {
+                            Error::ModelNotFound { path, reason } => Error::ModelNotFound {
+                                path,
+                                reason: format!(
+                                    "{reason} (the set's text encoder: make it with `scripts/setup.sh text` then \
                                  `mirage text-encoder export`, or `make demo`)"
-                            ),
+                                ),
+                            },
+                            other => other,
                         },
-                        other => other,
-                    })?;
-                if crate::text::TEXT_WIDTH != t.width as usize {
+                    )?;
+                if TEXT_WIDTH != t.width as usize {
                     return Err(Error::model(format!(
-                        "the set's U-Net expects {}-wide text embeddings, its text encoder gives {}",
-                        t.width,
-                        crate::text::TEXT_WIDTH
+                        "the set's U-Net expects {}-wide text embeddings, its text encoder gives {TEXT_WIDTH}",
+                        t.width
                     )));
                 }
                 Some(enc)
@@ -177,31 +146,35 @@ impl ModelSet {
         &self.manifest
     }
 
-    /// (model kind, provider it runs on) for every session.
-    pub fn providers(&self) -> Vec<(String, Provider)> {
+    /// (model, provider it runs on) for every session of the set.
+    pub fn providers(&self) -> Vec<(ModelKind, Provider)> {
         let mut v = Vec::new();
         if let Some(vae) = &self.vae {
-            for m in [&vae.encoder, &vae.decoder] {
-                v.push((m.spec.kind.clone(), m.provider));
-            }
+            v.push((ModelKind::VaeEncoder, vae.encoder.provider()));
+            v.push((ModelKind::VaeDecoder, vae.decoder.provider()));
         }
         if let Some(m) = &self.unet {
-            v.push((m.spec.kind.clone(), m.provider));
+            v.push((ModelKind::UNet, m.provider()));
         }
         if let Some(t) = &self.text {
-            v.push(("text_encoder".into(), t.provider()));
+            v.push((ModelKind::TextEncoder, t.provider()));
         }
         v
     }
 
+    /// The provider `kind` runs on; None when the set has no such model.
+    pub fn provider(&self, kind: ModelKind) -> Option<Provider> {
+        self.providers().into_iter().find(|(k, _)| *k == kind).map(|(_, p)| p)
+    }
+
     /// The text conditioning of the set's U-Net, when it has one.
-    pub fn text_spec(&self) -> Option<&crate::manifest::TextSpec> {
+    pub fn text_spec(&self) -> Option<&TextSpec> {
         self.manifest.unet.as_ref().and_then(|u| u.text.as_ref())
     }
 
     /// [`ModelSet::text_spec`], or the one error every text operation gives for a set without text
     /// conditioning (Unsupported).
-    pub fn require_text(&self) -> Result<&crate::manifest::TextSpec> {
+    pub fn require_text(&self) -> Result<&TextSpec> {
         self.text_spec().ok_or_else(|| self.not_text_conditioned())
     }
 
@@ -223,11 +196,7 @@ impl ModelSet {
             return Err(Error::invalid(format!("{} prompts: 1..={MAX_BATCH} are accepted", prompts.len())));
         }
         let e = enc.encode(prompts, spec.tokens as usize)?;
-        Ok(Embeddings {
-            n: prompts.len(),
-            context: e.tokens.iter().copied().collect(),
-            pooled: e.pooled.iter().copied().collect(),
-        })
+        Ok(Embeddings { n: prompts.len(), context: e.tokens, pooled: e.pooled })
     }
 
     fn vae(&self) -> Result<&Vae> {
@@ -259,8 +228,8 @@ impl ModelSet {
     pub fn diffusion_shape(&self) -> Result<[u32; 3]> {
         let spec = self.manifest.unet.as_ref().ok_or_else(|| self.no_unet())?;
         match spec.space {
-            crate::manifest::DiffusionSpace::Latent => self.latent_shape(),
-            crate::manifest::DiffusionSpace::Pixel => {
+            DiffusionSpace::Latent => self.latent_shape(),
+            DiffusionSpace::Pixel => {
                 let i = &self.manifest.image;
                 Ok([i.channels, i.height, i.width])
             }
@@ -287,7 +256,10 @@ impl ModelSet {
         check_batch(n, noise_variance.len(), 1, "noise variance")?;
         check_finite(x, "diffusion sample")?;
         let shape = vec![n as i64, c as i64, h as i64, w as i64];
-        let mut inputs = vec![(x.to_vec(), shape), (noise_variance.to_vec(), vec![n as i64, 1])];
+        let mut inputs = vec![
+            Feed::F32 { shape, data: x.to_vec() }, // x [n, C, h, w]
+            Feed::F32 { shape: vec![n as i64, 1], data: noise_variance.to_vec() }, // noise_variance [n, 1]
+        ];
         match (self.text_spec(), text) {
             (None, None) => {}
             (Some(spec), Some(e)) => {
@@ -299,13 +271,13 @@ impl ModelSet {
                 check_batch(n, e.pooled.len(), wd, "pooled embedding")?;
                 check_finite(&e.context, "token embeddings")?;
                 check_finite(&e.pooled, "pooled embedding")?;
-                inputs.push((e.context.clone(), vec![n as i64, l as i64, wd as i64]));
-                inputs.push((e.pooled.clone(), vec![n as i64, wd as i64]));
+                inputs.push(Feed::F32 { shape: vec![n as i64, l as i64, wd as i64], data: e.context.clone() });
+                inputs.push(Feed::F32 { shape: vec![n as i64, wd as i64], data: e.pooled.clone() });
             }
             (None, Some(_)) => return Err(self.not_text_conditioned()),
             (Some(_), None) => return Err(Error::invalid("this set's U-Net needs text embeddings")),
         }
-        let out = unet.run_many(inputs)?.into_iter().next().unwrap_or_default();
+        let out = unet.run(inputs)?.into_iter().next().map(|o| o.data).unwrap_or_default();
         if out.len() != x.len() {
             return Err(Error::Inference(format!("unet returned {} values, expected {}", out.len(), x.len())));
         }
@@ -319,7 +291,7 @@ impl ModelSet {
         check_finite(images, "image")?;
         let i = &self.manifest.image;
         let shape = vec![n as i64, i.channels as i64, i.height as i64, i.width as i64];
-        let mut out = vae.encoder.run(images.to_vec(), shape)?.into_iter();
+        let mut out = vae.encoder.run(vec![Feed::F32 { shape, data: images.to_vec() }])?.into_iter().map(|o| o.data);
         let (mean, logvar) = (out.next().unwrap_or_default(), out.next().unwrap_or_default());
         let want = n * self.latent_len()?;
         if mean.len() != want || logvar.len() != want {
@@ -339,7 +311,8 @@ impl ModelSet {
         check_batch(n, latents.len(), self.latent_len()?, "latent")?;
         check_finite(latents, "latent")?;
         let shape = vec![n as i64, c as i64, h as i64, w as i64];
-        let out = vae.decoder.run(latents.to_vec(), shape)?.into_iter().next().unwrap_or_default();
+        let out = vae.decoder.run(vec![Feed::F32 { shape, data: latents.to_vec() }])?;
+        let out = out.into_iter().next().map(|o| o.data).unwrap_or_default();
         if out.len() != n * self.image_len() {
             return Err(Error::Inference(format!(
                 "decoder returned {} values, expected {}",

@@ -10,18 +10,22 @@
 //!
 //! Everything runs in the U-Net's normalised space: x = (z - data_mean) / data_std per channel, where z is
 //! a VAE latent (or a model-space image), so that the data has unit variance as the cosine schedule assumes.
+//!
+//! The pipeline owns the diffusion parameters: [`DiffusionParams::validate`] and [`resolve_guidance`] are
+//! the only places that decide what is accepted, and [`TextGuidance::request`] the only place that decides
+//! when a prompt applies. The C API and the CLI translate their inputs and name their fields in messages:
+//! these errors start with the field's name ("steps is 0, ..."), so that a caller can prefix its spelling.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
+// Re-exported for the trainer, which checks the guidance it writes into a manifest.
+use crate::limits::{check_batch, check_finite, MAX_BATCH};
+pub use crate::limits::{check_guidance, MAX_GUIDANCE, MAX_STEPS};
 use crate::manifest::{DiffusionSpace, UNetSpec};
 use crate::model_set::{Embeddings, ModelSet};
 use crate::rng::Noise;
 use crate::sampler::SamplerKind;
-
-/// More steps than this are refused: 1000 is the number of levels DDPM trains with; beyond it a sampler
-/// only repeats itself while the host waits.
-pub const MAX_STEPS: usize = 1000;
 
 /// What to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -45,43 +49,89 @@ impl Default for DiffusionParams {
 }
 
 impl DiffusionParams {
+    /// The one check of every field. Each message starts with the field's name.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.steps > MAX_STEPS {
-            return Err(Error::invalid(format!("steps must be 1..={MAX_STEPS}, got {}", self.steps)));
+            return Err(Error::invalid(format!("steps is {}, out of range 1..={MAX_STEPS}", self.steps)));
         }
-        if self.count == 0 || self.count > crate::limits::MAX_BATCH {
-            return Err(Error::invalid(format!("count must be 1..={}, got {}", crate::limits::MAX_BATCH, self.count)));
+        if self.count == 0 || self.count > MAX_BATCH {
+            return Err(Error::invalid(format!("count is {}, out of range 1..={MAX_BATCH}", self.count)));
         }
         if !(self.strength.is_finite() && self.strength > 0.0 && self.strength <= 1.0) {
-            return Err(Error::invalid(format!("strength must be in (0, 1], got {}", self.strength)));
+            return Err(Error::invalid(format!("strength is {}, must be in (0, 1]", self.strength)));
         }
         if let SamplerKind::Ddim { eta } = self.sampler {
-            SamplerKind::parse("ddim", eta)?;
+            SamplerKind::check_eta(eta)?;
         }
         Ok(())
     }
 }
 
-/// The most a guidance scale may be: beyond ~30 classifier-free guidance only saturates colours and breaks
-/// images, and a huge value is almost surely a host's unit mistake.
-pub const MAX_GUIDANCE: f32 = 50.0;
+/// The guidance scale a call runs with: the caller's (`Some`), or the set's own default (`None`), checked
+/// against [`MAX_GUIDANCE`]. Errors with Unsupported on a set without text conditioning.
+pub fn resolve_guidance(set: &ModelSet, guidance: Option<f32>) -> Result<f32> {
+    let g = match guidance {
+        Some(g) => g,
+        None => set.require_text()?.guidance,
+    };
+    check_guidance(g)?;
+    Ok(g)
+}
+
+/// The guidance a request runs with under the rule of [`TextGuidance::request`] (None: no text applies),
+/// without encoding anything: a caller that names fields in messages checks its request with this first.
+pub fn request_guidance(
+    set: &ModelSet,
+    prompts: &[&str],
+    negative: &[&str],
+    guidance: Option<f32>,
+) -> Result<Option<f32>> {
+    if prompts.iter().chain(negative).all(|p| p.is_empty()) {
+        return Ok(None);
+    }
+    resolve_guidance(set, guidance).map(Some)
+}
 
 /// What a text-conditioned generation is steered by: per image the prompt's embeddings (`cond`) and the
 /// unconditional side (`uncond`: the negative prompt's embeddings, or the empty prompt's), and the
-/// classifier-free guidance scale: eps = uncond + guidance * (cond - uncond).
+/// classifier-free guidance scale: eps = uncond + guidance * (cond - uncond). Made only by the constructors
+/// below, so its guidance has always been checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextGuidance {
-    pub cond: Embeddings,
-    pub uncond: Embeddings,
+    cond: Embeddings,   // context [n, L, W], pooled [n, W]
+    uncond: Embeddings, // likewise
     /// 1 = the prompt alone (the unconditional side is not even run); 0 = the unconditional side alone.
-    pub guidance: f32,
+    guidance: f32,
 }
 
 impl TextGuidance {
+    /// The one rule for when a prompt applies, for every caller (C API, CLI, Rust): a request steers the
+    /// generation only when it names a non-empty prompt or negative prompt. Without either it is None (the
+    /// unconditional generation) and `guidance` is ignored, not even checked. Otherwise [`TextGuidance::new`].
+    pub fn request(
+        set: &ModelSet,
+        prompts: &[&str],
+        negative: &[&str],
+        n: usize,
+        guidance: Option<f32>,
+    ) -> Result<Option<TextGuidance>> {
+        match request_guidance(set, prompts, negative, guidance)? {
+            Some(g) => TextGuidance::new(set, prompts, negative, n, Some(g)).map(Some),
+            None => Ok(None),
+        }
+    }
+
     /// Encodes `prompts` (one per image, or one for all `n`) and `negative` (likewise; empty = none, i.e.
-    /// the empty prompt) for the set's text encoder.
-    pub fn new(set: &ModelSet, prompts: &[&str], negative: &[&str], n: usize, guidance: f32) -> Result<TextGuidance> {
-        check_guidance(guidance)?;
+    /// the empty prompt) for the set's text encoder, with `guidance` (None = the set's own, see
+    /// [`resolve_guidance`]).
+    pub fn new(
+        set: &ModelSet,
+        prompts: &[&str],
+        negative: &[&str],
+        n: usize,
+        guidance: Option<f32>,
+    ) -> Result<TextGuidance> {
+        let guidance = resolve_guidance(set, guidance)?;
         let rows = |k: usize, what: &str| -> Result<Vec<usize>> {
             match k {
                 1 => Ok(vec![0; n]),
@@ -101,14 +151,6 @@ impl TextGuidance {
         let cond = set.encode_prompts(&[""])?.gather(&vec![0; n])?;
         Ok(TextGuidance { uncond: cond.clone(), cond, guidance: 1.0 })
     }
-}
-
-/// Refuses a guidance scale that is not a finite number in [0, MAX_GUIDANCE].
-pub fn check_guidance(g: f32) -> Result<()> {
-    if !(g.is_finite() && (0.0..=MAX_GUIDANCE).contains(&g)) {
-        return Err(Error::invalid(format!("guidance must be in [0, {MAX_GUIDANCE}], got {g}")));
-    }
-    Ok(())
 }
 
 /// Progress hook: (steps done, steps in all) -> continue?
@@ -162,23 +204,24 @@ pub fn generate_with(
 /// (at least two), all from the same initial noise (the seed's), so that only the text changes. Token
 /// embeddings are interpolated linearly, pooled embeddings by slerp; the negative prompt (if any) and the
 /// guidance are the same for every frame. Frames are generated in batches of `params.count` (at least 1;
-/// one at a time with a stochastic sampler, whose noise would otherwise differ between frames).
+/// one at a time with a stochastic sampler, whose noise would otherwise differ between frames). `guidance`
+/// None = the set's own.
 pub fn interpolate(
     set: &ModelSet,
     prompts: &[&str],
     negative: &str,
     frames: usize,
-    guidance: f32,
+    guidance: Option<f32>,
     params: &DiffusionParams,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
-    if prompts.len() < 2 {
-        return Err(Error::invalid(format!("interpolation needs at least 2 prompts, got {}", prompts.len())));
+    if prompts.len() < 2 || prompts.len() > MAX_BATCH {
+        return Err(Error::invalid(format!("prompts: {} given, 2..={MAX_BATCH} are needed", prompts.len())));
     }
-    if !(2..=crate::limits::MAX_BATCH).contains(&frames) {
-        return Err(Error::invalid(format!("frames must be 2..={}, got {frames}", crate::limits::MAX_BATCH)));
+    if !(2..=MAX_BATCH).contains(&frames) {
+        return Err(Error::invalid(format!("frames is {frames}, out of range 2..={MAX_BATCH}")));
     }
-    check_guidance(guidance)?;
+    let guidance = resolve_guidance(set, guidance)?;
     let p = DiffusionParams { strength: 1.0, count: 1, ..*params };
     p.validate()?;
     let keys = set.encode_prompts(prompts)?;
@@ -229,13 +272,7 @@ pub fn img2img(
     text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
-    let p = DiffusionParams { count: n, ..*params };
-    p.validate()?;
-    let x0 = to_diffusion(set, images, n)?;
-    let mut noise = Noise::new(p.seed);
-    let r = schedule(set)?.rates(p.strength);
-    let x = x0.iter().map(|&v| r.signal * v + r.noise * noise.normal()).collect();
-    run(set, &p, x, None, text, hooks)
+    image_to_image(set, images, n, params, text, hooks, true)
 }
 
 /// Removes noise from `n` model-space images: their (normalised) latents are taken to be a diffusion sample
@@ -250,11 +287,30 @@ pub fn denoise(
     text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
+    image_to_image(set, images, n, params, text, hooks, false)
+}
+
+/// img2img and denoise: the inputs' normalised latents taken to level `strength`, with fresh noise from
+/// the seed (img2img) or as they are, only scaled (denoise), then the remaining steps.
+fn image_to_image(
+    set: &ModelSet,
+    images: &[f32],
+    n: usize,
+    params: &DiffusionParams,
+    text: Option<&TextGuidance>,
+    hooks: &mut Hooks,
+    add_noise: bool,
+) -> Result<Vec<f32>> {
     let p = DiffusionParams { count: n, ..*params };
     p.validate()?;
-    let x0 = to_diffusion(set, images, n)?;
+    let x0 = to_diffusion(set, images, n)?; // [n, C, h, w]
     let r = schedule(set)?.rates(p.strength);
-    let x = x0.iter().map(|&v| r.signal * v).collect();
+    let x = if add_noise {
+        let mut noise = Noise::new(p.seed);
+        x0.iter().map(|&v| r.signal * v + r.noise * noise.normal()).collect()
+    } else {
+        x0.iter().map(|&v| r.signal * v).collect()
+    };
     run(set, &p, x, None, text, hooks)
 }
 
@@ -273,8 +329,8 @@ pub fn inpaint(
     p.validate()?;
     let img = set.manifest().image.clone();
     let (ih, iw) = (img.height as usize, img.width as usize);
-    crate::limits::check_batch(n, mask.len(), ih * iw, "mask")?;
-    crate::limits::check_finite(mask, "mask")?;
+    check_batch(n, mask.len(), ih * iw, "mask")?;
+    check_finite(mask, "mask")?;
     let [c, h, w] = set.diffusion_shape()?;
     let (c, h, w) = (c as usize, h as usize, w as usize);
     // The mask at diffusion resolution: a latent cell is invented when any pixel it covers is masked, so
@@ -322,13 +378,14 @@ pub fn inpaint(
 fn run(
     set: &ModelSet,
     p: &DiffusionParams,
-    mut x: Vec<f32>,
+    mut x: Vec<f32>, // [n, C, h, w] normalised, at level p.strength
     known: Option<&Known>,
     text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
     let schedule = schedule(set)?;
     let n = p.count;
+    let len = x.len(); // n * C * h * w
     let owned;
     let text = match (set.text_spec(), text) {
         (Some(_), None) => {
@@ -336,11 +393,10 @@ fn run(
             Some(&owned)
         }
         (Some(_), Some(t)) => {
-            check_guidance(t.guidance)?;
-            if t.guidance != 1.0 && 2 * n > crate::limits::MAX_BATCH {
+            if t.guidance != 1.0 && 2 * n > MAX_BATCH {
                 return Err(Error::invalid(format!(
-                    "{n} images with guidance: at most {} (both sides run in one batch)",
-                    crate::limits::MAX_BATCH / 2
+                    "count is {n} with guidance: at most {} (both sides run in one batch)",
+                    MAX_BATCH / 2
                 )));
             }
             if t.cond.n != n || t.uncond.n != n {
@@ -356,13 +412,13 @@ fn run(
     };
     // Classifier-free guidance runs both sides in ONE U-Net batch of 2n: x twice, prompt rows then the
     // unconditional rows. At guidance 1 the unconditional side would be multiplied by 0: it is skipped.
-    let both = text.filter(|t| t.guidance != 1.0).map(|t| {
-        let mut e = t.cond.clone();
+    let cond_and_uncond = text.filter(|t| t.guidance != 1.0).map(|t| {
+        let mut e = t.cond.clone(); // context [2n, L, W], pooled [2n, W]
         e.extend(&t.uncond);
         e
     });
     let steps = ((p.steps as f32 * p.strength).ceil() as usize).clamp(1, p.steps);
-    let times = schedule.timesteps(steps, p.strength)?;
+    let times = schedule.timesteps(steps, p.strength)?; // [steps], from p.strength down towards 0
     let mut sampler = p.sampler.build(schedule);
     // Stochastic samplers draw from their own stream, so that the initial noise of a seed is the same for
     // every sampler (a seed means the same starting point, whatever the method).
@@ -372,19 +428,19 @@ fn run(
             return Err(Error::Cancelled);
         }
         let t = times[k];
-        let r = schedule.rates(t);
-        let eps = match (&both, text) {
+        let r = schedule.rates(t); // signal and noise rates at t: x = signal * x0 + noise * eps
+        let eps: Vec<f32> = match (&cond_and_uncond, text) {
             (Some(e), Some(t)) => {
-                let x2: Vec<f32> = x.iter().chain(&x).copied().collect();
-                let out = set.predict_noise(&x2, &vec![r.noise * r.noise; 2 * n], 2 * n, Some(e))?;
-                let (c, u) = out.split_at(x.len());
+                let x2: Vec<f32> = x.iter().chain(&x).copied().collect(); // [2n, C, h, w]
+                let out = set.predict_noise(&x2, &vec![r.noise * r.noise; 2 * n], 2 * n, Some(e))?; // [2n, C, h, w]
+                let (c, u) = out.split_at(len); // [n, C, h, w] each: prompt rows, unconditional rows
                 c.iter().zip(u).map(|(&c, &u)| u + t.guidance * (c - u)).collect()
             }
             _ => set.predict_noise(&x, &vec![r.noise * r.noise; n], n, text.map(|t| &t.cond))?,
-        };
+        }; // [n, C, h, w]
         let next = if k + 1 == steps { None } else { Some(times[k + 1]) };
         if hooks.preview.is_some() {
-            // The clean-image estimate at this step, before the sampler moves on.
+            // The clean-image estimate at this step, before the sampler moves on: [n, C, h, w].
             let x0: Vec<f32> = x.iter().zip(&eps).map(|(&v, &e)| (v - r.noise * e) / r.signal).collect();
             let images = from_diffusion(set, &x0, n)?;
             if let Some(preview) = hooks.preview.as_mut() {
@@ -393,8 +449,9 @@ fn run(
                 }
             }
         }
-        sampler.step(&mut x, &eps, t, next, &mut sampler_noise)?;
+        sampler.step(&mut x, &eps, t, next, &mut sampler_noise)?; // x now at level `next` (or x0 at the end)
         if let (Some(kn), Some(tn)) = (known, next) {
+            // Inpainting: the known region, noised to the new level, replaces what the sampler made of it.
             let rn = schedule.rates(tn);
             for (i, xi) in x.iter_mut().enumerate() {
                 let noised = rn.signal * kn.x0[i] + rn.noise * kn.eps[i];
@@ -444,8 +501,8 @@ fn to_diffusion(set: &ModelSet, images: &[f32], n: usize) -> Result<Vec<f32>> {
     let z = match spec.space {
         DiffusionSpace::Latent => set.encode(images, n)?.0,
         DiffusionSpace::Pixel => {
-            crate::limits::check_batch(n, images.len(), set.image_len(), "image")?;
-            crate::limits::check_finite(images, "image")?;
+            check_batch(n, images.len(), set.image_len(), "image")?;
+            check_finite(images, "image")?;
             images.to_vec()
         }
     };

@@ -68,12 +68,20 @@ pub struct RuntimeOptions {
     pub provider: Provider,
     /// Fail instead of falling back to CPU when the requested provider is unavailable.
     pub strict: bool,
-    /// Threads per session for intra-op parallelism; 0 = ONNX Runtime's default (one per core).
+    /// Threads per session for intra-op parallelism, at most [`crate::limits::MAX_THREADS`]; 0 = ONNX
+    /// Runtime's default (one per core).
     pub intra_threads: usize,
     /// TensorRT: build fp16 engines.
     pub tensorrt_fp16: bool,
     /// TensorRT: folder for the engine and timing caches (None = no cache, engines are rebuilt per process).
     pub tensorrt_cache_dir: Option<PathBuf>,
+}
+
+impl RuntimeOptions {
+    /// Checks the values a host could get wrong. Messages start with the field's name.
+    pub fn validate(&self) -> Result<()> {
+        crate::limits::check_threads(self.intra_threads, "intra_threads")
+    }
 }
 
 /// The loaded ONNX Runtime.
@@ -89,6 +97,7 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 /// Initialises the process-wide runtime. Calling it again with the same options returns the same runtime;
 /// with other options it is an error (ONNX Runtime cannot be reloaded in one process).
 pub fn init(options: &RuntimeOptions) -> Result<&'static Runtime> {
+    options.validate()?;
     let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(rt) = RUNTIME.get() {
         if rt.options == *options {
@@ -180,6 +189,7 @@ fn load_library(explicit: Option<&Path>) -> Result<PathBuf> {
 
 /// The folder that holds libmirage.so when we are loaded as a shared library (dladdr on one of our symbols).
 fn own_library_dir() -> Option<PathBuf> {
+    // SAFETY: Dl_info is a plain C struct of pointers and integers, for which all-zero bytes are valid.
     let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
     // SAFETY: dladdr only reads the address; info is a valid out-pointer.
     let ok = unsafe { libc::dladdr(own_library_dir as *const libc::c_void, &mut info) };

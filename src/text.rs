@@ -7,18 +7,16 @@
 //! is refused at [`TextEncoder::open`], as a model set's manifest does for its models.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
-use ndarray::{Array2, Array3};
-use ort::session::Session;
-use ort::value::Tensor;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::limits::MAX_BATCH;
 use crate::log::Level;
 use crate::log_at;
 use crate::manifest::sha256_hex;
-use crate::runtime::{self, Provider};
+use crate::runtime::Provider;
+use crate::session::{Feed, OnnxModel};
 
 /// Width of every embedding the text encoder produces (MiniLM-L6's hidden size).
 pub const TEXT_WIDTH: usize = 384;
@@ -127,21 +125,25 @@ pub struct TextEncoder {
     dir: PathBuf,
     descriptor: EncoderDescriptor,
     tokenizer: tokenizers::Tokenizer,
-    session: Mutex<Session>,
-    provider: Provider,
+    model: OnnxModel,
     cls_id: u32,
     sep_id: u32,
     pad_id: u32,
 }
 
-/// What [`TextEncoder::encode`] returns for a batch of prompts.
+/// What [`TextEncoder::encode`] returns for a batch of prompts: flat row-major buffers, the layout the
+/// U-Net's `context` and `pooled` inputs take as they are.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TextEmbedding {
-    /// [B, L, 384], L = the context length asked for. Rows beyond a prompt's tokens are the model's outputs
-    /// at the [PAD] positions (attention mask 0), computed normally; mask them with `token_counts`.
-    pub tokens: Array3<f32>,
+    /// Prompts in the batch (B).
+    pub n: usize,
+    /// Tokens per prompt (L), the context length asked for.
+    pub context_len: usize,
+    /// [B, L, 384]. Rows beyond a prompt's tokens are the model's outputs at the [PAD] positions (attention
+    /// mask 0), computed normally; mask them with `token_counts`.
+    pub tokens: Vec<f32>,
     /// [B, 384] the L2-normalised mean of the real tokens' embeddings (sentence-transformers' pooling).
-    pub pooled: Array2<f32>,
+    pub pooled: Vec<f32>,
     /// Real tokens per prompt, [CLS] and [SEP] included (after truncation).
     pub token_counts: Vec<usize>,
     /// The token ids per prompt (unpadded).
@@ -188,41 +190,19 @@ impl TextEncoder {
         let (cls_id, sep_id, pad_id) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
 
         let what = format!("text encoder ({})", descriptor.onnx_file);
-        let loaded = runtime::global()?.session(&onnx, &what, provider)?;
-        let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
-        let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
-        if got_in != descriptor.inputs || got_out != descriptor.outputs {
-            return Err(Error::model(format!(
-                "{what}: the model's inputs {got_in:?} / outputs {got_out:?} differ from encoder.json's {:?} / {:?}",
-                descriptor.inputs, descriptor.outputs
-            )));
-        }
-        log_at!(Level::Info, "{what}: running on {}", loaded.provider.name());
-        Ok(TextEncoder {
-            dir: dir.to_path_buf(),
-            descriptor,
-            tokenizer,
-            session: Mutex::new(loaded.session),
-            provider: loaded.provider,
-            cls_id,
-            sep_id,
-            pad_id,
-        })
+        let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
+        let model = OnnxModel::create(&onnx, what, provider, inputs, outputs, DESCRIPTOR_FILE)?;
+        Ok(TextEncoder { dir: dir.to_path_buf(), descriptor, tokenizer, model, cls_id, sep_id, pad_id })
     }
 
     /// The execution provider the session really got.
     pub fn provider(&self) -> Provider {
-        self.provider
+        self.model.provider()
     }
 
     /// The directory the encoder was opened from.
     pub fn dir(&self) -> &Path {
         &self.dir
-    }
-
-    /// The parsed `encoder.json`.
-    pub fn descriptor(&self) -> &EncoderDescriptor {
-        &self.descriptor
     }
 
     /// Token ids of one prompt, [CLS] ... [SEP], truncated to `context_len` (keeping [SEP] last, with a
@@ -257,12 +237,8 @@ impl TextEncoder {
     /// (`2..=512`). The empty prompt is valid: [CLS][SEP].
     pub fn encode(&self, prompts: &[&str], context_len: usize) -> Result<TextEmbedding> {
         check_context(context_len)?;
-        if prompts.is_empty() || prompts.len() > crate::limits::MAX_BATCH {
-            return Err(Error::invalid(format!(
-                "text encoder: {} prompts; 1..={} per call",
-                prompts.len(),
-                crate::limits::MAX_BATCH
-            )));
+        if prompts.is_empty() || prompts.len() > MAX_BATCH {
+            return Err(Error::invalid(format!("text encoder: {} prompts; 1..={MAX_BATCH} per call", prompts.len())));
         }
         let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenize(p, context_len)).collect::<Result<_>>()?;
         let (b, l) = (prompts.len(), context_len);
@@ -275,33 +251,45 @@ impl TextEncoder {
             }
         }
         let shape = vec![b as i64, l as i64];
-        let feed = ort::inputs![
-            INPUT_IDS => Tensor::from_array((shape.clone(), input_ids))?,
-            ATTENTION_MASK => Tensor::from_array((shape, mask))?,
+        let feeds = vec![
+            Feed::I64 { shape: shape.clone(), data: input_ids }, // input_ids [B, L]
+            Feed::I64 { shape, data: mask },                     // attention_mask [B, L]
         ];
-        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
-        let outputs = session.run(feed)?;
-        let take = |name: &str, want: Vec<usize>| -> Result<Vec<f32>> {
-            let value =
-                outputs.get(name).ok_or_else(|| Error::Inference(format!("text encoder: no output {name:?}")))?;
-            let (got_shape, data) = value.try_extract_tensor::<f32>()?;
-            let got: Vec<usize> = got_shape.iter().map(|&d| d as usize).collect();
-            if got != want {
-                return Err(Error::Inference(format!("text encoder: {name} has shape {got:?}, expected {want:?}")));
+        let mut outputs = self.model.run(feeds)?.into_iter();
+        // The descriptor's outputs, in order (checked at open): token_embeddings, sentence_embedding.
+        let mut take = |name: &str, want: Vec<usize>| -> Result<Vec<f32>> {
+            let o = outputs.next().ok_or_else(|| Error::Inference(format!("text encoder: no output {name:?}")))?;
+            if o.shape != want {
+                return Err(Error::Inference(format!(
+                    "text encoder: {name} has shape {:?}, expected {want:?}",
+                    o.shape
+                )));
             }
-            Ok(data.to_vec())
+            Ok(o.data)
         };
-        let tokens = take(TOKEN_EMBEDDINGS, vec![b, l, TEXT_WIDTH])?;
-        let pooled = take(SENTENCE_EMBEDDING, vec![b, TEXT_WIDTH])?;
-        drop(outputs);
-        drop(session);
-        let shape_err = |e: ndarray::ShapeError| Error::Inference(format!("text encoder: {e}"));
+        let tokens = take(TOKEN_EMBEDDINGS, vec![b, l, TEXT_WIDTH])?; // [B, L, 384]
+        let pooled = take(SENTENCE_EMBEDDING, vec![b, TEXT_WIDTH])?; // [B, 384]
         Ok(TextEmbedding {
-            tokens: Array3::from_shape_vec((b, l, TEXT_WIDTH), tokens).map_err(shape_err)?,
-            pooled: Array2::from_shape_vec((b, TEXT_WIDTH), pooled).map_err(shape_err)?,
+            n: b,
+            context_len: l,
+            tokens,
+            pooled,
             token_counts: ids.iter().map(Vec::len).collect(),
             ids,
         })
+    }
+}
+
+impl TextEmbedding {
+    /// The pooled sentence embedding of prompt `i` (384 floats).
+    pub fn pooled_row(&self, i: usize) -> &[f32] {
+        &self.pooled[i * TEXT_WIDTH..(i + 1) * TEXT_WIDTH]
+    }
+
+    /// The embedding of token `t` of prompt `i` (384 floats).
+    pub fn token(&self, i: usize, t: usize) -> &[f32] {
+        let at = (i * self.context_len + t) * TEXT_WIDTH;
+        &self.tokens[at..at + TEXT_WIDTH]
     }
 }
 

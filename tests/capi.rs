@@ -210,6 +210,13 @@ fn params_struct_size_rules() {
         let mut bad = o;
         bad.provider = 9;
         assert_err(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "options->provider");
+        // A thread storm is refused (issue: 20 000 threads were started), the limit itself accepted.
+        let mut bad = o;
+        bad.intra_threads = MIRAGE_MAX_THREADS + 1;
+        assert_err(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "options->intra_threads is 257");
+        bad.intra_threads = 20_000;
+        assert_err(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "over the limit of 256");
+        assert!(mirage::runtime::RuntimeOptions { intra_threads: 256, ..Default::default() }.validate().is_ok());
         let mut bad = o;
         bad.tensorrt_cache_dir = c"/tmp/\xc3".as_ptr();
         assert_err(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "tensorrt_cache_dir");

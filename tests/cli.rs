@@ -110,6 +110,28 @@ fn generate_denoise_img2img_inpaint() {
     assert!(ok, "{err}");
     gen(&t("g2.png"), "7");
     assert_eq!(std::fs::read(t("g1.png")).unwrap(), std::fs::read(t("g2.png")).unwrap(), "same seed, same grid");
+    // --guidance without --prompt or --negative is ignored (the C API's rule too), with a warning: the same
+    // grid, also on this set without text; a field error is named as the flag.
+    let (ok, _, err) = run(&[
+        "generate",
+        "--models",
+        d,
+        "--count",
+        "4",
+        "--steps",
+        "5",
+        "--seed",
+        "7",
+        "--guidance",
+        "7",
+        "--quiet",
+        "-o",
+        &t("g3.png"),
+    ]);
+    assert!(ok && err.contains("--guidance has no effect"), "{err}");
+    assert_eq!(std::fs::read(t("g1.png")).unwrap(), std::fs::read(t("g3.png")).unwrap(), "--guidance alone changed it");
+    let (ok, _, err) = run(&["generate", "--models", d, "--steps", "0", "-o", &t("x.png")]);
+    assert!(!ok && err.contains("--steps is 0, out of range 1..=1000"), "{err}");
 
     let image = mirage::image::Image::new(28, 28, 1, (0..784).map(|i| (i % 251) as u8).collect()).unwrap();
     image.save(&tmp.path().join("in.png")).unwrap();

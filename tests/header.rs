@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use crate::util::{compile, run, tiny_diffusion_set, Lang};
+use crate::util::{compile, run, tiny_diffusion_set, tiny_text_set, Lang};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,10 +110,12 @@ fn header_example_runs() {
     std::fs::write(&src, header_example()).unwrap();
     let exe = dir.path().join("example");
     compile(Lang::C, &[src], &exe, &[]);
-    let (_set_dir, set) = tiny_diffusion_set();
-    let (ok, text) = run(&exe, &[set.as_os_str()]);
+    let (_set_dir, set) = tiny_text_set();
+    let (ok, text) = run(&exe, &[set.as_os_str(), "a red apple".as_ref()]);
     assert!(
-        ok && text.contains("decoded 28x28") && text.contains("20 steps done") && text.contains("generated 28x28"),
+        ok && text.contains("20 steps done")
+            && text.matches("generated 28x28").count() == 4
+            && text.contains("decoded 28x28"),
         "the header's example failed:\n{text}"
     );
 }

@@ -76,23 +76,23 @@ fn parity_with_sentence_transformers() {
     let r = reference();
     let sentences: Vec<&str> = r["sentences"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
     let e = encoder().encode(&sentences, 16).unwrap();
-    assert_eq!(e.tokens.dim(), (3, 16, TEXT_WIDTH));
-    assert_eq!(e.pooled.dim(), (3, TEXT_WIDTH));
+    assert_eq!((e.n, e.context_len, e.tokens.len()), (3, 16, 3 * 16 * TEXT_WIDTH));
+    assert_eq!(e.pooled.len(), 3 * TEXT_WIDTH);
     for (i, s) in sentences.iter().enumerate() {
         let want_ids: Vec<u32> =
             r["input_ids"][i].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
         assert_eq!(e.ids[i], want_ids, "token ids of {s:?}");
         assert_eq!(e.token_counts[i], want_ids.len());
 
-        let pooled = e.pooled.row(i).to_vec();
+        let pooled = e.pooled_row(i).to_vec();
         let want = floats(&r["embeddings"][i]);
         let (cos, diff) = (cosine(&pooled, &want), max_abs(&pooled, &want));
         // The unnormalised mean over the real tokens, recomputed from the token embeddings.
         let n = e.token_counts[i];
         let mean: Vec<f32> =
-            (0..TEXT_WIDTH).map(|c| (0..n).map(|t| e.tokens[[i, t, c]]).sum::<f32>() / n as f32).collect();
+            (0..TEXT_WIDTH).map(|c| (0..n).map(|t| e.token(i, t)[c]).sum::<f32>() / n as f32).collect();
         let mean_diff = max_abs(&mean, &floats(&r["unnormalized_mean_pooled"][i]));
-        let cls: Vec<f32> = (0..8).map(|c| e.tokens[[i, 0, c]]).collect();
+        let cls: Vec<f32> = (0..8).map(|c| e.token(i, 0)[c]).collect();
         let cls_diff = max_abs(&cls, &floats(&r["token0_last_hidden_state_first8"][i]));
         eprintln!(
             "{s:?}: pooled 1 - cosine {:.1e}, max abs {diff:.3e}; unnormalised mean max abs {mean_diff:.3e}; \
@@ -110,7 +110,7 @@ fn parity_with_sentence_transformers() {
     for i in 0..3 {
         for j in 0..3 {
             let want = r["cosine_similarity"][i][j].as_f64().unwrap();
-            let got = cosine(&e.pooled.row(i).to_vec(), &e.pooled.row(j).to_vec());
+            let got = cosine(&e.pooled_row(i).to_vec(), &e.pooled_row(j).to_vec());
             assert!((got - want).abs() < 1e-5, "similarity {i},{j}: {got} vs {want}");
         }
     }
@@ -145,8 +145,8 @@ fn truncation_and_the_empty_prompt() {
     assert_eq!((e.ids[0][0], e.ids[0][15]), (CLS, SEP), "truncation keeps [CLS] first and [SEP] last");
     assert_eq!(e.ids[1], vec![CLS, SEP], "the empty prompt is [CLS][SEP]");
     for i in 0..3 {
-        let norm = e.pooled.row(i).iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5 && e.pooled.row(i).iter().all(|x| x.is_finite()));
+        let norm = e.pooled_row(i).iter().map(|x| x * x).sum::<f32>().sqrt();
+        assert!((norm - 1.0).abs() < 1e-5 && e.pooled_row(i).iter().all(|x| x.is_finite()));
     }
     // Exactly the context length: no truncation.
     let exact = encoder().encode(&["a cat"], 4).unwrap();
@@ -168,11 +168,11 @@ fn padding_and_batching_do_not_change_a_prompt() {
         for ctx in [24, 64] {
             let single = encoder().encode(&[p], ctx).unwrap();
             assert_eq!(single.ids[0], batch.ids[i]);
-            let d = max_abs(&single.pooled.row(0).to_vec(), &batch.pooled.row(i).to_vec());
+            let d = max_abs(&single.pooled_row(0).to_vec(), &batch.pooled_row(i).to_vec());
             assert!(d <= 1e-5, "{p:?} at context {ctx}: pooled differs by {d}");
             let n = batch.token_counts[i];
-            let a: Vec<f32> = single.tokens.slice(ndarray::s![0, ..n, ..]).iter().copied().collect();
-            let b: Vec<f32> = batch.tokens.slice(ndarray::s![i, ..n, ..]).iter().copied().collect();
+            let a: Vec<f32> = (0..n).flat_map(|t| single.token(0, t).to_vec()).collect();
+            let b: Vec<f32> = (0..n).flat_map(|t| batch.token(i, t).to_vec()).collect();
             let d = max_abs(&a, &b);
             assert!(d <= 1e-4, "{p:?} at context {ctx}: token embeddings differ by {d}");
         }

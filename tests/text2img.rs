@@ -21,9 +21,9 @@ fn prompts_guidance_and_negative_prompts_steer_the_generation() {
     let (_tmp, dir) = tiny_text_set();
     let set = ModelSet::open(&dir).unwrap();
     assert_eq!(set.text_spec().unwrap().tokens, 8);
-    assert!(set.providers().iter().any(|(k, _)| k == "text_encoder"));
+    assert!(set.providers().iter().any(|(k, _)| *k == mirage::model_set::ModelKind::TextEncoder));
     let gen = |prompt: &str, negative: &[&str], g: f32, seed: u64| {
-        let t = TextGuidance::new(&set, &[prompt], negative, 2, g).unwrap();
+        let t = TextGuidance::new(&set, &[prompt], negative, 2, Some(g)).unwrap();
         pipeline::generate_with(&set, &params(4, seed, 2), Some(&t), &mut Hooks::default()).unwrap()
     };
     let apple = gen("a red apple", &[], 3.0, 1);
@@ -41,12 +41,12 @@ fn prompts_guidance_and_negative_prompts_steer_the_generation() {
     let plain = pipeline::generate(&set, &params(4, 1, 2), &mut Hooks::default()).unwrap();
     assert!(max_diff(&plain, &gen("", &[], 1.0, 1)) < 1e-6);
     // One prompt per image.
-    let t = TextGuidance::new(&set, &["a red apple", "a blue car"], &[], 2, 3.0).unwrap();
+    let t = TextGuidance::new(&set, &["a red apple", "a blue car"], &[], 2, Some(3.0)).unwrap();
     let mixed = pipeline::generate_with(&set, &params(4, 1, 2), Some(&t), &mut Hooks::default()).unwrap();
     assert!(max_diff(&mixed[..per], &apple[..per]) < 1e-5, "image 0 of a mixed batch differs from its own prompt's");
     // img2img and inpaint take text too.
     let x = vec![0.1f32; set.image_len()];
-    let t1 = TextGuidance::new(&set, &["a cat"], &[], 1, 2.0).unwrap();
+    let t1 = TextGuidance::new(&set, &["a cat"], &[], 1, Some(2.0)).unwrap();
     let p = DiffusionParams { strength: 0.6, ..params(4, 2, 1) };
     let a = pipeline::img2img(&set, &x, 1, &p, Some(&t1), &mut Hooks::default()).unwrap();
     let b = pipeline::img2img(&set, &x, 1, &p, None, &mut Hooks::default()).unwrap();
@@ -65,7 +65,8 @@ fn interpolation_walks_between_prompts_from_fixed_noise() {
     };
     let mut hooks = Hooks { progress: Some(&mut progress), ..Default::default() };
     let frames =
-        pipeline::interpolate(&set, &["a cat face", "a dog face", "a red apple"], "", 5, 2.0, &p, &mut hooks).unwrap();
+        pipeline::interpolate(&set, &["a cat face", "a dog face", "a red apple"], "", 5, Some(2.0), &p, &mut hooks)
+            .unwrap();
     let per = set.image_len();
     assert_eq!(frames.len(), 5 * per);
     // 5 frames in batches of 2: 3 runs of 3 steps, counted as one progress of 9.
@@ -73,7 +74,7 @@ fn interpolation_walks_between_prompts_from_fixed_noise() {
     assert_eq!(steps_seen.len(), 9);
     // The end frames are the prompts themselves (same seed, same noise), the middle one the second prompt.
     for (frame, prompt) in [(0, "a cat face"), (2, "a dog face"), (4, "a red apple")] {
-        let t = TextGuidance::new(&set, &[prompt], &[], 1, 2.0).unwrap();
+        let t = TextGuidance::new(&set, &[prompt], &[], 1, Some(2.0)).unwrap();
         let direct = pipeline::generate_with(&set, &params(3, 5, 1), Some(&t), &mut Hooks::default()).unwrap();
         let d = max_diff(&frames[frame * per..(frame + 1) * per], &direct);
         assert!(d < 1e-4, "frame {frame} differs from {prompt:?} by {d}");
@@ -84,13 +85,13 @@ fn interpolation_walks_between_prompts_from_fixed_noise() {
     let sampler = mirage::sampler::SamplerKind::parse("ddim", 1.0).unwrap();
     let walk = |count: usize| {
         let p = DiffusionParams { sampler, ..params(2, 5, count) };
-        pipeline::interpolate(&set, &["a cat face", "a dog face"], "", 2, 2.0, &p, &mut Hooks::default()).unwrap()
+        pipeline::interpolate(&set, &["a cat face", "a dog face"], "", 2, Some(2.0), &p, &mut Hooks::default()).unwrap()
     };
     assert!(max_diff(&walk(1), &walk(2)) < 1e-5, "frames depend on the batch with eta > 0");
     // Bad input.
     let mut h = Hooks::default();
     for (prompts, frames) in [(&["one"][..], 4), (&["a", "b"][..], 1), (&["a", "b"][..], 0)] {
-        let e = pipeline::interpolate(&set, prompts, "", frames, 2.0, &p, &mut h).unwrap_err();
+        let e = pipeline::interpolate(&set, prompts, "", frames, Some(2.0), &p, &mut h).unwrap_err();
         assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
     }
 }
@@ -100,10 +101,10 @@ fn bad_text_input_is_refused_clearly() {
     let (_tmp, dir) = tiny_text_set();
     let set = ModelSet::open(&dir).unwrap();
     for g in [f32::NAN, -0.5, 1e6, f32::INFINITY] {
-        let e = TextGuidance::new(&set, &["x"], &[], 1, g).unwrap_err();
+        let e = TextGuidance::new(&set, &["x"], &[], 1, Some(g)).unwrap_err();
         assert!(e.to_string().contains("guidance"), "{e}");
     }
-    assert!(TextGuidance::new(&set, &["a", "b", "c"], &[], 2, 2.0).is_err(), "3 prompts for 2 images");
+    assert!(TextGuidance::new(&set, &["a", "b", "c"], &[], 2, Some(2.0)).is_err(), "3 prompts for 2 images");
     // A long prompt is truncated to the set's 8 tokens, not refused; the empty prompt is valid.
     let long = "a very long prompt about a red apple on a wooden table in the morning sun with a cat";
     let e = set.encode_prompts(&[long, ""]).unwrap();
@@ -111,7 +112,7 @@ fn bad_text_input_is_refused_clearly() {
     // A prompt to a set that takes none.
     let (_t2, plain) = tiny_diffusion_set();
     let plain = ModelSet::open(&plain).unwrap();
-    assert!(matches!(TextGuidance::new(&plain, &["x"], &[], 1, 2.0), Err(Error::Unsupported(_))));
+    assert!(matches!(TextGuidance::new(&plain, &["x"], &[], 1, Some(2.0)), Err(Error::Unsupported(_))));
     // A set whose U-Net expects another encoder (sha256), or whose encoder is gone.
     let mut m = mirage::manifest::Manifest::load(&dir).unwrap();
     let good = m.clone();

@@ -245,7 +245,8 @@ struct PromptArgs {
     /// What to steer away from (the unconditional side of classifier-free guidance).
     #[arg(long, default_value = "")]
     negative: String,
-    /// Classifier-free guidance scale in [0, 50] (default: the set's own; 1 = the prompt alone).
+    /// Classifier-free guidance scale in [0, 50] (default: the set's own; 1 = the prompt alone). It applies
+    /// only with a --prompt or a --negative; without either the generation is unconditional and it is ignored.
     #[arg(long)]
     guidance: Option<f32>,
 }
@@ -256,38 +257,33 @@ impl PromptArgs {
         self.prompts.len().max(1)
     }
 
-    /// The text guidance for `per_prompt` images of each prompt, or None when no prompt, negative prompt or
-    /// guidance is given.
+    /// The text guidance for `per_prompt` images of each prompt, under the pipeline's rule (None when no
+    /// prompt or negative prompt is given; --guidance alone is then ignored, with a warning).
     fn guidance(&self, set: &ModelSet, per_prompt: usize) -> Result<Option<pipeline::TextGuidance>> {
-        if self.prompts.iter().all(String::is_empty) && self.negative.is_empty() && self.guidance.is_none() {
-            return Ok(None);
-        }
-        let g = guidance_or_default(set, self.guidance)?;
         let neg: Vec<&str> = if self.negative.is_empty() { Vec::new() } else { vec![&self.negative] };
         let prompts: Vec<&str> = match self.prompts.as_slice() {
             [] => vec![""],
             ps => ps.iter().flat_map(|p| std::iter::repeat_n(p.as_str(), per_prompt)).collect(),
         };
-        let n = prompts.len();
-        pipeline::TextGuidance::new(set, &prompts, &neg, n, g).map(Some)
+        let text = pipeline::TextGuidance::request(set, &prompts, &neg, prompts.len(), self.guidance)
+            .map_err(|e| e.prefixed("--"))?;
+        if text.is_none() && self.guidance.is_some() {
+            mirage::log_at!(mirage::log::Level::Warn, "--guidance has no effect without --prompt or --negative");
+        }
+        Ok(text)
     }
-}
-
-/// `--guidance`, else the set's own; errors on a set that takes no text.
-fn guidance_or_default(set: &ModelSet, g: Option<f32>) -> Result<f32> {
-    Ok(g.unwrap_or(set.require_text()?.guidance))
 }
 
 impl DiffusionArgs {
     fn params(&self, count: usize, strength: f32) -> Result<DiffusionParams> {
         let p = DiffusionParams {
             steps: self.steps,
-            sampler: SamplerKind::parse(&self.sampler, self.eta)?,
+            sampler: SamplerKind::parse(&self.sampler, self.eta).map_err(|e| e.prefixed("--"))?,
             seed: self.seed,
             count,
             strength,
         };
-        p.validate()?;
+        p.validate().map_err(|e| e.prefixed("--"))?;
         Ok(p)
     }
 
@@ -380,11 +376,6 @@ enum VaeCmd {
     },
 }
 
-enum CmdKind {
-    Denoise,
-    Other,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
@@ -406,7 +397,6 @@ fn run(cli: Cli) -> Result<()> {
         ..Default::default()
     };
     runtime::init(&options)?;
-    let cli_cmd_kind = if matches!(cli.cmd, Cmd::Denoise { .. }) { CmdKind::Denoise } else { CmdKind::Other };
     match cli.cmd {
         Cmd::Info { m } => info(&m.models),
         Cmd::Bench { m, batch, iters } => bench(&m.models, batch, iters),
@@ -429,10 +419,11 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Interpolate { m, d, prompts, negative, guidance, frames, batch, delay_ms, scale, output } => {
             check_scale(scale)?;
             let set = ModelSet::open(&m.models)?;
-            let g = guidance_or_default(&set, guidance)?;
+            let g = pipeline::resolve_guidance(&set, guidance).map_err(|e| e.prefixed("--"))?;
             let p = d.params(batch.max(1), 1.0)?;
             let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
-            let x = d.with_progress(|hooks| pipeline::interpolate(&set, &refs, &negative, frames, g, &p, hooks))?;
+            let x =
+                d.with_progress(|hooks| pipeline::interpolate(&set, &refs, &negative, frames, Some(g), &p, hooks))?;
             let images: Vec<Image> =
                 img::from_model(&x, frames, &set.manifest().image)?.iter().map(|i| i.upscale(scale)).collect();
             if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -444,20 +435,11 @@ fn run(cli: Cli) -> Result<()> {
                 save(&img::grid(&images, frames, scale, 0)?, &output)
             }
         }
-        Cmd::Denoise { m, d, strength, input, output } | Cmd::Img2img { m, d, strength, input, output } => {
-            let denoise = matches!(cli_cmd_kind, CmdKind::Denoise);
-            let set = ModelSet::open(&m.models)?;
-            let image = load_for(&set, &input)?;
-            let p = d.params(1, strength)?;
-            let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
-            let y = d.with_progress(|hooks| {
-                if denoise {
-                    pipeline::denoise(&set, &x, 1, &p, None, hooks)
-                } else {
-                    pipeline::img2img(&set, &x, 1, &p, None, hooks)
-                }
-            })?;
-            save(&img::from_model(&y, 1, &set.manifest().image)?.remove(0), &output)
+        Cmd::Denoise { m, d, strength, input, output } => {
+            image_to_image(&m.models, &d, strength, &input, &output, pipeline::denoise)
+        }
+        Cmd::Img2img { m, d, strength, input, output } => {
+            image_to_image(&m.models, &d, strength, &input, &output, pipeline::img2img)
         }
         Cmd::Inpaint { m, d, strength, input, mask, output } => {
             let set = ModelSet::open(&m.models)?;
@@ -560,6 +542,27 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The signature `pipeline::img2img` and `pipeline::denoise` share.
+type ImageToImage =
+    fn(&ModelSet, &[f32], usize, &DiffusionParams, Option<&pipeline::TextGuidance>, &mut Hooks) -> Result<Vec<f32>>;
+
+/// `mirage img2img` and `mirage denoise`: one image in, one out.
+fn image_to_image(
+    models: &Path,
+    d: &DiffusionArgs,
+    strength: f32,
+    input: &Path,
+    output: &Path,
+    op: ImageToImage,
+) -> Result<()> {
+    let set = ModelSet::open(models)?;
+    let image = load_for(&set, input)?;
+    let p = d.params(1, strength)?;
+    let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
+    let y = d.with_progress(|hooks| op(&set, &x, 1, &p, None, hooks))?;
+    save(&img::from_model(&y, 1, &set.manifest().image)?.remove(0), output)
+}
+
 fn text_encoder_export(from: &Path, out: &Path) -> Result<()> {
     let r = mirage::export::minilm::export_minilm(from, out)?;
     println!(
@@ -584,11 +587,10 @@ fn embed(dir: &Path, with_tokens: bool, context: usize, prompts: &[String]) -> R
                 "prompt": prompts[i],
                 "ids": e.ids[i],
                 "token_count": e.token_counts[i],
-                "pooled": e.pooled.row(i).to_vec(),
+                "pooled": e.pooled_row(i),
             });
             if with_tokens {
-                let rows: Vec<Vec<f32>> =
-                    (0..e.token_counts[i]).map(|t| e.tokens.slice(ndarray::s![i, t, ..]).to_vec()).collect();
+                let rows: Vec<Vec<f32>> = (0..e.token_counts[i]).map(|t| e.token(i, t).to_vec()).collect();
                 r["tokens"] = serde_json::json!(rows);
             }
             r
@@ -622,7 +624,7 @@ fn info(models: &Path) -> Result<()> {
                 println!("  vae latent {:?} ({ratio:.2}x fewer values than pixels)", v.latent_shape);
             }
             for (kind, p) in set.providers() {
-                println!("  {kind}: {}", p.name());
+                println!("  {}: {}", kind.name(), p.name());
             }
             Ok(())
         }
@@ -729,7 +731,7 @@ fn bench(models: &Path, batch: usize, iters: usize) -> Result<()> {
     };
     let enc = time(&|| set.encode(&x, batch).map(|_| ()))?;
     let dec = time(&|| set.decode(&z, batch).map(|_| ()))?;
-    let providers: Vec<String> = set.providers().iter().map(|(k, p)| format!("{k}={}", p.name())).collect();
+    let providers: Vec<String> = set.providers().iter().map(|(k, p)| format!("{}={}", k.name(), p.name())).collect();
     println!("model set {:?}, batch {batch}, {iters} timed calls each; {}", set.manifest().name, providers.join(", "));
     for (name, ms) in [("encode", enc), ("decode", dec)] {
         let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];

@@ -10,7 +10,7 @@ use super::boundary::{self, arg, copy_str, init_params, out, read_params, utf8};
 use super::runtime::{provider_of, provider_value, MirageProvider, MIRAGE_PROVIDER_DEFAULT};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
-use crate::model_set::ModelSet;
+use crate::model_set::{ModelKind, ModelSet};
 
 /// A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new`, freed by
 /// `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;
@@ -19,63 +19,63 @@ pub struct MirageContext {
     // Behind Arcs so that a running generation holds what it uses by itself, not through this box: then
     // `mirage_context_free` can cancel it, wait for it and free the box while its frame is still unwinding.
     pub(crate) set: Arc<ModelSet>,
-    pub(crate) runs: Arc<Runs>,
+    pub(crate) generations: Arc<Generations>,
 }
 
 /// The generations running on a context: each has its own cancel flag, which `mirage_context_cancel` sets
 /// (all of them) and `mirage_context_free` sets before it waits for them to return.
 #[derive(Default)]
-pub(crate) struct Runs {
-    state: Mutex<RunState>,
+pub(crate) struct Generations {
+    state: Mutex<GenerationsState>,
     /// Notified (with `state` locked) whenever a generation ends.
     ended: Condvar,
 }
 
 #[derive(Default)]
-struct RunState {
+struct GenerationsState {
     running: Vec<(ThreadId, Arc<AtomicBool>)>,
     /// Set by `mirage_context_free`: a generation that gets here afterwards is refused (cancelled).
     freed: bool,
 }
 
-impl Runs {
-    fn lock(&self) -> MutexGuard<'_, RunState> {
+impl Generations {
+    fn lock(&self) -> MutexGuard<'_, GenerationsState> {
         // Nothing panics while holding the lock, but a poisoned registry is still a valid one.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Registers a generation about to start, with a fresh (clear) cancel flag: a cancel that came before
     /// this moment is not seen. Fails with `Cancelled` once the context is being freed.
-    pub(crate) fn start(self: &Arc<Runs>) -> Result<Run> {
+    pub(crate) fn register(self: &Arc<Generations>) -> Result<Registration> {
         let mut state = self.lock();
         if state.freed {
             return Err(Error::Cancelled);
         }
         let cancel = Arc::new(AtomicBool::new(false));
         state.running.push((thread::current().id(), cancel.clone()));
-        Ok(Run { runs: self.clone(), cancel })
+        Ok(Registration { generations: self.clone(), cancel })
     }
 
     /// Sets the cancel flag of every running generation.
-    fn cancel_all(state: &RunState) {
+    fn cancel_all(state: &GenerationsState) {
         for (_, flag) in &state.running {
             flag.store(true, Ordering::Relaxed);
         }
     }
 }
 
-/// A registered generation; dropping it (also while unwinding) unregisters it.
-pub(crate) struct Run {
-    runs: Arc<Runs>,
+/// A generation's registration on its context; dropping it (also while unwinding) unregisters it.
+pub(crate) struct Registration {
+    generations: Arc<Generations>,
     pub(crate) cancel: Arc<AtomicBool>,
 }
 
-impl Drop for Run {
+impl Drop for Registration {
     fn drop(&mut self) {
-        let mut state = self.runs.lock();
+        let mut state = self.generations.lock();
         state.running.retain(|(_, flag)| !Arc::ptr_eq(flag, &self.cancel));
-        // Notified under the lock; `runs` is our own Arc, so it outlives the context box if that is freed.
-        self.runs.ended.notify_all();
+        // Notified under the lock; `generations` is our own Arc, so it outlives the context box if freed.
+        self.generations.ended.notify_all();
     }
 }
 
@@ -98,6 +98,8 @@ pub const MIRAGE_MODEL_VAE_ENCODER: MirageModelKind = 1;
 pub const MIRAGE_MODEL_VAE_DECODER: MirageModelKind = 2;
 /// The diffusion U-Net (noise prediction).
 pub const MIRAGE_MODEL_UNET: MirageModelKind = 3;
+/// The text encoder of a text-conditioned set (prompts -> embeddings).
+pub const MIRAGE_MODEL_TEXT_ENCODER: MirageModelKind = 4;
 
 /// Fills `params` with the defaults (the runtime's provider). Pass `sizeof(MirageContextParams)` as
 /// `struct_size`; the struct_size rule is that of `mirage_runtime_init`.
@@ -133,17 +135,19 @@ pub unsafe extern "C" fn mirage_context_new(
     out: *mut *mut MirageContext,
 ) -> MirageStatus {
     boundary::run(|| {
-        // SAFETY (all three): valid pointers when not NULL, by the caller's promise.
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
         let dir = unsafe { utf8(model_dir, "model_dir") }?;
+        // SAFETY: as above.
         let result = unsafe { boundary::out(out, "out") }?;
         let provider = if params.is_null() {
             None
         } else {
+            // SAFETY: as above.
             let p = unsafe { read_params(params, "params") }?;
             provider_of(p.provider, "params->provider")?
         };
         let set = Arc::new(ModelSet::open_with(Path::new(dir), provider)?);
-        result.write(Box::into_raw(Box::new(MirageContext { set, runs: Arc::default() })));
+        result.write(Box::into_raw(Box::new(MirageContext { set, generations: Arc::default() })));
         Ok(())
     })
 }
@@ -165,11 +169,11 @@ pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
             // SAFETY: made by Box::into_raw in mirage_context_new and, by the caller's promise, freed once.
             let ctx = unsafe { Box::from_raw(ctx) };
             let me = thread::current().id();
-            let mut state = ctx.runs.lock();
+            let mut state = ctx.generations.lock();
             state.freed = true;
-            Runs::cancel_all(&state);
+            Generations::cancel_all(&state);
             while state.running.iter().any(|(t, _)| *t != me) {
-                state = ctx.runs.ended.wait(state).unwrap_or_else(|p| p.into_inner());
+                state = ctx.generations.ended.wait(state).unwrap_or_else(|p| p.into_inner());
             }
             drop(state);
             drop(ctx);
@@ -192,7 +196,7 @@ pub unsafe extern "C" fn mirage_context_cancel(ctx: *const MirageContext) -> Mir
     boundary::run(|| {
         // SAFETY: a live context when not NULL, by the caller's promise.
         let ctx = unsafe { arg(ctx, "ctx") }?;
-        Runs::cancel_all(&ctx.runs.lock());
+        Generations::cancel_all(&ctx.generations.lock());
         Ok(())
     })
 }
@@ -249,18 +253,17 @@ pub unsafe extern "C" fn mirage_context_provider(
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (ctx, result) = unsafe { (arg(ctx, "ctx")?, out(provider, "provider")?) };
-        let name = match kind {
-            MIRAGE_MODEL_VAE_ENCODER => "vae_encoder",
-            MIRAGE_MODEL_VAE_DECODER => "vae_decoder",
-            MIRAGE_MODEL_UNET => "unet",
+        let kind = match kind {
+            MIRAGE_MODEL_VAE_ENCODER => ModelKind::VaeEncoder,
+            MIRAGE_MODEL_VAE_DECODER => ModelKind::VaeDecoder,
+            MIRAGE_MODEL_UNET => ModelKind::UNet,
+            MIRAGE_MODEL_TEXT_ENCODER => ModelKind::TextEncoder,
             other => return Err(Error::invalid(format!("kind is {other}, not a MIRAGE_MODEL_* value"))),
         };
-        let (_, p) = ctx
+        let p = ctx
             .set
-            .providers()
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .ok_or_else(|| Error::Unsupported(format!("the model set has no {name}")))?;
+            .provider(kind)
+            .ok_or_else(|| Error::Unsupported(format!("the model set has no {}", kind.name())))?;
         result.write(provider_value(p));
         Ok(())
     })

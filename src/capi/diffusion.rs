@@ -5,16 +5,16 @@ use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
 use super::boundary::{self, arg, read_params, slice, utf8};
-use super::context::{MirageContext, Run};
+use super::context::{MirageContext, Registration};
 use super::image::{
-    channels_of, Layout, MirageImage, MirageImageBatch, MiragePixelFormat, MIRAGE_PIXEL_GRAY8, MIRAGE_PIXEL_RGBA8,
+    channels_of, read_images, MirageImage, MirageImageBatch, MiragePixelFormat, MIRAGE_PIXEL_GRAY8, MIRAGE_PIXEL_RGBA8,
 };
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::{from_model, to_model, Image};
 use crate::limits::MAX_BATCH;
 use crate::model_set::ModelSet;
-use crate::pipeline::{self, DiffusionParams, Hooks, TextGuidance, MAX_STEPS};
+use crate::pipeline::{self, DiffusionParams, Hooks, TextGuidance};
 use crate::sampler::SamplerKind;
 
 /// Called on the calling thread after every step of a generation with the steps done so far (1 to `total`)
@@ -76,7 +76,9 @@ pub struct MirageDiffusionParams {
     /// Classifier-free guidance scale: prediction = uncond + guidance * (cond - uncond). In [0, 50]; 1 uses
     /// the prompt alone (one U-Net run per step instead of two), higher follows the prompt more closely.
     /// MIRAGE_GUIDANCE_DEFAULT (-1, the default) takes the set's own (from its manifest). NaN, other negative
-    /// values and values over 50 are refused. Ignored without a prompt and a negative prompt.
+    /// values and values over MIRAGE_MAX_GUIDANCE (50) are refused. It applies only with a prompt or a negative
+    /// prompt (and to `mirage_interpolate`): without either the generation is unconditional and `guidance`
+    /// is ignored, not even checked. The CLI's `--guidance` follows the same rule.
     pub guidance: f32,
 }
 
@@ -96,8 +98,17 @@ pub unsafe extern "C" fn mirage_diffusion_params_init(
     struct_size: usize,
 ) -> MirageStatus {
     boundary::run(|| {
+        let defaults = MirageDiffusionParams::defaults(struct_size);
+        // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
+        unsafe { boundary::init_params(params, struct_size, "params", defaults) }
+    })
+}
+
+impl MirageDiffusionParams {
+    /// What `mirage_diffusion_params_init` fills in: the pipeline's defaults.
+    fn defaults(struct_size: usize) -> MirageDiffusionParams {
         let d = DiffusionParams::default();
-        let defaults = MirageDiffusionParams {
+        MirageDiffusionParams {
             struct_size,
             steps: d.steps as u32,
             sampler: std::ptr::null(),
@@ -112,10 +123,8 @@ pub unsafe extern "C" fn mirage_diffusion_params_init(
             prompt: std::ptr::null(),
             negative_prompt: std::ptr::null(),
             guidance: MIRAGE_GUIDANCE_DEFAULT,
-        };
-        // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
-        unsafe { boundary::init_params(params, struct_size, "params", defaults) }
-    })
+        }
+    }
 }
 
 /// Generates `params->count` images from noise with the set's U-Net, then decodes them (through the VAE for
@@ -129,8 +138,8 @@ pub unsafe extern "C" fn mirage_diffusion_params_init(
 ///
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, bad params: steps 0 or over 1000, an unknown or
 /// non-UTF-8 sampler, eta NaN or outside [0, 1], count 0 or over 1024 (over 512 with guidance), an unknown
-/// format, a non-UTF-8 prompt or negative prompt, guidance NaN, negative (other than
-/// MIRAGE_GUIDANCE_DEFAULT) or over 50, struct_size), MIRAGE_ERR_UNSUPPORTED (the set has no diffusion
+/// format, a non-UTF-8 prompt or negative prompt, with a prompt or negative prompt a guidance NaN, negative
+/// (other than MIRAGE_GUIDANCE_DEFAULT) or over 50, struct_size), MIRAGE_ERR_UNSUPPORTED (the set has no diffusion
 /// U-Net, or a prompt or negative prompt was given to a set that is not text-conditioned),
 /// MIRAGE_ERR_CANCELLED, MIRAGE_ERR_INFERENCE.
 #[no_mangle]
@@ -141,13 +150,8 @@ pub unsafe extern "C" fn mirage_generate(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Generate)?, boundary::out(out, "out")?) };
-        let count = job.c.count as usize;
-        if count == 0 || count > MAX_BATCH {
-            return Err(Error::invalid(format!("params->count is {count}, out of range 1..={MAX_BATCH}")));
-        }
-        let p = DiffusionParams { count, ..job.params };
-        result.write(job.run(&p, &[], &[], None)?);
+        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
+        result.write(call.run(Op::Generate, None)?);
         Ok(())
     })
 }
@@ -173,7 +177,7 @@ pub unsafe extern "C" fn mirage_img2img(
     out: *mut *mut MirageImageBatch,
 ) -> MirageStatus {
     // SAFETY: forwarded with the caller's promises.
-    unsafe { image_to_image(ctx, images, count, params, out, Mode::Img2img) }
+    unsafe { image_to_image(ctx, images, count, params, out, false) }
 }
 
 /// Removes noise from `count` host images: each image's latent is taken to be a diffusion sample at the level
@@ -192,7 +196,7 @@ pub unsafe extern "C" fn mirage_denoise(
     out: *mut *mut MirageImageBatch,
 ) -> MirageStatus {
     // SAFETY: forwarded with the caller's promises.
-    unsafe { image_to_image(ctx, images, count, params, out, Mode::Denoise) }
+    unsafe { image_to_image(ctx, images, count, params, out, true) }
 }
 
 /// The shared body of `mirage_img2img` and `mirage_denoise`: one image in, one image out, per input.
@@ -205,14 +209,15 @@ unsafe fn image_to_image(
     count: usize,
     params: *const MirageDiffusionParams,
     out: *mut *mut MirageImageBatch,
-    mode: Mode,
+    denoise: bool,
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (job, result) = unsafe { (Job::new(ctx, params, mode)?, boundary::out(out, "out")?) };
+        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
         // SAFETY: `count` host images (caller's promise).
-        let x = unsafe { job.read_images(images, count) }?;
-        result.write(job.run(&job.params, &x, &[], None)?);
+        let images = unsafe { call.model_images(images, count) }?;
+        let op = if denoise { Op::Denoise { images, n: count } } else { Op::Img2img { images, n: count } };
+        result.write(call.run(op, None)?);
         Ok(())
     })
 }
@@ -239,11 +244,10 @@ pub unsafe extern "C" fn mirage_inpaint(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (job, result) = unsafe { (Job::new(ctx, params, Mode::Inpaint)?, boundary::out(out, "out")?) };
+        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
         // SAFETY: `count` host images and masks (caller's promise).
-        let x = unsafe { job.read_images(images, count) }?;
-        let mask = unsafe { job.read_masks(masks, count) }?;
-        result.write(job.run(&job.params, &x, &mask, None)?);
+        let (images, masks) = unsafe { (call.model_images(images, count)?, call.masks(masks, count)?) };
+        result.write(call.run(Op::Inpaint { images, masks, n: count }, None)?);
         Ok(())
     })
 }
@@ -272,25 +276,20 @@ pub unsafe extern "C" fn mirage_interpolate(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (mut job, result) = unsafe { (Job::new(ctx, params, Mode::Interpolate)?, boundary::out(out, "out")?) };
-        job.set.require_text()?;
+        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
+        call.set.require_text()?;
         if !(2..=MAX_BATCH).contains(&prompt_count) {
             return Err(Error::invalid(format!("prompt_count is {prompt_count}: 2..={MAX_BATCH} prompts are needed")));
         }
-        let frames = frames as usize;
-        if !(2..=MAX_BATCH).contains(&frames) {
-            return Err(Error::invalid(format!("frames is {frames}, out of range 2..={MAX_BATCH}")));
-        }
         // SAFETY: `prompt_count` string pointers (caller's promise).
         let ptrs = unsafe { slice(prompts, prompt_count, "prompts") }?;
-        for (k, &ptr) in ptrs.iter().enumerate() {
+        let prompts = ptrs
+            .iter()
+            .enumerate()
             // SAFETY: NUL-terminated when not NULL (caller's promise); NULL is refused by `utf8`.
-            job.path.push(unsafe { utf8(ptr, &format!("prompts[{k}]")) }?.to_string());
-        }
-        let count = (job.c.count as usize).clamp(1, frames);
-        job.frames = frames;
-        let p = DiffusionParams { count, ..job.params };
-        result.write(job.run(&p, &[], &[], None)?);
+            .map(|(k, &ptr)| unsafe { utf8(ptr, &format!("prompts[{k}]")) }.map(str::to_string))
+            .collect::<Result<Vec<_>>>()?;
+        result.write(call.run(Op::Interpolate { prompts, frames: frames as usize }, None)?);
         Ok(())
     })
 }
@@ -302,181 +301,116 @@ pub unsafe extern "C" fn mirage_interpolate(
 #[no_mangle]
 pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageContext) -> MirageStatus {
     boundary::run(|| {
-        // SAFETY: a live context when not NULL, by the caller's promise.
-        let ctx = unsafe { arg(ctx, "ctx") }?;
-        let c = MirageDiffusionParams {
-            struct_size: size_of::<MirageDiffusionParams>(),
-            steps: 5,
-            sampler: std::ptr::null(),
-            eta: 0.0,
-            seed: 0,
-            count: 1,
-            strength: 1.0,
-            progress: None,
-            preview: None,
-            user_data: std::ptr::null_mut(),
-            format: MIRAGE_PIXEL_GRAY8,
-            prompt: std::ptr::null(),
-            negative_prompt: std::ptr::null(),
-            guidance: MIRAGE_GUIDANCE_DEFAULT,
-        };
-        let params = DiffusionParams { steps: 5, ..Default::default() };
-        let (set, registration) = (ctx.set.clone(), ctx.runs.start()?);
-        let job = Job {
-            set,
-            params,
-            c,
-            channels: 1,
-            mode: Mode::Generate,
-            text: None,
-            path: Vec::new(),
-            frames: 0,
-            registration,
-        };
+        let mut c = MirageDiffusionParams::defaults(size_of::<MirageDiffusionParams>());
+        c.steps = 5;
+        c.format = MIRAGE_PIXEL_GRAY8;
+        // SAFETY: `ctx` is NULL or live (caller's promise); `c` is a whole params struct of this library's size.
+        let call = unsafe { Call::new(ctx, &c) }?;
         let mut hook = |step: usize, _: usize| {
             assert!(step < 2, "panic in the generation loop at step {step}");
             true
         };
-        job.run(&job.params, &[], &[], Some(&mut hook)).map(|_| ())
+        call.run(Op::Generate, Some(&mut hook)).map(|_| ())
     })
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Mode {
+/// What one call runs, with the inputs of its own kind, read and checked.
+enum Op {
+    /// `params->count` images from noise.
     Generate,
-    Img2img,
-    Denoise,
-    Inpaint,
-    Interpolate,
+    /// One output per input: `n` model-space images [n, C, H, W].
+    Img2img {
+        images: Vec<f32>,
+        n: usize,
+    },
+    Denoise {
+        images: Vec<f32>,
+        n: usize,
+    },
+    /// As img2img, with `n` masks [n, H, W] in [0, 1] (1 = invent).
+    Inpaint {
+        images: Vec<f32>,
+        masks: Vec<f32>,
+        n: usize,
+    },
+    /// `frames` images along the path through `prompts`.
+    Interpolate {
+        prompts: Vec<String>,
+        frames: usize,
+    },
 }
 
-/// A checked call: what it runs on (held by Arc, not through the host's context pointer, see
-/// `mirage_context_free`), its params and the host's callbacks.
-struct Job {
+/// A call on a context, checked: what it runs on (held by Arc, not through the host's context pointer, see
+/// `mirage_context_free`), the host's params and callbacks.
+struct Call {
     set: Arc<ModelSet>,
-    params: DiffusionParams,
-    c: MirageDiffusionParams,
+    /// The host's params as read; every field is checked by the pipeline when the call runs (`Call::run`).
+    host: MirageDiffusionParams,
+    sampler: SamplerKind,
+    /// The params' prompt and negative prompt ("" when NULL); what they mean is the pipeline's rule.
+    prompt: String,
+    negative: String,
+    /// Channels of `host.format`.
     channels: u32,
-    mode: Mode,
-    /// The prompt, negative prompt and guidance when the host gave a prompt or a negative prompt.
-    text: Option<TextArgs>,
-    /// Interpolate: the prompts of the path and the number of frames.
-    path: Vec<String>,
-    frames: usize,
     /// The call's registration on the context (cancel flag; what `mirage_context_free` waits for). Declared
     /// last so that it is dropped last: when free sees it gone, the call holds nothing of the context any
     /// more (its `set` Arc, the sessions' last owner after a free, is already dropped).
-    registration: Run,
+    registration: Registration,
 }
 
-/// The params' text fields, read and checked.
-struct TextArgs {
-    prompt: String,
-    negative: String,
-    guidance: f32,
-}
-
-impl TextArgs {
-    /// Reads `prompt` (unless `mode` ignores it: interpolate), `negative_prompt` and `guidance`; None when both
-    /// prompts are NULL or empty.
-    ///
-    /// # Safety
-    /// The two strings are NULL or NUL-terminated (the export's caller promises).
-    unsafe fn read(c: &MirageDiffusionParams, set: &ModelSet, mode: Mode) -> Result<Option<TextArgs>> {
-        let read = |p: *const c_char, name: &str| -> Result<String> {
-            if p.is_null() {
-                Ok(String::new())
-            } else {
-                // SAFETY: NUL-terminated when not NULL (caller's promise).
-                unsafe { utf8(p, name) }.map(str::to_string)
-            }
-        };
-        let prompt = if mode == Mode::Interpolate { String::new() } else { read(c.prompt, "params->prompt")? };
-        let negative = read(c.negative_prompt, "params->negative_prompt")?;
-        let g = c.guidance;
-        if g != MIRAGE_GUIDANCE_DEFAULT && !(g.is_finite() && (0.0..=pipeline::MAX_GUIDANCE).contains(&g)) {
-            return Err(Error::invalid(format!(
-                "params->guidance is {g}: it must be in [0, {}] or MIRAGE_GUIDANCE_DEFAULT (-1)",
-                pipeline::MAX_GUIDANCE
-            )));
-        }
-        if prompt.is_empty() && negative.is_empty() {
-            return Ok(None);
-        }
-        let spec = set.require_text()?;
-        let guidance = if g == MIRAGE_GUIDANCE_DEFAULT { spec.guidance } else { g };
-        Ok(Some(TextArgs { prompt, negative, guidance }))
-    }
-
-    /// The embeddings for `n` images.
-    fn guidance(&self, set: &ModelSet, n: usize) -> Result<TextGuidance> {
-        let negative: Vec<&str> = if self.negative.is_empty() { Vec::new() } else { vec![self.negative.as_str()] };
-        TextGuidance::new(set, &[self.prompt.as_str()], &negative, n, self.guidance)
-    }
-}
-
-impl Job {
-    /// Checks `ctx`, the set's U-Net and the params.
+impl Call {
+    /// Reads `ctx` and `params` (strings, enumerations), checks that the set can diffuse, and registers the
+    /// call on the context.
     ///
     /// # Safety
     /// `ctx` and `params` are NULL or valid (the export's caller promises).
-    unsafe fn new(ctx: *const MirageContext, params: *const MirageDiffusionParams, mode: Mode) -> Result<Job> {
+    unsafe fn new(ctx: *const MirageContext, params: *const MirageDiffusionParams) -> Result<Call> {
         // The context is touched here only: from now on the call uses its own Arcs.
-        let (set, runs) = {
+        let (set, generations) = {
             // SAFETY: by the caller's promise.
             let ctx = unsafe { arg(ctx, "ctx") }?;
-            (ctx.set.clone(), ctx.runs.clone())
+            (ctx.set.clone(), ctx.generations.clone())
         };
         // SAFETY: by the caller's promise.
-        let c = unsafe { read_params(params, "params") }?;
+        let host = unsafe { read_params(params, "params") }?;
         if !set.has_unet() {
             return Err(Error::Unsupported(format!(
                 "model set {:?} has no diffusion U-Net: it can encode and decode, not generate",
                 set.manifest().name
             )));
         }
-        let steps = c.steps as usize;
-        if steps == 0 || steps > MAX_STEPS {
-            return Err(Error::invalid(format!("params->steps is {steps}, out of range 1..={MAX_STEPS}")));
-        }
-        if !(c.eta.is_finite() && (0.0..=1.0).contains(&c.eta)) {
-            return Err(Error::invalid(format!("params->eta is {}, must be in [0, 1]", c.eta)));
-        }
-        let name = if c.sampler.is_null() {
-            "ddim"
-        } else {
-            // SAFETY: a NUL-terminated string when not NULL, by the caller's promise.
-            unsafe { utf8(c.sampler, "params->sampler") }?
+        // SAFETY (the three strings): NULL or NUL-terminated, by the caller's promise.
+        let text = |p: *const c_char, name: &str| -> Result<String> {
+            // SAFETY: as above.
+            Ok(if p.is_null() { String::new() } else { unsafe { utf8(p, name) }?.to_string() })
         };
-        let sampler = SamplerKind::parse(name, c.eta).map_err(|e| naming(e, "params->sampler"))?;
-        // Generate and interpolate start from pure noise and ignore `strength`.
-        let strength = if matches!(mode, Mode::Generate | Mode::Interpolate) { 1.0 } else { c.strength };
-        if !(strength.is_finite() && strength > 0.0 && strength <= 1.0) {
-            return Err(Error::invalid(format!("params->strength is {strength}, must be in (0, 1]")));
-        }
-        let channels = channels_of(c.format, "params->format")?;
-        // SAFETY: the strings are NULL or NUL-terminated (caller's promise).
-        let text = unsafe { TextArgs::read(&c, &set, mode) }?;
-        let params = DiffusionParams { steps, sampler, seed: c.seed, count: 1, strength };
+        let name = text(host.sampler, "params->sampler")?;
+        let sampler = SamplerKind::parse(if name.is_empty() { "ddim" } else { &name }, host.eta)
+            .map_err(|e| e.prefixed("params->"))?;
+        let (prompt, negative) =
+            (text(host.prompt, "params->prompt")?, text(host.negative_prompt, "params->negative_prompt")?);
+        let channels = channels_of(host.format, "params->format")?;
         // Registered once checked, for the rest of the call (also the conversion of the result).
-        let registration = runs.start()?;
-        Ok(Job { set, params, c, channels, mode, text, path: Vec::new(), frames: 0, registration })
+        let registration = generations.register()?;
+        Ok(Call { set, host, sampler, prompt, negative, channels, registration })
     }
 
-    /// Reads `count` host images of the set's size and channels into one model-space tensor.
+    /// Reads `count` host images of the set's size into one model-space tensor [count, C, H, W].
     ///
     /// # Safety
     /// `images` is NULL or `count` valid host images (the export's caller promises).
-    unsafe fn read_images(&self, images: *const MirageImage, count: usize) -> Result<Vec<f32>> {
-        let host = unsafe { self.read(images, count, "images") }?;
-        to_model(&host, &self.set.manifest().image).map_err(|e| naming(e, "images"))
+    unsafe fn model_images(&self, images: *const MirageImage, count: usize) -> Result<Vec<f32>> {
+        let spec = &self.set.manifest().image;
+        // SAFETY: by the caller's promise.
+        let host = unsafe { read_images(images, count, "images", spec) }?;
+        to_model(&host, spec).map_err(|e| e.prefixed("images: "))
     }
 
-    /// Reads `count` GRAY8 masks of the set's size as values in [0, 1], one per pixel.
+    /// Reads `count` GRAY8 masks of the set's size as values in [0, 1], one per pixel [count, H, W].
     ///
     /// # Safety
-    /// As [`Job::read_images`].
-    unsafe fn read_masks(&self, masks: *const MirageImage, count: usize) -> Result<Vec<f32>> {
+    /// As [`Call::model_images`].
+    unsafe fn masks(&self, masks: *const MirageImage, count: usize) -> Result<Vec<f32>> {
         // SAFETY: by the caller's promise.
         for (k, m) in unsafe { slice(masks, count, "masks") }?.iter().enumerate() {
             if m.format != MIRAGE_PIXEL_GRAY8 {
@@ -486,56 +420,39 @@ impl Job {
                 )));
             }
         }
-        let host = unsafe { self.read(masks, count, "masks") }?;
+        // SAFETY: by the caller's promise.
+        let host = unsafe { read_images(masks, count, "masks", &self.set.manifest().image) }?;
         Ok(host.iter().flat_map(|m| m.data.iter().map(|&v| v as f32 / 255.0)).collect())
     }
 
-    /// # Safety
-    /// As [`Job::read_images`].
-    unsafe fn read(&self, images: *const MirageImage, count: usize, name: &str) -> Result<Vec<Image>> {
-        if count == 0 || count > MAX_BATCH {
-            return Err(Error::invalid(format!("count is {count}, out of range 1..={MAX_BATCH}")));
-        }
-        let spec = &self.set.manifest().image;
-        // SAFETY: by the caller's promise.
-        let images = unsafe { slice(images, count, name) }?;
-        images
-            .iter()
-            .enumerate()
-            .map(|(k, img)| {
-                let layout = Layout::of(img, &format!("{name}[{k}]"))?;
-                if (img.width, img.height) != (spec.width, spec.height) {
-                    return Err(Error::invalid(format!(
-                        "{name}[{k}] is {}x{}; this model set works on {}x{} images",
-                        img.width, img.height, spec.width, spec.height
-                    )));
-                }
-                // SAFETY: the layout was checked against this image; its pixels are readable (caller).
-                unsafe { layout.read(img) }
-            })
-            .collect()
-    }
+    /// Runs `op` (registered on the context since `Call::new`, so that cancel and free reach it) with the
+    /// host's callbacks (and, for tests, one more progress hook), and converts the result for the host.
+    fn run(&self, op: Op, mut extra: Option<&mut dyn FnMut(usize, usize) -> bool>) -> Result<*mut MirageImageBatch> {
+        let (set, c) = (&*self.set, &self.host);
+        // The params the operation runs with: generate and interpolate start from pure noise and ignore
+        // `strength`; the image operations make one output per input and ignore `count`; interpolation
+        // runs `count` frames per batch.
+        let n = match &op {
+            Op::Generate => c.count as usize,
+            Op::Img2img { n, .. } | Op::Denoise { n, .. } | Op::Inpaint { n, .. } => *n,
+            Op::Interpolate { frames, .. } => (c.count as usize).clamp(1, *frames),
+        };
+        let strength = if matches!(op, Op::Generate | Op::Interpolate { .. }) { 1.0 } else { c.strength };
+        let p = DiffusionParams { steps: c.steps as usize, sampler: self.sampler, seed: c.seed, count: n, strength };
+        p.validate().map_err(|e| e.prefixed("params->"))?;
+        let guidance = if c.guidance == MIRAGE_GUIDANCE_DEFAULT { None } else { Some(c.guidance) };
+        let negative: &[&str] = if self.negative.is_empty() { &[] } else { &[self.negative.as_str()] };
 
-    /// Runs the generation (registered on the context since `Job::new`, so that cancel and free reach it),
-    /// with the host's callbacks (and, for tests, one more progress hook), and converts the result for the host.
-    fn run(
-        &self,
-        p: &DiffusionParams,
-        x: &[f32],
-        mask: &[f32],
-        mut extra: Option<&mut dyn FnMut(usize, usize) -> bool>,
-    ) -> Result<*mut MirageImageBatch> {
-        let spec = &self.set.manifest().image;
-        let (c, channels) = (&self.c, self.channels);
+        let spec = &set.manifest().image;
         let progress = |step: usize, total: usize| {
             // SAFETY: the host's function with its own user_data; it is called on this thread as documented.
             c.progress.is_none_or(|f| unsafe { f(step as u32, total as u32, c.user_data) })
         };
-        let mut both =
+        let mut progress_and_extra =
             |step: usize, total: usize| extra.as_mut().is_none_or(|f| f(step, total)) && progress(step, total);
         // A conversion error inside the preview (a bug) must come out as itself, not as a cancel.
         let mut preview_error = None;
-        let mut preview = |step: usize, model: &[f32]| match host_images(model, spec, channels) {
+        let mut preview = |step: usize, model: &[f32]| match host_images(model, spec, self.channels) {
             Ok(images) => {
                 let views: Vec<MirageImage> = images.iter().map(|img| view(img, c.format)).collect();
                 let f = c.preview.expect("preview hook without a preview callback");
@@ -549,48 +466,41 @@ impl Job {
         };
         let y = {
             let mut hooks = Hooks {
-                progress: Some(&mut both),
+                progress: Some(&mut progress_and_extra),
                 preview: if c.preview.is_some() { Some(&mut preview) } else { None },
                 cancel: Some(&self.registration.cancel),
             };
-            let set = &self.set;
-            let n = if self.mode == Mode::Generate { p.count } else { x.len() / set.image_len() };
-            let text = if self.mode == Mode::Interpolate {
-                None
-            } else {
-                self.text.as_ref().map(|t| t.guidance(set, n)).transpose()?
-            };
-            let text = text.as_ref();
-            match self.mode {
-                Mode::Interpolate => {
-                    let prompts: Vec<&str> = self.path.iter().map(String::as_str).collect();
-                    let (negative, guidance) = match &self.text {
-                        Some(t) => (t.negative.as_str(), t.guidance),
-                        None => ("", self.set.text_spec().map_or(1.0, |s| s.guidance)),
-                    };
-                    let g = if self.c.guidance == MIRAGE_GUIDANCE_DEFAULT { guidance } else { self.c.guidance };
-                    pipeline::interpolate(set, &prompts, negative, self.frames, g, p, &mut hooks)
+            let prompt = [self.prompt.as_str()];
+            let text = |n: usize| -> Result<Option<TextGuidance>> {
+                match pipeline::request_guidance(set, &prompt, negative, guidance)
+                    .map_err(|e| e.prefixed("params->"))?
+                {
+                    Some(g) => TextGuidance::new(set, &prompt, negative, n, Some(g)).map(Some),
+                    None => Ok(None),
                 }
-                Mode::Generate => pipeline::generate_with(set, p, text, &mut hooks),
-                Mode::Img2img => pipeline::img2img(set, x, n, p, text, &mut hooks),
-                Mode::Denoise => pipeline::denoise(set, x, n, p, text, &mut hooks),
-                Mode::Inpaint => pipeline::inpaint(set, x, mask, n, p, text, &mut hooks),
+            };
+            match op {
+                Op::Generate => pipeline::generate_with(set, &p, text(n)?.as_ref(), &mut hooks),
+                Op::Img2img { images, n } => pipeline::img2img(set, &images, n, &p, text(n)?.as_ref(), &mut hooks),
+                Op::Denoise { images, n } => pipeline::denoise(set, &images, n, &p, text(n)?.as_ref(), &mut hooks),
+                Op::Inpaint { images, masks, n } => {
+                    pipeline::inpaint(set, &images, &masks, n, &p, text(n)?.as_ref(), &mut hooks)
+                }
+                Op::Interpolate { prompts, frames } => {
+                    // `params->prompt` is not part of a walk: the path is `prompts`.
+                    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+                    let negative = negative.first().copied().unwrap_or("");
+                    let g = pipeline::resolve_guidance(set, guidance).map_err(|e| e.prefixed("params->"))?;
+                    pipeline::interpolate(set, &prompts, negative, frames, Some(g), &p, &mut hooks)
+                }
             }
         };
         let y = match (y, preview_error) {
             (Err(Error::Cancelled), Some(e)) => return Err(e),
             (y, _) => y?,
         };
-        let images = host_images(&y, spec, channels)?;
+        let images = host_images(&y, spec, self.channels)?;
         Ok(Box::into_raw(Box::new(MirageImageBatch { images, format: c.format })))
-    }
-}
-
-/// Puts the argument's name in front of an invalid-argument message from the runtime.
-fn naming(e: Error, name: &str) -> Error {
-    match e {
-        Error::InvalidArgument(m) => Error::invalid(format!("{name}: {m}")),
-        other => other,
     }
 }
 

@@ -1,10 +1,12 @@
 //! Images across the boundary: `MirageImage` describes pixels (the host's or the library's), and
 //! `MirageImageBatch` owns the images the library returns.
 
-use super::boundary::{self, arg, out};
+use super::boundary::{self, arg, out, slice};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::Image;
+use crate::limits::MAX_BATCH;
+use crate::manifest::ImageSpec;
 
 /// Layout of 8-bit pixels, channels interleaved, rows top to bottom.
 pub type MiragePixelFormat = u32;
@@ -118,6 +120,39 @@ impl Layout {
         }
         Ok(())
     }
+}
+
+/// Reads `count` (1 to [`MAX_BATCH`]) host images, each of `spec`'s width and height, in any format and
+/// stride, into packed images (their own channel count). `name` is the array as the header spells it.
+///
+/// # Safety
+/// `images` is NULL or points to `count` host images whose pixels are readable (the export's caller promises).
+pub(crate) unsafe fn read_images(
+    images: *const MirageImage,
+    count: usize,
+    name: &str,
+    spec: &ImageSpec,
+) -> Result<Vec<Image>> {
+    if count == 0 || count > MAX_BATCH {
+        return Err(Error::invalid(format!("count is {count}, out of range 1..={MAX_BATCH}")));
+    }
+    // SAFETY: by the caller's promise.
+    let images = unsafe { slice(images, count, name) }?;
+    images
+        .iter()
+        .enumerate()
+        .map(|(k, img)| {
+            let layout = Layout::of(img, &format!("{name}[{k}]"))?;
+            if (img.width, img.height) != (spec.width, spec.height) {
+                return Err(Error::invalid(format!(
+                    "{name}[{k}] is {}x{}; this model set works on {}x{} images",
+                    img.width, img.height, spec.width, spec.height
+                )));
+            }
+            // SAFETY: the layout was checked against this image; its pixels are readable (caller's promise).
+            unsafe { layout.read(img) }
+        })
+        .collect()
 }
 
 /// Images allocated by the library (what `mirage_vae_decode` returns), all of one size and format. Read

@@ -50,6 +50,7 @@ pub unsafe extern "C" fn mirage_latent_new(
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (shape, result) = unsafe { (arg(shape.cast::<[u32; 4]>(), "shape")?, boundary::out(out, "out")?) };
+        // SAFETY: `len` readable floats at `data` when not NULL, by the caller's promise.
         let data = unsafe { slice(data, len, "data") }?;
         if data.is_empty() {
             return Err(Error::invalid("len is 0: a latent holds at least one value"));

@@ -22,6 +22,8 @@
 
 // In the order the header shows them: statuses and errors first, then each object with its functions.
 mod status;
+// The limits hosts can check against (MIRAGE_MAX_*).
+mod limits;
 // (the panic boundary and argument checks; no exports but the test-only mirage_debug_panic)
 mod boundary;
 // Process-wide set-up.
@@ -45,6 +47,7 @@ pub use context::*;
 pub use diffusion::*;
 pub use image::*;
 pub use latent::*;
+pub use limits::*;
 pub use runtime::*;
 pub use status::*;
 pub use text::*;

@@ -111,7 +111,8 @@ pub struct MirageRuntimeOptions {
     pub provider: MirageProvider,
     /// Fail with MIRAGE_ERR_UNSUPPORTED instead of falling back to CPU when the provider is unavailable.
     pub strict: bool,
-    /// Threads per session for intra-op parallelism; 0 = ONNX Runtime's default (one per core).
+    /// Threads per session for intra-op parallelism, 0 to MIRAGE_MAX_THREADS; 0 = ONNX Runtime's default (one per core).
+    /// More threads than cores only slows every call down; larger values are refused.
     pub intra_threads: u32,
     /// Receives the library's log lines (and ONNX Runtime's); NULL = warnings and errors to stderr.
     pub log_callback: MirageLogCallback,
@@ -188,8 +189,8 @@ impl HostLog {
 /// against a newer header) is accepted only when every byte beyond the fields this library knows is zero,
 /// so a field the host set is never silently ignored; over 4096 (an uninitialised field) is refused.
 ///
-/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values, a path
-/// that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values,
+/// intra_threads over MIRAGE_MAX_THREADS, a path that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.
 #[no_mangle]
 pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOptions) -> MirageStatus {
     boundary::run(|| {
@@ -207,6 +208,7 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
             tensorrt_fp16: o.tensorrt_fp16,
             tensorrt_cache_dir: path(o.tensorrt_cache_dir, "options->tensorrt_cache_dir")?,
         };
+        rt.validate().map_err(|e| e.prefixed("options->"))?;
         let level = level_of(o.log_level)?;
         let sink: Option<log::Sink> = o.log_callback.map(|callback| {
             let host = HostLog { callback, user_data: o.log_user_data };

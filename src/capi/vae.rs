@@ -2,7 +2,7 @@
 
 use super::boundary::{self, arg, out, slice};
 use super::context::MirageContext;
-use super::image::{channels_of, Layout, MirageImage, MirageImageBatch, MiragePixelFormat};
+use super::image::{channels_of, read_images, Layout, MirageImage, MirageImageBatch, MiragePixelFormat};
 use super::latent::MirageLatent;
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
@@ -54,18 +54,8 @@ pub unsafe extern "C" fn mirage_vae_encode(
         if mean == logvar {
             return Err(Error::invalid("mean and logvar point to the same place; one result would be lost"));
         }
-        check_count(count, "count")?;
         // SAFETY: `count` host images (caller's promise).
-        let images = unsafe { slice(images, count, "images") }?;
-        let host: Vec<Image> = images
-            .iter()
-            .enumerate()
-            .map(|(k, img)| {
-                let layout = Layout::of(img, &format!("images[{k}]"))?;
-                // SAFETY: the layout was checked against this image; its pixels are readable (caller).
-                unsafe { layout.read(img) }
-            })
-            .collect::<Result<_>>()?;
+        let host = unsafe { read_images(images, count, "images", &ctx.set.manifest().image) }?;
         let x = to_model(&host, &ctx.set.manifest().image)?;
         let (m, lv) = ctx.set.encode(&x, count)?;
         let [c, h, w] = ctx.set.latent_shape()?;

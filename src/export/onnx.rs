@@ -338,10 +338,6 @@ impl GraphBuilder {
         self.mul(x, &s)
     }
 
-    pub fn identity(&mut self, x: &str) -> Result<String> {
-        self.node("Identity", &[x], Vec::new())
-    }
-
     /// Clamps to [min, max] (opset 11+ takes the bounds as inputs).
     pub fn clip(&mut self, x: &str, min: f32, max: f32) -> Result<String> {
         let lo = self.scalar_f32("clip_min", min)?;

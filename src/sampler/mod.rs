@@ -31,15 +31,23 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
+    /// The sampler called `name` (case-insensitive) with DDIM's `eta`, which must be in [0, 1] whatever
+    /// the sampler (one rule for every caller; the others ignore it). Messages start with the field's name.
     pub fn parse(name: &str, eta: f32) -> Result<SamplerKind> {
-        if !eta.is_finite() || !(0.0..=1.0).contains(&eta) {
-            return Err(Error::invalid(format!("eta must be in [0, 1], got {eta}")));
-        }
+        Self::check_eta(eta)?;
         match name.to_ascii_lowercase().as_str() {
             "ddim" => Ok(SamplerKind::Ddim { eta }),
             "dpm++2m" | "dpmpp2m" | "dpm-solver++" => Ok(SamplerKind::DpmSolverPp2m),
-            other => Err(Error::invalid(format!("unknown sampler {other:?} (ddim | dpm++2m)"))),
+            _ => Err(Error::invalid(format!("sampler {} is not known (ddim | dpm++2m)", crate::limits::quote(name)))),
         }
+    }
+
+    /// Refuses an eta outside [0, 1] (or NaN).
+    pub fn check_eta(eta: f32) -> Result<()> {
+        if !(eta.is_finite() && (0.0..=1.0).contains(&eta)) {
+            return Err(Error::invalid(format!("eta is {eta}, must be in [0, 1]")));
+        }
+        Ok(())
     }
 
     pub fn build(self, schedule: CosineSchedule) -> Box<dyn Sampler + Send> {

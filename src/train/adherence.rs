@@ -109,7 +109,7 @@ fn generate(set: &ModelSet, prompts: &[&str], negative: &str, g: f32, steps: usi
     for (k, chunk) in prompts.chunks(32).enumerate() {
         let n = chunk.len();
         let neg: Vec<&str> = if negative.is_empty() { Vec::new() } else { vec![negative] };
-        let text = TextGuidance::new(set, chunk, &neg, n, g)?;
+        let text = TextGuidance::new(set, chunk, &neg, n, Some(g))?;
         let p = DiffusionParams { steps, seed: seed.wrapping_add(k as u64), count: n, ..Default::default() };
         out.extend(pipeline::generate_with(set, &p, Some(&text), &mut Hooks::default())?);
         pb.inc(n as u64);
@@ -275,7 +275,8 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
 
         let frames = 24;
         let p = DiffusionParams { steps: cfg.steps, seed: cfg.seed ^ 3, count: 8, ..Default::default() };
-        let x = pipeline::interpolate(&set, &["a cat face", "a dog face"], "", frames, g, &p, &mut Hooks::default())?;
+        let x =
+            pipeline::interpolate(&set, &["a cat face", "a dog face"], "", frames, Some(g), &p, &mut Hooks::default())?;
         let per = 4 * s * s;
         let mut changes: Vec<f64> = (1..frames)
             .map(|f| {

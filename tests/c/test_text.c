@@ -212,6 +212,13 @@ static void test_embed(const MirageContext *text, const MirageContext *plain) {
           "a truncated prompt does not embed as its first 6 tokens (%g, %g)",
           (double)max_abs_diff(pooled, pooled2, WIDTH), (double)max_abs_diff(tokens, tokens2, nt));
 
+    /* Every session's provider is reportable, the text encoder's too; a plain set has none. */
+    MirageProvider prov = 0;
+    EXPECT_OK(mirage_context_provider(text, MIRAGE_MODEL_TEXT_ENCODER, &prov));
+    CHECK(prov == MIRAGE_PROVIDER_CPU, "text encoder provider %u", prov);
+    EXPECT_ERR(mirage_context_provider(plain, MIRAGE_MODEL_TEXT_ENCODER, &prov), MIRAGE_ERR_UNSUPPORTED,
+               "text_encoder");
+
     /* Failures: the right status and message, and neither buffer written. */
     fill(pooled, WIDTH + 1);
     fill(tokens, nt + 1);
@@ -299,6 +306,7 @@ static void test_generate(const MirageContext *text, const MirageContext *plain)
     /* No prompt (NULL or "") on both sets: the unconditional generation; "" equals NULL. */
     p = params_with(4, 3, NULL);
     MirageImageBatch *uncond = generate(text, &p);
+    MirageImageBatch *uncond_ref = generate(text, &p);
     p.prompt = "";
     p.negative_prompt = "";
     other = generate(text, &p);
@@ -308,6 +316,23 @@ static void test_generate(const MirageContext *text, const MirageContext *plain)
     other = generate(plain, &p);
     CHECK(mirage_image_batch_count(other) == 1, "no batch from the plain set with an empty prompt");
     mirage_image_batch_free(other);
+
+    /* Without a prompt and a negative prompt the guidance is ignored, not even checked (the header's rule,
+     * the CLI's too): any value gives the unconditional images, on a text set and on a plain one. */
+    const float ignored[] = {NAN, 7.0f, -3.0f, 1e9f};
+    for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++) {
+        p = params_with(4, 3, NULL);
+        p.guidance = ignored[i];
+        other = generate(text, &p);
+        CHECK(other && same_pixels(uncond_ref, other), "guidance %g without a prompt changed the result",
+              (double)ignored[i]);
+        mirage_image_batch_free(other);
+        other = generate(plain, &p);
+        CHECK(mirage_image_batch_count(other) == 1, "guidance %g without a prompt failed on the plain set",
+              (double)ignored[i]);
+        mirage_image_batch_free(other);
+    }
+    mirage_image_batch_free(uncond_ref);
 
     /* Bad input: a status, a message naming it, *out untouched. */
     MirageImageBatch *const sentinel = (MirageImageBatch *)&p;

@@ -1,0 +1,97 @@
+//! One ONNX Runtime session the way every model of mirage uses it (the VAE halves, the U-Net, the text
+//! encoder): created from bytes whose sha256 the caller has checked, its input and output names compared
+//! with what the set declares, and run behind a mutex.
+
+use std::borrow::Cow;
+use std::sync::Mutex;
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::Tensor;
+
+use crate::error::{Error, Result};
+use crate::runtime::{self, Provider};
+
+/// One input of a run, in the order the model declares its inputs.
+pub(crate) enum Feed {
+    F32 { shape: Vec<i64>, data: Vec<f32> },
+    I64 { shape: Vec<i64>, data: Vec<i64> },
+}
+
+/// One f32 output of a run.
+pub(crate) struct Output {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A session with its declared interface. ONNX Runtime's `run` needs `&mut`, so the session sits behind
+/// its own mutex: calls from several threads are safe and run one after the other on this model.
+pub(crate) struct OnnxModel {
+    session: Mutex<Session>,
+    provider: Provider,
+    /// How messages name the model, e.g. "unet (unet.onnx)".
+    what: String,
+    inputs: Vec<String>,
+    outputs: Vec<String>,
+}
+
+impl OnnxModel {
+    /// Creates the session on `provider` (None = the runtime's default) and refuses a model whose input or
+    /// output names differ from `inputs` / `outputs`, as declared by `declared_by` (e.g. "manifest.json"):
+    /// a file that matches its sha256 but not its declared interface was exported wrongly, and is better
+    /// refused here than failing obscurely at its first run.
+    pub(crate) fn create(
+        bytes: &[u8],
+        what: String,
+        provider: Option<Provider>,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        declared_by: &str,
+    ) -> Result<OnnxModel> {
+        let loaded = runtime::global()?.session(bytes, &what, provider)?;
+        let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
+        let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
+        if got_in != inputs || got_out != outputs {
+            return Err(Error::model(format!(
+                "{what}: the model's inputs {got_in:?} / outputs {got_out:?} differ from {declared_by}'s {inputs:?} / {outputs:?}"
+            )));
+        }
+        Ok(OnnxModel { session: Mutex::new(loaded.session), provider: loaded.provider, what, inputs, outputs })
+    }
+
+    /// The execution provider the session really got.
+    pub(crate) fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Runs the model on `feeds` (one per declared input, in order); returns every declared output in order.
+    pub(crate) fn run(&self, feeds: Vec<Feed>) -> Result<Vec<Output>> {
+        if feeds.len() != self.inputs.len() {
+            return Err(Error::Inference(format!(
+                "{}: {} inputs given, {} expected",
+                self.what,
+                feeds.len(),
+                self.inputs.len()
+            )));
+        }
+        let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(feeds.len());
+        for (f, name) in feeds.into_iter().zip(&self.inputs) {
+            let value: SessionInputValue<'_> = match f {
+                Feed::F32 { shape, data } => Tensor::from_array((shape, data))?.into(),
+                Feed::I64 { shape, data } => Tensor::from_array((shape, data))?.into(),
+            };
+            feed.push((name.as_str().into(), value));
+        }
+        // A panic while the lock was held leaves a session ONNX Runtime still considers valid.
+        let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let outputs = session.run(feed)?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let value =
+                    outputs.get(name).ok_or_else(|| Error::Inference(format!("{}: no output {name:?}", self.what)))?;
+                let (shape, data) = value.try_extract_tensor::<f32>()?;
+                Ok(Output { shape: shape.iter().map(|&d| d.max(0) as usize).collect(), data: data.to_vec() })
+            })
+            .collect()
+    }
+}
