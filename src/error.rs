@@ -19,7 +19,7 @@ pub enum Error {
     RuntimeAlreadyInitialised(String),
 
     /// A model directory, manifest or model file is missing.
-    #[error("model file not found: {path}: {reason}")]
+    #[error("model file not found: {}: {reason}", crate::limits::quote_path(.path))]
     ModelNotFound { path: PathBuf, reason: String },
 
     /// A manifest or model file exists but is unusable: bad JSON, wrong format version, wrong shapes,
@@ -36,7 +36,7 @@ pub enum Error {
     Inference(String),
 
     /// Reading or writing a file failed.
-    #[error("i/o error on {path}: {source}")]
+    #[error("i/o error on {}: {source}", crate::limits::quote_path(.path))]
     Io { path: PathBuf, source: std::io::Error },
 
     /// An image could not be decoded or encoded.

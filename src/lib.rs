@@ -30,6 +30,7 @@ pub mod error;
 pub mod export;
 #[cfg(feature = "cli")]
 pub mod fashion;
+pub mod files;
 pub mod image;
 pub mod latent;
 pub mod limits;

@@ -21,6 +21,37 @@ pub const MAX_GUIDANCE: f32 = 50.0;
 /// library targets has more cores than this.
 pub const MAX_THREADS: usize = 256;
 
+/// The most values (f32) in one image or one latent of a model set: a 4096 x 4096 RGBA image. A manifest
+/// whose image or latent shape is larger is refused when the set is opened.
+pub const MAX_ITEM_VALUES: usize = 4096 * 4096 * 4;
+
+/// The most values (f32) in the tensor one call builds: a batch of images, latents or noise (1 GiB). With
+/// the largest items a call takes fewer than [`MAX_BATCH`] of them; the error says how many.
+pub const MAX_CALL_VALUES: usize = 1 << 28;
+
+/// The largest `manifest.json` or `encoder.json` read (a real one is a few KB).
+pub const MAX_MANIFEST_BYTES: u64 = 1 << 20;
+
+/// The largest tokenizer file read (MiniLM's is 0.7 MB; CLIP's BPE files are a few MB).
+pub const MAX_TOKENIZER_BYTES: u64 = 64 << 20;
+
+/// The largest ONNX model file read: protobuf's own limit for one message, which ONNX Runtime cannot
+/// exceed without external data files.
+pub const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// The values of `n` items of `per_item` values, refused when the product overflows or exceeds
+/// [`MAX_CALL_VALUES`]: the check before any buffer of that size is allocated. `what` names the items.
+pub fn call_values(n: usize, per_item: usize, what: &str) -> Result<usize> {
+    match n.checked_mul(per_item) {
+        Some(v) if v <= MAX_CALL_VALUES => Ok(v),
+        _ => Err(Error::invalid(format!(
+            "{n} {what} of {per_item} values each exceed the limit of {MAX_CALL_VALUES} values per call; at \
+             most {} fit",
+            MAX_CALL_VALUES / per_item.max(1)
+        ))),
+    }
+}
+
 /// Checks that a buffer holds `n` (1..=[`MAX_BATCH`]) items of `per_item` values.
 pub fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<()> {
     if n == 0 || n > MAX_BATCH {
@@ -66,6 +97,18 @@ pub fn quote(s: &str) -> String {
         Some((cut, _)) => format!("{:?}... ({} bytes)", &s[..cut], s.len()),
         None => format!("{s:?}"),
     }
+}
+
+/// [`quote`] for a path: its start and its end (where the file name is), escaped, with its length when cut.
+pub fn quote_path(path: &std::path::Path) -> String {
+    let s = path.to_string_lossy();
+    let chars = s.chars().count();
+    if chars <= 2 * QUOTE_CHARS {
+        return format!("{s:?}");
+    }
+    let head: String = s.chars().take(QUOTE_CHARS / 2).collect();
+    let tail: String = s.chars().skip(chars - QUOTE_CHARS).collect();
+    format!("{:?} (a path of {} bytes)", format!("{head}...{tail}"), path.as_os_str().len())
 }
 
 /// Characters of a caller's string that [`quote`] keeps.

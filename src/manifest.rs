@@ -10,6 +10,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
+use crate::files::{is_not_found, read_regular};
+use crate::limits::{quote, quote_path, MAX_ITEM_VALUES, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES};
 
 /// The manifest format this build reads and writes. Bump on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
@@ -157,20 +159,25 @@ impl Manifest {
             return Err(Error::ModelNotFound { path: dir.to_path_buf(), reason: "no such directory".into() });
         }
         let path = dir.join(MANIFEST_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
+        let bytes = read_regular(&path, MAX_MANIFEST_BYTES, MANIFEST_FILE).map_err(|e| {
+            if is_not_found(&e) {
                 Error::ModelNotFound { path: path.clone(), reason: "the model set has no manifest.json".into() }
+            } else {
+                e
             }
-            _ => Error::io(&path, e),
         })?;
-        Self::parse(&text).map_err(|e| match e {
-            Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", path.display())),
+        let named = |m: String| Error::InvalidModel(format!("{}: {m}", quote_path(&path)));
+        let text = std::str::from_utf8(&bytes).map_err(|e| named(format!("not UTF-8 text ({e})")))?;
+        Self::parse(text).map_err(|e| match e {
+            Error::InvalidModel(m) => named(m),
             other => other,
         })
     }
 
     /// Parses and validates manifest JSON.
     pub fn parse(text: &str) -> Result<Manifest> {
+        // A key given twice would be read as its last value by one reader and its first by another: refused.
+        serde_json::from_str::<NoDuplicateKeys>(text).map_err(|e| Error::model(format!("not valid JSON: {e}")))?;
         // Read the version first so that a future format gets a clear message, not a field error.
         let raw: serde_json::Value =
             serde_json::from_str(text).map_err(|e| Error::model(format!("not valid JSON: {e}")))?;
@@ -201,8 +208,12 @@ impl Manifest {
             return Err(Error::model("image normalisation mean/std must be finite, std > 0"));
         }
         if let Some(vae) = &self.vae {
-            if vae.latent_shape.iter().any(|&d| d == 0 || d > 4096) {
-                return Err(Error::model(format!("latent_shape {:?} out of range", vae.latent_shape)));
+            let values = vae.latent_shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d as usize));
+            if vae.latent_shape.iter().any(|&d| d == 0 || d > 4096) || values.is_none_or(|v| v > MAX_ITEM_VALUES) {
+                return Err(Error::model(format!(
+                    "latent_shape {:?} out of range: each dimension 1..=4096, at most {MAX_ITEM_VALUES} values in all",
+                    vae.latent_shape
+                )));
             }
             let img_shape = [-1, img.channels as i64, img.height as i64, img.width as i64];
             let lat = vae.latent_shape;
@@ -261,21 +272,79 @@ impl Manifest {
     /// Reads one model file of the set and checks its sha256 against the manifest.
     pub fn read_model(dir: &Path, file: &ModelFile) -> Result<Vec<u8>> {
         let path: PathBuf = dir.join(&file.file);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                Error::ModelNotFound { path: path.clone(), reason: format!("{} listed in manifest.json", file.kind) }
-            }
-            _ => Error::io(&path, e),
-        })?;
-        let got = sha256_hex(&bytes);
-        if got != file.sha256 {
-            return Err(Error::model(format!(
-                "{}: sha256 mismatch (manifest {}, file {got}): the file is corrupt or from another model set",
-                path.display(),
-                file.sha256
-            )));
+        read_checked(&path, MAX_MODEL_BYTES, &file.sha256, &file.kind, MANIFEST_FILE)
+    }
+}
+
+/// Reads the regular file `path` (at most `max_bytes`) and checks it against the `sha256` that `listed_in`
+/// gives for it: the one way every model-set file is read (ONNX models, the text encoder's files).
+pub fn read_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, listed_in: &str) -> Result<Vec<u8>> {
+    let bytes = read_regular(path, max_bytes, what).map_err(|e| {
+        if is_not_found(&e) {
+            Error::ModelNotFound { path: path.to_path_buf(), reason: format!("the {what} listed in {listed_in}") }
+        } else {
+            e
         }
-        Ok(bytes)
+    })?;
+    let got = sha256_hex(&bytes);
+    if got != sha256 {
+        return Err(Error::model(format!(
+            "{}: sha256 mismatch ({listed_in} {sha256}, file {got}): the {what} is corrupt or from another set",
+            quote_path(path)
+        )));
+    }
+    Ok(bytes)
+}
+
+/// Deserialises any JSON and refuses an object that names one key twice, at any depth.
+struct NoDuplicateKeys;
+
+impl<'de> Deserialize<'de> for NoDuplicateKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicateKeys)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
+    type Value = NoDuplicateKeys;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, _: bool) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_i64<E>(self, _: i64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_u64<E>(self, _: u64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_f64<E>(self, _: f64) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_str<E>(self, _: &str) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+    fn visit_unit<E>(self) -> std::result::Result<Self, E> {
+        Ok(self)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<Self, A::Error> {
+        while seq.next_element::<NoDuplicateKeys>()?.is_some() {}
+        Ok(self)
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<NoDuplicateKeys>()?;
+            if !seen.insert(key.clone()) {
+                return Err(serde::de::Error::custom(format!("key {} appears twice", quote(&key))));
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -432,6 +501,23 @@ mod tests {
         }
         let e = m.validate().unwrap_err().to_string();
         assert!(e.contains("unet.text.guidance is NaN, must be in [0, 50]"), "{e}");
+    }
+
+    #[test]
+    fn rejects_duplicate_keys_at_any_depth_and_huge_latents() {
+        let text = serde_json::to_string(&sample()).unwrap();
+        assert!(Manifest::parse(&text).is_ok());
+        let dup = text.replacen("\"name\":\"t\"", "\"name\":\"t\",\"name\":\"u\"", 1);
+        let e = Manifest::parse(&dup).unwrap_err().to_string();
+        assert!(e.contains("key \"name\" appears twice"), "{e}");
+        let nested = text.replacen("\"width\":28", "\"width\":28,\"width\":29", 1);
+        assert!(Manifest::parse(&nested).unwrap_err().to_string().contains("appears twice"));
+        let mut m = sample();
+        for shape in [[4096, 4096, 4096], [512, 512, 512], [4096, 4096, 5]] {
+            m.vae.as_mut().unwrap().latent_shape = shape;
+            let e = m.validate().unwrap_err().to_string();
+            assert!(e.contains("latent_shape") && e.contains("values in all"), "{e}");
+        }
     }
 
     #[test]

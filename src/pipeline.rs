@@ -216,7 +216,10 @@ pub fn interpolate(
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
     if prompts.len() < 2 || prompts.len() > MAX_BATCH {
-        return Err(Error::invalid(format!("prompts: {} given, 2..={MAX_BATCH} are needed", prompts.len())));
+        return Err(Error::invalid(format!(
+            "interpolation needs at least 2 prompts (at most {MAX_BATCH}), got {}",
+            prompts.len()
+        )));
     }
     if !(2..=MAX_BATCH).contains(&frames) {
         return Err(Error::invalid(format!("frames is {frames}, out of range 2..={MAX_BATCH}")));

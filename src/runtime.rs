@@ -165,20 +165,27 @@ pub fn library_candidates() -> Vec<PathBuf> {
 
 fn load_library(explicit: Option<&Path>) -> Result<PathBuf> {
     if let Some(path) = explicit {
+        // dlopen reads the file: a FIFO would block it forever, so only a regular file is tried.
+        if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+            return Err(Error::RuntimeLoad(format!(
+                "{}: not a regular file (missing, a directory, a FIFO or a device)",
+                crate::limits::quote_path(path)
+            )));
+        }
         return match ort::init_from(path) {
             Ok(_) => Ok(path.to_path_buf()),
-            Err(e) => Err(Error::RuntimeLoad(format!("{}: {e}", path.display()))),
+            Err(e) => Err(Error::RuntimeLoad(format!("{}: {e}", crate::limits::quote_path(path)))),
         };
     }
     let mut tried = Vec::new();
     for path in library_candidates() {
-        if !path.exists() {
-            tried.push(format!("{} (not found)", path.display()));
+        if !std::fs::metadata(&path).is_ok_and(|m| m.is_file()) {
+            tried.push(format!("{} (not found)", crate::limits::quote_path(&path)));
             continue;
         }
         match ort::init_from(&path) {
             Ok(_) => return Ok(path),
-            Err(e) => tried.push(format!("{} ({e})", path.display())),
+            Err(e) => tried.push(format!("{} ({e})", crate::limits::quote_path(&path))),
         }
     }
     Err(Error::RuntimeLoad(format!(

@@ -11,10 +11,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::limits::MAX_BATCH;
+use crate::files::{is_not_found, read_regular};
+use crate::limits::{quote, MAX_BATCH};
+use crate::limits::{quote_path, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_TOKENIZER_BYTES};
 use crate::log::Level;
 use crate::log_at;
-use crate::manifest::sha256_hex;
+use crate::manifest::{read_checked, sha256_hex};
 use crate::runtime::Provider;
 use crate::session::{Feed, OnnxModel};
 
@@ -72,16 +74,19 @@ impl EncoderDescriptor {
     /// Reads and validates `dir/encoder.json`.
     pub fn load(dir: &Path) -> Result<EncoderDescriptor> {
         let path = dir.join(DESCRIPTOR_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ModelNotFound {
-                path: path.clone(),
-                reason: "no text-encoder descriptor: export one with `mirage text-encoder export`".into(),
-            },
-            _ => Error::io(&path, e),
+        let bytes = read_regular(&path, MAX_MANIFEST_BYTES, DESCRIPTOR_FILE).map_err(|e| {
+            if is_not_found(&e) {
+                Error::ModelNotFound {
+                    path: path.clone(),
+                    reason: "no text-encoder descriptor: export one with `mirage text-encoder export`".into(),
+                }
+            } else {
+                e
+            }
         })?;
-        let d: EncoderDescriptor =
-            serde_json::from_str(&text).map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
-        d.validate().map_err(|e| Error::model(format!("{}: {e}", path.display())))?;
+        let named = |m: String| Error::model(format!("{}: {m}", quote_path(&path)));
+        let d: EncoderDescriptor = serde_json::from_slice(&bytes).map_err(|e| named(e.to_string()))?;
+        d.validate().map_err(named)?;
         Ok(d)
     }
 
@@ -162,29 +167,39 @@ impl TextEncoder {
             });
         }
         let descriptor = EncoderDescriptor::load(dir)?;
-        let onnx = read_checked(dir, &descriptor.onnx_file, &descriptor.onnx_sha256, "text encoder model")?;
+        let onnx = read_checked(
+            &dir.join(&descriptor.onnx_file),
+            MAX_MODEL_BYTES,
+            &descriptor.onnx_sha256,
+            "text encoder model",
+            DESCRIPTOR_FILE,
+        )?;
         if let Some(want) = expected_onnx_sha256 {
             let got = sha256_hex(&onnx);
             if !got.eq_ignore_ascii_case(want) {
                 return Err(Error::model(format!(
                     "{}: sha256 mismatch (expected {want}, file {got}): not the text encoder asked for",
-                    dir.join(&descriptor.onnx_file).display()
+                    quote_path(&dir.join(&descriptor.onnx_file))
                 )));
             }
         }
-        let tok_bytes = read_checked(dir, &descriptor.tokenizer_file, &descriptor.tokenizer_sha256, "tokenizer")?;
         let tok_path = dir.join(&descriptor.tokenizer_file);
+        let tok_bytes =
+            read_checked(&tok_path, MAX_TOKENIZER_BYTES, &descriptor.tokenizer_sha256, "tokenizer", DESCRIPTOR_FILE)?;
         let mut tokenizer = tokenizers::Tokenizer::from_bytes(&tok_bytes)
-            .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", tok_path.display())))?;
+            .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", quote_path(&tok_path))))?;
         // The shipped tokenizer.json pads and truncates to 128; context length is the caller's choice here,
         // so both are done by hand in `encode`.
         tokenizer.with_padding(None);
         tokenizer
             .with_truncation(None)
-            .map_err(|e| Error::model(format!("{}: disabling truncation: {e}", tok_path.display())))?;
+            .map_err(|e| Error::model(format!("{}: disabling truncation: {e}", quote_path(&tok_path))))?;
         let special = |t: &str| {
             tokenizer.token_to_id(t).ok_or_else(|| {
-                Error::model(format!("{}: the vocabulary has no {t} token (not a BERT tokenizer)", tok_path.display()))
+                Error::model(format!(
+                    "{}: the vocabulary has no {t} token (not a BERT tokenizer)",
+                    quote_path(&tok_path)
+                ))
             })
         };
         let (cls_id, sep_id, pad_id) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
@@ -212,19 +227,19 @@ impl TextEncoder {
         let enc = self
             .tokenizer
             .encode(prompt, true)
-            .map_err(|e| Error::invalid(format!("tokenizing {:?}: {e}", short(prompt))))?;
+            .map_err(|e| Error::invalid(format!("tokenizing {}: {e}", quote(prompt))))?;
         let mut ids = enc.get_ids().to_vec();
         if ids.first() != Some(&self.cls_id) || ids.last() != Some(&self.sep_id) {
             return Err(Error::model(format!(
                 "{}: the tokenizer does not frame prompts as [CLS] ... [SEP]",
-                self.dir.join(&self.descriptor.tokenizer_file).display()
+                quote_path(&self.dir.join(&self.descriptor.tokenizer_file))
             )));
         }
         if ids.len() > context_len {
             log_at!(
                 Level::Warn,
-                "text encoder: prompt {:?} has {} tokens; truncated to the context length {context_len}",
-                short(prompt),
+                "text encoder: prompt {} has {} tokens; truncated to the context length {context_len}",
+                quote(prompt),
                 ids.len()
             );
             ids.truncate(context_len - 1);
@@ -302,33 +317,6 @@ fn check_context(context_len: usize) -> Result<()> {
     Ok(())
 }
 
-/// The first 60 characters of a prompt, for messages.
-fn short(prompt: &str) -> String {
-    match prompt.char_indices().nth(60) {
-        Some((i, _)) => format!("{}...", &prompt[..i]),
-        None => prompt.to_string(),
-    }
-}
-
-/// Reads `dir/file` and checks it against `sha256`.
-fn read_checked(dir: &Path, file: &str, sha256: &str, what: &str) -> Result<Vec<u8>> {
-    let path = dir.join(file);
-    let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::ModelNotFound { path: path.clone(), reason: format!("the {what} listed in {DESCRIPTOR_FILE}") }
-        }
-        _ => Error::io(&path, e),
-    })?;
-    let got = sha256_hex(&bytes);
-    if got != sha256 {
-        return Err(Error::model(format!(
-            "{}: sha256 mismatch ({DESCRIPTOR_FILE} {sha256}, file {got}): the {what} is corrupt or from another export",
-            path.display()
-        )));
-    }
-    Ok(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -343,7 +331,9 @@ mod tests {
     fn context_bounds_and_short_prompts() {
         assert!(check_context(1).is_err() && check_context(513).is_err());
         assert!(check_context(2).is_ok() && check_context(512).is_ok());
-        assert_eq!(short("abc"), "abc");
-        assert_eq!(short(&"é".repeat(70)).chars().count(), 63);
+        assert_eq!(quote("abc"), "\"abc\"");
+        // 48 characters kept, escaped, and the length in bytes.
+        assert_eq!(quote(&"é".repeat(70)), format!("{:?}... (140 bytes)", "é".repeat(48)));
+        assert_eq!(quote("a\u{0}\n\"b"), "\"a\\0\\n\\\"b\"");
     }
 }

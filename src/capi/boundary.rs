@@ -122,8 +122,8 @@ pub(crate) unsafe fn utf8<'a>(ptr: *const c_char, name: &str) -> Result<&'a str>
     let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
     std::str::from_utf8(bytes).map_err(|e| {
         Error::invalid(format!(
-            "{name} is not valid UTF-8 ({e}): {:?}; mirage takes UTF-8 strings and paths",
-            String::from_utf8_lossy(bytes)
+            "{name} is not valid UTF-8 ({e}): {}; mirage takes UTF-8 strings and paths",
+            crate::limits::quote(&String::from_utf8_lossy(bytes))
         ))
     })
 }
@@ -211,6 +211,13 @@ pub(crate) unsafe fn init_params<T>(ptr: *mut T, struct_size: usize, name: &str,
         return Err(Error::invalid(format!(
             "struct_size is {struct_size}, smaller than the {known} bytes of this struct's first version; pass \
              sizeof of the struct"
+        )));
+    }
+    if struct_size > MAX_STRUCT_SIZE {
+        // The same bound `read_params` applies: a struct this init filled must be one it can read back.
+        return Err(Error::invalid(format!(
+            "struct_size is {struct_size}: over {MAX_STRUCT_SIZE}, no version of any params struct is that large; \
+             pass sizeof of the struct"
         )));
     }
     // SAFETY: writable for `struct_size >= size_of::<T>()` bytes by the caller's promise; aligned (checked).

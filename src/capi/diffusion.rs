@@ -150,7 +150,7 @@ pub unsafe extern "C" fn mirage_generate(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
+        let (call, result) = unsafe { (Call::new(ctx, params, true)?, boundary::out(out, "out")?) };
         result.write(call.run(Op::Generate, None)?);
         Ok(())
     })
@@ -213,7 +213,7 @@ unsafe fn image_to_image(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
+        let (call, result) = unsafe { (Call::new(ctx, params, true)?, boundary::out(out, "out")?) };
         // SAFETY: `count` host images (caller's promise).
         let images = unsafe { call.model_images(images, count) }?;
         let op = if denoise { Op::Denoise { images, n: count } } else { Op::Img2img { images, n: count } };
@@ -244,7 +244,7 @@ pub unsafe extern "C" fn mirage_inpaint(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
+        let (call, result) = unsafe { (Call::new(ctx, params, true)?, boundary::out(out, "out")?) };
         // SAFETY: `count` host images and masks (caller's promise).
         let (images, masks) = unsafe { (call.model_images(images, count)?, call.masks(masks, count)?) };
         result.write(call.run(Op::Inpaint { images, masks, n: count }, None)?);
@@ -276,7 +276,7 @@ pub unsafe extern "C" fn mirage_interpolate(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (call, result) = unsafe { (Call::new(ctx, params)?, boundary::out(out, "out")?) };
+        let (call, result) = unsafe { (Call::new(ctx, params, false)?, boundary::out(out, "out")?) };
         call.set.require_text()?;
         if !(2..=MAX_BATCH).contains(&prompt_count) {
             return Err(Error::invalid(format!("prompt_count is {prompt_count}: 2..={MAX_BATCH} prompts are needed")));
@@ -305,7 +305,7 @@ pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageCont
         c.steps = 5;
         c.format = MIRAGE_PIXEL_GRAY8;
         // SAFETY: `ctx` is NULL or live (caller's promise); `c` is a whole params struct of this library's size.
-        let call = unsafe { Call::new(ctx, &c) }?;
+        let call = unsafe { Call::new(ctx, &c, true) }?;
         let mut hook = |step: usize, _: usize| {
             assert!(step < 2, "panic in the generation loop at step {step}");
             true
@@ -359,12 +359,12 @@ struct Call {
 }
 
 impl Call {
-    /// Reads `ctx` and `params` (strings, enumerations), checks that the set can diffuse, and registers the
-    /// call on the context.
+    /// Reads `ctx` and `params` (strings, enumerations; `params->prompt` only `with_prompt`: interpolation
+    /// ignores it), checks that the set can diffuse, and registers the call on the context.
     ///
     /// # Safety
     /// `ctx` and `params` are NULL or valid (the export's caller promises).
-    unsafe fn new(ctx: *const MirageContext, params: *const MirageDiffusionParams) -> Result<Call> {
+    unsafe fn new(ctx: *const MirageContext, params: *const MirageDiffusionParams, with_prompt: bool) -> Result<Call> {
         // The context is touched here only: from now on the call uses its own Arcs.
         let (set, generations) = {
             // SAFETY: by the caller's promise.
@@ -387,8 +387,8 @@ impl Call {
         let name = text(host.sampler, "params->sampler")?;
         let sampler = SamplerKind::parse(if name.is_empty() { "ddim" } else { &name }, host.eta)
             .map_err(|e| e.prefixed("params->"))?;
-        let (prompt, negative) =
-            (text(host.prompt, "params->prompt")?, text(host.negative_prompt, "params->negative_prompt")?);
+        let prompt = if with_prompt { text(host.prompt, "params->prompt")? } else { String::new() };
+        let negative = text(host.negative_prompt, "params->negative_prompt")?;
         let channels = channels_of(host.format, "params->format")?;
         // Registered once checked, for the rest of the call (also the conversion of the result).
         let registration = generations.register()?;
@@ -435,7 +435,7 @@ impl Call {
         let n = match &op {
             Op::Generate => c.count as usize,
             Op::Img2img { n, .. } | Op::Denoise { n, .. } | Op::Inpaint { n, .. } => *n,
-            Op::Interpolate { frames, .. } => (c.count as usize).clamp(1, *frames),
+            Op::Interpolate { frames, .. } => (c.count as usize).clamp(1, (*frames).max(1)),
         };
         let strength = if matches!(op, Op::Generate | Op::Interpolate { .. }) { 1.0 } else { c.strength };
         let p = DiffusionParams { steps: c.steps as usize, sampler: self.sampler, seed: c.seed, count: n, strength };
