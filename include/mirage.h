@@ -11,6 +11,11 @@
  * out-parameters only on success; mirage_last_error() then copies the calling thread's detailed message.
  * What the library allocates, the library frees (mirage_*_free; NULL is a no-op). Strings are UTF-8.
  * Params structs start with struct_size and are filled by their _init function with sizeof the struct.
+ * Handles (MirageContext, MirageLatent, MirageImageBatch) carry a tag that their _free poisons: a handle
+ * used after its _free, freed twice, or a pointer to something else is refused with
+ * MIRAGE_ERR_INVALID_ARGUMENT (a second _free does nothing and sets the last error), unless its memory has
+ * meanwhile been reused for a new handle of the same type. A diagnostic, not a guarantee: such a call is
+ * still a bug, and it still reads freed memory (AddressSanitizer and valgrind report it).
  *
  * Usage: text-to-image, then the VAE's latent space. argv[1] is a text-conditioned model set directory
  * (e.g. models/emoji), argv[2] the prompt; error handling through one helper.

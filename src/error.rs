@@ -80,6 +80,7 @@ impl Error {
 
 impl From<ort::Error> for Error {
     fn from(e: ort::Error) -> Self {
-        Error::Inference(e.to_string())
+        // ONNX Runtime's messages name nodes and shapes of the model, which a hostile model can make huge.
+        Error::Inference(crate::limits::clip(&e.to_string()))
     }
 }

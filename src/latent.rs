@@ -2,7 +2,7 @@
 //! spherical interpolation (walks). Pure functions on flat NCHW buffers; no session is involved.
 
 use crate::error::{Error, Result};
-use crate::limits::{check_batch, check_finite};
+use crate::limits::{call_values, check_batch, check_finite};
 use crate::rng::Noise;
 
 /// The VAE's sampling layer: z = mean + exp(logvar / 2) * eps, eps ~ N(0, 1) from `seed`.
@@ -21,7 +21,8 @@ pub fn sample_latent(mean: &[f32], logvar: &[f32], seed: u64) -> Result<Vec<f32>
 /// `n` latents drawn from the prior N(0, I): the "new images from random points" of the lecture.
 pub fn prior_latents(latent_len: usize, n: usize, seed: u64) -> Result<Vec<f32>> {
     check_batch(n, n * latent_len, latent_len, "latent")?;
-    Ok(Noise::new(seed).normals(n * latent_len))
+    call_values(n, latent_len, "latents")?;
+    Noise::new(seed).try_normals(n * latent_len)
 }
 
 /// Spherical interpolation between two latents (the path that keeps a Gaussian sample's norm typical),

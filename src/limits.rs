@@ -52,6 +52,16 @@ pub fn call_values(n: usize, per_item: usize, what: &str) -> Result<usize> {
     }
 }
 
+/// An empty vector with room for `n` values, reserved fallibly: a failed allocation is an error naming
+/// `what`, not an abort (Rust's default for a failed allocation, which would end the host process).
+pub fn try_vec<T>(n: usize, what: &str) -> Result<Vec<T>> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| {
+        Error::invalid(format!("{what}: {n} values do not fit in memory ({} bytes)", n.saturating_mul(size_of::<T>())))
+    })?;
+    Ok(v)
+}
+
 /// Checks that a buffer holds `n` (1..=[`MAX_BATCH`]) items of `per_item` values.
 pub fn check_batch(n: usize, len: usize, per_item: usize, what: &str) -> Result<()> {
     if n == 0 || n > MAX_BATCH {
@@ -110,6 +120,24 @@ pub fn quote_path(path: &std::path::Path) -> String {
     let tail: String = s.chars().skip(chars - QUOTE_CHARS).collect();
     format!("{:?} (a path of {} bytes)", format!("{head}...{tail}"), path.as_os_str().len())
 }
+
+/// A message made by another library from hostile input (serde's "invalid type: string \"...\"", ONNX
+/// Runtime's node names) cut to [`CLIP_CHARS`] characters, with its length when cut: such messages can
+/// embed a whole 100 KB value.
+pub fn clip(message: &str) -> String {
+    clip_to(message, CLIP_CHARS)
+}
+
+/// [`clip`] to `chars` characters.
+pub fn clip_to(message: &str, chars: usize) -> String {
+    match message.char_indices().nth(chars) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &message[..cut], message.len()),
+        None => message.to_string(),
+    }
+}
+
+/// Characters of another library's message that [`clip`] keeps.
+pub const CLIP_CHARS: usize = 240;
 
 /// Characters of a caller's string that [`quote`] keeps.
 pub const QUOTE_CHARS: usize = 48;

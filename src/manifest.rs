@@ -11,10 +11,13 @@ use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
 use crate::files::{is_not_found, read_regular};
-use crate::limits::{quote, quote_path, MAX_ITEM_VALUES, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES};
+use crate::limits::{clip, quote, quote_path, MAX_ITEM_VALUES, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES};
 
 /// The manifest format this build reads and writes. Bump on any incompatible change.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The longest set name or tensor name a manifest may give (they appear in messages).
+pub const MAX_NAME_CHARS: usize = 128;
 
 /// The file name of a model set's manifest.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -177,10 +180,10 @@ impl Manifest {
     /// Parses and validates manifest JSON.
     pub fn parse(text: &str) -> Result<Manifest> {
         // A key given twice would be read as its last value by one reader and its first by another: refused.
-        serde_json::from_str::<NoDuplicateKeys>(text).map_err(|e| Error::model(format!("not valid JSON: {e}")))?;
+        let not_json = |e: serde_json::Error| Error::model(format!("not valid JSON: {}", clip(&e.to_string())));
+        serde_json::from_str::<NoDuplicateKeys>(text).map_err(not_json)?;
         // Read the version first so that a future format gets a clear message, not a field error.
-        let raw: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| Error::model(format!("not valid JSON: {e}")))?;
+        let raw: serde_json::Value = serde_json::from_str(text).map_err(not_json)?;
         match raw.get("format_version").and_then(|v| v.as_u64()) {
             Some(v) if v == FORMAT_VERSION as u64 => {}
             Some(v) => {
@@ -190,13 +193,22 @@ impl Manifest {
             }
             None => return Err(Error::model("manifest has no numeric format_version")),
         }
-        let m: Manifest = serde_json::from_value(raw).map_err(|e| Error::model(format!("manifest: {e}")))?;
-        m.validate()?;
+        let m: Manifest =
+            serde_json::from_value(raw).map_err(|e| Error::model(format!("manifest: {}", clip(&e.to_string()))))?;
+        // Validation messages quote the manifest's own values: clipped, whatever their size.
+        m.validate().map_err(|e| match e {
+            Error::InvalidModel(msg) => Error::InvalidModel(clip(&msg)),
+            other => other,
+        })?;
         Ok(m)
     }
 
     /// Checks the invariants the runtime relies on.
     pub fn validate(&self) -> Result<()> {
+        // Every name ends up in messages and logs: a sane length, so that they stay short.
+        if self.name.is_empty() || self.name.chars().count() > MAX_NAME_CHARS {
+            return Err(Error::model(format!("name {} must have 1..={MAX_NAME_CHARS} characters", quote(&self.name))));
+        }
         let img = &self.image;
         if !(1..=4096).contains(&img.width) || !(1..=4096).contains(&img.height) {
             return Err(Error::model(format!("image size {}x{} out of range", img.width, img.height)));
@@ -258,7 +270,7 @@ impl Manifest {
                             crate::limits::MAX_GUIDANCE
                         )));
                     }
-                    if t.encoder.is_empty() || t.encoder_sha256.len() != 64 {
+                    if t.encoder.is_empty() || t.encoder.len() > 4096 || t.encoder_sha256.len() != 64 {
                         return Err(Error::model("unet.text: encoder directory and its 64-digit sha256 are required"));
                     }
                     let (l, w) = (t.tokens as i64, t.width as i64);
@@ -351,6 +363,12 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicateKeys {
 fn check_file(f: &ModelFile, kind: &str, inputs: &[&[i64]], outputs: &[&[i64]]) -> Result<()> {
     if f.kind != kind {
         return Err(Error::model(format!("expected a model of kind {kind}, found {:?}", f.kind)));
+    }
+    let long = f.file.len() > 255 || f.inputs.iter().chain(&f.outputs).any(|t| t.name.chars().count() > MAX_NAME_CHARS);
+    if long {
+        return Err(Error::model(format!(
+            "{kind}: file names of 1..=255 bytes, tensor names of 1..={MAX_NAME_CHARS} characters"
+        )));
     }
     if f.file.is_empty() || f.file.contains(['/', '\\']) || f.file == ".." {
         return Err(Error::model(format!("{kind}: file name {:?} must be a plain name inside the set", f.file)));

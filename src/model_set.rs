@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::limits::{check_batch, check_finite, MAX_BATCH};
+use crate::limits::{call_values, check_batch, check_finite, MAX_BATCH};
 use crate::manifest::{DiffusionSpace, Manifest, ModelFile, TextSpec};
 use crate::runtime::Provider;
 use crate::session::{Feed, OnnxModel};
@@ -287,6 +287,7 @@ impl ModelSet {
     /// Encodes `n` images (model-space NCHW) into the latent mean and log-variance, each `n * latent_len`.
     pub fn encode(&self, images: &[f32], n: usize) -> Result<(Vec<f32>, Vec<f32>)> {
         let vae = self.vae()?;
+        call_values(n, self.latent_len()?, "latents")?;
         check_batch(n, images.len(), self.image_len(), "image")?;
         check_finite(images, "image")?;
         let i = &self.manifest.image;
@@ -307,6 +308,7 @@ impl ModelSet {
     /// Decodes `n` latents (NCHW, `n * latent_len` floats) into model-space images.
     pub fn decode(&self, latents: &[f32], n: usize) -> Result<Vec<f32>> {
         let vae = self.vae()?;
+        call_values(n, self.image_len(), "images")?;
         let [c, h, w] = self.latent_shape()?;
         check_batch(n, latents.len(), self.latent_len()?, "latent")?;
         check_finite(latents, "latent")?;

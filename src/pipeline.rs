@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
 // Re-exported for the trainer, which checks the guidance it writes into a manifest.
-use crate::limits::{check_batch, check_finite, MAX_BATCH};
+use crate::limits::{call_values, check_batch, check_finite, MAX_BATCH};
 pub use crate::limits::{check_guidance, MAX_GUIDANCE, MAX_STEPS};
 use crate::manifest::{DiffusionSpace, UNetSpec};
 use crate::model_set::{Embeddings, ModelSet};
@@ -196,7 +196,7 @@ pub fn generate_with(
     let p = DiffusionParams { strength: 1.0, ..*params };
     p.validate()?;
     let per = shape_len(set.diffusion_shape()?);
-    let x = Noise::new(p.seed).normals(p.count * per);
+    let x = Noise::new(p.seed).try_normals(call_values(p.count, per, "samples")?)?; // [count, C, h, w]
     run(set, &p, x, None, text, hooks)
 }
 
@@ -243,12 +243,13 @@ pub fn interpolate(
         path.n += 1;
     }
     let per = shape_len(set.diffusion_shape()?);
-    let noise = Noise::new(p.seed).normals(per);
-    // A stochastic sampler draws its noise for the whole batch from one stream: batched frames would each
-    // get other noise. One frame per run, all from the same seed, keeps "only the text changes".
+    let noise = Noise::new(p.seed).try_normals(per)?; // [C, h, w]
+                                                      // A stochastic sampler draws its noise for the whole batch from one stream: batched frames would each
+                                                      // get other noise. One frame per run, all from the same seed, keeps "only the text changes".
     let stochastic = matches!(p.sampler, SamplerKind::Ddim { eta } if eta > 0.0);
     let batch = if stochastic { 1 } else { params.count.max(1) };
-    let mut out = Vec::new();
+    call_values(batch, per, "frames per batch")?;
+    let mut out = crate::limits::try_vec(call_values(frames, set.image_len(), "frames")?, "frames")?;
     let total_steps = frames.div_ceil(batch) * p.steps;
     for start in (0..frames).step_by(batch) {
         let k = batch.min(frames - start);
@@ -356,7 +357,7 @@ pub fn inpaint(
     }
     let x0 = to_diffusion(set, images, n)?;
     let mut noise = Noise::new(p.seed);
-    let eps = noise.normals(x0.len());
+    let eps = noise.try_normals(x0.len())?;
     let r = schedule(set)?.rates(p.strength);
     // The same start as img2img: the input noised to the starting level (at strength 1 that is nearly pure
     // noise inside the mask); outside the mask the loop keeps re-imposing it.
@@ -389,6 +390,7 @@ fn run(
     let schedule = schedule(set)?;
     let n = p.count;
     let len = x.len(); // n * C * h * w
+    call_values(2 * n, len / n.max(1), "samples with both sides of the guidance")?;
     let owned;
     let text = match (set.text_spec(), text) {
         (Some(_), None) => {

@@ -37,6 +37,14 @@ impl Noise {
     pub fn normals(&mut self, n: usize) -> Vec<f32> {
         (0..n).map(|_| self.normal()).collect()
     }
+
+    /// [`Noise::normals`] for buffers whose size a caller chose: the memory is reserved fallibly, so an
+    /// allocation the machine cannot make is an error, not an abort of the host.
+    pub fn try_normals(&mut self, n: usize) -> crate::Result<Vec<f32>> {
+        let mut v = crate::limits::try_vec(n, "noise")?;
+        v.extend((0..n).map(|_| self.normal()));
+        Ok(v)
+    }
 }
 
 #[cfg(test)]

@@ -282,7 +282,9 @@ impl Runtime {
     }
 
     fn try_session(&self, bytes: &[u8], what: &str, p: Provider) -> std::result::Result<Session, TryError> {
-        let be = |e: ort::Error<SessionBuilder>| TryError::Model(Error::InvalidModel(format!("{what}: {e}")));
+        let be = |e: ort::Error<SessionBuilder>| {
+            TryError::Model(Error::InvalidModel(format!("{what}: {}", crate::limits::clip(&e.to_string()))))
+        };
         let mut b = Session::builder(&self.env).map_err(|e| TryError::Model(Error::Inference(e.to_string())))?;
         b = b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(be)?;
         if self.options.intra_threads > 0 {
@@ -313,7 +315,7 @@ impl Runtime {
             Provider::Cpu | Provider::Auto => {}
         }
         b.commit_from_memory(bytes).map_err(|e| {
-            let msg = e.to_string();
+            let msg = crate::limits::clip(&e.to_string());
             if p == Provider::Cpu {
                 TryError::Model(Error::InvalidModel(format!("{what}: ONNX Runtime rejected the model: {msg}")))
             } else {

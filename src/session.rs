@@ -51,9 +51,10 @@ impl OnnxModel {
         let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
         let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
         if got_in != inputs || got_out != outputs {
-            return Err(Error::model(format!(
+            // Names come from the files: clipped, a hostile model or manifest may make them huge.
+            return Err(Error::model(crate::limits::clip(&format!(
                 "{what}: the model's inputs {got_in:?} / outputs {got_out:?} differ from {declared_by}'s {inputs:?} / {outputs:?}"
-            )));
+            ))));
         }
         Ok(OnnxModel { session: Mutex::new(loaded.session), provider: loaded.provider, what, inputs, outputs })
     }

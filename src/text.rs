@@ -85,7 +85,8 @@ impl EncoderDescriptor {
             }
         })?;
         let named = |m: String| Error::model(format!("{}: {m}", quote_path(&path)));
-        let d: EncoderDescriptor = serde_json::from_slice(&bytes).map_err(|e| named(e.to_string()))?;
+        let d: EncoderDescriptor =
+            serde_json::from_slice(&bytes).map_err(|e| named(crate::limits::clip(&e.to_string())))?;
         d.validate().map_err(named)?;
         Ok(d)
     }

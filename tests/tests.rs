@@ -29,6 +29,9 @@ mod prepare;
 
 // The C API from Rust and from C programs (tests/c/test_api.c, test_diffusion.c), optionally under valgrind.
 mod capi;
+// Hostile input through the C API: damaged model sets, hostile files, every param at its edges, freed
+// handles, a stress run of generations, cancels and frees.
+mod hostile;
 // Text-to-image through the C API from C and C++ programs (tests/c/test_text.c, test_text.cpp).
 mod capi_text;
 // include/mirage.h: freshness against cbindgen, version macros, strict C and C++ builds, the C++ wrapper.

@@ -18,7 +18,9 @@ pub(crate) fn run(body: impl FnOnce() -> Result<()>) -> MirageStatus {
     match panic::catch_unwind(AssertUnwindSafe(body)) {
         Ok(Ok(())) => MIRAGE_OK,
         Ok(Err(e)) => {
-            set_last_error(e.to_string());
+            // Every message is made short where it is made (a caller's input is quoted, not echoed); this
+            // cap is the last line of defence for the host's buffers and logs.
+            set_last_error(crate::limits::clip_to(&e.to_string(), MAX_MESSAGE_CHARS));
             status_of(&e)
         }
         Err(payload) => {
@@ -27,6 +29,9 @@ pub(crate) fn run(body: impl FnOnce() -> Result<()>) -> MirageStatus {
         }
     }
 }
+
+/// The longest message `mirage_last_error` gives, in characters.
+const MAX_MESSAGE_CHARS: usize = 600;
 
 /// Runs the body of an export that cannot fail (a getter, a `_free`): a panic becomes `on_panic` and the
 /// thread's last error; the last error is otherwise left alone.
@@ -59,6 +64,61 @@ pub(crate) unsafe fn arg<'a, T>(ptr: *const T, name: &str) -> Result<&'a T> {
     check_ptr(ptr, name)?;
     // SAFETY: not NULL and aligned (checked); valid for 'a by the caller's promise.
     Ok(unsafe { &*ptr })
+}
+
+/// A type the library hands to C as an opaque pointer (`Box::into_raw`), carrying a tag that says it is
+/// alive: [`handle`] checks it on entry and [`take`] poisons it on free. That catches the common caller
+/// errors cheaply — a freed handle used again or freed twice, a pointer to something else — as long as
+/// its memory has not been reused for another handle of the same type; it is a diagnostic, not a promise
+/// (the header says what is and is not detected).
+pub(crate) trait Handle {
+    /// The type's name in the header, for messages.
+    const NAME: &'static str;
+    /// The tag of a live handle of this type (distinct per type).
+    const LIVE: u64;
+    fn tag(&self) -> u64;
+    fn set_tag(&mut self, tag: u64);
+}
+
+/// The tag a handle gets when it is freed.
+pub(crate) const FREED: u64 = 0x6465_6166_5f65_6572; // "reef_aed": no type's LIVE tag
+
+/// [`arg`] for a library handle: also checks its tag (see [`Handle`]).
+///
+/// # Safety
+/// As [`arg`]: `ptr` is NULL or was made by this library; a pointer to freed memory is the caller's error,
+/// which this check usually, but not always, turns into an `InvalidArgument`.
+pub(crate) unsafe fn handle<'a, T: Handle>(ptr: *const T, name: &str) -> Result<&'a T> {
+    // SAFETY: forwarded from the caller.
+    let h = unsafe { arg(ptr, name) }?;
+    if h.tag() != T::LIVE {
+        return Err(Error::invalid(format!(
+            "{name} is not a live {} (freed already, or not made by this library)",
+            T::NAME
+        )));
+    }
+    Ok(h)
+}
+
+/// Takes back a handle for freeing: None for NULL, and for a pointer whose tag is not live (a double free,
+/// or not ours), which is then left alone and reported through the last error and the log.
+///
+/// # Safety
+/// As [`handle`]; a live handle must not be used again after this.
+pub(crate) unsafe fn take<T: Handle>(ptr: *mut T, name: &str) -> Option<Box<T>> {
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: forwarded from the caller.
+    if let Err(e) = unsafe { handle(ptr, name) } {
+        crate::log_at!(crate::log::Level::Error, "{e}: not freed");
+        set_last_error(e.to_string());
+        return None;
+    }
+    // SAFETY: made by Box::into_raw in this library (its tag is live) and not freed yet.
+    let mut b = unsafe { Box::from_raw(ptr) };
+    b.set_tag(FREED);
+    Some(b)
 }
 
 /// Checks an out-parameter up front (before any work is done), so that it can be written at the very end,

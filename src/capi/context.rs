@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
-use super::boundary::{self, arg, copy_str, init_params, out, read_params, utf8};
+use super::boundary::{self, copy_str, handle, init_params, out, read_params, take, utf8, Handle};
 use super::runtime::{provider_of, provider_value, MirageProvider, MIRAGE_PROVIDER_DEFAULT};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
@@ -16,10 +16,23 @@ use crate::model_set::{ModelKind, ModelSet};
 /// `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;
 /// the sessions sit behind one lock per model, so calls on the same model run one after the other.
 pub struct MirageContext {
+    /// [`Handle`]'s tag.
+    tag: u64,
     // Behind Arcs so that a running generation holds what it uses by itself, not through this box: then
     // `mirage_context_free` can cancel it, wait for it and free the box while its frame is still unwinding.
     pub(crate) set: Arc<ModelSet>,
     pub(crate) generations: Arc<Generations>,
+}
+
+impl Handle for MirageContext {
+    const NAME: &'static str = "MirageContext";
+    const LIVE: u64 = 0x6d69_7261_6765_4358; // "XCegarim"
+    fn tag(&self) -> u64 {
+        self.tag
+    }
+    fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+    }
 }
 
 /// The generations running on a context: each has its own cancel flag, which `mirage_context_cancel` sets
@@ -147,7 +160,11 @@ pub unsafe extern "C" fn mirage_context_new(
             provider_of(p.provider, "params->provider")?
         };
         let set = Arc::new(ModelSet::open_with(Path::new(dir), provider)?);
-        result.write(Box::into_raw(Box::new(MirageContext { set, generations: Arc::default() })));
+        result.write(Box::into_raw(Box::new(MirageContext {
+            tag: MirageContext::LIVE,
+            set,
+            generations: Arc::default(),
+        })));
         Ok(())
     })
 }
@@ -165,9 +182,9 @@ pub unsafe extern "C" fn mirage_context_new(
 #[no_mangle]
 pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
     boundary::run_or((), || {
-        if !ctx.is_null() {
-            // SAFETY: made by Box::into_raw in mirage_context_new and, by the caller's promise, freed once.
-            let ctx = unsafe { Box::from_raw(ctx) };
+        // SAFETY: made by mirage_context_new and, by the caller's promise, freed once (a second free is
+        // usually caught by the tag and ignored).
+        if let Some(ctx) = unsafe { take(ctx, "ctx") } {
             let me = thread::current().id();
             let mut state = ctx.generations.lock();
             state.freed = true;
@@ -195,7 +212,7 @@ pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
 pub unsafe extern "C" fn mirage_context_cancel(ctx: *const MirageContext) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: a live context when not NULL, by the caller's promise.
-        let ctx = unsafe { arg(ctx, "ctx") }?;
+        let ctx = unsafe { handle(ctx, "ctx") }?;
         Generations::cancel_all(&ctx.generations.lock());
         Ok(())
     })
@@ -215,7 +232,7 @@ pub unsafe extern "C" fn mirage_context_image_size(
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (ctx, w, h, c) =
-            unsafe { (arg(ctx, "ctx")?, out(width, "width")?, out(height, "height")?, out(channels, "channels")?) };
+            unsafe { (handle(ctx, "ctx")?, out(width, "width")?, out(height, "height")?, out(channels, "channels")?) };
         let spec = &ctx.set.manifest().image;
         w.write(spec.width);
         h.write(spec.height);
@@ -233,7 +250,7 @@ pub unsafe extern "C" fn mirage_context_image_size(
 pub unsafe extern "C" fn mirage_context_latent_shape(ctx: *const MirageContext, shape: *mut u32) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: `shape` holds 3 writable u32 when not NULL, by the caller's promise.
-        let (ctx, shape) = unsafe { (arg(ctx, "ctx")?, out(shape.cast::<[u32; 3]>(), "shape")?) };
+        let (ctx, shape) = unsafe { (handle(ctx, "ctx")?, out(shape.cast::<[u32; 3]>(), "shape")?) };
         shape.write(ctx.set.latent_shape()?);
         Ok(())
     })
@@ -252,7 +269,7 @@ pub unsafe extern "C" fn mirage_context_provider(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, result) = unsafe { (arg(ctx, "ctx")?, out(provider, "provider")?) };
+        let (ctx, result) = unsafe { (handle(ctx, "ctx")?, out(provider, "provider")?) };
         let kind = match kind {
             MIRAGE_MODEL_VAE_ENCODER => ModelKind::VaeEncoder,
             MIRAGE_MODEL_VAE_DECODER => ModelKind::VaeDecoder,
@@ -283,7 +300,7 @@ pub unsafe extern "C" fn mirage_context_name(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let ctx = unsafe { arg(ctx, "ctx") }?;
+        let ctx = unsafe { handle(ctx, "ctx") }?;
         // SAFETY: forwarded from this function's caller.
         unsafe { copy_out(&ctx.set.manifest().name, buf, len, needed) }
     })

@@ -4,7 +4,7 @@
 use std::ffi::{c_char, c_void};
 use std::sync::Arc;
 
-use super::boundary::{self, arg, read_params, slice, utf8};
+use super::boundary::{self, handle, read_params, slice, utf8};
 use super::context::{MirageContext, Registration};
 use super::image::{
     channels_of, read_images, MirageImage, MirageImageBatch, MiragePixelFormat, MIRAGE_PIXEL_GRAY8, MIRAGE_PIXEL_RGBA8,
@@ -368,7 +368,7 @@ impl Call {
         // The context is touched here only: from now on the call uses its own Arcs.
         let (set, generations) = {
             // SAFETY: by the caller's promise.
-            let ctx = unsafe { arg(ctx, "ctx") }?;
+            let ctx = unsafe { handle(ctx, "ctx") }?;
             (ctx.set.clone(), ctx.generations.clone())
         };
         // SAFETY: by the caller's promise.
@@ -500,7 +500,7 @@ impl Call {
             (y, _) => y?,
         };
         let images = host_images(&y, spec, self.channels)?;
-        Ok(Box::into_raw(Box::new(MirageImageBatch { images, format: c.format })))
+        Ok(MirageImageBatch::into_raw(images, c.format))
     }
 }
 

@@ -1,7 +1,7 @@
 //! Images across the boundary: `MirageImage` describes pixels (the host's or the library's), and
 //! `MirageImageBatch` owns the images the library returns.
 
-use super::boundary::{self, arg, out, slice};
+use super::boundary::{self, handle, out, slice, take, Handle};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -136,6 +136,8 @@ pub(crate) unsafe fn read_images(
     if count == 0 || count > MAX_BATCH {
         return Err(Error::invalid(format!("count is {count}, out of range 1..={MAX_BATCH}")));
     }
+    // What the images become in model space, checked before a byte is copied.
+    crate::limits::call_values(count, (spec.width * spec.height * spec.channels) as usize, name)?;
     // SAFETY: by the caller's promise.
     let images = unsafe { slice(images, count, name) }?;
     images
@@ -159,8 +161,28 @@ pub(crate) unsafe fn read_images(
 /// them with `mirage_image_batch_count` and `mirage_image_batch_get`; free them with
 /// `mirage_image_batch_free`. Immutable, so several threads may read one batch at once.
 pub struct MirageImageBatch {
-    pub(crate) images: Vec<Image>,
-    pub(crate) format: MiragePixelFormat,
+    /// [`Handle`]'s tag.
+    tag: u64,
+    images: Vec<Image>,
+    format: MiragePixelFormat,
+}
+
+impl MirageImageBatch {
+    /// A batch of `images`, all in `format`, handed to C.
+    pub(crate) fn into_raw(images: Vec<Image>, format: MiragePixelFormat) -> *mut MirageImageBatch {
+        Box::into_raw(Box::new(MirageImageBatch { tag: Self::LIVE, images, format }))
+    }
+}
+
+impl Handle for MirageImageBatch {
+    const NAME: &'static str = "MirageImageBatch";
+    const LIVE: u64 = 0x6d69_7261_6765_4942; // "BIegarim"
+    fn tag(&self) -> u64 {
+        self.tag
+    }
+    fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+    }
 }
 
 /// The number of images in `batch`; 0 for NULL.
@@ -168,7 +190,7 @@ pub struct MirageImageBatch {
 pub unsafe extern "C" fn mirage_image_batch_count(batch: *const MirageImageBatch) -> usize {
     boundary::run_or(0, || {
         // SAFETY: a live batch when not NULL, by the caller's promise.
-        unsafe { batch.as_ref() }.map_or(0, |b| b.images.len())
+        unsafe { handle(batch, "batch") }.map_or(0, |b| b.images.len())
     })
 }
 
@@ -185,7 +207,7 @@ pub unsafe extern "C" fn mirage_image_batch_get(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (batch, result) = unsafe { (arg(batch, "batch")?, out(image, "image")?) };
+        let (batch, result) = unsafe { (handle(batch, "batch")?, out(image, "image")?) };
         let img = batch.images.get(index).ok_or_else(|| {
             Error::invalid(format!("index {index} is out of range: the batch holds {} images", batch.images.len()))
         })?;
@@ -205,9 +227,8 @@ pub unsafe extern "C" fn mirage_image_batch_get(
 #[no_mangle]
 pub unsafe extern "C" fn mirage_image_batch_free(batch: *mut MirageImageBatch) {
     boundary::run_or((), || {
-        if !batch.is_null() {
-            // SAFETY: made by Box::into_raw in this library and, by the caller's promise, freed once.
-            drop(unsafe { Box::from_raw(batch) });
-        }
+        // SAFETY: made by this library and, by the caller's promise, freed once (a second free is usually
+        // caught by the tag and ignored).
+        drop(unsafe { take(batch, "batch") });
     })
 }

@@ -1,6 +1,6 @@
 //! Latents: a batch of latent tensors, NCHW f32, owned by the library.
 
-use super::boundary::{self, arg, out, slice};
+use super::boundary::{self, arg, handle, out, slice, take, Handle};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 
@@ -8,8 +8,21 @@ use crate::error::{Error, Result};
 /// (NCHW, row-major) order. Made by `mirage_latent_new` or the `mirage_vae_*` functions, freed by
 /// `mirage_latent_free`. Immutable, so several threads may read one latent at once.
 pub struct MirageLatent {
+    /// [`Handle`]'s tag.
+    tag: u64,
     pub(crate) shape: [u32; 4],
     pub(crate) data: Vec<f32>, // (n, c, h, w)
+}
+
+impl Handle for MirageLatent {
+    const NAME: &'static str = "MirageLatent";
+    const LIVE: u64 = 0x6d69_7261_6765_4c54; // "TLegarim"
+    fn tag(&self) -> u64 {
+        self.tag
+    }
+    fn set_tag(&mut self, tag: u64) {
+        self.tag = tag;
+    }
 }
 
 impl MirageLatent {
@@ -23,7 +36,7 @@ impl MirageLatent {
                 data.len()
             )));
         }
-        Ok(MirageLatent { shape, data })
+        Ok(MirageLatent { tag: Self::LIVE, shape, data })
     }
 
     /// Hands the latent to C.
@@ -68,7 +81,7 @@ pub unsafe extern "C" fn mirage_latent_new(
 pub unsafe extern "C" fn mirage_latent_shape(latent: *const MirageLatent, shape: *mut u32) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (latent, result) = unsafe { (arg(latent, "latent")?, out(shape.cast::<[u32; 4]>(), "shape")?) };
+        let (latent, result) = unsafe { (handle(latent, "latent")?, out(shape.cast::<[u32; 4]>(), "shape")?) };
         result.write(latent.shape);
         Ok(())
     })
@@ -86,7 +99,7 @@ pub unsafe extern "C" fn mirage_latent_data(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (latent, d, n) = unsafe { (arg(latent, "latent")?, out(data, "data")?, out(len, "len")?) };
+        let (latent, d, n) = unsafe { (handle(latent, "latent")?, out(data, "data")?, out(len, "len")?) };
         d.write(latent.data.as_ptr());
         n.write(latent.data.len());
         Ok(())
@@ -97,9 +110,8 @@ pub unsafe extern "C" fn mirage_latent_data(
 #[no_mangle]
 pub unsafe extern "C" fn mirage_latent_free(latent: *mut MirageLatent) {
     boundary::run_or((), || {
-        if !latent.is_null() {
-            // SAFETY: made by Box::into_raw in this library and, by the caller's promise, freed once.
-            drop(unsafe { Box::from_raw(latent) });
-        }
+        // SAFETY: made by this library and, by the caller's promise, freed once (a second free is usually
+        // caught by the tag and ignored).
+        drop(unsafe { take(latent, "latent") });
     })
 }

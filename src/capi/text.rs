@@ -3,7 +3,7 @@
 
 use std::ffi::c_char;
 
-use super::boundary::{self, arg, out, utf8};
+use super::boundary::{self, handle, out, utf8};
 use super::context::MirageContext;
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
@@ -27,7 +27,7 @@ pub unsafe extern "C" fn mirage_context_text_shape(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, t, w) = unsafe { (arg(ctx, "ctx")?, out(tokens, "tokens")?, out(width, "width")?) };
+        let (ctx, t, w) = unsafe { (handle(ctx, "ctx")?, out(tokens, "tokens")?, out(width, "width")?) };
         let (nt, nw) = text_shape(&ctx.set)?;
         t.write(nt);
         w.write(nw);
@@ -55,7 +55,7 @@ pub unsafe extern "C" fn mirage_text_embed(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, prompt) = unsafe { (arg(ctx, "ctx")?, utf8(prompt, "prompt")?) };
+        let (ctx, prompt) = unsafe { (handle(ctx, "ctx")?, utf8(prompt, "prompt")?) };
         if pooled.is_null() {
             return Err(Error::invalid("pooled is NULL"));
         }

@@ -1,6 +1,6 @@
 //! The VAE of a context: encode images to latents, sample, draw from the prior, decode.
 
-use super::boundary::{self, arg, out, slice};
+use super::boundary::{self, handle, out, slice};
 use super::context::MirageContext;
 use super::image::{channels_of, read_images, Layout, MirageImage, MirageImageBatch, MiragePixelFormat};
 use super::latent::MirageLatent;
@@ -50,7 +50,7 @@ pub unsafe extern "C" fn mirage_vae_encode(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, mean_out, logvar_out) = unsafe { (arg(ctx, "ctx")?, out(mean, "mean")?, out(logvar, "logvar")?) };
+        let (ctx, mean_out, logvar_out) = unsafe { (handle(ctx, "ctx")?, out(mean, "mean")?, out(logvar, "logvar")?) };
         if mean == logvar {
             return Err(Error::invalid("mean and logvar point to the same place; one result would be lost"));
         }
@@ -86,8 +86,9 @@ pub unsafe extern "C" fn mirage_vae_sample(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, mean, logvar, result) =
-            unsafe { (arg(ctx, "ctx")?, arg(mean, "mean")?, arg(logvar, "logvar")?, boundary::out(out, "out")?) };
+        let (ctx, mean, logvar, result) = unsafe {
+            (handle(ctx, "ctx")?, handle(mean, "mean")?, handle(logvar, "logvar")?, boundary::out(out, "out")?)
+        };
         batch_of(ctx, mean, "mean")?;
         batch_of(ctx, logvar, "logvar")?;
         if mean.shape != logvar.shape {
@@ -117,7 +118,7 @@ pub unsafe extern "C" fn mirage_vae_sample_prior(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, result) = unsafe { (arg(ctx, "ctx")?, boundary::out(out, "out")?) };
+        let (ctx, result) = unsafe { (handle(ctx, "ctx")?, boundary::out(out, "out")?) };
         check_count(count, "count")?;
         let [c, h, w] = ctx.set.latent_shape()?;
         let z = prior_latents(ctx.set.latent_len()?, count, seed)?;
@@ -143,10 +144,10 @@ pub unsafe extern "C" fn mirage_vae_decode(
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (ctx, latents, result) =
-            unsafe { (arg(ctx, "ctx")?, arg(latents, "latents")?, boundary::out(out, "out")?) };
+            unsafe { (handle(ctx, "ctx")?, handle(latents, "latents")?, boundary::out(out, "out")?) };
         let channels = channels_of(format, "format")?;
         let images = decode(ctx, latents)?.iter().map(|img| img.to_channels(channels)).collect::<Result<Vec<_>>>()?;
-        result.write(Box::into_raw(Box::new(MirageImageBatch { images, format })));
+        result.write(MirageImageBatch::into_raw(images, format));
         Ok(())
     })
 }
@@ -168,7 +169,7 @@ pub unsafe extern "C" fn mirage_vae_decode_into(
 ) -> MirageStatus {
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
-        let (ctx, latents) = unsafe { (arg(ctx, "ctx")?, arg(latents, "latents")?) };
+        let (ctx, latents) = unsafe { (handle(ctx, "ctx")?, handle(latents, "latents")?) };
         let n = batch_of(ctx, latents, "latents")?;
         if count != n {
             return Err(Error::invalid(format!("count is {count} but latents holds {n} latents")));
