@@ -67,6 +67,15 @@ mod tests {
     }
 
     #[test]
+    fn a_plausible_latent_at_the_largest_count_is_refused_before_allocating() {
+        // [512, 512, 64] passes a manifest's checks; 1024 of them would be 64 GiB: an error, not an abort.
+        let e = prior_latents(512 * 512 * 64, 1024, 0).unwrap_err().to_string();
+        assert!(e.contains("exceed the limit") && e.contains("at most 16 fit"), "{e}");
+        assert_eq!(prior_latents(512 * 512 * 64, 1, 0).unwrap().len(), 512 * 512 * 64);
+        assert!(prior_latents(usize::MAX, 2, 0).is_err(), "an overflowing product");
+    }
+
+    #[test]
     fn slerp_ends_and_midpoint() {
         let a = vec![1.0, 0.0];
         let b = vec![0.0, 1.0];

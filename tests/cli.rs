@@ -132,6 +132,30 @@ fn generate_denoise_img2img_inpaint() {
     assert_eq!(std::fs::read(t("g1.png")).unwrap(), std::fs::read(t("g3.png")).unwrap(), "--guidance alone changed it");
     let (ok, _, err) = run(&["generate", "--models", d, "--steps", "0", "-o", &t("x.png")]);
     assert!(!ok && err.contains("--steps is 0, out of range 1..=1000"), "{err}");
+    // The same seed gives the same bits whatever the intra-op thread count; a thread storm is refused.
+    for threads in ["1", "2"] {
+        let out = t(&format!("threads{threads}.png"));
+        let (ok, _, err) = run(&[
+            "--threads",
+            threads,
+            "generate",
+            "--models",
+            d,
+            "--count",
+            "4",
+            "--steps",
+            "5",
+            "--seed",
+            "7",
+            "--quiet",
+            "-o",
+            &out,
+        ]);
+        assert!(ok, "{err}");
+        assert_eq!(std::fs::read(t("g1.png")).unwrap(), std::fs::read(&out).unwrap(), "--threads {threads} differs");
+    }
+    let (ok, _, err) = run(&["--threads", "20000", "info", "--models", d]);
+    assert!(!ok && err.contains("--threads is 20000, over the limit of 256"), "{err}");
 
     let image = mirage::image::Image::new(28, 28, 1, (0..784).map(|i| (i % 251) as u8).collect()).unwrap();
     image.save(&tmp.path().join("in.png")).unwrap();

@@ -38,6 +38,9 @@ struct RtArgs {
     /// Log informational lines (which provider each model got, where ONNX Runtime was found).
     #[arg(short, long, global = true)]
     verbose: bool,
+    /// Intra-op threads per model, 0..=256 (0 = one per core). Results do not depend on it.
+    #[arg(long, global = true, default_value_t = 0)]
+    threads: usize,
 }
 
 #[derive(Args, Clone)]
@@ -394,8 +397,10 @@ fn run(cli: Cli) -> Result<()> {
         ort_library: cli.rt.ort_lib.clone(),
         provider: Provider::parse(&cli.rt.provider)?,
         strict: cli.rt.strict,
+        intra_threads: cli.rt.threads,
         ..Default::default()
     };
+    mirage::limits::check_threads(cli.rt.threads, "--threads")?;
     runtime::init(&options)?;
     match cli.cmd {
         Cmd::Info { m } => info(&m.models),
