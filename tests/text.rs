@@ -110,7 +110,7 @@ fn parity_with_sentence_transformers() {
     for i in 0..3 {
         for j in 0..3 {
             let want = r["cosine_similarity"][i][j].as_f64().unwrap();
-            let got = cosine(&e.pooled_row(i).to_vec(), &e.pooled_row(j).to_vec());
+            let got = cosine(e.pooled_row(i), e.pooled_row(j));
             assert!((got - want).abs() < 1e-5, "similarity {i},{j}: {got} vs {want}");
         }
     }
@@ -168,7 +168,7 @@ fn padding_and_batching_do_not_change_a_prompt() {
         for ctx in [24, 64] {
             let single = encoder().encode(&[p], ctx).unwrap();
             assert_eq!(single.ids[0], batch.ids[i]);
-            let d = max_abs(&single.pooled_row(0).to_vec(), &batch.pooled_row(i).to_vec());
+            let d = max_abs(single.pooled_row(0), batch.pooled_row(i));
             assert!(d <= 1e-5, "{p:?} at context {ctx}: pooled differs by {d}");
             let n = batch.token_counts[i];
             let a: Vec<f32> = (0..n).flat_map(|t| single.token(0, t).to_vec()).collect();

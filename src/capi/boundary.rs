@@ -80,6 +80,23 @@ pub(crate) trait Handle {
     fn set_tag(&mut self, tag: u64);
 }
 
+/// Implements [`Handle`] for a struct with a `tag: u64` field: `handle_type!(MirageLatent, 0x...)`.
+macro_rules! handle_type {
+    ($t:ident, $live:expr) => {
+        impl $crate::capi::boundary::Handle for $t {
+            const NAME: &'static str = stringify!($t);
+            const LIVE: u64 = $live;
+            fn tag(&self) -> u64 {
+                self.tag
+            }
+            fn set_tag(&mut self, tag: u64) {
+                self.tag = tag;
+            }
+        }
+    };
+}
+pub(crate) use handle_type;
+
 /// The tag a handle gets when it is freed.
 pub(crate) const FREED: u64 = 0x6465_6166_5f65_6572; // "reef_aed": no type's LIVE tag
 

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, ThreadId};
 
-use super::boundary::{self, copy_str, handle, init_params, out, read_params, take, utf8, Handle};
+use super::boundary::{self, copy_str, handle, handle_type, init_params, out, read_params, take, utf8, Handle};
 use super::runtime::{provider_of, provider_value, MirageProvider, MIRAGE_PROVIDER_DEFAULT};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
@@ -24,16 +24,7 @@ pub struct MirageContext {
     pub(crate) generations: Arc<Generations>,
 }
 
-impl Handle for MirageContext {
-    const NAME: &'static str = "MirageContext";
-    const LIVE: u64 = 0x6d69_7261_6765_4358; // "XCegarim"
-    fn tag(&self) -> u64 {
-        self.tag
-    }
-    fn set_tag(&mut self, tag: u64) {
-        self.tag = tag;
-    }
-}
+handle_type!(MirageContext, 0x6d69_7261_6765_4358); // "XCegarim"
 
 /// The generations running on a context: each has its own cancel flag, which `mirage_context_cancel` sets
 /// (all of them) and `mirage_context_free` sets before it waits for them to return.

@@ -1,7 +1,7 @@
 //! Images across the boundary: `MirageImage` describes pixels (the host's or the library's), and
 //! `MirageImageBatch` owns the images the library returns.
 
-use super::boundary::{self, handle, out, slice, take, Handle};
+use super::boundary::{self, handle, handle_type, out, slice, take, Handle};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::Image;
@@ -174,16 +174,7 @@ impl MirageImageBatch {
     }
 }
 
-impl Handle for MirageImageBatch {
-    const NAME: &'static str = "MirageImageBatch";
-    const LIVE: u64 = 0x6d69_7261_6765_4942; // "BIegarim"
-    fn tag(&self) -> u64 {
-        self.tag
-    }
-    fn set_tag(&mut self, tag: u64) {
-        self.tag = tag;
-    }
-}
+handle_type!(MirageImageBatch, 0x6d69_7261_6765_4942); // "BIegarim"
 
 /// The number of images in `batch`; 0 for NULL.
 #[no_mangle]

@@ -1,6 +1,6 @@
 //! Latents: a batch of latent tensors, NCHW f32, owned by the library.
 
-use super::boundary::{self, arg, handle, out, slice, take, Handle};
+use super::boundary::{self, arg, handle, handle_type, out, slice, take, Handle};
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 
@@ -14,16 +14,7 @@ pub struct MirageLatent {
     pub(crate) data: Vec<f32>, // (n, c, h, w)
 }
 
-impl Handle for MirageLatent {
-    const NAME: &'static str = "MirageLatent";
-    const LIVE: u64 = 0x6d69_7261_6765_4c54; // "TLegarim"
-    fn tag(&self) -> u64 {
-        self.tag
-    }
-    fn set_tag(&mut self, tag: u64) {
-        self.tag = tag;
-    }
-}
+handle_type!(MirageLatent, 0x6d69_7261_6765_4c54); // "TLegarim"
 
 impl MirageLatent {
     /// A latent from its shape and data, which must agree.

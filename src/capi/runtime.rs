@@ -166,6 +166,7 @@ struct HostLog {
 // SAFETY: the pointer is the host's, passed back untouched; the header requires the callback to be callable
 // from any thread with it.
 unsafe impl Send for HostLog {}
+// SAFETY: as for Send: mirage only ever passes the pointer back to the host's thread-safe callback.
 unsafe impl Sync for HostLog {}
 
 impl HostLog {
