@@ -2,7 +2,7 @@
  * The checks shared by the C++ test programs (test_header.cpp, test_text.cpp), as check.h is the C programs':
  * CHECK counts a failure and prints a FAIL line with file:line and the condition when `cond` is false;
  * expect_error runs `f`, which must throw mirage::Error with status `want` and a message (what() is
- * "<status>: <message>") containing `needle` (may be ""). Each program prints `failures` at the end.
+ * "<status>: <message>") containing `needle` (may be ""); main ends with `return summary("<program>")`.
  * Include it after "mirage.hpp"; C++11, as the wrapper.
  */
 #ifndef MIRAGE_TEST_CHECK_HPP
@@ -36,6 +36,16 @@ static void expect_error(F f, MirageStatus want, const char *needle = "") {
                          e.what());
         }
     }
+}
+
+// Prints "<program>: ok" and returns 0 when every check passed, else "<program>: <n> failures" and 1.
+static int summary(const char *program) {
+    if (failures) {
+        std::printf("%s: %d failures\n", program, failures);
+        return 1;
+    }
+    std::printf("%s: ok\n", program);
+    return 0;
 }
 
 #endif

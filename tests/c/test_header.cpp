@@ -117,10 +117,5 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "FAIL: unexpected mirage::Error: %s\n", e.what());
         return 1;
     }
-    if (failures) {
-        std::printf("test_header: %d failures\n", failures);
-        return 1;
-    }
-    std::printf("test_header: ok\n");
-    return 0;
+    return summary("test_header");
 }

@@ -129,10 +129,5 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "FAIL: unexpected mirage::Error: %s\n", e.what());
         return 1;
     }
-    if (failures) {
-        std::printf("test_text_cpp: %d failures\n", failures);
-        return 1;
-    }
-    std::printf("test_text_cpp: ok\n");
-    return 0;
+    return summary("test_text_cpp");
 }
