@@ -19,8 +19,9 @@
 //! never depend on train/eval mode or on what else is in the batch.
 //!
 //! A run writes into `--out`: `classifier.safetensors` (the VarStore), `classifier.json`
-//! ([`ClassifierCheckpoint`]: architecture, config, measured test accuracy) and `metrics.jsonl` (step,
-//! loss, lr, time_s every `log_every` steps; test accuracy after each epoch).
+//! ([`ClassifierCheckpoint`]: architecture, config, measured test accuracy), both at the end, and
+//! `metrics.jsonl` (step, epoch, loss, lr, time_s, ms_per_step, images_per_s every `log_every` steps; test
+//! accuracy after each epoch). Training is [`super::run_loop`] with a cross-entropy loss.
 
 use std::path::Path;
 

@@ -14,7 +14,7 @@
 //!   `grid-prompts.txt` (the grids' prompts);
 //! - `checkpoint.safetensors` (training weights), `ema.safetensors` (EMA weights), `checkpoint.json`;
 //!   AdamW's moments are not saved (tch does not expose them), as in the VAE trainer;
-//! - `metrics.jsonl`: step, loss, lr, time_s, ms_per_step, images_per_s every `log_every` steps;
+//! - `metrics.jsonl`: step, epoch, loss, lr, time_s, ms_per_step, images_per_s every `log_every` steps;
 //! - `grid-NNNNNNN.png` and `grid.png`: DDIM samples of the EMA model (fixed seed), decoded by the VAE.
 
 use std::path::{Path, PathBuf};
@@ -25,7 +25,7 @@ use tch::{nn, Device, Kind, Tensor};
 use super::batches::Batches;
 use super::data;
 use super::run_loop::{
-    self, claim_run_dir, find_checkpoint, save_checkpoint, At, Cadence, Loss, Plan, Report, Resumed,
+    self, claim_run_dir, find_checkpoint, save_checkpoint, At, Cadence, Loss, Plan, Report, Resumed, Summary,
 };
 use super::unet::{TextInput, UNet};
 use super::unet_data::{caption_rows, caption_table, group_weights, training_data, CaptionTable, TrainingData};
@@ -166,15 +166,6 @@ pub struct CheckpointState {
     pub note: String,
 }
 
-/// What a training run reports.
-#[derive(Debug, Clone)]
-pub struct TrainSummary {
-    pub steps: u64,
-    pub elapsed_s: f64,
-    pub last_loss: f64,
-    pub ms_per_step: f64,
-}
-
 /// The cosine schedule's rates for a tensor of times t [B, 1] in tch: (signal, noise), each [B, 1]. The
 /// angle's end points come from the same f64 expressions as [`CosineSchedule::rates`]; the unit test
 /// checks that both agree.
@@ -228,7 +219,7 @@ impl Ema {
 }
 
 /// Trains a U-Net as `cfg` says, into `out`; with `resume`, continues from `out/checkpoint.json`.
-pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary> {
+pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     if cfg.batch_size == 0 || cfg.steps == 0 {
         return Err(Error::invalid("steps and batch size must be positive"));
     }
@@ -309,8 +300,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
         ema_model,
         ema,
     };
-    let s = run_loop::run(&mut trainer, &plan, out, resume)?;
-    Ok(TrainSummary { steps: s.steps, elapsed_s: s.elapsed_s, last_loss: s.last_loss, ms_per_step: s.ms_per_step })
+    run_loop::run(&mut trainer, &plan, out, resume)
 }
 
 /// The U-Net's part of the training loop: the noise-prediction loss, the EMA, grids of the EMA model's

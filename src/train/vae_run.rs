@@ -1,11 +1,12 @@
-//! `mirage-train vae train | eval | export`.
+//! `mirage-train vae train | eval | export`. Training is [`super::run_loop`] with the VAE's loss (per-image
+//! reconstruction SSE + beta KL), grids and checkpoints.
 //!
 //! A training run writes into its `--out` directory:
 //! - `checkpoint.safetensors` + `checkpoint.json`: the latest weights and the state to resume from
 //!   (every `ckpt_every` steps and at the end). The optimizer's moments are NOT saved (tch does not expose
 //!   AdamW's state): a resumed run restarts them from zero, which costs a few noisy steps, nothing more.
 //! - `metrics.jsonl`: one line per `log_every` steps (step, epoch, loss, recon, kl, lr, time_s,
-//!   images_per_s) and one per checkpoint with a quick evaluation on 1 000 test images.
+//!   ms_per_step, images_per_s) and one per checkpoint with a quick evaluation on 1 000 test images.
 //! - `grid-NNNNNNN.png` (every `grid_every` steps) and `grid.png` (the latest): rows of test images,
 //!   their reconstructions, and decodings of random latents drawn from N(0, I).
 
