@@ -1,5 +1,6 @@
 //! Fashion-MNIST from its IDX files (as Debian's `dataset-fashion-mnist` installs them, gzipped or not),
-//! without torch: the CLI's demo reads test images from here, the trainer turns them into tensors.
+//! without torch: the CLI's demo reads test images from here, the trainer turns them into tensors
+//! (`train::data`).
 //!
 //! IDX: a big-endian header (two zero bytes, the element type 0x08 = u8, the number of dimensions, then
 //! each dimension as a u32) followed by the raw bytes. Images are [N, 28, 28] (magic 0x00000803), labels
@@ -36,8 +37,8 @@ impl Split {
     }
 }
 
-/// One split as bytes: `images` is [n, 28, 28] u8 row-major, `labels` [n] in 0..10.
-pub struct Split8 {
+/// Labelled images of one split as bytes: `images` is [n, 28, 28] u8 row-major, `labels` [n] in 0..10.
+pub struct LabelledImages {
     pub n: usize,
     pub images: Vec<u8>,
     pub labels: Vec<u8>,
@@ -79,7 +80,7 @@ pub fn parse_idx(bytes: &[u8], magic: u32, what: &str) -> Result<Idx> {
 }
 
 /// Reads `dir/name.gz` (or `dir/name` when not gzipped).
-pub fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
+fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
     let gz = dir.join(format!("{name}.gz"));
     let plain = dir.join(name);
     let mut out = Vec::new();
@@ -99,7 +100,7 @@ pub fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
 }
 
 /// Loads one split from `dir`, keeping only the first `limit` examples when given.
-pub fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Split8> {
+pub fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<LabelledImages> {
     let p = split.prefix();
     let (ipath, ibytes) = read_maybe_gz(dir, &format!("{p}-images-idx3-ubyte"))?;
     let (lpath, lbytes) = read_maybe_gz(dir, &format!("{p}-labels-idx1-ubyte"))?;
@@ -123,7 +124,7 @@ pub fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Split8> {
     images.truncate(keep * 28 * 28);
     let mut labels = labels.data;
     labels.truncate(keep);
-    Ok(Split8 { n: keep, images, labels })
+    Ok(LabelledImages { n: keep, images, labels })
 }
 
 #[cfg(test)]

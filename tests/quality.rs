@@ -2,11 +2,10 @@
 //! known cases, and a tiny end-to-end `classifier train` + `eval fid` on the random diffusion fixture.
 #![cfg(feature = "train")]
 
-use std::path::Path;
-use std::process::Command;
-
 use mirage::train::fid::{frechet_distance, kid, Gaussian};
 use tch::{Device, Kind, Tensor};
+
+use crate::util::mirage_train;
 
 const F64: (Kind, Device) = (Kind::Double, Device::Cpu);
 
@@ -56,28 +55,13 @@ fn kid_is_near_zero_for_one_distribution_and_positive_for_shifted_sets() {
     assert_eq!((shifted.subsets, shifted.subset_size), (20, 200));
 }
 
-fn train_cmd(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_mirage-train")).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "mirage-train {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn tiny_classifier_and_fid_on_the_random_fixture() {
-    let data = mirage::train::data::DEFAULT_DIR;
-    assert!(
-        Path::new(data).join("train-images-idx3-ubyte.gz").is_file(),
-        "Fashion-MNIST is missing from {data}: run scripts/setup.sh data"
-    );
+    crate::util::fashion_mnist_dir();
     let tmp = tempfile::tempdir().unwrap();
     let clf = tmp.path().join("classifier");
     let clf_s = clf.to_str().unwrap();
-    train_cmd(&["classifier", "train", "--out", clf_s, "--limit", "512", "--epochs", "1", "--threads", "1"]);
+    mirage_train(&["classifier", "train", "--out", clf_s, "--limit", "512", "--epochs", "1", "--threads", "1"]);
     for f in ["classifier.safetensors", "classifier.json", "metrics.jsonl"] {
         assert!(clf.join(f).is_file(), "{f} missing after training");
     }
@@ -93,7 +77,7 @@ fn tiny_classifier_and_fid_on_the_random_fixture() {
         "eval", "fid", "--classifier", clf_s, "--set", set.to_str().unwrap(), "--count", "16", "--steps", "2",
         "--threads", "1", "--json", json.to_str().unwrap(),
     ];
-    train_cmd(&args);
+    mirage_train(&args);
     let r = crate::util::read_json(&json);
     for pair in ["generated_vs_test", "train_vs_test"] {
         let fid = r[pair]["fid"].as_f64().unwrap();

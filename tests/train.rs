@@ -9,6 +9,8 @@ use mirage::export::vae::{export_vae, VaeArch};
 use mirage::model_set::ModelSet;
 use mirage::train::vae::{weights_of, Vae};
 use mirage::train::vae_run::{check_parity, PARITY_TOLERANCE};
+
+use crate::util::mirage_train;
 use tch::{nn, Device, Tensor};
 
 /// Builds the tch VAE with random weights (tch's init, plus random biases: tch starts them at zero,
@@ -42,34 +44,20 @@ fn onnx_export_matches_tch_fashion() {
     parity_of(&VaeArch::fashion(), 4);
 }
 
-fn train_cmd(args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_mirage-train")).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "mirage-train {args:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn lines(path: &Path) -> usize {
     std::fs::read_to_string(path).unwrap().lines().count()
 }
 
 #[test]
 fn tiny_run_trains_resumes_evaluates_and_exports() {
-    let data = mirage::train::data::DEFAULT_DIR;
-    assert!(
-        Path::new(data).join("train-images-idx3-ubyte.gz").is_file(),
-        "Fashion-MNIST is missing from {data}: run scripts/setup.sh data"
-    );
+    crate::util::fashion_mnist_dir();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     let run_s = run.to_str().unwrap();
     let common = ["--arch", "tiny", "--limit", "512", "--batch-size", "64", "--log-every", "2", "--ckpt-every", "4"];
 
     // 512 images / 64 = 8 steps per epoch.
-    train_cmd(&[&["vae", "train", "--out", run_s, "--epochs", "1", "--grid-every", "4"][..], &common].concat());
+    mirage_train(&[&["vae", "train", "--out", run_s, "--epochs", "1", "--grid-every", "4"][..], &common].concat());
     for f in ["checkpoint.safetensors", "checkpoint.json", "metrics.jsonl", "grid.png", "grid-0000004.png"] {
         assert!(run.join(f).is_file(), "{f} missing after training");
     }
@@ -94,7 +82,7 @@ fn tiny_run_trains_resumes_evaluates_and_exports() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
 
     // Resume into a second epoch: the step count continues, the log grows.
-    train_cmd(
+    mirage_train(
         &[&["vae", "train", "--out", run_s, "--epochs", "2", "--resume", "--grid-every", "8"][..], &common].concat(),
     );
     let state: serde_json::Value =
@@ -104,13 +92,13 @@ fn tiny_run_trains_resumes_evaluates_and_exports() {
     assert!(run.join("grid-0000016.png").is_file());
 
     let eval = tmp.path().join("eval.json");
-    train_cmd(&["vae", "eval", "--ckpt", run_s, "--limit", "200", "--json", eval.to_str().unwrap()]);
+    mirage_train(&["vae", "eval", "--ckpt", run_s, "--limit", "200", "--json", eval.to_str().unwrap()]);
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&eval).unwrap()).unwrap();
     assert!(report["psnr_db"].as_f64().unwrap() > 0.0, "{report}");
     assert_eq!(report["images"], 200);
 
     let set = tmp.path().join("set");
-    train_cmd(&[
+    mirage_train(&[
         "vae",
         "export",
         "--ckpt",

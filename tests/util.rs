@@ -147,3 +147,28 @@ pub fn tiny_text_set() -> (tempfile::TempDir, PathBuf) {
     mirage::export::unet::add_random_unet_with_text(&dir, &arch, 77, Some(spec)).expect("writing the tiny text U-Net");
     (tmp, dir)
 }
+
+/// Runs the built `mirage-train` with `args`; panics with its output unless it succeeds; returns its stdout.
+#[cfg(feature = "train")]
+pub fn mirage_train(args: &[&str]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mirage-train")).args(args).output().expect("mirage-train");
+    assert!(
+        out.status.success(),
+        "mirage-train {args:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The Fashion-MNIST directory the trainer reads by default, checked to hold the data.
+#[allow(dead_code)]
+pub fn fashion_mnist_dir() -> &'static Path {
+    let data = Path::new(mirage::fashion::DEFAULT_DIR);
+    assert!(
+        data.join("train-images-idx3-ubyte.gz").is_file(),
+        "Fashion-MNIST is missing from {}: run scripts/setup.sh data",
+        data.display()
+    );
+    data
+}

@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use mirage::train::run_loop::Cadence;
 use mirage::train::vae_run::{self, TrainConfig};
 use mirage::train::{adherence, classifier, fid, unet_run};
 
@@ -206,15 +207,11 @@ enum UNetCommand {
 
 #[derive(Args)]
 struct UNetTrainArgs {
-    /// Run directory: latents cache, checkpoint, metrics.jsonl, grids.
-    #[arg(long)]
-    out: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
     /// The model set whose VAE encodes the training images (and decodes the grids).
     #[arg(long)]
     set: PathBuf,
-    /// Continue from --out's checkpoint (same --arch, --batch-size and --limit).
-    #[arg(long)]
-    resume: bool,
     /// Architecture, sized to the set's latent shape: fashion (shipped, unconditional), wide (the text layout,
     /// unconditional), text (text-conditioned), tiny or tiny-text (tests).
     #[arg(long, default_value_t = unet_run::TrainConfig::default().arch)]
@@ -264,15 +261,6 @@ struct UNetTrainArgs {
     /// libtorch intra-op threads.
     #[arg(long, default_value_t = unet_run::TrainConfig::default().threads)]
     threads: usize,
-    /// Use only the first N training images.
-    #[arg(long)]
-    limit: Option<usize>,
-    #[arg(long, default_value_t = unet_run::TrainConfig::default().log_every)]
-    log_every: u64,
-    #[arg(long, default_value_t = unet_run::TrainConfig::default().ckpt_every)]
-    ckpt_every: u64,
-    #[arg(long, default_value_t = unet_run::TrainConfig::default().grid_every)]
-    grid_every: u64,
 }
 
 #[derive(Args)]
@@ -300,14 +288,40 @@ enum VaeCommand {
     Export(ExportArgs),
 }
 
+/// What the resumable trainers (VAE, U-Net) share: the run directory, resuming, the data subset, and how
+/// often the run logs, checkpoints and draws grids.
 #[derive(Args)]
-struct TrainArgs {
-    /// Run directory: checkpoint, metrics.jsonl, grids.
+struct RunArgs {
+    /// Run directory: checkpoint, metrics.jsonl, grids (and the U-Net's latents and captions caches).
     #[arg(long)]
     out: PathBuf,
     /// Continue from --out's checkpoint (same --arch, --batch-size and --limit).
     #[arg(long)]
     resume: bool,
+    /// Use only the first N training images.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// A metrics.jsonl line every N steps.
+    #[arg(long, default_value_t = Cadence::default().log_every)]
+    log_every: u64,
+    /// A checkpoint every N steps (and at the end).
+    #[arg(long, default_value_t = Cadence::default().ckpt_every)]
+    ckpt_every: u64,
+    /// An image grid every N steps (and at the end).
+    #[arg(long, default_value_t = Cadence::default().grid_every)]
+    grid_every: u64,
+}
+
+impl RunArgs {
+    fn cadence(&self) -> Cadence {
+        Cadence { log_every: self.log_every, ckpt_every: self.ckpt_every, grid_every: self.grid_every }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    run: RunArgs,
     /// Architecture: fashion (shipped), emoji (32x32 RGBA, with --data .deps/emoji) or tiny (tests).
     #[arg(long, default_value_t = TrainConfig::default().arch)]
     arch: String,
@@ -336,15 +350,6 @@ struct TrainArgs {
     /// libtorch intra-op threads.
     #[arg(long, default_value_t = TrainConfig::default().threads)]
     threads: usize,
-    /// Use only the first N training images.
-    #[arg(long)]
-    limit: Option<usize>,
-    #[arg(long, default_value_t = TrainConfig::default().log_every)]
-    log_every: u64,
-    #[arg(long, default_value_t = TrainConfig::default().ckpt_every)]
-    ckpt_every: u64,
-    #[arg(long, default_value_t = TrainConfig::default().grid_every)]
-    grid_every: u64,
 }
 
 #[derive(Args)]
@@ -400,24 +405,20 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 warmup_steps: a.warmup_steps,
                 seed: a.seed,
                 threads: a.threads,
-                limit: a.limit,
-                log_every: a.log_every,
-                ckpt_every: a.ckpt_every,
-                grid_every: a.grid_every,
+                limit: a.run.limit,
+                cadence: a.run.cadence(),
                 ..TrainConfig::default()
             };
-            let s = vae_run::train(&cfg, &a.out, a.resume)?;
+            let s = vae_run::train(&cfg, &a.run.out, a.run.resume)?;
             let psnr = s
                 .last_eval
                 .map(|e| format!(", test PSNR {:.2} dB ({} images)", e.psnr_db, e.images))
                 .unwrap_or_default();
-            println!("trained {} steps in {:.0} s{psnr}; checkpoint in {}", s.steps, s.elapsed_s, a.out.display());
+            println!("trained {} steps in {:.0} s{psnr}; checkpoint in {}", s.steps, s.elapsed_s, a.run.out.display());
         }
         Command::Vae { command: VaeCommand::Eval(a) } => {
             mirage::train::set_threads(a.threads)?;
-            let r = vae_run::eval_checkpoint(&a.ckpt, &a.data, a.limit, a.json.as_deref())?;
-            let text = serde_json::to_string_pretty(&r).map_err(|e| mirage::Error::invalid(e.to_string()))?;
-            println!("{text}");
+            print_json(&vae_run::eval_checkpoint(&a.ckpt, &a.data, a.limit, a.json.as_deref())?)?;
         }
         Command::Vae { command: VaeCommand::Export(a) } => {
             mirage::train::set_threads(a.threads)?;
@@ -441,24 +442,22 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 sample_steps: a.sample_steps,
                 seed: a.seed,
                 threads: a.threads,
-                limit: a.limit,
-                log_every: a.log_every,
-                ckpt_every: a.ckpt_every,
-                grid_every: a.grid_every,
+                limit: a.run.limit,
+                cadence: a.run.cadence(),
                 text_encoder: a.text_encoder,
                 uncond_prob: a.uncond_prob,
                 guidance: a.guidance,
                 balance_groups: a.balance_groups,
                 ..unet_run::TrainConfig::default()
             };
-            let s = unet_run::train(&cfg, &a.out, a.resume)?;
+            let s = unet_run::train(&cfg, &a.run.out, a.run.resume)?;
             println!(
                 "trained {} steps in {:.0} s (last loss {:.4}, {:.0} ms/step); checkpoint in {}",
                 s.steps,
                 s.elapsed_s,
                 s.last_loss,
                 s.ms_per_step,
-                a.out.display()
+                a.run.out.display()
             );
         }
         Command::Unet { command: UNetCommand::Export(a) } => {

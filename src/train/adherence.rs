@@ -57,7 +57,7 @@ impl Default for AdherenceConfig {
     fn default() -> Self {
         AdherenceConfig {
             set: PathBuf::from("models/emoji"),
-            data: PathBuf::from(data::EMOJI_DIR),
+            data: PathBuf::from(captions::EMOJI_DIR),
             classifier: None,
             per_class: 100,
             prompts: 500,

@@ -19,19 +19,19 @@
 //! never depend on train/eval mode or on what else is in the batch.
 //!
 //! A run writes into `--out`: `classifier.safetensors` (the VarStore), `classifier.json`
-//! ([`ClassifierCheckpoint`]: architecture, config, measured test accuracy) and `metrics.jsonl` (step,
-//! loss, lr, time_s every `log_every` steps; test accuracy after each epoch).
+//! ([`ClassifierCheckpoint`]: architecture, config, measured test accuracy), both at the end, and
+//! `metrics.jsonl` (step, epoch, loss, lr, time_s, ms_per_step, images_per_s every `log_every` steps; test
+//! accuracy after each epoch). Training is [`super::run_loop`] with a cross-entropy loss.
 
 use std::path::Path;
-use std::time::Instant;
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::Module, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{nn, nn::Module, Device, Kind, Tensor};
 
-use super::data::{self, Split};
-use super::{lr_at, read_json, save_varstore, set_threads, torch_err, write_json, JsonLines};
+use super::batches::Batches;
+use super::data::{self, Dataset, Split};
+use super::run_loop::{self, save_checkpoint, At, Loss, Plan, Report};
+use super::{load_varstore, read_json, set_threads, torch_err};
 use crate::error::{Error, Result};
 
 /// The weights file in a classifier directory.
@@ -142,7 +142,7 @@ pub struct TrainConfig {
     pub lr: f64,
     /// AdamW weight decay: a mild 1e-4, as the other trainers.
     pub weight_decay: f64,
-    /// Linear warm-up steps, then cosine decay to `lr * final_lr_ratio` (see [`lr_at`]).
+    /// Linear warm-up steps, then cosine decay to `lr * final_lr_ratio` (see [`super::lr_at`]).
     pub warmup_steps: u64,
     pub final_lr_ratio: f64,
     /// Random horizontal flips of half the batch: Fashion-MNIST's garments are left-right symmetric in
@@ -190,17 +190,6 @@ pub struct ClassifierCheckpoint {
     pub test_images: usize,
 }
 
-/// A deterministic permutation of 0..n (Fisher-Yates over ChaCha8).
-pub(crate) fn permutation(n: usize, seed: u64) -> Vec<i64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let mut v: Vec<i64> = (0..n as i64).collect();
-    for i in (1..n).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
-    v
-}
-
 /// Fraction of `images` [N, 1, 28, 28] whose predicted class is `labels` [N].
 pub fn accuracy(model: &Classifier, images: &Tensor, labels: &Tensor) -> Result<f64> {
     let (_, pred) = model.embed(images);
@@ -225,84 +214,85 @@ pub fn train(cfg: &TrainConfig, out: &Path) -> Result<ClassifierCheckpoint> {
     let test_set = data::load(&cfg.data, Split::Test, cfg.limit)?;
     let n = train_set.len() as usize;
     let bs = cfg.batch_size.min(n);
-    let steps_per_epoch = (n / bs) as u64;
-    let total = steps_per_epoch * cfg.epochs;
 
-    let device = Device::Cpu;
     tch::manual_seed(cfg.seed as i64);
-    let vs = nn::VarStore::new(device);
+    let vs = nn::VarStore::new(Device::Cpu);
     let model = Classifier::new(&vs.root(), &cfg.arch)?;
-    let mut opt =
-        nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr).map_err(torch_err("optimizer"))?;
-    let mut metrics = JsonLines::append(&out.join("metrics.jsonl"))?;
-    let pb = super::progress_bar(total);
-    let start = Instant::now();
-    let (mut step, mut acc_loss, mut acc_n) = (0u64, 0.0f64, 0u64);
-    let mut test_accuracy = f64::NAN;
-    for epoch in 0..cfg.epochs {
-        let order = permutation(n, cfg.seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x636c_6173);
-        for b in 0..steps_per_epoch as usize {
-            let idx = Tensor::from_slice(&order[b * bs..(b + 1) * bs]);
-            let mut x = train_set.images.index_select(0, &idx); // [B, 1, 28, 28]
-            let y = train_set.labels.index_select(0, &idx); // [B]
-            if cfg.flip {
-                // Mirror a random half of the batch along the width axis.
-                let mask = Tensor::rand([bs as i64, 1, 1, 1], (Kind::Float, device)).lt(0.5); // [B, 1, 1, 1]
-                x = x.flip([3]).where_self(&mask, &x);
-            }
-            let loss = model.forward(&x).cross_entropy_for_logits(&y);
-            let lr = lr_at(step, total, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio);
-            opt.set_lr(lr);
-            opt.backward_step(&loss);
-            step += 1;
-            pb.inc(1);
-            let l = loss.f_double_value(&[]).map_err(torch_err("loss"))?;
-            if !l.is_finite() {
-                return Err(Error::invalid(format!("training diverged at step {step} (loss {l}): lower --lr")));
-            }
-            (acc_loss, acc_n) = (acc_loss + l, acc_n + 1);
-            if step % cfg.log_every == 0 || step == total {
-                let line = serde_json::json!({
-                    "step": step,
-                    "epoch": epoch,
-                    "loss": acc_loss / acc_n as f64,
-                    "lr": lr,
-                    "time_s": start.elapsed().as_secs_f64(),
-                });
-                metrics.write(&line)?;
-                pb.set_message(format!("loss {:.4}", acc_loss / acc_n as f64));
-                if pb.is_hidden() {
-                    eprintln!("{line}");
-                }
-                (acc_loss, acc_n) = (0.0, 0);
-            }
-        }
-        test_accuracy = accuracy(&model, &test_set.images, &test_set.labels)?;
-        let line = serde_json::json!({
-            "step": step,
-            "epoch": epoch + 1,
-            "test_accuracy": test_accuracy,
-            "time_s": start.elapsed().as_secs_f64(),
-        });
-        metrics.write(&line)?;
-        if pb.is_hidden() {
-            eprintln!("{line}");
-        } else {
-            pb.println(line.to_string());
-        }
-    }
-    pb.finish_and_clear();
-    save_varstore(&vs, &out.join(WEIGHTS))?;
-    let state = ClassifierCheckpoint {
-        arch: cfg.arch.clone(),
-        config: cfg.clone(),
-        steps: step,
-        elapsed_s: start.elapsed().as_secs_f64(),
-        test_accuracy,
-        test_images: test_set.len() as usize,
+    let plan = Plan {
+        images: n,
+        batch_size: bs,
+        batches: Batches::Epochs { salt: 0x636c_6173 },
+        total_steps: cfg.epochs * (n / bs) as u64,
+        seed: cfg.seed,
+        lr: cfg.lr,
+        warmup_steps: cfg.warmup_steps,
+        final_lr_ratio: cfg.final_lr_ratio,
+        weight_decay: cfg.weight_decay,
+        grad_clip: None,
+        log_every: cfg.log_every,
+        grid_every: None,
+        ckpt_every: None,
     };
-    write_json(&out.join(STATE), &state)?;
-    Ok(state)
+    let mut trainer = ClassifierTrainer { cfg, vs, model, train_set, test_set, test_accuracy: f64::NAN, saved: None };
+    run_loop::run(&mut trainer, &plan, out, false)?;
+    trainer.saved.ok_or_else(|| Error::invalid("the classifier run ended without saving"))
+}
+
+/// The classifier's part of the training loop: cross-entropy on (optionally flipped) images, the test
+/// accuracy after each epoch, the weights and `classifier.json` at the end.
+struct ClassifierTrainer<'a> {
+    cfg: &'a TrainConfig,
+    vs: nn::VarStore,
+    model: Classifier,
+    train_set: Dataset,
+    test_set: Dataset,
+    /// After the latest epoch.
+    test_accuracy: f64,
+    saved: Option<ClassifierCheckpoint>,
+}
+
+impl run_loop::Trainer for ClassifierTrainer<'_> {
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    fn loss(&mut self, batch: &[i64], _step: u64) -> Result<Loss> {
+        let idx = Tensor::from_slice(batch);
+        let mut x = self.train_set.images.index_select(0, &idx); // [B, 1, 28, 28]
+        let y = self.train_set.labels.index_select(0, &idx); // [B]
+        if self.cfg.flip {
+            // Mirror a random half of the batch along the width axis.
+            let mask = Tensor::rand([batch.len() as i64, 1, 1, 1], (Kind::Float, Device::Cpu)).lt(0.5); // [B, 1, 1, 1]
+            x = x.flip([3]).where_self(&mask, &x);
+        }
+        Ok(Loss { loss: self.model.forward(&x).cross_entropy_for_logits(&y), terms: Vec::new() })
+    }
+
+    fn end_of_epoch(&mut self, at: &At) -> Result<Option<Report>> {
+        self.test_accuracy = accuracy(&self.model, &self.test_set.images, &self.test_set.labels)?;
+        let line = serde_json::json!({
+            "step": at.step,
+            "epoch": at.epoch,
+            "test_accuracy": self.test_accuracy,
+            "time_s": at.elapsed_s,
+        });
+        Ok(Some(Report { message: line.to_string(), line }))
+    }
+
+    /// Only at the end: the weights, then `classifier.json` naming them.
+    fn checkpoint(&mut self, out: &Path, at: &At) -> Result<Option<Report>> {
+        let state = ClassifierCheckpoint {
+            arch: self.cfg.arch.clone(),
+            config: self.cfg.clone(),
+            steps: at.step,
+            elapsed_s: at.elapsed_s,
+            test_accuracy: self.test_accuracy,
+            test_images: self.test_set.len() as usize,
+        };
+        save_checkpoint(out, &[(&self.vs, WEIGHTS)], STATE, &state)?;
+        self.saved = Some(state);
+        Ok(None)
+    }
 }
 
 /// Loads a trained classifier from its directory (on the CPU). The VarStore is returned with the model:
@@ -318,8 +308,7 @@ pub fn load(dir: &Path) -> Result<(Classifier, nn::VarStore, ClassifierCheckpoin
     let state: ClassifierCheckpoint = read_json(&state_path)?;
     let mut vs = nn::VarStore::new(Device::Cpu);
     let model = Classifier::new(&vs.root(), &state.arch)?;
-    let w = dir.join(WEIGHTS);
-    vs.load(&w).map_err(torch_err(&w.display().to_string()))?;
+    load_varstore(&mut vs, &dir.join(WEIGHTS))?;
     Ok((model, vs, state))
 }
 
@@ -336,15 +325,5 @@ mod tests {
         assert_eq!(m.forward(&x).size(), vec![3, 10]);
         let (f, p) = m.embed(&Tensor::zeros([501, 1, 28, 28], (Kind::Float, Device::Cpu)));
         assert_eq!((f.size(), p.size()), (vec![501, 128], vec![501]));
-    }
-
-    #[test]
-    fn permutation_is_seeded() {
-        let a = permutation(50, 3);
-        let mut s = a.clone();
-        s.sort();
-        assert_eq!(s, (0..50).collect::<Vec<i64>>());
-        assert_eq!(a, permutation(50, 3));
-        assert_ne!(a, permutation(50, 4));
     }
 }

@@ -1,43 +1,18 @@
-//! Fashion-MNIST from its IDX files (as Debian's `dataset-fashion-mnist` installs them, gzipped or not).
-//!
-//! IDX: a big-endian header (two zero bytes, the element type 0x08 = u8, the number of dimensions, then
-//! each dimension as a u32) followed by the raw bytes. Images are [N, 28, 28] (magic 0x00000803), labels
-//! [N] (magic 0x00000801).
+//! The trainers' data as tensors: Fashion-MNIST (read by [`crate::fashion`]) and the Noto emoji, in model
+//! space [-1, 1], with captions for the text-conditioned U-Net.
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
-
-/// Where Debian's `dataset-fashion-mnist` puts the files (`scripts/setup.sh data` installs it).
-pub const DEFAULT_DIR: &str = "/usr/share/datasets/fashion-mnist";
-
-const IMAGES_MAGIC: u32 = 0x0803;
-const LABELS_MAGIC: u32 = 0x0801;
-
-/// The training (60 000 images) or the test (10 000) split.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Split {
-    Train,
-    Test,
-}
-
-impl Split {
-    fn prefix(self) -> &'static str {
-        match self {
-            Split::Train => "train",
-            Split::Test => "t10k",
-        }
-    }
-}
+pub use crate::fashion::{Split, DEFAULT_DIR};
 
 /// One split in memory.
 pub struct Dataset {
-    /// [N, 1, 28, 28] f32, pixel / 255 mapped to [-1, 1] (the manifest's mean = std = 0.5).
+    /// [N, C, H, W] f32 in [-1, 1]: Fashion-MNIST's pixel / 255 so mapped (the manifest's mean = std = 0.5).
     pub images: Tensor,
-    /// [N] i64 class ids 0..10 (unused by the VAE; the classifier and U-Net conditioning will read them).
+    /// [N] i64 class ids (Fashion-MNIST's 0..10, the emoji's categories).
     pub labels: Tensor,
 }
 
@@ -51,91 +26,15 @@ impl Dataset {
     }
 }
 
-/// A parsed IDX file: its dimensions and its u8 payload.
-#[derive(Debug)]
-pub struct Idx {
-    pub dims: Vec<usize>,
-    pub data: Vec<u8>,
-}
-
-/// Parses IDX bytes (already decompressed); `magic` is the expected type-and-rank word.
-pub fn parse_idx(bytes: &[u8], magic: u32, what: &str) -> Result<Idx> {
-    let bad = |m: String| Error::invalid(format!("{what}: {m}"));
-    if bytes.len() < 4 {
-        return Err(bad("shorter than an IDX header".into()));
-    }
-    let word = |i: usize| -> Option<u32> { bytes.get(i..i + 4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])) };
-    let got = word(0).unwrap_or(0);
-    if got != magic {
-        return Err(bad(format!("magic number {got:#010x}, expected {magic:#010x} (not this kind of IDX file)")));
-    }
-    let rank = (magic & 0xff) as usize;
-    let mut dims = Vec::with_capacity(rank);
-    for k in 0..rank {
-        let d = word(4 + 4 * k).ok_or_else(|| bad("header cut short".into()))?;
-        dims.push(d as usize);
-    }
-    let header = 4 + 4 * rank;
-    let n = dims
-        .iter()
-        .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| bad(format!("dimensions {dims:?} overflow")))?;
-    if bytes.len() - header != n {
-        return Err(bad(format!("dimensions {dims:?} need {n} bytes of data, the file has {}", bytes.len() - header)));
-    }
-    Ok(Idx { dims, data: bytes[header..].to_vec() })
-}
-
-/// Reads `dir/name.gz` (or `dir/name` when not gzipped).
-fn read_maybe_gz(dir: &Path, name: &str) -> Result<(PathBuf, Vec<u8>)> {
-    let gz = dir.join(format!("{name}.gz"));
-    let plain = dir.join(name);
-    let mut out = Vec::new();
-    if gz.is_file() {
-        let f = std::fs::File::open(&gz).map_err(|e| Error::io(&gz, e))?;
-        flate2::read::GzDecoder::new(f).read_to_end(&mut out).map_err(|e| Error::io(&gz, e))?;
-        Ok((gz, out))
-    } else if plain.is_file() {
-        out = std::fs::read(&plain).map_err(|e| Error::io(&plain, e))?;
-        Ok((plain, out))
-    } else {
-        Err(Error::invalid(format!(
-            "Fashion-MNIST file {} not found (run scripts/setup.sh data, or pass --data DIR)",
-            gz.display()
-        )))
-    }
-}
-
-/// Loads one split from `dir`, keeping only the first `limit` examples when given.
+/// Loads one Fashion-MNIST split from `dir` (see [`crate::fashion::load`]) as tensors: images
+/// [N, 1, 28, 28] in [-1, 1], labels [N].
 pub fn load(dir: &Path, split: Split, limit: Option<usize>) -> Result<Dataset> {
-    let p = split.prefix();
-    let (ipath, ibytes) = read_maybe_gz(dir, &format!("{p}-images-idx3-ubyte"))?;
-    let (lpath, lbytes) = read_maybe_gz(dir, &format!("{p}-labels-idx1-ubyte"))?;
-    let images = parse_idx(&ibytes, IMAGES_MAGIC, &ipath.display().to_string())?;
-    let labels = parse_idx(&lbytes, LABELS_MAGIC, &lpath.display().to_string())?;
-    let n = images.dims[0];
-    if images.dims[1..] != [28, 28] {
-        return Err(Error::invalid(format!("{}: images are {:?}, expected 28x28", ipath.display(), &images.dims[1..])));
-    }
-    if labels.dims[0] != n {
-        return Err(Error::invalid(format!("{}: {} labels for {n} images", lpath.display(), labels.dims[0])));
-    }
-    if let Some(bad) = labels.data.iter().find(|&&l| l > 9) {
-        return Err(Error::invalid(format!("{}: label {bad} outside 0..=9", lpath.display())));
-    }
-    let keep = limit.map_or(n, |l| l.min(n));
-    if keep == 0 {
-        return Err(Error::invalid("no examples selected (--limit 0?)"));
-    }
-    let pixels = &images.data[..keep * 28 * 28];
-    // u8 [keep*784] -> f32 [keep, 1, 28, 28] in [-1, 1]
-    let images = Tensor::from_slice(pixels).to_kind(Kind::Float).view([keep as i64, 1, 28, 28]) / 127.5 - 1.0;
-    let labels = Tensor::from_slice(&labels.data[..keep]).to_kind(Kind::Int64);
+    let raw = crate::fashion::load(dir, split, limit)?;
+    // u8 [n*784] -> f32 [n, 1, 28, 28] in [-1, 1]
+    let images = Tensor::from_slice(&raw.images).to_kind(Kind::Float).view([raw.n as i64, 1, 28, 28]) / 127.5 - 1.0;
+    let labels = Tensor::from_slice(&raw.labels).to_kind(Kind::Int64);
     Ok(Dataset { images, labels })
 }
-
-/// Where `scripts/setup.sh emoji` puts the Noto emoji and their metadata.
-pub const EMOJI_DIR: &str = ".deps/emoji";
 
 /// A data set with captions: images in model space plus, per image, its captions (several phrasings).
 pub struct Captioned {
@@ -222,39 +121,4 @@ pub fn emoji_dataset(set: &super::captions::CaptionedSet, size: u32, limit: Opti
         captions: set.captions[..n].to_vec(),
         names: set.names[..n].to_vec(),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn idx(magic: u32, dims: &[u32], data: &[u8]) -> Vec<u8> {
-        let mut v = magic.to_be_bytes().to_vec();
-        for d in dims {
-            v.extend(d.to_be_bytes());
-        }
-        v.extend(data);
-        v
-    }
-
-    #[test]
-    fn parses_and_validates_idx() {
-        let ok = idx(IMAGES_MAGIC, &[2, 2, 2], &[0, 1, 2, 3, 4, 5, 6, 7]);
-        let p = parse_idx(&ok, IMAGES_MAGIC, "t").unwrap();
-        assert_eq!(p.dims, vec![2, 2, 2]);
-        assert_eq!(p.data[7], 7);
-        let e = parse_idx(&ok, LABELS_MAGIC, "t").unwrap_err().to_string();
-        assert!(e.contains("magic"), "{e}");
-        let short = idx(IMAGES_MAGIC, &[2, 2, 2], &[0; 7]);
-        assert!(parse_idx(&short, IMAGES_MAGIC, "t").unwrap_err().to_string().contains("need 8 bytes"));
-        assert!(parse_idx(&[0, 0], IMAGES_MAGIC, "t").is_err());
-        assert!(parse_idx(&idx(IMAGES_MAGIC, &[2], &[]), IMAGES_MAGIC, "t").is_err());
-    }
-
-    #[test]
-    fn missing_files_say_how_to_get_them() {
-        let d = tempfile::tempdir().unwrap();
-        let e = load(d.path(), Split::Test, None).err().unwrap().to_string();
-        assert!(e.contains("setup.sh data"), "{e}");
-    }
 }

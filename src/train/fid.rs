@@ -37,7 +37,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::classifier::{self, permutation, Classifier};
+use super::batches::permutation;
+use super::classifier::{self, Classifier};
 use super::data::{self, Split};
 use super::{set_threads, torch_err, write_json};
 use crate::error::{Error, Result};

@@ -1,23 +1,31 @@
 //! The trainer behind `mirage-train` (feature `train`): libtorch through tch.
 //!
+//! - [`run_loop`]: the training loop the trainers share (batches, learning rate, AdamW, metrics log,
+//!   sample grids, checkpoints, resuming); [`batches`]: which images each step sees.
+//! - [`vae`]: the VAE in tch (same layer plan and weight names as [`crate::export::vae`]) and its losses;
+//!   [`vae_run`]: `mirage-train vae train | eval | export`: its training, evaluation, export.
+//! - [`unet`]: the diffusion U-Net in tch (same block plan and weight names as [`crate::export::unet`]);
+//!   [`unet_run`]: `mirage-train unet train | export`: diffusion training on VAE latents, export;
+//!   [`unet_data`]: its data: latents (cached), caption embeddings, caption and group-balanced draws.
 //! - [`classifier`]: `mirage-train classifier train`: the Fashion-MNIST CNN whose features FID/KID compare.
-//! - [`data`]: Fashion-MNIST IDX files -> tensors in [-1, 1].
 //! - [`fid`]: `mirage-train eval fid`: FID, KID and class balance of the runtime's generated images.
-//! - [`vae`]: the VAE in tch (same layer plan and weight names as [`crate::export::vae`]) and its losses.
-//! - [`unet`]: the diffusion U-Net in tch (same block plan and weight names as [`crate::export::unet`]).
-//! - [`unet_run`]: `mirage-train unet train | export`: diffusion training on VAE latents, export.
-//! - [`vae_run`]: `mirage-train vae train | eval | export`: the training loop, evaluation, export.
-//! - here: what every trainer shares: checkpoints, the metrics log, the learning-rate schedule, the
-//!   ONNX-vs-tch parity check.
+//! - [`adherence`]: `mirage-train eval adherence`: how well a text-conditioned set follows its prompts.
+//! - [`data`]: the training images as tensors in [-1, 1] (Fashion-MNIST through [`crate::fashion`], the
+//!   emoji), with captions; [`captions`]: the captioned data sets (`mirage-train prepare`) and their captions.
+//! - here: what every part shares: checkpoint files, JSON, the metrics log, the learning-rate schedule,
+//!   the progress bar, the ONNX-vs-tch comparison.
 //!
 //! Only this module and the `mirage-train` binary link libtorch; the runtime library never does.
 
 pub mod adherence;
+pub mod batches;
 pub mod captions;
 pub mod classifier;
 pub mod data;
 pub mod fid;
+pub mod run_loop;
 pub mod unet;
+pub mod unet_data;
 pub mod unet_run;
 pub mod vae;
 pub mod vae_run;
@@ -90,6 +98,16 @@ pub fn save_varstore(vs: &tch::nn::VarStore, path: &Path) -> Result<()> {
     let tmp = path.with_extension("tmp.safetensors");
     vs.save(&tmp).map_err(|e| Error::io(&tmp, std::io::Error::other(e.to_string())))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// Loads the safetensors file `path` into `vs`, whose variables must already exist (the model built).
+pub fn load_varstore(vs: &mut tch::nn::VarStore, path: &Path) -> Result<()> {
+    vs.load(path).map_err(torch_err(&path.display().to_string()))
+}
+
+/// The value of a scalar tensor.
+pub(crate) fn scalar(t: &tch::Tensor) -> Result<f64> {
+    t.f_double_value(&[]).map_err(torch_err("scalar"))
 }
 
 /// Writes a value as pretty JSON (atomically, with a final newline).

@@ -1,25 +1,27 @@
-//! `mirage-train vae train | eval | export`.
+//! `mirage-train vae train | eval | export`. Training is [`super::run_loop`] with the VAE's loss (per-image
+//! reconstruction SSE + beta KL), grids and checkpoints.
 //!
 //! A training run writes into its `--out` directory:
 //! - `checkpoint.safetensors` + `checkpoint.json`: the latest weights and the state to resume from
 //!   (every `ckpt_every` steps and at the end). The optimizer's moments are NOT saved (tch does not expose
 //!   AdamW's state): a resumed run restarts them from zero, which costs a few noisy steps, nothing more.
 //! - `metrics.jsonl`: one line per `log_every` steps (step, epoch, loss, recon, kl, lr, time_s,
-//!   images_per_s) and one per checkpoint with a quick evaluation on 1 000 test images.
+//!   ms_per_step, images_per_s) and one per checkpoint with a quick evaluation on 1 000 test images.
 //! - `grid-NNNNNNN.png` (every `grid_every` steps) and `grid.png` (the latest): rows of test images,
 //!   their reconstructions, and decodings of random latents drawn from N(0, I).
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
-use rand::{RngCore, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use tch::{nn, nn::OptimizerConfig, Device, Kind, Tensor};
+use tch::{nn, Device, Kind, Tensor};
 
+use super::batches::Batches;
 use super::data::{self, Dataset, Split};
+use super::run_loop::{
+    self, claim_run_dir, find_checkpoint, save_checkpoint, At, Cadence, Loss, Plan, Report, Resumed,
+};
 use super::vae::{losses, weights_of, Vae};
-use super::{lr_resumed, max_abs_diff, read_json, save_varstore, set_threads, torch_err, write_json, JsonLines};
+use super::{load_varstore, max_abs_diff, read_json, scalar, set_threads, torch_err, write_json};
 use crate::error::{Error, Result};
 use crate::export::vae::{export_vae, VaeArch};
 use crate::image::{from_model, grid, Image};
@@ -66,12 +68,9 @@ pub struct TrainConfig {
     pub threads: usize,
     /// Use only the first `limit` training images (tests and quick tries).
     pub limit: Option<usize>,
-    /// Metrics line every this many steps: ~one per 20 s on a CPU core.
-    pub log_every: u64,
-    /// Checkpoint (and quick eval) every this many steps: ~every 3 min on a CPU core, so a crash costs little.
-    pub ckpt_every: u64,
-    /// Image grid every this many steps.
-    pub grid_every: u64,
+    /// Metrics, checkpoints (each with a quick evaluation) and image grids every so many steps.
+    #[serde(flatten)]
+    pub cadence: Cadence,
 }
 
 impl Default for TrainConfig {
@@ -90,9 +89,7 @@ impl Default for TrainConfig {
             seed: 0,
             threads: 2,
             limit: None,
-            log_every: 100,
-            ckpt_every: 1000,
-            grid_every: 2000,
+            cadence: Cadence::default(),
         }
     }
 }
@@ -151,42 +148,14 @@ pub struct EvalReport {
     pub neg_elbo_nats: f64,
 }
 
-fn ckpt_paths(ckpt: &Path) -> (PathBuf, PathBuf) {
-    // --ckpt may name the run directory or its checkpoint.json.
-    let state = if ckpt.is_dir() { ckpt.join(CKPT_STATE) } else { ckpt.to_path_buf() };
-    let dir = state.parent().map(Path::to_path_buf).unwrap_or_default();
-    (state, dir)
-}
-
 /// Loads a checkpoint (`DIR` or `DIR/checkpoint.json`) into a new VarStore on `device`.
 pub fn load_checkpoint(ckpt: &Path, device: Device) -> Result<(nn::VarStore, Vae, CheckpointState)> {
-    let (state_path, dir) = ckpt_paths(ckpt);
-    if !state_path.is_file() {
-        return Err(Error::invalid(format!("no checkpoint at {} (expected {CKPT_STATE})", state_path.display())));
-    }
+    let (state_path, dir) = find_checkpoint(ckpt, CKPT_STATE)?;
     let state: CheckpointState = read_json(&state_path)?;
     let mut vs = nn::VarStore::new(device);
     let model = Vae::new(&vs.root(), &state.arch)?;
-    let weights = dir.join(&state.weights);
-    vs.load(&weights).map_err(torch_err(&weights.display().to_string()))?;
+    load_varstore(&mut vs, &dir.join(&state.weights))?;
     Ok((vs, model, state))
-}
-
-/// A deterministic permutation of 0..n for one epoch: a resumed run sees the very same order as an
-/// uninterrupted one. Our own Fisher-Yates over ChaCha8, so the order depends on nothing but the seed.
-fn epoch_order(n: usize, seed: u64, epoch: u64) -> Vec<i64> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ epoch.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut v: Vec<i64> = (0..n as i64).collect();
-    for i in (1..n).rev() {
-        // Modulo bias is below 1e-13 for n <= 60 000: irrelevant for a data order.
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        v.swap(i, j);
-    }
-    v
-}
-
-fn scalar(t: &Tensor) -> Result<f64> {
-    t.f_double_value(&[]).map_err(torch_err("scalar"))
 }
 
 /// Trains a VAE as `cfg` says, into `out`; with `resume`, continues from `out/checkpoint.json`.
@@ -196,169 +165,131 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
         arch.widths = w.clone();
     }
     arch.validate()?;
-    if cfg.batch_size == 0 || cfg.epochs == 0 || cfg.log_every == 0 || cfg.ckpt_every == 0 || cfg.grid_every == 0 {
-        return Err(Error::invalid("epochs, batch size and the every-N-steps settings must be positive"));
+    if cfg.batch_size == 0 || cfg.epochs == 0 {
+        return Err(Error::invalid("epochs and batch size must be positive"));
     }
+    cfg.cadence.validate()?;
     if !(cfg.lr > 0.0 && cfg.lr.is_finite() && cfg.beta >= 0.0 && cfg.beta.is_finite()) {
         return Err(Error::invalid("lr must be positive and beta non-negative"));
     }
     set_threads(cfg.threads)?;
-    std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
+    claim_run_dir(out, CKPT_STATE, resume)?;
     let device = Device::cuda_if_available();
 
     let shape = [arch.channels, arch.height, arch.width];
     let train_set = data::load_for_shape(&cfg.data, Split::Train, cfg.limit, shape)?.data;
     // 1 000 test images: enough for a PSNR within ~0.1 dB of the full set, cheap enough for every checkpoint.
     let test_set = data::load_for_shape(&cfg.data, Split::Test, Some(1000), shape)?.data;
-    let images = train_set.images.to_device(device);
     let n = train_set.len() as usize;
     let bs = cfg.batch_size.min(n);
-    // The last partial batch of an epoch is dropped: every step sees a full batch (same loss scale).
     let steps_per_epoch = (n / bs) as u64;
-    let total = cfg.epochs * steps_per_epoch;
 
-    if !resume && out.join(CKPT_STATE).exists() {
-        return Err(Error::invalid(format!(
-            "{} already holds a checkpoint: pass --resume to continue it, or choose another --out",
-            out.display()
-        )));
-    }
-    let mut vs = nn::VarStore::new(device);
+    let vs = nn::VarStore::new(device);
     tch::manual_seed(cfg.seed as i64);
     let model = Vae::new(&vs.root(), &arch)?;
-    let (mut step, mut elapsed_before) = (0u64, 0.0f64);
-    let mut resumed_at = 0u64;
-    if resume {
+    let plan = Plan {
+        images: n,
+        batch_size: bs,
+        batches: Batches::Epochs { salt: 0 },
+        total_steps: cfg.epochs * steps_per_epoch,
+        seed: cfg.seed,
+        lr: cfg.lr,
+        warmup_steps: cfg.warmup_steps,
+        final_lr_ratio: cfg.final_lr_ratio,
+        weight_decay: cfg.weight_decay,
+        grad_clip: None,
+        log_every: cfg.cadence.log_every,
+        grid_every: Some(cfg.cadence.grid_every),
+        ckpt_every: Some(cfg.cadence.ckpt_every),
+    };
+    let images = train_set.images.to_device(device);
+    let mut trainer = VaeTrainer { cfg, arch, vs, model, images, test_set, device, steps_per_epoch, last_eval: None };
+    let s = run_loop::run(&mut trainer, &plan, out, resume)?;
+    Ok(TrainSummary { steps: s.steps, elapsed_s: s.elapsed_s, last_eval: trainer.last_eval })
+}
+
+/// The VAE's part of the training loop: the ELBO-style loss, grids of reconstructions and samples,
+/// checkpoints with a quick evaluation.
+struct VaeTrainer<'a> {
+    cfg: &'a TrainConfig,
+    arch: VaeArch,
+    vs: nn::VarStore,
+    model: Vae,
+    /// The training images on `device`.
+    images: Tensor,
+    /// The first 1 000 test images (grids and the quick evaluations).
+    test_set: Dataset,
+    device: Device,
+    steps_per_epoch: u64,
+    last_eval: Option<EvalReport>,
+}
+
+impl run_loop::Trainer for VaeTrainer<'_> {
+    fn var_store(&self) -> &nn::VarStore {
+        &self.vs
+    }
+
+    fn resume(&mut self, out: &Path) -> Result<Resumed> {
         let state: CheckpointState = read_json(&out.join(CKPT_STATE))?;
-        if state.arch != arch || state.steps_per_epoch != steps_per_epoch {
+        if state.arch != self.arch || state.steps_per_epoch != self.steps_per_epoch {
             return Err(Error::invalid(format!(
-                "cannot resume {}: it was trained with another architecture or {} steps per epoch (now {steps_per_epoch}); \
+                "cannot resume {}: it was trained with another architecture or {} steps per epoch (now {}); \
                  use the same --arch, --batch-size and --limit",
                 out.display(),
-                state.steps_per_epoch
+                state.steps_per_epoch,
+                self.steps_per_epoch
             )));
         }
-        let w = out.join(&state.weights);
-        vs.load(&w).map_err(torch_err(&w.display().to_string()))?;
-        step = state.step;
-        resumed_at = step;
-        elapsed_before = state.elapsed_s;
-        // The seed an uninterrupted run continues with after this checkpoint (see below).
-        tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
-        eprintln!("resuming {} at step {step} of {total}", out.display());
+        load_varstore(&mut self.vs, &out.join(&state.weights))?;
+        Ok(Resumed { step: state.step, elapsed_s: state.elapsed_s })
     }
-    let mut opt =
-        nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr).map_err(torch_err("optimizer"))?;
 
-    let mut metrics = JsonLines::append(&out.join("metrics.jsonl"))?;
-    let pb = super::progress_bar(total);
-    pb.set_position(step);
-
-    let start = Instant::now();
-    let elapsed = |start: &Instant| elapsed_before + start.elapsed().as_secs_f64();
-    let mut order: (u64, Vec<i64>) = (u64::MAX, Vec::new());
-    let (mut acc_loss, mut acc_rec, mut acc_kl, mut acc_n) = (0.0, 0.0, 0.0, 0u64);
-    let mut interval_start = Instant::now();
-    let mut last_eval = None;
-    let grid_seed = cfg.seed.wrapping_add(1);
-    if step >= total {
-        eprintln!("nothing to do: step {step} >= {total} total steps (raise --epochs to train further)");
-    }
-    while step < total {
-        let epoch = step / steps_per_epoch;
-        if order.0 != epoch {
-            order = (epoch, epoch_order(n, cfg.seed, epoch));
-        }
-        let b = (step % steps_per_epoch) as usize;
-        let idx = Tensor::from_slice(&order.1[b * bs..(b + 1) * bs]).to_device(device);
-        let x = images.index_select(0, &idx); // [B, C, H, W]
-
-        let lr = lr_resumed(step, resumed_at, total, cfg.lr, cfg.warmup_steps, cfg.final_lr_ratio);
-        opt.set_lr(lr);
-        let (recon, mean, logvar) = model.forward(&x, true);
+    /// Reconstruction SSE + beta KL per image, z sampled from q(z|x).
+    fn loss(&mut self, batch: &[i64], _step: u64) -> Result<Loss> {
+        let idx = Tensor::from_slice(batch).to_device(self.device);
+        let x = self.images.index_select(0, &idx); // [B, C, H, W]
+        let (recon, mean, logvar) = self.model.forward(&x, true);
         let (rec, kl) = losses(&x, &recon, &mean, &logvar);
-        let loss = &rec + &kl * cfg.beta;
-        opt.backward_step(&loss);
-        step += 1;
-        pb.inc(1);
-
-        let (l, r, k) = (scalar(&loss)?, scalar(&rec)?, scalar(&kl)?);
-        if !l.is_finite() {
-            return Err(Error::invalid(format!(
-                "training diverged at step {step} (loss {l}); the last checkpoint is untouched: resume with a lower --lr"
-            )));
-        }
-        (acc_loss, acc_rec, acc_kl, acc_n) = (acc_loss + l, acc_rec + r, acc_kl + k, acc_n + 1);
-
-        if step % cfg.log_every == 0 || step == total {
-            let secs = interval_start.elapsed().as_secs_f64();
-            let line = serde_json::json!({
-                "step": step,
-                "epoch": epoch,
-                "loss": acc_loss / acc_n as f64,
-                "recon": acc_rec / acc_n as f64,
-                "kl": acc_kl / acc_n as f64,
-                "lr": lr,
-                "time_s": elapsed(&start),
-                "images_per_s": (acc_n as f64 * bs as f64) / secs.max(1e-9),
-            });
-            metrics.write(&line)?;
-            pb.set_message(format!(
-                "loss {:.3} recon {:.3} kl {:.1}",
-                acc_loss / acc_n as f64,
-                acc_rec / acc_n as f64,
-                acc_kl / acc_n as f64
-            ));
-            if pb.is_hidden() {
-                eprintln!("{line}");
-            }
-            (acc_loss, acc_rec, acc_kl, acc_n) = (0.0, 0.0, 0.0, 0);
-            interval_start = Instant::now();
-        }
-        if step % cfg.grid_every == 0 || step == total {
-            let g = sample_grid(&model, &test_set, device, grid_seed)?;
-            g.save(&out.join(format!("grid-{step:07}.png")))?;
-            g.save(&out.join("grid.png"))?;
-        }
-        if step % cfg.ckpt_every == 0 || step == total {
-            let state = CheckpointState {
-                step,
-                epoch: step / steps_per_epoch,
-                steps_per_epoch,
-                total_steps: total,
-                elapsed_s: elapsed(&start),
-                arch: arch.clone(),
-                config: cfg.clone(),
-                weights: CKPT_WEIGHTS.into(),
-                note: "AdamW moments are not saved; --resume restarts them".into(),
-            };
-            save_varstore(&vs, &out.join(CKPT_WEIGHTS))?;
-            write_json(&out.join(CKPT_STATE), &state)?;
-            let report = evaluate(&model, &test_set, device, cfg.beta, cfg.seed)?;
-            let line = serde_json::json!({
-                "step": step,
-                "eval_images": report.images,
-                "eval_psnr_db": report.psnr_db,
-                "eval_kl_nats": report.kl_nats,
-                "eval_loss": report.loss,
-                "time_s": elapsed(&start),
-            });
-            metrics.write(&line)?;
-            pb.println(format!(
-                "checkpoint at step {step}: test PSNR {:.2} dB, KL {:.1} nats",
-                report.psnr_db, report.kl_nats
-            ));
-            if pb.is_hidden() {
-                eprintln!("{line}");
-            }
-            last_eval = Some(report);
-            // `evaluate` reseeded libtorch; continue from a seed of this step, exactly as `--resume` from this
-            // checkpoint does, so a resumed run draws the same noise as an uninterrupted one.
-            tch::manual_seed(cfg.seed.wrapping_add(step) as i64);
-        }
+        let loss = &rec + &kl * self.cfg.beta;
+        Ok(Loss { loss, terms: vec![("recon", rec), ("kl", kl)] })
     }
-    pb.finish();
-    Ok(TrainSummary { steps: step, elapsed_s: elapsed(&start), last_eval })
+
+    fn grid(&mut self) -> Result<Option<Image>> {
+        sample_grid(&self.model, &self.test_set, self.device, self.cfg.seed.wrapping_add(1)).map(Some)
+    }
+
+    fn checkpoint(&mut self, out: &Path, at: &At) -> Result<Option<Report>> {
+        let state = CheckpointState {
+            step: at.step,
+            epoch: at.epoch,
+            steps_per_epoch: at.steps_per_epoch,
+            total_steps: at.total_steps,
+            elapsed_s: at.elapsed_s,
+            arch: self.arch.clone(),
+            config: self.cfg.clone(),
+            weights: CKPT_WEIGHTS.into(),
+            note: "AdamW moments are not saved; --resume restarts them".into(),
+        };
+        save_checkpoint(out, &[(&self.vs, CKPT_WEIGHTS)], CKPT_STATE, &state)?;
+        let report = evaluate(&self.model, &self.test_set, self.device, self.cfg.beta, self.cfg.seed)?;
+        // `evaluate` reseeded libtorch; continue from a seed of this step, exactly as `--resume` from this
+        // checkpoint does, so a resumed run draws the same noise as an uninterrupted one.
+        tch::manual_seed(self.cfg.seed.wrapping_add(at.step) as i64);
+        let line = serde_json::json!({
+            "step": at.step,
+            "eval_images": report.images,
+            "eval_psnr_db": report.psnr_db,
+            "eval_kl_nats": report.kl_nats,
+            "eval_loss": report.loss,
+            "time_s": at.elapsed_s,
+        });
+        let message = format!(
+            "checkpoint at step {}: test PSNR {:.2} dB, KL {:.1} nats",
+            at.step, report.psnr_db, report.kl_nats
+        );
+        self.last_eval = Some(report);
+        Ok(Some(Report { line, message }))
+    }
 }
 
 /// Evaluates `model` on `set` (batches of 500, no gradients). With z = mean for the reconstructions behind

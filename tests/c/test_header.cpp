@@ -13,28 +13,7 @@
 #include <utility>
 #include <vector>
 
-static int failures = 0;
-
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            ++failures;                                                            \
-            std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
-        }                                                                          \
-    } while (0)
-
-// Runs `f`, which must throw mirage::Error with `want` and a message.
-template <class F>
-static void expect_error(F f, MirageStatus want) {
-    try {
-        f();
-        ++failures;
-        std::fprintf(stderr, "FAIL: no exception, expected %s\n", mirage_status_str(want));
-    } catch (const mirage::Error &e) {
-        CHECK(e.status() == want);
-        CHECK(std::strlen(e.what()) > std::strlen(mirage_status_str(want)) + 2);
-    }
-}
+#include "check.hpp"
 
 int main(int argc, char **argv) {
     if (argc != 2) {
@@ -138,10 +117,5 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "FAIL: unexpected mirage::Error: %s\n", e.what());
         return 1;
     }
-    if (failures) {
-        std::printf("test_header: %d failures\n", failures);
-        return 1;
-    }
-    std::printf("test_header: ok\n");
-    return 0;
+    return summary("test_header");
 }

@@ -13,30 +13,7 @@
 #include <string>
 #include <vector>
 
-static int failures = 0;
-
-#define CHECK(cond)                                                                \
-    do {                                                                           \
-        if (!(cond)) {                                                             \
-            ++failures;                                                            \
-            std::fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond);   \
-        }                                                                          \
-    } while (0)
-
-// Runs `f`, which must throw mirage::Error with `want` and a message containing `needle`.
-template <class F>
-static void expect_error(F f, MirageStatus want, const char *needle) {
-    try {
-        f();
-        ++failures;
-        std::fprintf(stderr, "FAIL: no exception, expected %s (%s)\n", mirage_status_str(want), needle);
-    } catch (const mirage::Error &e) {
-        if (e.status() != want || std::strstr(e.what(), needle) == nullptr) {
-            ++failures;
-            std::fprintf(stderr, "FAIL: expected %s with \"%s\", got %s\n", mirage_status_str(want), needle, e.what());
-        }
-    }
-}
+#include "check.hpp"
 
 static bool same_image(const mirage::ImageBatch &a, std::size_t i, const mirage::ImageBatch &b, std::size_t j) {
     MirageImage x = a[i], y = b[j];
@@ -152,10 +129,5 @@ int main(int argc, char **argv) {
         std::fprintf(stderr, "FAIL: unexpected mirage::Error: %s\n", e.what());
         return 1;
     }
-    if (failures) {
-        std::printf("test_text_cpp: %d failures\n", failures);
-        return 1;
-    }
-    std::printf("test_text_cpp: ok\n");
-    return 0;
+    return summary("test_text_cpp");
 }
