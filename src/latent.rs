@@ -20,9 +20,10 @@ pub fn sample_latent(mean: &[f32], logvar: &[f32], seed: u64) -> Result<Vec<f32>
 
 /// `n` latents drawn from the prior N(0, I): the "new images from random points" of the lecture.
 pub fn prior_latents(latent_len: usize, n: usize, seed: u64) -> Result<Vec<f32>> {
-    check_batch(n, n * latent_len, latent_len, "latent")?;
-    call_values(n, latent_len, "latents")?;
-    Noise::new(seed).try_normals(n * latent_len)
+    // The size first: `n * latent_len` must not overflow before the batch check multiplies it back.
+    let len = call_values(n, latent_len, "latents")?;
+    check_batch(n, len, latent_len, "latent")?;
+    Noise::new(seed).try_normals(len)
 }
 
 /// Spherical interpolation between two latents (the path that keeps a Gaussian sample's norm typical),

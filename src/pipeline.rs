@@ -19,9 +19,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-// Re-exported for the trainer, which checks the guidance it writes into a manifest.
-use crate::limits::{call_values, check_batch, check_finite, MAX_BATCH};
-pub use crate::limits::{check_guidance, MAX_GUIDANCE, MAX_STEPS};
+use crate::limits::{call_values, check_batch, check_finite, check_guidance, MAX_BATCH, MAX_GUIDANCE, MAX_STEPS};
 use crate::manifest::{DiffusionSpace, UNetSpec};
 use crate::model_set::{Embeddings, ModelSet};
 use crate::rng::Noise;

@@ -3,8 +3,9 @@
 
 use std::sync::atomic::AtomicBool;
 
+use mirage::limits::MAX_STEPS;
 use mirage::model_set::ModelSet;
-use mirage::pipeline::{self, DiffusionParams, Hooks, MAX_STEPS};
+use mirage::pipeline::{self, DiffusionParams, Hooks};
 use mirage::sampler::SamplerKind;
 use mirage::Error;
 

@@ -211,7 +211,7 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
     let set = ModelSet::open(&cfg.set)?;
     let spec = set.require_text()?;
     let g = cfg.guidance.unwrap_or(spec.guidance);
-    pipeline::check_guidance(g)?;
+    crate::limits::check_guidance(g)?;
     let image = set.manifest().image.clone();
     let mut report = AdherenceReport {
         config: cfg.clone(),

@@ -241,7 +241,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     if !(0.0..1.0).contains(&cfg.uncond_prob) {
         return Err(Error::invalid(format!("uncond_prob must be in [0, 1), got {}", cfg.uncond_prob)));
     }
-    crate::pipeline::check_guidance(cfg.guidance)?;
+    crate::limits::check_guidance(cfg.guidance)?;
     let table = match (&arch.text, &cfg.text_encoder) {
         (Some(t), Some(dir)) => Some(caption_table(dir, t.tokens, &data.captions, out)?),
         (Some(_), None) => {
