@@ -19,7 +19,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::error::{Error, Result};
-use crate::limits::{call_values, check_batch, check_finite, check_guidance, MAX_BATCH, MAX_GUIDANCE, MAX_STEPS};
+use crate::limits::{call_values, check_batch, check_finite, check_guidance, MAX_BATCH, MAX_STEPS};
 use crate::manifest::{DiffusionSpace, UNetSpec};
 use crate::model_set::{Embeddings, ModelSet};
 use crate::rng::Noise;
@@ -66,7 +66,7 @@ impl DiffusionParams {
 }
 
 /// The guidance scale a call runs with: the caller's (`Some`), or the set's own default (`None`), checked
-/// against [`MAX_GUIDANCE`]. Errors with Unsupported on a set without text conditioning.
+/// against [`MAX_GUIDANCE`](crate::limits::MAX_GUIDANCE). Errors with Unsupported on a set without text conditioning.
 pub fn resolve_guidance(set: &ModelSet, guidance: Option<f32>) -> Result<f32> {
     let g = match guidance {
         Some(g) => g,
