@@ -40,8 +40,11 @@ impl ModelKind {
 fn load_model(dir: &Path, spec: &ModelFile, provider: Option<Provider>) -> Result<OnnxModel> {
     let bytes = Manifest::read_model(dir, spec)?;
     let names = |t: &[crate::manifest::TensorSpec]| t.iter().map(|t| t.name.clone()).collect();
+    let in_shapes: Vec<&[i64]> = spec.inputs.iter().map(|t| t.shape.as_slice()).collect();
+    let out_shapes: Vec<&[i64]> = spec.outputs.iter().map(|t| t.shape.as_slice()).collect();
     let what = format!("{} ({})", spec.kind, spec.file);
-    OnnxModel::create(&bytes, what, provider, names(&spec.inputs), names(&spec.outputs), "the manifest")
+    let (inputs, outputs) = (names(&spec.inputs), names(&spec.outputs));
+    OnnxModel::create(&bytes, what, provider, inputs, outputs, Some((&in_shapes, &out_shapes)), "the manifest")
 }
 
 struct Vae {

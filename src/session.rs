@@ -17,6 +17,9 @@ pub(crate) enum Feed {
     I64 { shape: Vec<i64>, data: Vec<i64> },
 }
 
+/// Declared tensor shapes, one per input or output (-1 = any size).
+pub(crate) type Shapes<'a> = &'a [&'a [i64]];
+
 /// One f32 output of a run.
 pub(crate) struct Output {
     pub shape: Vec<usize>,
@@ -38,13 +41,16 @@ impl OnnxModel {
     /// Creates the session on `provider` (None = the runtime's default) and refuses a model whose input or
     /// output names differ from `inputs` / `outputs`, as declared by `declared_by` (e.g. "manifest.json"):
     /// a file that matches its sha256 but not its declared interface was exported wrongly, and is better
-    /// refused here than failing obscurely at its first run.
+    /// refused here than failing obscurely at its first run. With `shapes` (inputs, then outputs; -1 = any
+    /// size) every declared tensor must also be f32 of that rank, with each dimension the model fixes equal to
+    /// the declared one (a model that fixes what is declared dynamic, e.g. a batch of 1, is refused too).
     pub(crate) fn create(
         bytes: &[u8],
         what: String,
         provider: Option<Provider>,
         inputs: Vec<String>,
         outputs: Vec<String>,
+        shapes: Option<(Shapes, Shapes)>,
         declared_by: &str,
     ) -> Result<OnnxModel> {
         let loaded = runtime::global()?.session(bytes, &what, provider)?;
@@ -55,6 +61,27 @@ impl OnnxModel {
             return Err(Error::model(crate::limits::clip(&format!(
                 "{what}: the model's inputs {got_in:?} / outputs {got_out:?} differ from {declared_by}'s {inputs:?} / {outputs:?}"
             ))));
+        }
+        if let Some((want_in, want_out)) = shapes {
+            let outlets =
+                loaded.session.inputs().iter().zip(want_in).chain(loaded.session.outputs().iter().zip(want_out));
+            for (outlet, want) in outlets {
+                let ok = match outlet.dtype() {
+                    ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Float32, shape, .. } => {
+                        shape.len() == want.len()
+                            && shape.iter().zip(want.iter()).all(|(&got, &w)| got == -1 || got == w)
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(Error::model(crate::limits::clip(&format!(
+                        "{what}: the model's {:?} is {:?}; {declared_by} declares an f32 tensor of shape {want:?} \
+                         (-1 = any size)",
+                        outlet.name(),
+                        outlet.dtype()
+                    ))));
+                }
+            }
         }
         Ok(OnnxModel { session: Mutex::new(loaded.session), provider: loaded.provider, what, inputs, outputs })
     }

@@ -207,7 +207,7 @@ impl TextEncoder {
 
         let what = format!("text encoder ({})", descriptor.onnx_file);
         let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
-        let model = OnnxModel::create(&onnx, what, provider, inputs, outputs, DESCRIPTOR_FILE)?;
+        let model = OnnxModel::create(&onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE)?;
         Ok(TextEncoder { dir: dir.to_path_buf(), descriptor, tokenizer, model, cls_id, sep_id, pad_id })
     }
 

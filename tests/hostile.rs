@@ -330,16 +330,30 @@ fn mkfifo(p: &Path) {
 fn rehash(manifest: &Value, name: &str, bytes: &[u8]) -> Value {
     let mut m = manifest.clone();
     let sha = mirage::manifest::sha256_hex(bytes);
-    for p in [&["vae", "encoder"][..], &["vae", "decoder"], &["unet", "model"]] {
-        let mut v = &mut m;
-        for k in p {
-            v = &mut v[*k];
-        }
-        if v["file"] == name {
+    for (part, file) in [("vae", "encoder"), ("vae", "decoder"), ("unet", "model")] {
+        if let Some(v) = m.get_mut(part).and_then(|p| p.get_mut(file)).filter(|v| v["file"] == name) {
             v["sha256"] = Value::String(sha.clone());
         }
     }
     m
+}
+
+/// A model file whose names match the manifest but whose tensors do not (another latent size, with its
+/// sha256 in the manifest) is refused when the set opens, not at its first run.
+#[test]
+fn a_model_of_other_shapes_is_refused_at_load() {
+    let (_tmp, dir) = crate::util::tiny_set();
+    let other = tempfile::tempdir().unwrap();
+    let arch = mirage::export::vae::VaeArch { latent_channels: 3, ..mirage::export::vae::VaeArch::tiny() };
+    mirage::export::vae::write_random_set(other.path(), &arch, 5).unwrap();
+    let manifest: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap()).unwrap();
+    let file = manifest["vae"]["decoder"]["file"].as_str().unwrap().to_string();
+    let bytes = std::fs::read(other.path().join(&file)).unwrap();
+    std::fs::write(dir.join(&file), &bytes).unwrap();
+    std::fs::write(dir.join("manifest.json"), rehash(&manifest, &file, &bytes).to_string()).unwrap();
+    let o = open_and_use(&dir);
+    assert_eq!(o.status, MIRAGE_ERR_INVALID_MODEL, "{}", o.message);
+    assert!(o.message.contains("declares an f32 tensor of shape"), "{}", o.message);
 }
 
 /// Every diffusion param at every edge, on a live context: an accepted value works, a refused one is
