@@ -2,7 +2,7 @@
 #   make demo   build the CLI, export the text encoder, and draw prompts with the shipped models/emoji
 #               (out/demo.png, out/morph.gif) plus the Fashion-MNIST demo (out/demo-fashion.png)
 #   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity
-.PHONY: demo test lint lib setup-runtime setup-train header
+.PHONY: demo test lint lib check-deep setup-runtime setup-train header
 
 CARGO ?= cargo
 FEATURES_TEST := train,test-panic
@@ -43,6 +43,16 @@ lint: setup-train
 # and the ONNX exporter (Cargo.toml's features `cli` and `export`).
 lib:
 	$(CARGO) build --release --lib --no-default-features --features cuda,tensorrt
+
+# Long checks, run by hand before resolving safety work, never in CI (they need a second, instrumented build
+# of the crate graph): every fuzz target for FUZZ_RUNS executions with cargo-fuzz (libFuzzer, nightly
+# toolchain; fuzz/README.md). A crash leaves its input in fuzz/artifacts/: copy it to fuzz/regressions/<target>/,
+# where the normal tests replay it (tests/hostile.rs).
+FUZZ_RUNS ?= 1000000
+check-deep: setup-runtime
+	cargo install cargo-fuzz --locked --version 0.13.2
+	mkdir -p fuzz/work/manifest
+	cd fuzz && cargo +nightly fuzz run manifest work/manifest corpus/manifest -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
 
 # Regenerate include/mirage.h after changing the C API (the header test fails until you do).
 header:

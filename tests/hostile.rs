@@ -695,3 +695,27 @@ fn stress_generations_cancels_and_frees() {
     assert!(rss2 <= rss1 + (32 << 20), "RSS grew from {rss1} to {rss2} bytes");
     assert!(threads2 <= threads1 + 2, "threads grew from {threads1} to {threads2}");
 }
+
+/// The fuzzers' saved inputs replayed without a fuzz build: the seed corpora and every input that once
+/// crashed a target (`fuzz/regressions/<target>/`) must parse or fail cleanly, and a manifest that
+/// validates must round-trip, as the `manifest` target demands.
+#[test]
+fn fuzz_corpora_and_regressions_replay() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut replayed = 0;
+    for dir in [root.join("corpus/manifest"), root.join("regressions/manifest")] {
+        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+        for entry in entries {
+            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+            if let Ok(m) = std::str::from_utf8(&bytes)
+                .map_err(|_| ())
+                .and_then(|t| mirage::manifest::Manifest::parse(t).map_err(|_| ()))
+            {
+                let again = serde_json::to_string(&m).unwrap();
+                assert_eq!(mirage::manifest::Manifest::parse(&again).unwrap(), m);
+            }
+            replayed += 1;
+        }
+    }
+    assert!(replayed >= 3, "the seed corpus is missing: {replayed} inputs under {}", root.display());
+}
