@@ -13,17 +13,21 @@ use crate::error::{Error, Result};
 /// Reads the regular file at `path` (symlinks followed), of at most `max_bytes`. `what` names the file in
 /// messages ("manifest.json", "unet (unet.onnx)").
 ///
-/// Errors: `NotFound` comes back as [`Error::Io`] with that kind, for the caller to turn into its own
-/// "missing" error; anything that is not a regular file, or is larger than `max_bytes`, is
+/// Errors: a missing file is [`Error::ModelNotFound`] with `missing` as its reason (what the file is and how
+/// to get it); anything that is not a regular file, or is larger than `max_bytes`, is
 /// [`Error::InvalidModel`]; other failures are [`Error::Io`].
-pub fn read_regular(path: &Path, max_bytes: u64, what: &str) -> Result<Vec<u8>> {
+pub fn read_regular(path: &Path, max_bytes: u64, what: &str, missing: &str) -> Result<Vec<u8>> {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, possibly forever. It has no
     // effect on a regular file, and nothing else gets past the check below.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open(path)
-        .map_err(|e| Error::io(path, e))?;
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(path).map_err(
+            |e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    Error::ModelNotFound { path: path.to_path_buf(), reason: missing.to_string() }
+                }
+                _ => Error::io(path, e),
+            },
+        )?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if !meta.is_file() {
         let kind = if meta.is_dir() { "a directory" } else { "not a regular file (a FIFO, socket or device)" };
@@ -46,9 +50,4 @@ pub fn read_regular(path: &Path, max_bytes: u64, what: &str) -> Result<Vec<u8>> 
         return Err(Error::model(format!("{what}: the file grew past the limit of {max_bytes} bytes while read")));
     }
     Ok(bytes)
-}
-
-/// Whether `e` is the "no such file" of [`read_regular`].
-pub fn is_not_found(e: &Error) -> bool {
-    matches!(e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
 }

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
-use crate::files::{is_not_found, read_regular};
+use crate::files::read_regular;
 use crate::limits::{clip, quote, quote_path, MAX_ITEM_VALUES, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES};
 
 /// The manifest format this build reads and writes. Bump on any incompatible change.
@@ -162,13 +162,7 @@ impl Manifest {
             return Err(Error::ModelNotFound { path: dir.to_path_buf(), reason: "no such directory".into() });
         }
         let path = dir.join(MANIFEST_FILE);
-        let bytes = read_regular(&path, MAX_MANIFEST_BYTES, MANIFEST_FILE).map_err(|e| {
-            if is_not_found(&e) {
-                Error::ModelNotFound { path: path.clone(), reason: "the model set has no manifest.json".into() }
-            } else {
-                e
-            }
-        })?;
+        let bytes = read_regular(&path, MAX_MANIFEST_BYTES, MANIFEST_FILE, "the model set has no manifest.json")?;
         let named = |m: String| Error::InvalidModel(format!("{}: {m}", quote_path(&path)));
         let text = std::str::from_utf8(&bytes).map_err(|e| named(format!("not UTF-8 text ({e})")))?;
         Self::parse(text).map_err(|e| match e {
@@ -291,13 +285,7 @@ impl Manifest {
 /// Reads the regular file `path` (at most `max_bytes`) and checks it against the `sha256` that `listed_in`
 /// gives for it: the one way every model-set file is read (ONNX models, the text encoder's files).
 pub fn read_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, listed_in: &str) -> Result<Vec<u8>> {
-    let bytes = read_regular(path, max_bytes, what).map_err(|e| {
-        if is_not_found(&e) {
-            Error::ModelNotFound { path: path.to_path_buf(), reason: format!("the {what} listed in {listed_in}") }
-        } else {
-            e
-        }
-    })?;
+    let bytes = read_regular(path, max_bytes, what, &format!("the {what} listed in {listed_in}"))?;
     let got = sha256_hex(&bytes);
     if got != sha256 {
         return Err(Error::model(format!(

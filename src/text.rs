@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::files::{is_not_found, read_regular};
+use crate::files::read_regular;
 use crate::limits::{quote, MAX_BATCH};
 use crate::limits::{quote_path, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_TOKENIZER_BYTES};
 use crate::log::Level;
@@ -74,16 +74,8 @@ impl EncoderDescriptor {
     /// Reads and validates `dir/encoder.json`.
     pub fn load(dir: &Path) -> Result<EncoderDescriptor> {
         let path = dir.join(DESCRIPTOR_FILE);
-        let bytes = read_regular(&path, MAX_MANIFEST_BYTES, DESCRIPTOR_FILE).map_err(|e| {
-            if is_not_found(&e) {
-                Error::ModelNotFound {
-                    path: path.clone(),
-                    reason: "no text-encoder descriptor: export one with `mirage text-encoder export`".into(),
-                }
-            } else {
-                e
-            }
-        })?;
+        let missing = "no text-encoder descriptor: export one with `mirage text-encoder export`";
+        let bytes = read_regular(&path, MAX_MANIFEST_BYTES, DESCRIPTOR_FILE, missing)?;
         let named = |m: String| Error::model(format!("{}: {m}", quote_path(&path)));
         let d: EncoderDescriptor =
             serde_json::from_slice(&bytes).map_err(|e| named(crate::limits::clip(&e.to_string())))?;
