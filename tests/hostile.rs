@@ -24,7 +24,7 @@ const MAX_MESSAGE: usize = 700;
 /// How long one call may take before the suite calls it a hang.
 const DEADLINE: Duration = Duration::from_secs(60);
 
-fn last_error() -> String {
+pub fn last_error() -> String {
     // SAFETY: a NULL buffer with len 0 is allowed; the second call gets a buffer of the reported size.
     let n = unsafe { mirage_last_error(null_mut(), 0) };
     let mut buf = vec![0 as c_char; n + 1];

@@ -32,6 +32,8 @@ mod capi;
 // Hostile input through the C API: damaged model sets, hostile files, every param at its edges, freed
 // handles, a stress run of generations, cancels and frees.
 mod hostile;
+// NULL in every pointer of every export (read from include/mirage.h), one at a time.
+mod nulls;
 // Text-to-image through the C API from C and C++ programs (tests/c/test_text.c, test_text.cpp).
 mod capi_text;
 // include/mirage.h: freshness against cbindgen, version macros, strict C and C++ builds, the C++ wrapper.
