@@ -8,6 +8,13 @@ use std::path::Path;
 use crate::error::{Error, Result};
 use crate::manifest::ImageSpec;
 
+/// The largest side, in pixels, of an image file [`Image::load`] / [`Image::decode`] accept (the largest
+/// image the library's limits let through, `limits::MAX_ITEM_VALUES` = 4096 x 4096 x 4).
+pub const MAX_IMAGE_SIDE: u32 = 4096;
+
+/// The largest image file [`Image::load`] reads: far above any PNG of [`MAX_IMAGE_SIDE`] pixels a side.
+pub const MAX_IMAGE_FILE_BYTES: u64 = 256 << 20;
+
 /// An 8-bit image owned by Rust. `data.len() == width * height * channels`, rows packed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Image {
@@ -62,9 +69,40 @@ impl Image {
         Image::new(self.width, self.height, channels, out)
     }
 
-    /// Reads a PNG (any colour type the `image` crate decodes; 16-bit is reduced to 8).
+    /// Reads a PNG (any colour type the `image` crate decodes; 16-bit is reduced to 8) from a regular file
+    /// of at most [`MAX_IMAGE_FILE_BYTES`], decoded as [`Image::decode`] does.
+    ///
+    /// Errors: [`Error::Io`] for a file that is missing or unreadable, [`Error::Image`] for anything that is
+    /// not a regular file (a FIFO is refused without blocking), too large, or not a decodable image.
     pub fn load(path: &Path) -> Result<Image> {
-        let img = image::open(path).map_err(|e| Error::Image(format!("{}: {e}", path.display())))?;
+        let bytes = crate::files::read_regular(path, MAX_IMAGE_FILE_BYTES, "image", "").map_err(|e| match e {
+            Error::ModelNotFound { path, .. } => {
+                Error::io(path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))
+            }
+            Error::InvalidModel(m) => Error::Image(m),
+            e => e,
+        })?;
+        Image::decode(&bytes).map_err(|e| match e {
+            Error::Image(m) => Error::Image(format!("{}: {m}", crate::limits::quote_path(path))),
+            e => e,
+        })
+    }
+
+    /// Decodes an encoded image (PNG or GIF, the formats this build reads) from memory. The declared size is
+    /// checked before any pixel is decoded: at most [`MAX_IMAGE_SIDE`] pixels a side, and the decoder's
+    /// allocations are bounded too, so that a small file declaring a huge image (a "decompression bomb")
+    /// is an error, not gigabytes of memory.
+    pub fn decode(bytes: &[u8]) -> Result<Image> {
+        let mut reader = image::ImageReader::new(std::io::Cursor::new(bytes))
+            .with_guessed_format()
+            .map_err(|e| Error::Image(format!("reading the image header: {e}")))?;
+        let mut limits = image::Limits::default();
+        limits.max_image_width = Some(MAX_IMAGE_SIDE);
+        limits.max_image_height = Some(MAX_IMAGE_SIDE);
+        // 16-bit RGBA at the largest size, plus the 8-bit copy made from it.
+        limits.max_alloc = Some(3 * (MAX_IMAGE_SIDE as u64).pow(2) * 4 * 2);
+        reader.limits(limits);
+        let img = reader.decode().map_err(|e| Error::Image(crate::limits::clip(&e.to_string())))?;
         let (w, h) = (img.width(), img.height());
         match img.color().channel_count() {
             1 | 2 => Image::new(w, h, 1, img.into_luma8().into_raw()),
@@ -199,6 +237,74 @@ pub fn psnr(a: &Image, b: &Image) -> Result<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CRC-32 (IEEE) of a PNG chunk's type and data.
+    fn crc32(bytes: &[u8]) -> u32 {
+        let mut c = !0u32;
+        for &b in bytes {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            }
+        }
+        !c
+    }
+
+    /// A PNG whose header declares `w` x `h` RGBA8 pixels, followed by a few bytes of (empty) data.
+    fn png_declaring(w: u32, h: u32) -> Vec<u8> {
+        let mut png = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut chunk = |kind: &[u8], data: &[u8]| {
+            png.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            let mut body = kind.to_vec();
+            body.extend_from_slice(data);
+            png.extend_from_slice(&body);
+            png.extend_from_slice(&crc32(&body).to_be_bytes());
+        };
+        let mut ihdr = w.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 6, 0, 0, 0]);
+        chunk(b"IHDR", &ihdr);
+        chunk(b"IDAT", &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01]);
+        chunk(b"IEND", &[]);
+        png
+    }
+
+    #[test]
+    fn a_small_file_declaring_a_huge_image_is_refused_before_decoding() {
+        let t = std::time::Instant::now();
+        for (w, h) in [(100_000, 100_000), (MAX_IMAGE_SIDE + 1, 1), (1, MAX_IMAGE_SIDE + 1), (u32::MAX / 4, 2)] {
+            let err = Image::decode(&png_declaring(w, h)).unwrap_err();
+            assert!(matches!(err, Error::Image(_)), "{w}x{h}: {err}");
+            assert!(err.to_string().contains("limit"), "{w}x{h}: {err}");
+        }
+        // The checker itself: a declared size within the limits gets as far as the (truncated) pixel data.
+        let err = Image::decode(&png_declaring(4, 4)).unwrap_err().to_string();
+        assert!(!err.contains("limit"), "{err}");
+        assert!(t.elapsed().as_secs() < 5, "nothing of the declared size is allocated");
+    }
+
+    #[test]
+    fn load_refuses_what_is_not_a_regular_image_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = Image::load(&dir.path().join("none.png")).unwrap_err();
+        assert!(matches!(missing, Error::Io { .. }), "{missing}");
+        let err = Image::load(dir.path()).unwrap_err();
+        assert!(matches!(&err, Error::Image(m) if m.contains("directory")), "{err}");
+        let fifo = dir.path().join("fifo.png");
+        let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+        let err = Image::load(&fifo).unwrap_err(); // returns at once: never waits for a writer
+        assert!(matches!(&err, Error::Image(m) if m.contains("FIFO")), "{err}");
+        let junk = dir.path().join("junk.png");
+        std::fs::write(&junk, b"not a picture at all").unwrap();
+        let err = Image::load(&junk).unwrap_err();
+        assert!(matches!(&err, Error::Image(m) if m.contains("junk.png")), "{err}");
+        let good = dir.path().join("good.png");
+        let img = Image::new(3, 2, 3, (0..18).collect()).unwrap();
+        img.save(&good).unwrap();
+        assert_eq!(Image::load(&good).unwrap(), img);
+    }
 
     fn spec(c: u32) -> ImageSpec {
         ImageSpec { width: 3, height: 2, channels: c, mean: 0.5, std: 0.5 }
