@@ -2,7 +2,7 @@
 #   make demo   build the CLI, export the text encoder, and draw prompts with the shipped models/emoji
 #               (out/demo.png, out/morph.gif) plus the Fashion-MNIST demo (out/demo-fashion.png)
 #   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity
-.PHONY: demo test lint lib check-deep setup-runtime setup-train header
+.PHONY: demo test lint lib check-deep sanitize setup-runtime setup-train header
 
 CARGO ?= cargo
 FEATURES_TEST := train,test-panic
@@ -44,15 +44,41 @@ lint: setup-train
 lib:
 	$(CARGO) build --release --lib --no-default-features --features cuda,tensorrt
 
-# Long checks, run by hand before resolving safety work, never in CI (they need a second, instrumented build
-# of the crate graph): every fuzz target for FUZZ_RUNS executions with cargo-fuzz (libFuzzer, nightly
-# toolchain; fuzz/README.md). A crash leaves its input in fuzz/artifacts/: copy it to fuzz/regressions/<target>/,
-# where the normal tests replay it (tests/hostile.rs).
+# Long checks, run by hand before resolving safety work, never in CI (they need second, instrumented builds
+# of the crate graph with the nightly toolchain): `make sanitize`, then every fuzz target for FUZZ_RUNS
+# executions or FUZZ_SECONDS, whichever ends first (cargo-fuzz, libFuzzer + AddressSanitizer; fuzz/README.md).
+# A crash leaves its input in fuzz/artifacts/<target>/: copy it to fuzz/regressions/<target>/, where the
+# normal tests replay it (tests/hostile.rs).
+FUZZ_TARGETS := manifest png params host_image tokenize model_set
 FUZZ_RUNS ?= 1000000
-check-deep: setup-runtime
+FUZZ_SECONDS ?= 1800
+check-deep: setup-train
+	$(CARGO) build --features $(FEATURES_TEST) --lib --bins
+	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/debug/mirage
+	$(MAKE) --no-print-directory sanitize
 	cargo install cargo-fuzz --locked --version 0.13.2
-	mkdir -p fuzz/work/manifest
-	cd fuzz && cargo +nightly fuzz run manifest work/manifest corpus/manifest -- -runs=$(FUZZ_RUNS) -max_len=65536 -print_final_stats=1
+	set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/work/$$t fuzz/corpus/$$t; \
+		(cd fuzz && cargo +nightly fuzz run $$t work/$$t corpus/$$t -- -runs=$(FUZZ_RUNS) \
+			-max_total_time=$(FUZZ_SECONDS) -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1); \
+	done
+
+# Sanitizers (part of check-deep). 1: the Rust tests of the C API and the hostile suites in a build where
+# libmirage and its Rust dependencies are instrumented with AddressSanitizer + LeakSanitizer (nightly
+# -Zsanitizer=address; ONNX Runtime and libtorch are not instrumented, the train feature is off). 2: the C and
+# C++ test programs built with gcc's -fsanitize=address,undefined against the normal libmirage.so, so that
+# LeakSanitizer sees every allocation of the library (Rust uses the system malloc) and UBSan checks the
+# programs' side of each call. valgrind (in `make test`) covers reads inside the uninstrumented library.
+ASAN_RUSTFLAGS := -Zsanitizer=address -Cforce-frame-pointers=yes
+sanitize: setup-runtime
+	RUSTFLAGS="$(ASAN_RUSTFLAGS)" RUSTDOCFLAGS="$(ASAN_RUSTFLAGS)" ASAN_OPTIONS=detect_leaks=1 \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0 \
+		$(CARGO) +nightly test --target x86_64-unknown-linux-gnu --features test-panic --target-dir $(TARGET)/asan \
+		--test tests -- capi:: hostile:: nulls:: runtime:: pipeline:: \
+		--skip c_program --skip c_diffusion
+	MIRAGE_VALGRIND=0 MIRAGE_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0 \
+		$(CARGO) test --features $(FEATURES_TEST) --test tests -- c_program c_diffusion c_text cpp_text header_example cpp_wrapper
 
 # Regenerate include/mirage.h after changing the C API (the header test fails until you do).
 header:

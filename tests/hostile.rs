@@ -18,6 +18,9 @@ use serde_json::Value;
 
 use crate::util::{tiny_diffusion_set, tiny_text_set};
 
+#[path = "../fuzz/harness/mod.rs"]
+mod harness;
+
 /// The longest message a failure may leave: the context of the failure, not an echo of the input.
 const MAX_MESSAGE: usize = 700;
 
@@ -40,7 +43,10 @@ fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send +
     std::thread::spawn(move || {
         let _ = tx.send(f());
     });
-    rx.recv_timeout(DEADLINE).unwrap_or_else(|_| panic!("{what}: no answer within {DEADLINE:?} (a hang)"))
+    rx.recv_timeout(DEADLINE).unwrap_or_else(|e| match e {
+        mpsc::RecvTimeoutError::Timeout => panic!("{what}: no answer within {DEADLINE:?} (a hang)"),
+        mpsc::RecvTimeoutError::Disconnected => panic!("{what}: panicked (its message is above)"),
+    })
 }
 
 /// What opening a damaged set gave: the status and message, and whether a context that opened still worked.
@@ -696,26 +702,29 @@ fn stress_generations_cancels_and_frees() {
     assert!(threads2 <= threads1 + 2, "threads grew from {threads1} to {threads2}");
 }
 
-/// The fuzzers' saved inputs replayed without a fuzz build: the seed corpora and every input that once
-/// crashed a target (`fuzz/regressions/<target>/`) must parse or fail cleanly, and a manifest that
-/// validates must round-trip, as the `manifest` target demands.
+/// Every saved fuzz input, seeds (`fuzz/corpus/<target>/`) and inputs that once failed a target
+/// (`fuzz/regressions/<target>/`), through the very code the target runs (fuzz/harness/, included below):
+/// the normal test command replays them with no fuzz build. Each target must have seeds.
 #[test]
 fn fuzz_corpora_and_regressions_replay() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
-    let mut replayed = 0;
-    for dir in [root.join("corpus/manifest"), root.join("regressions/manifest")] {
-        let Ok(entries) = std::fs::read_dir(&dir) else { continue };
-        for entry in entries {
-            let bytes = std::fs::read(entry.unwrap().path()).unwrap();
-            if let Ok(m) = std::str::from_utf8(&bytes)
-                .map_err(|_| ())
-                .and_then(|t| mirage::manifest::Manifest::parse(t).map_err(|_| ()))
-            {
-                let again = serde_json::to_string(&m).unwrap();
-                assert_eq!(mirage::manifest::Manifest::parse(&again).unwrap(), m);
+    let _ = harness::tokenize::DIR.set(crate::util::text_encoder_dir());
+    let mut counts = Vec::new();
+    for (target, run) in harness::TARGETS {
+        let mut replayed = 0;
+        for dir in [root.join("corpus").join(target), root.join("regressions").join(target)] {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                let bytes = std::fs::read(&path).unwrap();
+                let what = path.display().to_string();
+                within_deadline(&what, move || run(&bytes));
+                replayed += 1;
             }
-            replayed += 1;
         }
+        assert!(replayed >= 3, "the seeds of fuzz target {target} are missing under {}", root.display());
+        counts.push(format!("{target} {replayed}"));
     }
-    assert!(replayed >= 3, "the seed corpus is missing: {replayed} inputs under {}", root.display());
+    let _ = std::fs::remove_dir_all(harness::common::scratch_root());
+    println!("fuzz replay: {}", counts.join(", "));
 }

@@ -1,14 +1,7 @@
-//! Manifest parsing and validation on arbitrary bytes: never a panic, an abort or a hang; whatever
-//! validates serialises and parses back to itself. Seeds: the shipped sets' manifests (corpus/manifest).
+//! cargo-fuzz target: fuzz/harness/manifest.rs says what it feeds and what it checks.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use mirage::manifest::Manifest;
+#[path = "../harness/mod.rs"]
+mod harness;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(m) = Manifest::parse(text) {
-        let again = serde_json::to_string(&m).expect("a valid manifest serialises");
-        assert_eq!(Manifest::parse(&again).expect("and parses back"), m);
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::manifest::run(data));
