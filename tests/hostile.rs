@@ -676,6 +676,21 @@ fn stress_round(shared: usize, path: Arc<CString>, rounds: u64) -> usize {
 /// resident memory and the thread count are flat after the warm-up round.
 #[test]
 fn stress_generations_cancels_and_frees() {
+    // In a process of its own (this test binary, run for this test alone), so that the resident memory and
+    // thread counts are this test's, not those of the tests running beside it.
+    if std::env::var_os("MIRAGE_STRESS_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "hostile::stress_generations_cancels_and_frees", "--nocapture", "--test-threads=1"])
+            .env("MIRAGE_STRESS_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "the stress process failed:\n{text}");
+        if let Some(line) = text.lines().find(|l| l.starts_with("hostile: stress")) {
+            println!("{line}");
+        }
+        return;
+    }
     let (_tmp, dir) = tiny_diffusion_set();
     let path = Arc::new(CString::new(dir.to_str().unwrap()).unwrap());
     let shared = open_ctx(&path);
