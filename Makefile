@@ -1,7 +1,8 @@
 # The README's two commands. Each one installs what it needs (idempotently, pinned, hash-checked) first.
 #   make demo   build the CLI, export the text encoder, and draw prompts with the shipped models/emoji
 #               (out/demo.png, out/morph.gif) plus the Fashion-MNIST demo (out/demo-fashion.png)
-#   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity
+#   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity, the
+#               install (make install into a temporary prefix, programs built with pkg-config and CMake)
 .PHONY: demo test lint lib install check-deep sanitize setup-runtime setup-train header
 
 CARGO ?= cargo
@@ -17,7 +18,7 @@ setup-runtime:
 	scripts/setup.sh ort data text
 
 setup-train:
-	scripts/setup.sh ort torch data emoji text
+	scripts/setup.sh ort torch data emoji text hosts
 
 demo: setup-runtime
 	$(CARGO) build --release --bin mirage
@@ -33,6 +34,8 @@ test: setup-train
 	$(CARGO) build --features $(FEATURES_TEST) --lib --bins
 	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/debug/mirage
 	$(CARGO) test --features $(FEATURES_TEST)
+	# The installed library: make install into a temporary prefix, C programs built from it (pkg-config, CMake).
+	tests/install/run.sh
 
 lint: setup-train
 	$(CARGO) clippy --features $(FEATURES_TEST) --all-targets -- -D warnings

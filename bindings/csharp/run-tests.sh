@@ -5,8 +5,9 @@
 #      sizeof/offsetof and every constant; MirageTests.exe --layout compares them with Marshal.SizeOf/OffsetOf
 #      and the binding's enums;
 #   3. tests/MirageTests.cs (every method on MODELS_DIR/fashion and fashion-text, emoji when present);
-#   4. the README's example (tests/Example.cs) against Mirage.dll alone, finding the library through a
-#      Mirage.dll.config dllmap instead of LD_LIBRARY_PATH.
+#   4. the README's example (tests/Example.cs, checked identical to the README's) against Mirage.dll alone,
+#      finding the library through a Mirage.dll.config dllmap instead of LD_LIBRARY_PATH.
+# Mirage.cs's Unity and .NET Core branches are compiled too, against stand-ins (tests/PlatformStubs.cs).
 # Exits non-zero when anything fails.
 #
 # usage: bindings/csharp/run-tests.sh LIBDIR MODELS_DIR
@@ -45,6 +46,20 @@ mcs -nologo -warn:4 -warnaserror -debug -out:"$build/MirageTests.exe" "$here/Mir
 mkdir "$build/example"
 cp "$build/Mirage.dll" "$build/example/"
 mcs -nologo -warn:4 -warnaserror -r:"$build/example/Mirage.dll" -out:"$build/example/Example.exe" "$here/tests/Example.cs"
+# The Unity and .NET Core 3+ branches of Mirage.cs, against stand-ins of what those platforms provide.
+for platform in UNITY_5_3_OR_NEWER NETCOREAPP3_0_OR_GREATER; do
+    mcs -nologo -warn:4 -warnaserror -target:library -define:$platform -out:"$build/Mirage-$platform.dll" \
+        "$here/Mirage.cs" "$here/tests/PlatformStubs.cs"
+done
+# README.md's example is tests/Example.cs (after its 3 comment lines).
+sed -n '4,$p' "$here/tests/Example.cs" >"$build/example.expected"
+awk '/^## A complete example/ { on = 1 } on && /^```csharp$/ { code = 1; next } code && /^```$/ { exit } code' \
+    "$here/README.md" >"$build/example.readme"
+if ! cmp -s "$build/example.expected" "$build/example.readme"; then
+    diff "$build/example.expected" "$build/example.readme" || true
+    echo "README.md's example differs from tests/Example.cs"
+    failed=1
+fi
 
 export LD_LIBRARY_PATH="$libdir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 

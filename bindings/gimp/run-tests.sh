@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
 # Tests the mirage GIMP plug-in in real GIMP 2.10, headless:
-#   1. builds it (make -C bindings/gimp; MIRAGE_CFLAGS / MIRAGE_LIBS are passed through),
-#   2. installs it into a throw-away GIMP profile (GIMP2_DIRECTORY=a temp dir, so the user's own profile is
-#      never read or written),
-#   3. runs `gimp -i -d -f` with Script-Fu (tests/mirage-tests.scm) calling generate, img2img and inpaint on
-#      new 64x64 images and the failure cases, saving PNGs,
+#   1. builds it (bindings/gimp/Makefile; MIRAGE_CFLAGS / MIRAGE_LIBS are passed through) into a temporary
+#      folder, with MIRAGE_DEFAULT_MODELS = the model set under test,
+#   2. installs it (make install-user PLUGIN_DIR=...) into a throw-away GIMP profile: GIMP2_DIRECTORY is a
+#      temporary folder, so the user's own profile is never read or written,
+#   3. session 1 (MIRAGE_MODELS unset): `gimp -i -d -f` with Script-Fu (tests/mirage-tests.scm) calling
+#      generate, img2img and inpaint on new 64x64 images, the failure cases and a killed run (GIMP's cancel),
+#      saving PNGs; session 2 (tests/mirage-env-tests.scm): MIRAGE_MODELS against the parameter and default,
 #   4. checks the PNGs and results with tests/check.py (python3, standard library only).
 #
 # usage: bindings/gimp/run-tests.sh [MODELS_DIR]
-#   MODELS_DIR  a folder holding the emoji set (and optionally fashion-text), e.g. the repository's models/,
-#               or a model set folder itself (with manifest.json); default: the repository's models/
-# env: GIMP (default gimp), GIMP_TIMEOUT seconds (default 150), KEEP=1 keeps the temp folder.
-# Exits non-zero on any failure.
+#   MODELS_DIR  a folder holding the emoji set (and optionally fashion-text), e.g. the repository's models/
+#               or an install's PREFIX/share/mirage/models, or one model set folder (with manifest.json);
+#               default: the repository's models/
+# env: GIMP (default gimp), GIMP_TIMEOUT seconds per GIMP session (default 150), KEEP=1 keeps the temp folder.
+# Exits non-zero on any failure. No display, D-Bus or xvfb needed (-i).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -36,36 +39,43 @@ command -v "$GIMP" >/dev/null || fail "$GIMP not found (Debian: apt-get install 
 command -v python3 >/dev/null || fail "python3 not found"
 
 start=$(date +%s)
-make -s -C "$HERE" >/dev/null
-
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/mirage-gimp-test.XXXXXX")
-cleanup() { if [ "${KEEP:-0}" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi; }
+WATCHER=""
+cleanup() {
+    [ -z "$WATCHER" ] || kill "$WATCHER" 2>/dev/null || true
+    if [ "${KEEP:-0}" = 1 ]; then echo "kept $TMP"; else rm -rf "$TMP"; fi
+}
 trap cleanup EXIT
 
-# A fresh profile: GIMP asks for these folders (it writes some of them at exit) but not for more.
-PROFILE=$TMP/profile
-mkdir -p "$PROFILE"/{plug-ins,scripts,brushes,dynamics,fonts,gradients,palettes,patterns,tool-presets,templates,tmp}
-make -s -C "$HERE" install-user PLUGIN_DIR="$PROFILE/plug-ins/mirage-gimp" >/dev/null
-
-OUT=$TMP/out/
-mkdir -p "$OUT"
-# Script-Fu strings: the paths go in between double quotes. The definitions and the load share one -b
-# command: each -b is evaluated on its own, so a definition does not reach the next one.
-for p in "$OUT" "$SET" "$GREY" "$HERE"; do
+# Script-Fu strings: the paths go in between double quotes.
+for p in "$TMP" "$SET" "$GREY" "$HERE"; do
     case $p in *'"'* | *'\'*) fail "path with a quote or backslash: $p" ;; esac
 done
 
-# The cancel check: once the script has written cancel-marker, SIGKILL the plug-in process (found by its
-# executable, the copy in this temporary profile, so nothing else is touched) 2 s into its run, as GIMP's
-# Cancel button does.
-BIN=$PROFILE/plug-ins/mirage-gimp/mirage-gimp
+BIN=$TMP/build/mirage-gimp
+mkdir -p "$TMP/build"
+make -s -C "$HERE" BIN="$BIN" MIRAGE_DEFAULT_MODELS="$SET" >/dev/null
+
+# A fresh profile: GIMP asks for these folders (it writes some of them at exit) but needs no more.
+PROFILE=$TMP/profile
+mkdir -p "$PROFILE"/{plug-ins,scripts,brushes,dynamics,fonts,gradients,palettes,patterns,tool-presets,templates,tmp}
+PLUGIN_DIR=$PROFILE/plug-ins/mirage-gimp
+make -s -C "$HERE" install-user BIN="$BIN" PLUGIN_DIR="$PLUGIN_DIR" MIRAGE_DEFAULT_MODELS="$SET" >/dev/null
+INSTALLED=$PLUGIN_DIR/mirage-gimp
+
+OUT=$TMP/out/
+mkdir -p "$OUT"
+
+# The cancel check: once the script has written cancel-marker, SIGKILL the plug-in process 2 s into its run,
+# as GIMP's Cancel button does (GP_QUIT, then SIGKILL). The process is found by its executable, the copy in
+# this temporary profile, so nothing else is touched.
 cancel_watcher() {
     local i d pid=""
-    for i in $(seq 1200); do [ -e "$OUT/cancel-marker" ] && break; sleep 0.1; done
+    for i in $(seq 1500); do [ -e "$OUT/cancel-marker" ] && break; sleep 0.1; done
     [ -e "$OUT/cancel-marker" ] || return 0
     for i in $(seq 300); do
         for d in /proc/[0-9]*; do
-            if [ "$(readlink "$d/exe" 2>/dev/null)" = "$BIN" ]; then pid=${d#/proc/}; break 2; fi
+            if [ "$(readlink "$d/exe" 2>/dev/null)" = "$INSTALLED" ]; then pid=${d#/proc/}; break 2; fi
         done
         sleep 0.1
     done
@@ -73,33 +83,44 @@ cancel_watcher() {
     sleep 2
     kill -KILL "$pid" 2>/dev/null && echo "$pid" >"$OUT/cancel-killed"
 }
-cancel_watcher &
-WATCHER=$!
+
+# run_gimp LOG SCRIPT RESULTS [VAR=VALUE...]: one headless GIMP session loading tests/common.scm and SCRIPT.
+# -i no interface (no display needed), -d no brushes/patterns/..., -f no fonts, -c messages to the console.
+# The definitions and the loads share one -b: each -b is evaluated on its own, so a definition made in
+# one would not reach the next.
+run_gimp() {
+    local log=$1 script=$2 results=$3 rc
+    shift 3
+    set +e
+    env -u MIRAGE_MODELS GIMP2_DIRECTORY="$PROFILE" "$@" timeout -k 10 "$GIMP_TIMEOUT" "$GIMP" -i -d -f -c \
+        -b "(define mirage-out \"$OUT\") (define mirage-results \"$results\")
+            (define mirage-set \"$SET\") (define mirage-grey-set \"$GREY\")
+            (load \"$HERE/tests/common.scm\") (load \"$HERE/tests/$script\")" \
+        -b '(gimp-quit 0)' >"$log" 2>&1
+    rc=$?
+    set -e
+    if [ $rc -ne 0 ]; then
+        cat "$log" >&2
+        { [ $rc -eq 124 ] || [ $rc -eq 137 ]; } && fail "gimp ($script) did not finish within ${GIMP_TIMEOUT}s"
+        fail "gimp ($script) exited with status $rc"
+    fi
+}
 
 echo "gimp: $($GIMP --version)"
 echo "model set: $SET${GREY:+, grey set: $GREY}"
-set +e
-# -i no interface (no display needed), -d no patterns/brushes/..., -f no fonts, -c messages to the console.
-# MIRAGE_MODELS serves the calls with an empty model-set parameter.
-GIMP2_DIRECTORY=$PROFILE MIRAGE_MODELS=$SET timeout -k 10 "$GIMP_TIMEOUT" "$GIMP" -i -d -f -c \
-    -b "(define mirage-out \"$OUT\") (define mirage-set \"$SET\") (define mirage-grey-set \"$GREY\")
-        (load \"$HERE/tests/mirage-tests.scm\")" \
-    -b '(gimp-quit 0)' >"$TMP/gimp.log" 2>&1
-rc=$?
-set -e
+cancel_watcher &
+WATCHER=$!
+run_gimp "$TMP/gimp.log" mirage-tests.scm results.txt
 kill "$WATCHER" 2>/dev/null || true
 wait "$WATCHER" 2>/dev/null || true
-if [ $rc -ne 0 ]; then
-    cat "$TMP/gimp.log" >&2
-    [ $rc -eq 124 ] || [ $rc -eq 137 ] && fail "gimp did not finish within ${GIMP_TIMEOUT}s"
-    fail "gimp exited with status $rc"
-fi
+WATCHER=""
+run_gimp "$TMP/gimp-env.log" mirage-env-tests.scm results-env.txt MIRAGE_MODELS=/nonexistent/mirage-env-set
 
 if ! python3 "$HERE/tests/check.py" "$OUT"; then
-    echo "--- gimp's output:" >&2
-    cat "$TMP/gimp.log" >&2
-    echo "--- results.txt:" >&2
-    cat "$OUT/results.txt" >&2 || true
+    for f in "$TMP/gimp.log" "$TMP/gimp-env.log" "$OUT/results.txt" "$OUT/results-env.txt"; do
+        echo "--- $f:" >&2
+        cat "$f" >&2 || true
+    done
     fail "checks failed"
 fi
-echo "GIMP plug-in tests passed in $(( $(date +%s) - start ))s"
+echo "GIMP plug-in tests passed in $(($(date +%s) - start))s"

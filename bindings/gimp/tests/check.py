@@ -100,12 +100,17 @@ class Checker:
     def __init__(self, out):
         self.out = out
         self.failures = 0
-        self.results = {}
-        path = os.path.join(out, "results.txt")
+        self.results = self.read("results.txt")
+        self.env_results = self.read("results-env.txt")
+
+    def read(self, name):
+        results = {}
+        path = os.path.join(self.out, name)
         if os.path.exists(path):
             for line in open(path, encoding="utf-8"):
                 key, _, value = line.rstrip("\n").partition(" ")
-                self.results[key] = value
+                results[key] = value
+        return results
 
     def check(self, name, ok, detail=""):
         print(f"{'ok  ' if ok else 'FAIL'} {name}" + (f": {detail}" if detail and detail != "ok" else ""))
@@ -150,10 +155,10 @@ def main():
     again = c.png("generate-again.png")
     if again and gen:
         c.check("same seed, same pixels", again[2] == gen[2], f"mean diff {mean_diff(again[2], gen[2]):.2f}")
-    c.check("empty model set uses $MIRAGE_MODELS", r("generate-env") == "ok", r("generate-env"))
-    env = c.png("generate-env.png")
-    if env:
-        c.check("env generation is not blank", spread(env[2]) > 8, f"spread {spread(env[2]):.1f}")
+    c.check("empty model set uses the compiled-in default", r("generate-default") == "ok", r("generate-default"))
+    default = c.png("generate-default.png")
+    if default:
+        c.check("default-set generation is not blank", spread(default[2]) > 8, f"spread {spread(default[2]):.1f}")
 
     # img2img
     c.check("img2img succeeded", r("img2img") == "ok", r("img2img"))
@@ -219,6 +224,15 @@ def main():
             c.check("grey generated is not blank", spread(g[2]) > 8, f"spread {spread(g[2]):.1f}")
     else:
         print("skip grey set (no fashion-text set in MODELS_DIR)")
+
+    # session 2: MIRAGE_MODELS=/nonexistent/mirage-env-set
+    e = c.env_results.get
+    c.check("env session ran to the end", e("done") is not None, "" if e("done") is not None else "no 'done' in results-env.txt")
+    empty = e("env-empty") or ""
+    c.check("empty model set takes $MIRAGE_MODELS", "model not found" in empty and "/nonexistent/mirage-env-set" in empty, empty)
+    c.check("and adds no layer", e("env-empty-layers") == "1", e("env-empty-layers"))
+    c.check("an explicit model set beats $MIRAGE_MODELS", e("env-explicit") == "ok", e("env-explicit"))
+    c.check("and adds its layer", e("env-explicit-layers") == "2", e("env-explicit-layers"))
 
     print(f"{c.failures} failed" if c.failures else "all checks passed")
     return 1 if c.failures else 0

@@ -1,59 +1,10 @@
-; Script-Fu half of bindings/gimp/run-tests.sh: calls the three procedures on new 64x64 images, saves
-; PNGs and writes "key value" lines to results.txt in the output folder; tests/check.py judges them.
-; run-tests.sh defines before loading this file:
+; Script-Fu half of bindings/gimp/run-tests.sh (GIMP session 1, MIRAGE_MODELS unset): calls the three
+; procedures on new 64x64 images, saves PNGs and writes "key value" lines to results.txt in the output folder
+; (tests/common.scm's say); tests/check.py judges them. run-tests.sh defines before loading this file:
 ;   mirage-out      output folder (with a trailing /)
-;   mirage-set      the text-conditioned RGBA model set (models/emoji)
+;   mirage-set      the text-conditioned RGBA model set (models/emoji); also the plug-in's compiled-in default
 ;   mirage-grey-set a grey text-conditioned set (models/fashion-text), or "" to skip that part
 
-(define results (open-output-file (string-append mirage-out "results.txt")))
-(define (say key . values)
-  (display key results)
-  (for-each (lambda (v) (display " " results) (display v results)) values)
-  (newline results))
-
-; Runs thunk; (ok . value) or (error . Script-Fu's error arguments), without stopping the script.
-(define (try thunk)
-  (let ((saved *error-hook*))
-    (call-with-current-continuation
-      (lambda (k)
-        (set! *error-hook*
-              (lambda args (set! *error-hook* saved) (k (cons 'error args))))
-        (let ((value (thunk)))
-          (set! *error-hook* saved)
-          (cons 'ok value))))))
-
-; The error text of a failed try: its arguments joined.
-(define (error-text r)
-  (let loop ((xs (cdr r)) (acc ""))
-    (if (null? xs)
-        acc
-        (loop (cdr xs)
-              (string-append acc " "
-                             (if (string? (car xs)) (car xs)
-                                 (if (symbol? (car xs)) (symbol->string (car xs)) "?")))))))
-
-(define (report name r)
-  (if (eq? (car r) 'ok)
-      (say name "ok")
-      (say name "error" (error-text r))))
-
-; A new image of type (RGB or GRAY) with one opaque layer "bg" filled with colour.
-(define (new-image type colour)
-  (let* ((img (car (gimp-image-new 64 64 type)))
-         (bg (car (gimp-layer-new img 64 64 (if (= type RGB) RGB-IMAGE GRAY-IMAGE) "bg" 100
-                                  LAYER-MODE-NORMAL))))
-    (gimp-image-insert-layer img bg 0 -1)
-    (gimp-context-set-foreground colour)
-    (gimp-drawable-fill bg FILL-FOREGROUND)
-    (list img bg)))
-
-(define (layer-count img) (car (gimp-image-get-layers img)))
-
-(define (save img drawable name)
-  (let ((path (string-append mirage-out name)))
-    (file-png-save RUN-NONINTERACTIVE img drawable path path 0 9 0 0 0 0 0)))
-
-(define blue '(40 90 200))
 
 (say "registered"
      (car (gimp-procedural-db-proc-exists "plug-in-mirage-generate"))
@@ -82,13 +33,13 @@
     (if (eq? (car r) 'ok) (save img (cadr r) "generate-again.png")))
   (gimp-image-delete img))
 
-; 1b. an empty model-set parameter takes $MIRAGE_MODELS (run-tests.sh sets it to mirage-set);
-;     a negative prompt and an explicit guidance on the way.
+; 1b. an empty model-set parameter, MIRAGE_MODELS unset: the compiled-in default (run-tests.sh builds the
+;     plug-in with MIRAGE_DEFAULT_MODELS=mirage-set); a negative prompt and an explicit guidance on the way.
 (let* ((ib (new-image RGB blue)) (img (car ib)) (bg (cadr ib)))
   (let ((r (try (lambda () (plug-in-mirage-generate RUN-NONINTERACTIVE img bg "grinning face" "yellow" 3
                                                      4 2.5 "")))))
-    (report "generate-env" r)
-    (if (eq? (car r) 'ok) (save img (cadr r) "generate-env.png")))
+    (report "generate-default" r)
+    (if (eq? (car r) 'ok) (save img (cadr r) "generate-default.png")))
   (gimp-image-delete img))
 
 ; 2. img2img: replaces the layer's content in place; no new layer.

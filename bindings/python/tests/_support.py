@@ -100,4 +100,6 @@ def flat(values):
     """A flat list of the floats of a numpy array or a mirage.Tensor."""
     if isinstance(values, mirage.Tensor):
         return list(values.data)
-    return [float(v) for v in values.reshape(-1)]
+    if hasattr(values, "reshape"):  # numpy
+        return [float(v) for v in values.reshape(-1)]
+    return [float(v) for v in values]  # array('f')

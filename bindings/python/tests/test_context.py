@@ -155,7 +155,8 @@ class FashionTest(unittest.TestCase):
         self.ctx.img2img(src, strength=0.3, steps=10, on_preview=on_preview,
                          on_progress=lambda s, t: progress.append((s, t)))
         self.assertEqual([(s, t) for s, t, _, _ in previews], progress)
-        self.assertEqual(progress[-1], (4, 4))  # 10 * 0.3f rounds up to 4 in f32, as the library counts
+        # 10 * 0.3 is 3.0000000000000004 in f64 (ceil 4) but exactly 3 in f32, as the library counts
+        self.assertEqual(progress[-1], (3, 3))
 
     def test_cancel_by_callback(self):
         seen = []
@@ -188,11 +189,17 @@ class FashionTest(unittest.TestCase):
             calls.append(step)
             raise Boom(f"at step {step}")
 
-        with self.assertRaises(Boom) as cm:
+        try:
             self.ctx.generate(steps=STEPS, on_progress=progress)
-        self.assertEqual(str(cm.exception), "at step 1")
+        except Boom as e:
+            self.assertEqual(str(e), "at step 1")
+            import traceback
+
+            frames = [f.name for f in traceback.extract_tb(e.__traceback__)]
+            self.assertIn("progress", frames)  # the callback's own traceback is kept
+        else:
+            self.fail("the callback's exception was lost")
         self.assertEqual(calls, [1])  # the run was cancelled at once
-        self.assertIsNotNone(cm.exception.__traceback__)
 
         def preview(step, total, images):
             raise KeyError("preview")
@@ -318,7 +325,7 @@ class FashionTest(unittest.TestCase):
                     self.assertTrue(h, "NULL freed")
                     kinds[kind] = kinds.get(kind, 0) + 1
                 self.assertEqual(kinds, want)
-                self.assertEqual(len(set(freed)), len(freed), "a handle freed twice")
+        # A handle freed twice (or a stale one) is refused by the library with an error log line.
         complaints = [m for _, m in LOG[log_before:] if "not freed" in m or "not a live" in m]
         self.assertEqual(complaints, [])
 
