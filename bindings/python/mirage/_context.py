@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 from . import _errors, _native
-from ._errors import ClosedError, InvalidArgument, Unsupported
+from ._errors import ClosedError, InvalidArgument
 from ._image import Image, channels_of, to_image
 from ._native import (
     CHANNEL_PIXELS,
@@ -584,7 +584,7 @@ class Context:
                               negative=negative, resize=resize, convert=convert, on_progress=on_progress,
                               on_preview=on_preview)
 
-    def denoise(self, images, strength=0.1, steps=None, seed=0, prompt=None, negative=None, guidance=None,
+    def denoise(self, images, prompt=None, negative=None, strength=0.1, steps=None, seed=0, guidance=None,
                 sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, on_progress=None,
                 on_preview=None) -> List[Image]:
         """Removes noise from each image without adding any (``mirage_denoise``): `strength` is the input's
@@ -621,9 +621,13 @@ class Context:
         """`frames` images morphing along `prompts` (at least 2) in turn, all from the noise of `seed`
         (``mirage_interpolate``; text-conditioned sets). `batch` frames run per U-Net batch. `on_progress`
         counts the steps of all frames. (The library gives no previews here, so there is no on_preview.)"""
-        if isinstance(prompts, (str, bytes)) or not isinstance(prompts, Sequence):
-            what = "None" if prompts is None else type(prompts).__name__
+        what = "None" if prompts is None else type(prompts).__name__
+        if isinstance(prompts, (str, bytes, bytearray)) or prompts is None:
             raise TypeError(f"prompts must be a list of strings, not {what}")
+        try:
+            prompts = list(prompts)
+        except TypeError:
+            raise TypeError(f"prompts must be a list of strings, not {what}") from None
         encoded = [_text(s, f"prompts[{k}]") for k, s in enumerate(prompts)]
         frames = _uint(frames, "frames")
         p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=batch, strength=1.0, fmt=format,

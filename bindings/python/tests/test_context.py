@@ -8,7 +8,7 @@ import unittest
 import weakref
 from unittest import mock
 
-from _support import LOG, context, flat, grey, mirage, model_dir, pattern
+from _support import LOG, context, flat, grey, mirage, model_dir
 
 STEPS = 4  # few steps: the tests are about the binding, not the images
 

@@ -125,7 +125,7 @@ class BadInputTest(unittest.TestCase):
         self.assertLibraryError(mirage.InvalidArgument,
                                 lambda: decode(mirage.Tensor([float("inf")] * 192, (1, 3, 8, 8))), "infinite")
         with self.assertRaises(mirage.InvalidArgument):
-            decode(mirage.Tensor([0.0] * 8, (2, 2, 2)) if False else mirage.Tensor([0.0] * 16, (2, 2, 2, 2, 1)))
+            decode(mirage.Tensor([0.0] * 16, (2, 2, 2, 2, 1)))  # 5-D: not a latent batch
         for bad in (None, [0.0] * 192, "latents"):
             with self.assertRaises(TypeError):
                 decode(bad)

@@ -1,11 +1,10 @@
 """numpy and Pillow, where installed (each test class is skipped, saying so, when its module is absent)."""
 
-import io
 import os
 import tempfile
 import unittest
 
-from _support import PILImage, context, grey, mirage, numpy, pattern
+from _support import PILImage, context, mirage, numpy, pattern
 
 np = numpy
 
