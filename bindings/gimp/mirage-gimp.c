@@ -11,6 +11,7 @@
  * leaves the image as it was. See README.md for the parameters, the scaling and how cancel works.
  */
 
+#include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -333,6 +334,11 @@ static gboolean run_job(Op op, gint32 image, gint32 drawable, const Job *job, gi
     return FALSE;
   }
 
+  if (op != OP_GENERATE && gimp_item_is_group(drawable)) {
+    *error = g_strdup("mirage: a layer group's pixels cannot be changed: pick one of its layers");
+    return FALSE;
+  }
+
   gint dw = gimp_drawable_width(drawable), dh = gimp_drawable_height(drawable);
   gint offx = 0, offy = 0;
   gimp_drawable_offsets(drawable, &offx, &offy);
@@ -356,9 +362,12 @@ static gboolean run_job(Op op, gint32 image, gint32 drawable, const Job *job, gi
     gchar *text = mirage_error_text(status);
     if (job->models && *job->models)
       *error = g_strdup_printf("mirage: cannot open the model set \"%s\": %s", models, text);
+    else if (strcmp(models, MIRAGE_DEFAULT_MODELS) != 0)
+      *error = g_strdup_printf("mirage: cannot open the model set \"%s\" (from MIRAGE_MODELS): %s", models,
+                               text);
     else
-      *error = g_strdup_printf("mirage: cannot open the model set \"%s\" (the default; choose one with the "
-                               "model-set parameter or MIRAGE_MODELS): %s",
+      *error = g_strdup_printf("mirage: cannot open the model set \"%s\" (the installed default; choose one "
+                               "with the model-set parameter or MIRAGE_MODELS): %s",
                                models, text);
     g_free(text);
     goto out;
