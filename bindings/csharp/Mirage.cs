@@ -823,6 +823,10 @@ namespace Mirage
             p.negative_prompt = o.Negative == null ? IntPtr.Zero : pins.Pin(Utf8.ToNative(o.Negative, "Negative"));
             p.guidance = o.Guidance;
 
+            // Lifetimes during the call: the function pointers are those of static delegates held for the life
+            // of the process (Callbacks); the user's delegates are reached through `state`, which a GCHandle keeps
+            // (its IntPtr is user_data) and GC.KeepAlive holds to the end of the call; strings and pixels are
+            // pinned in `pins` by the caller until it returns.
             var state = new CallState(o);
             GCHandle stateHandle = GCHandle.Alloc(state);
             ImageBatchHandle batch = null;

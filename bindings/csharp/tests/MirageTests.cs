@@ -123,7 +123,8 @@ internal static class MirageTests
         }
         var total = Stopwatch.StartNew();
         Run(args[0]);
-        Console.WriteLine(string.Format("{0} passed, {1} failed ({2:F1} s)", passed, failed, total.Elapsed.TotalSeconds));
+        Console.WriteLine(string.Format("time: {0:F1} s", total.Elapsed.TotalSeconds));
+        Console.WriteLine(string.Format("{0} passed, {1} failed", passed, failed));
         return failed == 0 ? 0 : 1;
     }
 
@@ -448,6 +449,11 @@ internal static class MirageTests
             Check(ReferenceEquals(e, boom), "the very exception is rethrown");
             Equal(2, calls, "no callback after the throw");
             Check(e != null && e.StackTrace != null && e.StackTrace.Contains("MirageTests"), "the thrower's stack trace is kept");
+
+            var last = new InvalidOperationException("boom at the last step");
+            var e3 = Throws<InvalidOperationException>("Progress throws at the last step",
+                () => fashion.Generate(new GenerateOptions { Steps = 4, Progress = (s, t) => { if (s == t) throw last; return true; } }));
+            Check(ReferenceEquals(e3, last), "the very exception is rethrown (last step)");
 
             var boom2 = new FormatException("boom from Preview");
             var e2 = Throws<FormatException>("Preview throws",
