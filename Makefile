@@ -2,7 +2,8 @@
 #   make demo   build the CLI, export the text encoder, and draw prompts with the shipped models/emoji
 #               (out/demo.png, out/morph.gif) plus the Fashion-MNIST demo (out/demo-fashion.png)
 #   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity, the
-#               install (make install into a temporary prefix, programs built with pkg-config and CMake)
+#               install (make install into a temporary prefix, programs built with pkg-config and CMake), and
+#               the bindings: Python, C# (mono) and the GIMP plug-in (real GIMP, headless)
 .PHONY: demo test lint lib install check-deep sanitize setup-runtime setup-train header
 
 CARGO ?= cargo
@@ -40,6 +41,10 @@ test: setup-train
 	.deps/pyvenv/bin/python -m pip install --quiet --no-build-isolation --no-deps --force-reinstall bindings/python
 	MIRAGE_LIBRARY=$(TARGET)/debug/libmirage.so MIRAGE_REQUIRE_OPTIONAL=1 \
 		.deps/pyvenv/bin/python -m unittest discover -s bindings/python/tests
+	# C# under mono, and the GIMP plug-in in real GIMP 2.10 (headless).
+	bindings/csharp/run-tests.sh $(TARGET)/debug models
+	MIRAGE_LIBS="-L$(abspath $(TARGET))/debug -lmirage -Wl,-rpath,$(abspath $(TARGET))/debug" \
+		MIRAGE_CFLAGS="-I$(CURDIR)/include" bindings/gimp/run-tests.sh models
 
 lint: setup-train
 	$(CARGO) clippy --features $(FEATURES_TEST) --all-targets -- -D warnings
@@ -83,7 +88,7 @@ check-deep: setup-train
 # Sanitizers (part of check-deep). 1: the Rust tests of the C API and the hostile suites in a build where
 # libmirage and its Rust dependencies are instrumented with AddressSanitizer + LeakSanitizer (nightly
 # -Zsanitizer=address; ONNX Runtime and libtorch are not instrumented, the train feature is off). 2: the C and
-# C++ test programs built with gcc's -fsanitize=address,undefined against the normal libmirage.so, so that
+# C++ test programs built with gcc's -fsanitize=address,undefined (MIRAGE_TEST_CFLAGS) against the normal libmirage.so, so that
 # LeakSanitizer sees every allocation of the library (Rust uses the system malloc) and UBSan checks the
 # programs' side of each call. valgrind (in `make test`) covers reads inside the uninstrumented library.
 ASAN_RUSTFLAGS := -Zsanitizer=address -Cforce-frame-pointers=yes
@@ -93,7 +98,7 @@ sanitize: setup-runtime
 		$(CARGO) +nightly test --target x86_64-unknown-linux-gnu --features test-panic --target-dir $(TARGET)/asan \
 		--test tests -- capi:: hostile:: nulls:: runtime:: pipeline:: \
 		--skip c_program --skip c_diffusion --skip freed_and_foreign_handles
-	MIRAGE_VALGRIND=0 MIRAGE_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
+	MIRAGE_VALGRIND=0 MIRAGE_TEST_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0 \
 		$(CARGO) test --features $(FEATURES_TEST) --test tests -- c_program c_diffusion c_text cpp_text header_example cpp_wrapper
 

@@ -623,20 +623,21 @@ MirageStatus mirage_context_new(const char *model_dir,
  * Frees a context and its sessions. NULL does nothing. The latents and image batches made with it stay
  * valid (they do not borrow it).
  *
- * Generations (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`) may be running on it on other
- * threads: they are cancelled, and this call waits until they have returned (within one step; they return
- * MIRAGE_ERR_CANCELLED), so that no callback of this context runs after it returns. Called from inside a
- * callback of a generation on this context, it does not wait for that generation (it would wait for
- * itself): that one returns MIRAGE_ERR_CANCELLED after the callback (or MIRAGE_OK if it was the last step).
- * Every other call (the VAE functions, getters) must have returned, and no call may start with a context
- * once its free has begun: as for any freed handle, that is undefined behaviour.
+ * Generations (`mirage_generate`, `mirage_img2img`, `mirage_denoise`, `mirage_inpaint`, `mirage_interpolate`) may
+ * be running on it on other threads: they are cancelled, and this call waits until they have returned (within one
+ * step; they return MIRAGE_ERR_CANCELLED), so that no callback of this context runs after it returns. Called from
+ * inside a callback of a generation on this context, it does not wait for that generation (it would wait for
+ * itself): that one returns MIRAGE_ERR_CANCELLED after the callback (or MIRAGE_OK if it was the last step). Every
+ * other call (the VAE functions, getters) must have returned, and no call may start with a context once its free
+ * has begun: as for any freed handle, that is undefined behaviour.
  */
 void mirage_context_free(struct MirageContext *ctx);
 
 /**
- * Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`, on any
- * thread): each returns MIRAGE_ERR_CANCELLED before its next step, so within one step. Safe to call from
- * any thread, including from inside a callback. Locks the context's short list of running generations.
+ * Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_denoise`,
+ * `mirage_inpaint`, `mirage_interpolate`, on any thread): each returns MIRAGE_ERR_CANCELLED before its next step,
+ * so within one step. Safe to call from any thread, including from inside a callback. Locks the context's short
+ * list of running generations.
  *
  * A cancel reaches only the generations running when it is made: one that starts afterwards runs normally
  * (each generation starts with its own clear flag). So a cancel on an idle context does nothing and returns
@@ -914,7 +915,8 @@ MirageStatus mirage_inpaint(const struct MirageContext *ctx,
  * `prompts` is an array of `prompt_count` UTF-8 strings, read during the call and not kept.
  * `params->prompt` is ignored; `negative_prompt`, `guidance`, `steps`, `sampler`, `eta`, callbacks and
  * `format` apply to every frame; `params->count` is how many frames run in one U-Net batch (1 = one at a
- * time). Progress counts steps over all frames. Cancellation and locking as `mirage_generate`.
+ * time). Progress and preview count steps over all frames; a preview shows the frames of the running batch.
+ * Cancellation and locking as `mirage_generate`.
  *
  * Errors: as `mirage_generate`, plus MIRAGE_ERR_INVALID_ARGUMENT for fewer than 2 prompts, a NULL or
  * non-UTF-8 prompt, `frames` outside 2..=1024; MIRAGE_ERR_UNSUPPORTED when the set is not

@@ -1,5 +1,6 @@
 //! One error type for the whole crate. The C API maps each variant to one `MirageStatus` value
-//! (see `capi::status`); the variant's text becomes the detailed message of `mirage_last_error`.
+//! (see `capi::status`); [`Error::detail`], the text without the kind, becomes the message of
+//! `mirage_last_error`.
 
 use std::path::PathBuf;
 
@@ -69,6 +70,24 @@ impl Error {
         match self {
             Error::InvalidArgument(m) => Error::InvalidArgument(format!("{prefix}{m}")),
             other => other,
+        }
+    }
+
+    /// The message without the kind in front ("params->steps is 0, ..." rather than "invalid argument:
+    /// params->steps is 0, ..."): what `mirage_last_error` returns, beside a status that already names the
+    /// kind (`mirage_status_str`), so that a host printing both says it once.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::InvalidArgument(m)
+            | Error::RuntimeLoad(m)
+            | Error::RuntimeAlreadyInitialised(m)
+            | Error::InvalidModel(m)
+            | Error::Unsupported(m)
+            | Error::Inference(m)
+            | Error::Image(m) => m.clone(),
+            Error::ModelNotFound { path, reason } => format!("{}: {reason}", crate::limits::quote_path(path)),
+            Error::Io { path, source } => format!("{}: {source}", crate::limits::quote_path(path)),
+            Error::Cancelled => "the host cancelled the operation".to_string(),
         }
     }
 

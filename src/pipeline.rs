@@ -255,9 +255,13 @@ pub fn interpolate(
         let text = TextGuidance { cond: path.gather(&rows)?, uncond: uncond.gather(&vec![0; k])?, guidance };
         let x: Vec<f32> = (0..k).flat_map(|_| noise.iter().copied()).collect();
         let done_before = start / batch * p.steps;
-        // The host sees one progress count over all batches.
+        // The host sees one step count over all batches, in progress and preview alike; a preview shows the
+        // frames of the running batch.
         let mut progress = |d: usize, _: usize| hooks.progress.as_mut().is_none_or(|f| f(done_before + d, total_steps));
-        let mut inner = Hooks { progress: Some(&mut progress), preview: None, cancel: hooks.cancel };
+        let wants_preview = hooks.preview.is_some();
+        let mut preview = |d: usize, images: &[f32]| hooks.preview.as_mut().is_none_or(|f| f(done_before + d, images));
+        let preview: Option<PreviewFn> = if wants_preview { Some(&mut preview) } else { None };
+        let mut inner = Hooks { progress: Some(&mut progress), preview, cancel: hooks.cancel };
         out.extend(run(set, &DiffusionParams { count: k, ..p }, x, None, Some(&text), &mut inner)?);
     }
     Ok(out)

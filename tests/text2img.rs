@@ -63,7 +63,12 @@ fn interpolation_walks_between_prompts_from_fixed_noise() {
         steps_seen.push((d, total));
         true
     };
-    let mut hooks = Hooks { progress: Some(&mut progress), ..Default::default() };
+    let mut previews = Vec::new();
+    let mut preview = |d: usize, images: &[f32]| {
+        previews.push((d, images.len()));
+        true
+    };
+    let mut hooks = Hooks { progress: Some(&mut progress), preview: Some(&mut preview), ..Default::default() };
     let frames =
         pipeline::interpolate(&set, &["a cat face", "a dog face", "a red apple"], "", 5, Some(2.0), &p, &mut hooks)
             .unwrap();
@@ -72,6 +77,9 @@ fn interpolation_walks_between_prompts_from_fixed_noise() {
     // 5 frames in batches of 2: 3 runs of 3 steps, counted as one progress of 9.
     assert_eq!(steps_seen.last(), Some(&(9, 9)));
     assert_eq!(steps_seen.len(), 9);
+    // The preview too, with the frames of the running batch (2, 2, then 1).
+    let want: Vec<_> = (1..=9).map(|d| (d, if d <= 6 { 2 } else { 1 } * per)).collect();
+    assert_eq!(previews, want);
     // The end frames are the prompts themselves (same seed, same noise), the middle one the second prompt.
     for (frame, prompt) in [(0, "a cat face"), (2, "a dog face"), (4, "a red apple")] {
         let t = TextGuidance::new(&set, &[prompt], &[], 1, Some(2.0)).unwrap();

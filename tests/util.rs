@@ -56,7 +56,7 @@ pub enum Lang {
 
 /// Compiles `sources` into the executable `out`, warnings as errors, with `include/` (and `bindings/cpp/`)
 /// on the include path, linked to this build's libmirage.so with an rpath, so that it runs as is.
-/// The compiler is `$CC` / `$CXX`, else `cc` / `c++`; `$MIRAGE_CFLAGS` (split at spaces) is added to both
+/// The compiler is `$CC` / `$CXX`, else `cc` / `c++`; `$MIRAGE_TEST_CFLAGS` (split at spaces) is added to both
 /// (`make sanitize` builds the programs with `-fsanitize=address,undefined` this way). Panics with the
 /// compiler's output on failure.
 pub fn compile(lang: Lang, sources: &[PathBuf], out: &Path, extra: &[&str]) {
@@ -74,7 +74,7 @@ pub fn compile(lang: Lang, sources: &[PathBuf], out: &Path, extra: &[&str]) {
         .arg("-I")
         .arg(root.join("bindings/cpp"))
         .args(extra)
-        .args(std::env::var("MIRAGE_CFLAGS").unwrap_or_default().split_whitespace())
+        .args(std::env::var("MIRAGE_TEST_CFLAGS").unwrap_or_default().split_whitespace())
         .args(sources)
         .arg("-o")
         .arg(out)

@@ -20,7 +20,7 @@ pub(crate) fn run(body: impl FnOnce() -> Result<()>) -> MirageStatus {
         Ok(Err(e)) => {
             // Every message is made short where it is made (a caller's input is quoted, not echoed); this
             // cap is the last line of defence for the host's buffers and logs.
-            set_last_error(crate::limits::clip_to(&e.to_string(), MAX_MESSAGE_CHARS));
+            set_last_error(crate::limits::clip_to(&e.detail(), MAX_MESSAGE_CHARS));
             status_of(&e)
         }
         Err(payload) => {
@@ -129,7 +129,7 @@ pub(crate) unsafe fn take<T: Handle>(ptr: *mut T, name: &str) -> Option<Box<T>> 
     // SAFETY: forwarded from the caller.
     if let Err(e) = unsafe { handle(ptr, name) } {
         crate::log_at!(crate::log::Level::Error, "{e}: not freed");
-        set_last_error(e.to_string());
+        set_last_error(e.detail());
         return None;
     }
     // SAFETY: made by Box::into_raw in this library (its tag is live) and not freed yet.

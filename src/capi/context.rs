@@ -163,13 +163,13 @@ pub unsafe extern "C" fn mirage_context_new(
 /// Frees a context and its sessions. NULL does nothing. The latents and image batches made with it stay
 /// valid (they do not borrow it).
 ///
-/// Generations (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`) may be running on it on other
-/// threads: they are cancelled, and this call waits until they have returned (within one step; they return
-/// MIRAGE_ERR_CANCELLED), so that no callback of this context runs after it returns. Called from inside a
-/// callback of a generation on this context, it does not wait for that generation (it would wait for
-/// itself): that one returns MIRAGE_ERR_CANCELLED after the callback (or MIRAGE_OK if it was the last step).
-/// Every other call (the VAE functions, getters) must have returned, and no call may start with a context
-/// once its free has begun: as for any freed handle, that is undefined behaviour.
+/// Generations (`mirage_generate`, `mirage_img2img`, `mirage_denoise`, `mirage_inpaint`, `mirage_interpolate`) may
+/// be running on it on other threads: they are cancelled, and this call waits until they have returned (within one
+/// step; they return MIRAGE_ERR_CANCELLED), so that no callback of this context runs after it returns. Called from
+/// inside a callback of a generation on this context, it does not wait for that generation (it would wait for
+/// itself): that one returns MIRAGE_ERR_CANCELLED after the callback (or MIRAGE_OK if it was the last step). Every
+/// other call (the VAE functions, getters) must have returned, and no call may start with a context once its free
+/// has begun: as for any freed handle, that is undefined behaviour.
 #[no_mangle]
 pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
     boundary::run_or((), || {
@@ -189,9 +189,10 @@ pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
     })
 }
 
-/// Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_inpaint`, on any
-/// thread): each returns MIRAGE_ERR_CANCELLED before its next step, so within one step. Safe to call from
-/// any thread, including from inside a callback. Locks the context's short list of running generations.
+/// Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_denoise`,
+/// `mirage_inpaint`, `mirage_interpolate`, on any thread): each returns MIRAGE_ERR_CANCELLED before its next step,
+/// so within one step. Safe to call from any thread, including from inside a callback. Locks the context's short
+/// list of running generations.
 ///
 /// A cancel reaches only the generations running when it is made: one that starts afterwards runs normally
 /// (each generation starts with its own clear flag). So a cancel on an idle context does nothing and returns

@@ -260,7 +260,8 @@ pub unsafe extern "C" fn mirage_inpaint(
 /// `prompts` is an array of `prompt_count` UTF-8 strings, read during the call and not kept.
 /// `params->prompt` is ignored; `negative_prompt`, `guidance`, `steps`, `sampler`, `eta`, callbacks and
 /// `format` apply to every frame; `params->count` is how many frames run in one U-Net batch (1 = one at a
-/// time). Progress counts steps over all frames. Cancellation and locking as `mirage_generate`.
+/// time). Progress and preview count steps over all frames; a preview shows the frames of the running batch.
+/// Cancellation and locking as `mirage_generate`.
 ///
 /// Errors: as `mirage_generate`, plus MIRAGE_ERR_INVALID_ARGUMENT for fewer than 2 prompts, a NULL or
 /// non-UTF-8 prompt, `frames` outside 2..=1024; MIRAGE_ERR_UNSUPPORTED when the set is not

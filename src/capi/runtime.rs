@@ -179,9 +179,12 @@ impl HostLog {
 
 /// Sets up the process-wide runtime: loads ONNX Runtime and installs the log callback. Optional: contexts
 /// created without it use the defaults of `mirage_runtime_options_init`. Call it once, before the first
-/// context, from one thread. Calling it again with the same runtime options succeeds and replaces the log
-/// callback and level; with other runtime options it fails with MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED
-/// (ONNX Runtime can be loaded once per process; a context created first loads it with the defaults).
+/// context, from one thread. Calling it again with the same runtime options (`ort_library_path`, `provider`,
+/// `strict`, `intra_threads`, `tensorrt_fp16`, `tensorrt_cache_dir`) succeeds and replaces the log callback,
+/// its user data and the level (a NULL callback restores stderr: how a host that unloads the code of its
+/// callback, e.g. a scripting engine reloading, detaches it first); with other runtime options it fails with
+/// MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED (ONNX Runtime can be loaded once per process; a context created
+/// first loads it with the defaults).
 ///
 /// `options` is read during the call and not kept (its strings are copied); `log_user_data` is kept and
 /// handed to `log_callback` until the process ends or another successful `mirage_runtime_init` replaces it.

@@ -105,8 +105,11 @@ pub(crate) fn clear_last_error() {
 /// then be NULL) to learn the size, then again with `len >= size + 1`.
 ///
 /// The message is UTF-8 and belongs to the most recent call on this thread that returns `MirageStatus`:
-/// every such call clears it, a failing one sets it, so after `MIRAGE_OK` the length is 0. Calls on other
-/// threads never change it. `buf` is written only when it is not NULL and `len > 0`.
+/// every such call clears it, a failing one sets it, so after `MIRAGE_OK` the length is 0. Functions that
+/// return no status (the `_free` functions, `mirage_image_batch_count`, `mirage_version`, ...) leave it as it
+/// is, so a handle freed between a failing call and this one does not lose its message; only a `_free` of a
+/// handle that is not live sets it. Calls on other threads never change it. `buf` is written only when it
+/// is not NULL and `len > 0`.
 #[no_mangle]
 pub unsafe extern "C" fn mirage_last_error(buf: *mut c_char, len: usize) -> usize {
     boundary::run_or(0, || {
