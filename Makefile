@@ -4,7 +4,7 @@
 #   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity, the
 #               install (make install into a temporary prefix, programs built with pkg-config and CMake), and
 #               the bindings: Python, C# (mono) and the GIMP plug-in (real GIMP, headless)
-.PHONY: demo test lint lib install check-deep sanitize setup-runtime setup-train header
+.PHONY: demo test lint lib install install-gimp check-deep sanitize setup-runtime setup-train header
 
 CARGO ?= cargo
 FEATURES_TEST := train,test-panic
@@ -34,7 +34,7 @@ test: setup-train
 	# The C and C++ tests link target/debug/libmirage.so: build it (same features) before the test binaries run.
 	$(CARGO) build --features $(FEATURES_TEST) --lib --bins
 	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/debug/mirage
-	$(CARGO) test --features $(FEATURES_TEST)
+	MIRAGE_VALGRIND=1 $(CARGO) test --features $(FEATURES_TEST)
 	# The installed library: make install into a temporary prefix, C programs built from it (pkg-config, CMake).
 	tests/install/run.sh
 	# The bindings, against this build: Python (installed into the setup's venv, with numpy and Pillow).
@@ -66,6 +66,11 @@ install: setup-runtime lib
 	test -f $(MINILM) || $(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/release/mirage
 	scripts/install.sh "$(DESTDIR)" "$(PREFIX)" $(TARGET)/release
 
+# The GIMP 2.10 plug-in into the user's plug-in folder (bindings/gimp/README.md), linked against an installed
+# mirage when pkg-config finds one, else this checkout's debug build.
+install-gimp:
+	$(MAKE) -C bindings/gimp install-user
+
 # Long checks, run by hand before resolving safety work, never in CI (they need second, instrumented builds
 # of the crate graph with the nightly toolchain): `make sanitize`, then every fuzz target for FUZZ_RUNS
 # executions or FUZZ_SECONDS, whichever ends first (cargo-fuzz, libFuzzer + AddressSanitizer; fuzz/README.md).
@@ -88,9 +93,10 @@ check-deep: setup-train
 # Sanitizers (part of check-deep). 1: the Rust tests of the C API and the hostile suites in a build where
 # libmirage and its Rust dependencies are instrumented with AddressSanitizer + LeakSanitizer (nightly
 # -Zsanitizer=address; ONNX Runtime and libtorch are not instrumented, the train feature is off). 2: the C and
-# C++ test programs built with gcc's -fsanitize=address,undefined (MIRAGE_TEST_CFLAGS) against the normal libmirage.so, so that
-# LeakSanitizer sees every allocation of the library (Rust uses the system malloc) and UBSan checks the
-# programs' side of each call. valgrind (in `make test`) covers reads inside the uninstrumented library.
+# C++ test programs built with gcc's -fsanitize=address,undefined (MIRAGE_TEST_CFLAGS) against the normal
+# libmirage.so, so that LeakSanitizer sees every allocation of the library (Rust uses the system malloc) and
+# UBSan checks the programs' side of each call. valgrind (in `make test`) covers reads inside the
+# uninstrumented library.
 ASAN_RUSTFLAGS := -Zsanitizer=address -Cforce-frame-pointers=yes
 sanitize: setup-runtime
 	RUSTFLAGS="$(ASAN_RUSTFLAGS)" RUSTDOCFLAGS="$(ASAN_RUSTFLAGS)" ASAN_OPTIONS=detect_leaks=1 \
