@@ -365,7 +365,7 @@ pub fn inpaint(
     // noise inside the mask); outside the mask the loop keeps re-imposing it.
     let x = x0.iter().zip(&eps).map(|(&v, &e)| r.signal * v + r.noise * e).collect();
     let known = Known { x0, invent, eps };
-    let out = run(set, &p, x, Some(&known), text, hooks)?;
+    let out = run(set, &p, x, Some(known), text, hooks)?;
     // Keep the input's own pixels outside the mask (blended by the mask value at soft edges).
     let per = img.channels as usize * ih * iw;
     Ok(out
@@ -384,68 +384,127 @@ pub fn inpaint(
 fn run(
     set: &ModelSet,
     p: &DiffusionParams,
-    mut x: Vec<f32>, // [n, C, h, w] normalised, at level p.strength
-    known: Option<&Known>,
+    x: Vec<f32>, // [n, C, h, w] normalised, at level p.strength
+    known: Option<Known>,
     text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
-    let schedule = schedule(set)?;
-    let n = p.count;
-    let len = x.len(); // n * C * h * w
-    call_values(2 * n, len / n.max(1), "samples with both sides of the guidance")?;
-    let owned;
-    let text = match (set.text_spec(), text) {
-        (Some(_), None) => {
-            owned = TextGuidance::unconditional(set, n)?;
-            Some(&owned)
-        }
-        (Some(_), Some(t)) => {
-            if t.guidance != 1.0 && 2 * n > MAX_BATCH {
-                return Err(Error::invalid(format!(
-                    "count is {n} with guidance: at most {} (both sides run in one batch)",
-                    MAX_BATCH / 2
-                )));
-            }
-            if t.cond.n != n || t.uncond.n != n {
-                return Err(Error::invalid(format!(
-                    "text embeddings for {} / {} images, {n} asked",
-                    t.cond.n, t.uncond.n
-                )));
-            }
-            Some(t)
-        }
-        (None, Some(_)) => return Err(set.not_text_conditioned()),
-        (None, None) => None,
-    };
-    // Classifier-free guidance runs both sides in ONE U-Net batch of 2n: x twice, prompt rows then the
-    // unconditional rows. At guidance 1 the unconditional side would be multiplied by 0: it is skipped.
-    let cond_and_uncond = text.filter(|t| t.guidance != 1.0).map(|t| {
-        let mut e = t.cond.clone(); // context [2n, L, W], pooled [2n, W]
-        e.extend(&t.uncond);
-        e
-    });
-    let steps = ((p.steps as f32 * p.strength).ceil() as usize).clamp(1, p.steps);
-    let times = schedule.timesteps(steps, p.strength)?; // [steps], from p.strength down towards 0
-    let mut sampler = p.sampler.build(schedule);
-    // Stochastic samplers draw from their own stream, so that the initial noise of a seed is the same for
-    // every sampler (a seed means the same starting point, whatever the method).
-    let mut sampler_noise = Noise::new(p.seed ^ 0x9e37_79b9_7f4a_7c15);
-    for k in 0..steps {
+    let mut d = Denoising::new(set, p, x, known, text)?;
+    while !d.is_done() {
         if hooks.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);
         }
-        let t = times[k];
-        let r = schedule.rates(t); // signal and noise rates at t: x = signal * x0 + noise * eps
-        let eps: Vec<f32> = match (&cond_and_uncond, text) {
+        d.step(set, hooks)?;
+    }
+    d.finish(set)
+}
+
+/// A reverse-diffusion run advanced one sampler step at a time: the state between steps (the samples, the
+/// sampler's memory, its noise stream, the text embeddings) owned, so that the blocking calls loop over
+/// [`Denoising::step`] and a caller can equally spread the steps over time (a frame budget) or threads.
+/// Stepping it to the end gives exactly what the blocking call gives.
+pub struct Denoising {
+    n: usize,
+    /// [n, C, h, w] at the level of the next step.
+    x: Vec<f32>,
+    known: Option<Known>,
+    text: Option<TextGuidance>,
+    /// Classifier-free guidance: the prompt rows then the unconditional rows, run as one batch of 2n.
+    cond_and_uncond: Option<Embeddings>,
+    schedule: crate::schedule::CosineSchedule,
+    /// The levels of the steps, from the start level down (`steps` of them are run).
+    times: Vec<f32>,
+    steps: usize,
+    sampler: Box<dyn crate::sampler::Sampler + Send>,
+    sampler_noise: Noise,
+    /// Steps done.
+    k: usize,
+}
+
+impl Denoising {
+    fn new(
+        set: &ModelSet,
+        p: &DiffusionParams,
+        x: Vec<f32>,
+        known: Option<Known>,
+        text: Option<&TextGuidance>,
+    ) -> Result<Denoising> {
+        let schedule = schedule(set)?;
+        let n = p.count;
+        let len = x.len(); // n * C * h * w
+        call_values(2 * n, len / n.max(1), "samples with both sides of the guidance")?;
+        let text = match (set.text_spec(), text) {
+            (Some(_), None) => Some(TextGuidance::unconditional(set, n)?),
+            (Some(_), Some(t)) => {
+                if t.guidance != 1.0 && 2 * n > MAX_BATCH {
+                    return Err(Error::invalid(format!(
+                        "count is {n} with guidance: at most {} (both sides run in one batch)",
+                        MAX_BATCH / 2
+                    )));
+                }
+                if t.cond.n != n || t.uncond.n != n {
+                    return Err(Error::invalid(format!(
+                        "text embeddings for {} / {} images, {n} asked",
+                        t.cond.n, t.uncond.n
+                    )));
+                }
+                Some(t.clone())
+            }
+            (None, Some(_)) => return Err(set.not_text_conditioned()),
+            (None, None) => None,
+        };
+        // Classifier-free guidance runs both sides in ONE U-Net batch of 2n: x twice, prompt rows then the
+        // unconditional rows. At guidance 1 the unconditional side would be multiplied by 0: it is skipped.
+        let cond_and_uncond = text.as_ref().filter(|t| t.guidance != 1.0).map(|t| {
+            let mut e = t.cond.clone(); // context [2n, L, W], pooled [2n, W]
+            e.extend(&t.uncond);
+            e
+        });
+        let steps = ((p.steps as f32 * p.strength).ceil() as usize).clamp(1, p.steps);
+        let times = schedule.timesteps(steps, p.strength)?; // [steps], from p.strength down towards 0
+        let sampler = p.sampler.build(schedule);
+        // Stochastic samplers draw from their own stream, so that the initial noise of a seed is the same for
+        // every sampler (a seed means the same starting point, whatever the method).
+        let sampler_noise = Noise::new(p.seed ^ 0x9e37_79b9_7f4a_7c15);
+        Ok(Denoising { n, x, known, text, cond_and_uncond, schedule, times, steps, sampler, sampler_noise, k: 0 })
+    }
+
+    /// Sampler steps in all.
+    pub fn steps(&self) -> usize {
+        self.steps
+    }
+
+    /// Sampler steps done.
+    pub fn steps_done(&self) -> usize {
+        self.k
+    }
+
+    /// Whether every step has run (then [`Denoising::finish`] gives the images).
+    pub fn is_done(&self) -> bool {
+        self.k == self.steps
+    }
+
+    /// Runs the next step, then the preview and progress hooks (either may cancel: `Error::Cancelled`,
+    /// after which the run should be dropped). Does nothing when every step has run.
+    pub fn step(&mut self, set: &ModelSet, hooks: &mut Hooks) -> Result<()> {
+        if self.is_done() {
+            return Ok(());
+        }
+        let (k, n, steps) = (self.k, self.n, self.steps);
+        let len = self.x.len();
+        let t = self.times[k];
+        let r = self.schedule.rates(t); // signal and noise rates at t: x = signal * x0 + noise * eps
+        let x = &mut self.x;
+        let eps: Vec<f32> = match (&self.cond_and_uncond, &self.text) {
             (Some(e), Some(t)) => {
-                let x2: Vec<f32> = x.iter().chain(&x).copied().collect(); // [2n, C, h, w]
+                let x2: Vec<f32> = x.iter().chain(x.iter()).copied().collect(); // [2n, C, h, w]
                 let out = set.predict_noise(&x2, &vec![r.noise * r.noise; 2 * n], 2 * n, Some(e))?; // [2n, C, h, w]
                 let (c, u) = out.split_at(len); // [n, C, h, w] each: prompt rows, unconditional rows
                 c.iter().zip(u).map(|(&c, &u)| u + t.guidance * (c - u)).collect()
             }
-            _ => set.predict_noise(&x, &vec![r.noise * r.noise; n], n, text.map(|t| &t.cond))?,
+            _ => set.predict_noise(x, &vec![r.noise * r.noise; n], n, self.text.as_ref().map(|t| &t.cond))?,
         }; // [n, C, h, w]
-        let next = if k + 1 == steps { None } else { Some(times[k + 1]) };
+        let next = if k + 1 == steps { None } else { Some(self.times[k + 1]) };
         if hooks.preview.is_some() {
             // The clean-image estimate at this step, before the sampler moves on: [n, C, h, w].
             let x0: Vec<f32> = x.iter().zip(&eps).map(|(&v, &e)| (v - r.noise * e) / r.signal).collect();
@@ -456,33 +515,41 @@ fn run(
                 }
             }
         }
-        sampler.step(&mut x, &eps, t, next, &mut sampler_noise)?; // x now at level `next` (or x0 at the end)
-        if let (Some(kn), Some(tn)) = (known, next) {
+        self.sampler.step(x, &eps, t, next, &mut self.sampler_noise)?; // x now at level `next` (or x0 at the end)
+        if let (Some(kn), Some(tn)) = (&self.known, next) {
             // Inpainting: the known region, noised to the new level, replaces what the sampler made of it.
-            let rn = schedule.rates(tn);
+            let rn = self.schedule.rates(tn);
             for (i, xi) in x.iter_mut().enumerate() {
                 let noised = rn.signal * kn.x0[i] + rn.noise * kn.eps[i];
                 *xi = kn.invent[i] * *xi + (1.0 - kn.invent[i]) * noised;
             }
         }
+        self.k += 1;
         if let Some(progress) = hooks.progress.as_mut() {
             if !progress(k + 1, steps) {
                 return Err(Error::Cancelled);
             }
         }
+        Ok(())
     }
-    if let Some(kn) = known {
-        for (i, xi) in x.iter_mut().enumerate() {
-            *xi = kn.invent[i] * *xi + (1.0 - kn.invent[i]) * kn.x0[i];
+
+    /// The model-space images [n, C, h, w] of a run whose every step has run.
+    pub fn finish(mut self, set: &ModelSet) -> Result<Vec<f32>> {
+        if !self.is_done() {
+            return Err(Error::invalid(format!("{} of {} steps run: not finished", self.k, self.steps)));
         }
+        if let Some(kn) = &self.known {
+            for (i, xi) in self.x.iter_mut().enumerate() {
+                *xi = kn.invent[i] * *xi + (1.0 - kn.invent[i]) * kn.x0[i];
+            }
+        }
+        if self.x.iter().any(|v| !v.is_finite()) {
+            return Err(Error::Inference("diffusion produced non-finite values".into()));
+        }
+        from_diffusion(set, &self.x, self.n)
     }
-    if x.iter().any(|v| !v.is_finite()) {
-        return Err(Error::Inference("diffusion produced non-finite values".into()));
-    }
-    from_diffusion(set, &x, n)
 }
 
-/// The set's U-Net spec, or the error every diffusion mode gives for a set without one.
 fn unet_spec(set: &ModelSet) -> Result<&UNetSpec> {
     set.manifest().unet.as_ref().ok_or_else(|| Error::Unsupported("model set has no diffusion U-Net".into()))
 }
