@@ -671,7 +671,7 @@ fn header_exports() -> BTreeMap<String, Vec<String>> {
             .filter(|p| p.contains('*') || p.contains('['))
             .map(|p| {
                 let p = &p[..p.find('[').unwrap_or(p.len())];
-                p.rsplit(|ch: char| ch == ' ' || ch == '*').next().unwrap().to_string()
+                p.rsplit([' ', '*']).next().unwrap().to_string()
             })
             .collect();
         out.insert(name, pointers);

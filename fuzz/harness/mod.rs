@@ -12,8 +12,11 @@ pub mod params;
 pub mod png;
 pub mod tokenize;
 
+/// A target's body.
+pub type Run = fn(&[u8]);
+
 /// Each target's name and body.
-pub const TARGETS: [(&str, fn(&[u8])); 6] = [
+pub const TARGETS: [(&str, Run); 6] = [
     ("manifest", manifest::run),
     ("png", png::run),
     ("params", params::run),
