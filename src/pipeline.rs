@@ -191,11 +191,16 @@ pub fn generate_with(
     text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
+    run_plan(set, plan_generate(set, params, text)?, hooks)
+}
+
+/// [`generate_with`] prepared, not run.
+pub fn plan_generate(set: &ModelSet, params: &DiffusionParams, text: Option<&TextGuidance>) -> Result<Plan> {
     let p = DiffusionParams { strength: 1.0, ..*params };
     p.validate()?;
     let per = shape_len(set.diffusion_shape()?);
     let x = Noise::new(p.seed).try_normals(call_values(p.count, per, "samples")?)?; // [count, C, h, w]
-    run(set, &p, x, None, text, hooks)
+    Ok(Plan::single(Denoising::new(set, &p, x, None, text)?))
 }
 
 /// Frames of a walk through prompt space: `frames` images along the path through each prompt in turn
@@ -213,6 +218,18 @@ pub fn interpolate(
     params: &DiffusionParams,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
+    run_plan(set, plan_interpolate(set, prompts, negative, frames, guidance, params)?, hooks)
+}
+
+/// [`interpolate`] prepared, not run: one run per batch of frames.
+pub fn plan_interpolate(
+    set: &ModelSet,
+    prompts: &[&str],
+    negative: &str,
+    frames: usize,
+    guidance: Option<f32>,
+    params: &DiffusionParams,
+) -> Result<Plan> {
     if prompts.len() < 2 || prompts.len() > MAX_BATCH {
         return Err(Error::invalid(format!(
             "interpolation needs at least 2 prompts (at most {MAX_BATCH}), got {}",
@@ -247,24 +264,16 @@ pub fn interpolate(
     let stochastic = matches!(p.sampler, SamplerKind::Ddim { eta } if eta > 0.0);
     let batch = if stochastic { 1 } else { params.count.max(1) };
     call_values(batch, per, "frames per batch")?;
-    let mut out = crate::limits::try_vec(call_values(frames, set.image_len(), "frames")?, "frames")?;
-    let total_steps = frames.div_ceil(batch) * p.steps;
+    let out = crate::limits::try_vec(call_values(frames, set.image_len(), "frames")?, "frames")?;
+    let mut runs = Vec::new();
     for start in (0..frames).step_by(batch) {
         let k = batch.min(frames - start);
         let rows: Vec<usize> = (start..start + k).collect();
         let text = TextGuidance { cond: path.gather(&rows)?, uncond: uncond.gather(&vec![0; k])?, guidance };
         let x: Vec<f32> = (0..k).flat_map(|_| noise.iter().copied()).collect();
-        let done_before = start / batch * p.steps;
-        // The host sees one step count over all batches, in progress and preview alike; a preview shows the
-        // frames of the running batch.
-        let mut progress = |d: usize, _: usize| hooks.progress.as_mut().is_none_or(|f| f(done_before + d, total_steps));
-        let wants_preview = hooks.preview.is_some();
-        let mut preview = |d: usize, images: &[f32]| hooks.preview.as_mut().is_none_or(|f| f(done_before + d, images));
-        let preview: Option<PreviewFn> = if wants_preview { Some(&mut preview) } else { None };
-        let mut inner = Hooks { progress: Some(&mut progress), preview, cancel: hooks.cancel };
-        out.extend(run(set, &DiffusionParams { count: k, ..p }, x, None, Some(&text), &mut inner)?);
+        runs.push(Denoising::new(set, &DiffusionParams { count: k, ..p }, x, None, Some(&text))?);
     }
-    Ok(out)
+    Ok(Plan::new(runs, out, None))
 }
 
 /// Re-imagines `n` model-space images: pushes them `strength` of the way into noise, then denoises (steered
@@ -307,6 +316,18 @@ fn image_to_image(
     hooks: &mut Hooks,
     add_noise: bool,
 ) -> Result<Vec<f32>> {
+    run_plan(set, plan_image_to_image(set, images, n, params, text, add_noise)?, hooks)
+}
+
+/// [`img2img`] (`add_noise`) or [`denoise`] prepared, not run.
+pub fn plan_image_to_image(
+    set: &ModelSet,
+    images: &[f32],
+    n: usize,
+    params: &DiffusionParams,
+    text: Option<&TextGuidance>,
+    add_noise: bool,
+) -> Result<Plan> {
     let p = DiffusionParams { count: n, ..*params };
     p.validate()?;
     let x0 = to_diffusion(set, images, n)?; // [n, C, h, w]
@@ -317,7 +338,7 @@ fn image_to_image(
     } else {
         x0.iter().map(|&v| r.signal * v).collect()
     };
-    run(set, &p, x, None, text, hooks)
+    Ok(Plan::single(Denoising::new(set, &p, x, None, text)?))
 }
 
 /// Fills the region where `mask` is set (one value per pixel in [0, 1], 1 = invent, `n * height * width`)
@@ -331,6 +352,18 @@ pub fn inpaint(
     text: Option<&TextGuidance>,
     hooks: &mut Hooks,
 ) -> Result<Vec<f32>> {
+    run_plan(set, plan_inpaint(set, images, mask, n, params, text)?, hooks)
+}
+
+/// [`inpaint`] prepared, not run (it keeps copies of `images` and `mask` for the final blend).
+pub fn plan_inpaint(
+    set: &ModelSet,
+    images: &[f32],
+    mask: &[f32],
+    n: usize,
+    params: &DiffusionParams,
+    text: Option<&TextGuidance>,
+) -> Result<Plan> {
     let p = DiffusionParams { count: n, ..*params };
     p.validate()?;
     let img = set.manifest().image.clone();
@@ -365,38 +398,109 @@ pub fn inpaint(
     // noise inside the mask); outside the mask the loop keeps re-imposing it.
     let x = x0.iter().zip(&eps).map(|(&v, &e)| r.signal * v + r.noise * e).collect();
     let known = Known { x0, invent, eps };
-    let out = run(set, &p, x, Some(known), text, hooks)?;
+    let run = Denoising::new(set, &p, x, Some(known), text)?;
     // Keep the input's own pixels outside the mask (blended by the mask value at soft edges).
     let per = img.channels as usize * ih * iw;
-    Ok(out
-        .iter()
-        .enumerate()
-        .map(|(i, &v)| {
-            let (k, pix) = (i / per, i % (ih * iw));
-            let m = mask[k * ih * iw + pix].clamp(0.0, 1.0);
-            m * v + (1.0 - m) * images[i]
-        })
-        .collect())
+    let (images, mask) = (images.to_vec(), mask.to_vec());
+    let blend = move |out: Vec<f32>| -> Result<Vec<f32>> {
+        Ok(out
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| {
+                let (k, pix) = (i / per, i % (ih * iw));
+                let m = mask[k * ih * iw + pix].clamp(0.0, 1.0);
+                m * v + (1.0 - m) * images[i]
+            })
+            .collect())
+    };
+    Ok(Plan::new(vec![run], Vec::new(), Some(Box::new(blend))))
 }
 
-/// The loop shared by every mode. `x` starts at level `params.strength`. A text-conditioned set without
-/// `text` runs unconditionally (the empty prompt).
-fn run(
-    set: &ModelSet,
-    p: &DiffusionParams,
-    x: Vec<f32>, // [n, C, h, w] normalised, at level p.strength
-    known: Option<Known>,
-    text: Option<&TextGuidance>,
-    hooks: &mut Hooks,
-) -> Result<Vec<f32>> {
-    let mut d = Denoising::new(set, p, x, known, text)?;
-    while !d.is_done() {
+/// Steps `plan` to the end (what every blocking call does), checking `hooks.cancel` before each step.
+pub fn run_plan(set: &ModelSet, mut plan: Plan, hooks: &mut Hooks) -> Result<Vec<f32>> {
+    while !plan.is_done() {
         if hooks.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
             return Err(Error::Cancelled);
         }
-        d.step(set, hooks)?;
+        plan.step(set, hooks)?;
     }
-    d.finish(set)
+    plan.finish()
+}
+
+/// Post-processing of a plan's images (inpainting's blend with the input).
+type Post = Box<dyn FnOnce(Vec<f32>) -> Result<Vec<f32>> + Send>;
+
+/// A diffusion call prepared and not yet run (`plan_generate`, `plan_image_to_image`, `plan_inpaint`,
+/// `plan_interpolate`): its runs, one after the other (one per batch of frames for an interpolation, one
+/// otherwise), then the post-processing of their images. [`Plan::step`] advances one sampler step and
+/// reports progress and previews over the whole plan, so that the blocking calls ([`run_plan`]) and a caller
+/// that spreads the steps over time or threads see the same numbers and get the same images.
+pub struct Plan {
+    runs: std::collections::VecDeque<Denoising>,
+    /// The images of the runs that have finished, in order.
+    out: Vec<f32>,
+    post: Option<Post>,
+    total: usize,
+    done: usize,
+}
+
+impl Plan {
+    fn single(run: Denoising) -> Plan {
+        Plan::new(vec![run], Vec::new(), None)
+    }
+
+    fn new(runs: Vec<Denoising>, out: Vec<f32>, post: Option<Post>) -> Plan {
+        let total = runs.iter().map(Denoising::steps).sum();
+        Plan { runs: runs.into(), out, post, total, done: 0 }
+    }
+
+    /// Sampler steps in all.
+    pub fn steps(&self) -> usize {
+        self.total
+    }
+
+    /// Sampler steps done.
+    pub fn steps_done(&self) -> usize {
+        self.done
+    }
+
+    /// Whether every step has run (then [`Plan::finish`] gives the images).
+    pub fn is_done(&self) -> bool {
+        self.runs.is_empty()
+    }
+
+    /// Runs the next sampler step. The hooks see (steps done, steps in all) over the whole plan, and
+    /// previews show the images of the running batch; either may cancel (`Error::Cancelled`, after which
+    /// the plan should be dropped). Does nothing once every step has run.
+    pub fn step(&mut self, set: &ModelSet, hooks: &mut Hooks) -> Result<()> {
+        let Some(run) = self.runs.front_mut() else { return Ok(()) };
+        // The hooks of the run count its own steps; those of the plan count from the runs before it.
+        let (before, total) = (self.done - run.steps_done(), self.total);
+        let mut progress = |d: usize, _: usize| hooks.progress.as_mut().is_none_or(|f| f(before + d, total));
+        let wants_preview = hooks.preview.is_some();
+        let mut preview = |d: usize, images: &[f32]| hooks.preview.as_mut().is_none_or(|f| f(before + d, images));
+        let preview: Option<PreviewFn> = if wants_preview { Some(&mut preview) } else { None };
+        run.step(set, &mut Hooks { progress: Some(&mut progress), preview, cancel: hooks.cancel })?;
+        self.done += 1;
+        if run.is_done() {
+            let run = self.runs.pop_front().expect("the run just stepped");
+            let images = run.finish(set)?;
+            self.out.try_reserve(images.len()).map_err(|_| Error::invalid("the results do not fit in memory"))?;
+            self.out.extend(images);
+        }
+        Ok(())
+    }
+
+    /// The model-space images of a plan whose every step has run.
+    pub fn finish(self) -> Result<Vec<f32>> {
+        if !self.is_done() {
+            return Err(Error::invalid(format!("{} of {} steps run: not finished", self.done, self.total)));
+        }
+        match self.post {
+            Some(post) => post(self.out),
+            None => Ok(self.out),
+        }
+    }
 }
 
 /// A reverse-diffusion run advanced one sampler step at a time: the state between steps (the samples, the

@@ -132,3 +132,40 @@ fn bad_parameters_are_refused() {
     let vae_only = ModelSet::open(&vae_only).unwrap();
     assert!(matches!(pipeline::generate(&vae_only, &params(5, 1, 1), &mut hooks), Err(Error::Unsupported(_))));
 }
+
+/// A plan stepped by hand, one sampler step at a time with other work in between (as a game loop or a job
+/// would), gives exactly the blocking call's images; finishing it early is refused.
+#[test]
+fn a_plan_stepped_by_hand_gives_the_blocking_result() {
+    let (_tmp, dir) = tiny_diffusion_set();
+    let set = ModelSet::open(&dir).unwrap();
+    let p = DiffusionParams { sampler: SamplerKind::Ddim { eta: 0.7 }, ..params(5, 4, 2) };
+    let step_all = |mut plan: pipeline::Plan| {
+        let total = plan.steps();
+        let mut k = 0;
+        while !plan.is_done() {
+            assert_eq!(plan.steps_done(), k);
+            plan.step(&set, &mut Hooks::default()).unwrap();
+            k += 1;
+            // Something else runs on the set between steps: it must not disturb the plan.
+            pipeline::generate(&set, &params(1, 99, 1), &mut Hooks::default()).unwrap();
+        }
+        assert_eq!(k, total);
+        plan.finish().unwrap()
+    };
+    let blocking = pipeline::generate(&set, &p, &mut Hooks::default()).unwrap();
+    assert_eq!(step_all(pipeline::plan_generate(&set, &p, None).unwrap()), blocking);
+
+    let (per, spec) = (set.image_len(), set.manifest().image.clone());
+    let x: Vec<f32> = (0..2 * per).map(|i| ((i * 7 % 13) as f32 / 6.0) - 1.0).collect();
+    let pixels = 2 * (spec.height * spec.width) as usize;
+    let mask: Vec<f32> = (0..pixels).map(|i| if i % 3 == 0 { 1.0 } else { 0.0 }).collect();
+    let q = DiffusionParams { strength: 0.8, ..p };
+    let blocking = pipeline::inpaint(&set, &x, &mask, 2, &q, None, &mut Hooks::default()).unwrap();
+    assert_eq!(step_all(pipeline::plan_inpaint(&set, &x, &mask, 2, &q, None).unwrap()), blocking);
+
+    let mut early = pipeline::plan_generate(&set, &p, None).unwrap();
+    early.step(&set, &mut Hooks::default()).unwrap();
+    let err = early.finish().unwrap_err().to_string();
+    assert!(err.contains("1 of 5 steps run"), "{err}");
+}
