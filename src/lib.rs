@@ -32,6 +32,7 @@ pub mod export;
 pub mod fashion;
 pub mod files;
 pub mod image;
+pub mod jobs;
 pub mod latent;
 pub mod limits;
 pub mod log;

@@ -8,6 +8,8 @@ mod runtime;
 mod cli;
 // Reverse diffusion (generate, img2img, inpaint, hooks, cancel) with a tiny random-weight U-Net.
 mod pipeline;
+// Jobs: diffusion advanced in steps on a budget, polled, previewed, cancelled, waited for and taken.
+mod jobs;
 // Text-to-image: the real MiniLM encoder, a tiny random text-conditioned U-Net, guidance, interpolation.
 mod text2img;
 
