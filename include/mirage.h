@@ -548,8 +548,11 @@ const char *mirage_status_str(MirageStatus status);
  * then be NULL) to learn the size, then again with `len >= size + 1`.
  *
  * The message is UTF-8 and belongs to the most recent call on this thread that returns `MirageStatus`:
- * every such call clears it, a failing one sets it, so after `MIRAGE_OK` the length is 0. Calls on other
- * threads never change it. `buf` is written only when it is not NULL and `len > 0`.
+ * every such call clears it, a failing one sets it, so after `MIRAGE_OK` the length is 0. Functions that
+ * return no status (the `_free` functions, `mirage_image_batch_count`, `mirage_version`, ...) leave it as it
+ * is, so a handle freed between a failing call and this one does not lose its message; only a `_free` of a
+ * handle that is not live sets it. Calls on other threads never change it. `buf` is written only when it
+ * is not NULL and `len > 0`.
  */
 size_t mirage_last_error(char *buf, size_t len);
 
@@ -578,9 +581,12 @@ MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options, s
 /**
  * Sets up the process-wide runtime: loads ONNX Runtime and installs the log callback. Optional: contexts
  * created without it use the defaults of `mirage_runtime_options_init`. Call it once, before the first
- * context, from one thread. Calling it again with the same runtime options succeeds and replaces the log
- * callback and level; with other runtime options it fails with MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED
- * (ONNX Runtime can be loaded once per process; a context created first loads it with the defaults).
+ * context, from one thread. Calling it again with the same runtime options (`ort_library_path`, `provider`,
+ * `strict`, `intra_threads`, `tensorrt_fp16`, `tensorrt_cache_dir`) succeeds and replaces the log callback,
+ * its user data and the level (a NULL callback restores stderr: how a host that unloads the code of its
+ * callback, e.g. a scripting engine reloading, detaches it first); with other runtime options it fails with
+ * MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED (ONNX Runtime can be loaded once per process; a context created
+ * first loads it with the defaults).
  *
  * `options` is read during the call and not kept (its strings are copied); `log_user_data` is kept and
  * handed to `log_callback` until the process ends or another successful `mirage_runtime_init` replaces it.
