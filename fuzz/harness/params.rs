@@ -23,7 +23,10 @@ pub fn run(data: &[u8]) {
     // The struct: `struct_size` and the rest of its first SIZE bytes straight from the input, then as many
     // bytes past it as struct_size claims (up to 4 KiB, beyond which the library reads only struct_size).
     let raw = b.take(SIZE).to_vec();
-    let claimed = if raw.len() >= 8 { usize::from_le_bytes(raw[..8].try_into().unwrap()) } else { 0 };
+    // struct_size as the library will read it: the first 8 bytes, zero-padded when the input is shorter.
+    let mut head = [0u8; 8];
+    head[..raw.len().min(8)].copy_from_slice(&raw[..raw.len().min(8)]);
+    let claimed = usize::from_le_bytes(head);
     let tail_len = claimed.saturating_sub(SIZE).min(4096);
     let mut words = vec![0u64; (SIZE + tail_len).div_ceil(8)];
     // SAFETY: `words` holds at least SIZE + tail_len bytes.
