@@ -102,7 +102,7 @@ sanitize: setup-runtime
 	RUSTFLAGS="$(ASAN_RUSTFLAGS)" RUSTDOCFLAGS="$(ASAN_RUSTFLAGS)" ASAN_OPTIONS=detect_leaks=1 \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0 \
 		$(CARGO) +nightly test --target x86_64-unknown-linux-gnu --features test-panic --target-dir $(TARGET)/asan \
-		--test tests -- capi:: hostile:: nulls:: runtime:: pipeline:: \
+		--test tests -- capi:: hostile:: nulls:: runtime:: pipeline:: jobs:: \
 		--skip c_program --skip c_diffusion --skip freed_and_foreign_handles
 	MIRAGE_VALGRIND=0 MIRAGE_TEST_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0 \
