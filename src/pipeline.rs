@@ -503,11 +503,11 @@ impl Plan {
     }
 }
 
-/// A reverse-diffusion run advanced one sampler step at a time: the state between steps (the samples, the
-/// sampler's memory, its noise stream, the text embeddings) owned, so that the blocking calls loop over
-/// [`Denoising::step`] and a caller can equally spread the steps over time (a frame budget) or threads.
-/// Stepping it to the end gives exactly what the blocking call gives.
-pub struct Denoising {
+/// One reverse-diffusion run (one batch) of a [`Plan`], advanced one sampler step at a time: the state
+/// between steps (the samples, the sampler's memory, its noise stream, the text embeddings) owned, so that
+/// the steps can be spread over time (a frame budget) or threads and still give exactly the images of an
+/// uninterrupted run.
+struct Denoising {
     n: usize,
     /// [n, C, h, w] at the level of the next step.
     x: Vec<f32>,
@@ -574,23 +574,23 @@ impl Denoising {
     }
 
     /// Sampler steps in all.
-    pub fn steps(&self) -> usize {
+    fn steps(&self) -> usize {
         self.steps
     }
 
     /// Sampler steps done.
-    pub fn steps_done(&self) -> usize {
+    fn steps_done(&self) -> usize {
         self.k
     }
 
     /// Whether every step has run (then [`Denoising::finish`] gives the images).
-    pub fn is_done(&self) -> bool {
+    fn is_done(&self) -> bool {
         self.k == self.steps
     }
 
     /// Runs the next step, then the preview and progress hooks (either may cancel: `Error::Cancelled`,
     /// after which the run should be dropped). Does nothing when every step has run.
-    pub fn step(&mut self, set: &ModelSet, hooks: &mut Hooks) -> Result<()> {
+    fn step(&mut self, set: &ModelSet, hooks: &mut Hooks) -> Result<()> {
         if self.is_done() {
             return Ok(());
         }
@@ -638,7 +638,7 @@ impl Denoising {
     }
 
     /// The model-space images [n, C, h, w] of a run whose every step has run.
-    pub fn finish(mut self, set: &ModelSet) -> Result<Vec<f32>> {
+    fn finish(mut self, set: &ModelSet) -> Result<Vec<f32>> {
         if !self.is_done() {
             return Err(Error::invalid(format!("{} of {} steps run: not finished", self.k, self.steps)));
         }
