@@ -39,6 +39,7 @@ pub mod log;
 pub mod manifest;
 pub mod model_set;
 pub mod pipeline;
+pub mod pixels;
 pub mod rng;
 pub mod runtime;
 pub mod sampler;
