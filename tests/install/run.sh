@@ -6,7 +6,8 @@
 #      ONNX Runtime from the prefix;
 #   3. the same with CMake's find_package(mirage 0.1) and mirage::mirage, and statically with
 #      mirage::mirage_static (with ORT_DYLIB_PATH: a static program has no libmirage folder to look in);
-#   4. find_package(mirage 0.2) and (mirage 1.0) are refused (the version rule).
+#   4. DESTDIR staging: the tree under the staging root, the final prefix in mirage.pc;
+#   5. find_package(mirage 0.2) and (mirage 1.0) are refused (the version rule).
 # Usage: tests/install/run.sh [PREFIX] (default: a temporary folder, removed afterwards).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -64,7 +65,16 @@ check_run cmake clean_env "$tmp/build/app" "$models/emoji"
 check_run cmake-static clean_env ORT_DYLIB_PATH="$lib/libonnxruntime.so.1.31.1" "$tmp/build/app_static" "$models/emoji"
 ! readelf -d "$tmp/build/app_static" | grep -q 'libmirage' || fail "app_static links libmirage.so"
 
-# 4. The version rule.
+# 4. DESTDIR stages the same tree under another root, with the final prefix in the files that name it.
+make -C "$root" --no-print-directory install DESTDIR="$tmp/stage" PREFIX=/opt/mirage-staged >"$tmp/stage.log" 2>&1 \
+  || { cat "$tmp/stage.log"; fail "make install DESTDIR=... failed"; }
+[[ -f "$tmp/stage/opt/mirage-staged/lib/libmirage.so.$version" ]] || fail "DESTDIR: nothing under the staging root"
+grep -q '^prefix=/opt/mirage-staged$' "$tmp/stage/opt/mirage-staged/lib/pkgconfig/mirage.pc" \
+  || fail "DESTDIR: mirage.pc does not name the final prefix"
+[[ ! -e /opt/mirage-staged ]] || fail "DESTDIR: something was written to the final prefix"
+echo "DESTDIR: ok"
+
+# 5. The version rule.
 for want in 0.2 1.0; do
   if cmake -S "$root/tests/install" -B "$tmp/build-$want" -DCMAKE_PREFIX_PATH="$prefix" -DMIRAGE_WANT="$want" \
     >"$tmp/cmake-$want.log" 2>&1; then
