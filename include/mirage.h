@@ -131,14 +131,48 @@
 #define MIRAGE_MAX_THREADS 256
 
 /**
+ * The most worker threads of a context (`MirageContextParams::workers`).
+ */
+#define MIRAGE_MAX_WORKERS 64
+
+/**
+ * The most jobs a context holds that have not started (`MirageContextParams::max_queued_jobs`).
+ */
+#define MIRAGE_MAX_QUEUED_JOBS 4096
+
+/**
+ * The longest side of a host image or target buffer, in pixels.
+ */
+#define MIRAGE_MAX_IMAGE_SIDE 4096
+
+/**
+ * `MirageTarget::flags`: rows bottom to top (the buffer's first row is the image's last), as OpenGL and
+ * Unity textures expect.
+ */
+#define MIRAGE_TARGET_BOTTOM_UP 1
+
+/**
+ * `MirageTarget::flags`: colour multiplied by alpha (premultiplied alpha), as most compositors blend.
+ */
+#define MIRAGE_TARGET_PREMULTIPLIED 2
+
+/**
  * `MirageDiffusionParams::guidance` value that selects the model set's own guidance scale.
  */
 #define MIRAGE_GUIDANCE_DEFAULT -1.0
 
 /**
- * A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new`, freed by
- * `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;
- * the sessions sit behind one lock per model, so calls on the same model run one after the other.
+ * `mirage_job_wait`'s timeout that never expires.
+ */
+#define MIRAGE_WAIT_FOREVER UINT32_MAX
+
+/**
+ * A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new` or
+ * `mirage_context_new_from_memory`, freed by `mirage_context_free`. Thread-safe: any number of threads may
+ * call functions on one context at once; the sessions sit behind one lock per model, so calls on the same
+ * model run one after the other. Contexts opened on the same model set in one process (the same
+ * manifest, provider and unchanged files) share one copy of the sessions: the second open costs almost
+ * nothing and no memory, and the sessions live until the last such context is freed.
  */
 typedef struct MirageContext MirageContext;
 
@@ -148,6 +182,15 @@ typedef struct MirageContext MirageContext;
  * `mirage_image_batch_free`. Immutable, so several threads may read one batch at once.
  */
 typedef struct MirageImageBatch MirageImageBatch;
+
+/**
+ * A submitted operation: made by the `mirage_job_*` submit functions, freed by `mirage_job_free`. Any
+ * thread may poll, wait for, preview or cancel a job while another runs it; it holds its model set (a
+ * freed context does not invalidate it). Freeing the job while any other call on it is under way is a
+ * use after free, as for every handle (the usual freed-handle check catches most such calls with
+ * MIRAGE_ERR_INVALID_ARGUMENT, but cannot promise it).
+ */
+typedef struct MirageJob MirageJob;
 
 /**
  * A batch of latents: shape {n, channels, height, width} and n * channels * height * width floats in that
@@ -245,6 +288,25 @@ typedef struct MirageContextParams {
      * Provider for this context's sessions; MIRAGE_PROVIDER_DEFAULT = the runtime's.
      */
     MirageProvider provider;
+    /**
+     * Worker threads that run this context's jobs (`mirage_job_*` in MIRAGE_JOB_WORKERS mode), 1 to
+     * MIRAGE_MAX_WORKERS; default 1: the context's jobs run one at a time, in submission order. With more,
+     * up to that many run at once (their steps interleave on each model's lock; each session already uses
+     * every core, so more workers mostly lower the latency of small jobs behind a big one). The threads
+     * start with the first submitted job.
+     */
+    uint32_t workers;
+    /**
+     * Jobs submitted and not yet started that the context holds, 1 to MIRAGE_MAX_QUEUED_JOBS; default 64.
+     * A submission beyond it fails with MIRAGE_ERR_BUSY instead of growing a queue without limit.
+     */
+    uint32_t max_queued_jobs;
+    /**
+     * Prepare the tileable sessions (circular padding) now. Otherwise they are made on the first call with
+     * `MirageDiffusionParams::tileable` (a rewrite of the U-Net and the VAE decoder, about as long as
+     * loading them); a context made with `mirage_context_new_from_memory` can only get them this way. Default false.
+     */
+    bool tileable;
 } MirageContextParams;
 
 /**
@@ -288,6 +350,56 @@ typedef struct MirageImage {
      */
     uint8_t *data;
 } MirageImage;
+
+/**
+ * How an image is resized to a `MirageTarget` of another size.
+ */
+typedef uint32_t MirageFilter;
+
+/**
+ * Memory the host owns that one image is written into (a texture being uploaded, a frame buffer), with its
+ * layout. The library resizes the image to `width` x `height` with `filter`, converts it to `format`, and
+ * writes `height` rows of `width` pixels, `stride` bytes apart, inside the `size` bytes at `data`; bytes
+ * between rows are left as they are. Every field of every target of a call is checked before the first
+ * byte is written, so a wrong size or stride is an error, never a write outside the buffer. Zero the
+ * struct (`MirageTarget t = {0};`), then set the fields.
+ */
+typedef struct MirageTarget {
+    /**
+     * The first byte of the buffer (the first row top-down, or the image's last row with
+     * MIRAGE_TARGET_BOTTOM_UP); aligned to 4 bytes for MIRAGE_PIXEL_RGBA32F.
+     */
+    void *data;
+    /**
+     * Bytes available at `data`: at least (height - 1) * stride + width * bytes per pixel.
+     */
+    size_t size;
+    /**
+     * Pixels per row, 1 to MIRAGE_MAX_IMAGE_SIDE; need not be the set's: the image is resized.
+     */
+    uint32_t width;
+    /**
+     * Rows, 1 to MIRAGE_MAX_IMAGE_SIDE.
+     */
+    uint32_t height;
+    /**
+     * Bytes from the start of one row to the start of the next; at least width * bytes per pixel. 0 means
+     * exactly that (packed rows).
+     */
+    size_t stride;
+    /**
+     * MIRAGE_PIXEL_GRAY8, _RGB8, _RGBA8, _BGRA8 or _RGBA32F.
+     */
+    MiragePixelFormat format;
+    /**
+     * MIRAGE_TARGET_* flags, or-ed; 0 = top-down, straight alpha.
+     */
+    uint32_t flags;
+    /**
+     * MIRAGE_FILTER_*; 0 = bilinear.
+     */
+    MirageFilter filter;
+} MirageTarget;
 
 /**
  * Called on the calling thread after every step of a generation with the steps done so far (1 to `total`)
@@ -386,7 +498,52 @@ typedef struct MirageDiffusionParams {
      * is ignored, not even checked. The CLI's `--guidance` follows the same rule.
      */
     float guidance;
+    /**
+     * Images that wrap seamlessly at their edges (textures, patterns): the U-Net and the VAE decoder run
+     * with circular padding (see `MirageContextParams::tileable` for when those sessions are made). Applies
+     * to generate, img2img, inpaint and interpolate. Default false.
+     */
+    bool tileable;
+    /**
+     * Optional (NULL = from `seed`, the default): the initial noise, a latent of the set's diffusion shape
+     * (`mirage_context_latent_shape` for a latent-space set) holding one sample per image — `count` for
+     * generate, one per input image for img2img and inpaint, exactly 1 for interpolate (shared by every
+     * frame). Reproduces a generation across runs and implementations; rolling it by a multiple of the
+     * U-Net's downsampling factor rolls a tileable image. Read during the call (or the submission) and not
+     * kept. Stochastic sampling (eta > 0) still draws its later noise from `seed`. `mirage_denoise` adds
+     * no noise and refuses it.
+     */
+    const struct MirageLatent *noise;
 } MirageDiffusionParams;
+
+/**
+ * Who runs a job.
+ */
+typedef uint32_t MirageJobMode;
+
+/**
+ * Options of a job. Fill it with `mirage_job_params_init`; NULL where a function takes it = the defaults.
+ */
+typedef struct MirageJobParams {
+    /**
+     * sizeof(MirageJobParams) as the host was compiled; set by `mirage_job_params_init`.
+     */
+    size_t struct_size;
+    /**
+     * MIRAGE_JOB_WORKERS (default) or MIRAGE_JOB_MANUAL.
+     */
+    MirageJobMode mode;
+    /**
+     * Keep the latest estimate of the images after each step for `mirage_job_preview` (one VAE decode per
+     * step). Default false.
+     */
+    bool previews;
+} MirageJobParams;
+
+/**
+ * Where a job is.
+ */
+typedef uint32_t MirageJobState;
 
 /**
  * Success.
@@ -450,6 +607,12 @@ typedef struct MirageDiffusionParams {
  * A bug in mirage: a panic was caught at the API boundary. The message says where it came from.
  */
 #define MIRAGE_ERR_PANIC 11
+
+/**
+ * A bounded queue is full: the context already holds `max_queued_jobs` jobs that have not started
+ * (`MirageContextParams`). Nothing was submitted; try again once some of them have started or ended.
+ */
+#define MIRAGE_ERR_BUSY 12
 
 /**
  * Whatever the level above says: for a context, the runtime's provider; for the runtime, AUTO.
@@ -531,6 +694,65 @@ typedef struct MirageDiffusionParams {
  */
 #define MIRAGE_PIXEL_RGBA8 3
 
+/**
+ * 4 bytes per pixel: blue, green, red, alpha (Windows bitmaps, Direct3D, many engines' textures).
+ * Only for a `MirageTarget`.
+ */
+#define MIRAGE_PIXEL_BGRA8 4
+
+/**
+ * 16 bytes per pixel: red, green, blue, alpha as native-endian floats, colour converted from sRGB to
+ * linear light (alpha as is), what HDR and linear-workflow renderers upload. Only for a `MirageTarget`.
+ */
+#define MIRAGE_PIXEL_RGBA32F 5
+
+/**
+ * Linear interpolation between the four nearest pixels, in premultiplied alpha (no dark fringes around
+ * transparent areas). The default (0).
+ */
+#define MIRAGE_FILTER_BILINEAR 0
+
+/**
+ * Each target pixel copies the source pixel it falls in: crisp pixel art at integer scales.
+ */
+#define MIRAGE_FILTER_NEAREST 1
+
+/**
+ * The context's worker threads (`MirageContextParams::workers`) run it, in submission order. The default.
+ */
+#define MIRAGE_JOB_WORKERS 0
+
+/**
+ * Nobody until the host calls `mirage_job_advance`: a game loop spends a time budget on it each frame on
+ * its own thread, with no worker thread at all.
+ */
+#define MIRAGE_JOB_MANUAL 1
+
+/**
+ * Submitted; no step has run yet.
+ */
+#define MIRAGE_JOB_QUEUED 1
+
+/**
+ * At least one step has run, not all.
+ */
+#define MIRAGE_JOB_RUNNING 2
+
+/**
+ * Every step has run: the result waits to be taken.
+ */
+#define MIRAGE_JOB_DONE 3
+
+/**
+ * A step failed: `mirage_job_take_*` returns the error (status and message).
+ */
+#define MIRAGE_JOB_FAILED 4
+
+/**
+ * Cancelled before it finished: `mirage_job_take_*` returns MIRAGE_ERR_CANCELLED.
+ */
+#define MIRAGE_JOB_CANCELLED 5
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
@@ -601,33 +823,57 @@ MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options, s
 MirageStatus mirage_runtime_init(const struct MirageRuntimeOptions *options);
 
 /**
- * Fills `params` with the defaults (the runtime's provider). Pass `sizeof(MirageContextParams)` as
+ * Fills `params` with the defaults (the runtime's provider, 1 worker, 64 queued jobs, tileable false). Pass `sizeof(MirageContextParams)` as
  * `struct_size`; the struct_size rule is that of `mirage_runtime_init`.
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT when `params` is NULL or `struct_size` is too small.
  */
-MirageStatus mirage_context_params_init(struct MirageContextParams *params, size_t struct_size);
+MirageStatus mirage_context_params_init(struct MirageContextParams *params,
+                                        size_t struct_size);
 
 /**
- * Opens the model set in the directory `model_dir` (UTF-8): reads and validates its manifest.json, checks
- * the sha256 of every model file and creates the ONNX sessions (loading ONNX Runtime with the default
- * options if `mirage_runtime_init` was not called). `params` may be NULL for the defaults.
+ * Opens the model set at `model_dir` (UTF-8): a model-set directory, or a pack file made by `mirage pack`
+ * (told apart by what the path is). Reads and validates its manifest, checks the sha256 of every model file
+ * and creates the ONNX sessions (loading ONNX Runtime with the default options if `mirage_runtime_init` was
+ * not called) — or shares those of a context already open on the same set. `params` may be NULL for the
+ * defaults.
  *
  * On success `*out` receives a new context, owned by the caller and freed with `mirage_context_free`.
  * Nothing is borrowed: `model_dir` and `params` need not outlive the call.
  *
- * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `model_dir` or `out`, a path that is not UTF-8, bad params),
- * MIRAGE_ERR_MODEL_NOT_FOUND (no such directory, no manifest.json, a listed file missing),
- * MIRAGE_ERR_INVALID_MODEL (bad manifest, other format_version, sha256 mismatch, a file ONNX Runtime
- * rejects), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_UNSUPPORTED (strict provider unavailable), MIRAGE_ERR_IO.
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `model_dir` or `out`, a path that is not UTF-8, bad params:
+ * workers or max_queued_jobs 0 or over their MIRAGE_MAX_*), MIRAGE_ERR_MODEL_NOT_FOUND (no such directory
+ * or file, no manifest.json, a listed file missing), MIRAGE_ERR_INVALID_MODEL (bad manifest, other
+ * format_version, sha256 mismatch, a file ONNX Runtime rejects, a damaged or foreign pack),
+ * MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_UNSUPPORTED (strict provider unavailable), MIRAGE_ERR_IO.
  */
 MirageStatus mirage_context_new(const char *model_dir,
                                 const struct MirageContextParams *params,
                                 struct MirageContext **out);
 
 /**
- * Frees a context and its sessions. NULL does nothing. The latents and image batches made with it stay
- * valid (they do not borrow it).
+ * Opens a model pack (the file `mirage pack` writes) held in memory the host owns: `size` bytes at `data`,
+ * e.g. an asset of the host's own archive. The bytes are read during the call only: nothing points into
+ * them afterwards, so the host may free or reuse the buffer as soon as this returns. Copies are made only
+ * where ONNX Runtime needs its own (the sessions). Otherwise as `mirage_context_new`; set
+ * `params->tileable` to be able to generate tileable images (they cannot be prepared later, the buffer
+ * being gone).
+ *
+ * Errors: as `mirage_context_new`; a truncated, corrupted or foreign buffer gives
+ * MIRAGE_ERR_INVALID_MODEL with what is wrong (bad magic, other format version, header or entry checksum,
+ * an entry outside the buffer), NULL `data` MIRAGE_ERR_INVALID_ARGUMENT.
+ */
+MirageStatus mirage_context_new_from_memory(const void *data,
+                                            size_t size,
+                                            const struct MirageContextParams *params,
+                                            struct MirageContext **out);
+
+/**
+ * Frees a context and its sessions (those shared with another context live on with it). NULL does
+ * nothing. The latents and image batches made with it stay valid (they do not borrow it). Its jobs in
+ * MIRAGE_JOB_WORKERS mode are cancelled and its worker threads stopped (each within one step); the job
+ * handles stay valid (state MIRAGE_JOB_CANCELLED unless they had ended) until `mirage_job_free`. Jobs in
+ * MIRAGE_JOB_MANUAL mode keep the model set alive and still run.
  *
  * Generations (`mirage_generate`, `mirage_img2img`, `mirage_denoise`, `mirage_inpaint`, `mirage_interpolate`) may
  * be running on it on other threads: they are cancelled, and this call waits until they have returned (within one
@@ -642,7 +888,8 @@ void mirage_context_free(struct MirageContext *ctx);
 /**
  * Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_denoise`,
  * `mirage_inpaint`, `mirage_interpolate`, on any thread): each returns MIRAGE_ERR_CANCELLED before its next step,
- * so within one step. Safe to call from any thread, including from inside a callback. Locks the context's short
+ * so within one step. Also cancels every job of the context's workers, queued or running (not
+ * MIRAGE_JOB_MANUAL jobs: cancel those with `mirage_job_cancel`). Safe to call from any thread, including from inside a callback. Locks the context's short
  * list of running generations.
  *
  * A cancel reaches only the generations running when it is made: one that starts afterwards runs normally
@@ -708,6 +955,20 @@ size_t mirage_image_batch_count(const struct MirageImageBatch *batch);
 MirageStatus mirage_image_batch_get(const struct MirageImageBatch *batch,
                                     size_t index,
                                     struct MirageImage *image);
+
+/**
+ * Writes image `index` of `batch` into host memory described by `target` (resized, converted, in the
+ * target's row order and alpha mode; see `MirageTarget`). Every field is checked before a byte is written;
+ * nothing is kept. For the precision of a float target, note that a batch holds 8-bit pixels: take a job's
+ * result with `mirage_job_take_into` to write straight from the model's output.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, `index >= count`, a bad target: NULL data, zero or
+ * oversized width or height, a stride smaller than a row, a size smaller than the layout needs, an unknown
+ * format, filter or flag).
+ */
+MirageStatus mirage_image_batch_write(const struct MirageImageBatch *batch,
+                                      size_t index,
+                                      const struct MirageTarget *target);
 
 /**
  * Frees a batch and its pixels. NULL does nothing. Every `MirageImage` got from it dangles afterwards.
@@ -828,7 +1089,7 @@ MirageStatus mirage_vae_decode_into(const struct MirageContext *ctx,
 /**
  * Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
  * no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8, no prompt and no negative prompt, guidance
- * MIRAGE_GUIDANCE_DEFAULT. Pass `sizeof(MirageDiffusionParams)` as
+ * MIRAGE_GUIDANCE_DEFAULT, tileable false, noise NULL. Pass `sizeof(MirageDiffusionParams)` as
  * `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
  * set `strength`.
  *
@@ -962,6 +1223,199 @@ MirageStatus mirage_text_embed(const struct MirageContext *ctx,
                                size_t pooled_len,
                                float *token_embeddings,
                                size_t tokens_len);
+
+/**
+ * Fills `params` with the defaults: MIRAGE_JOB_WORKERS, no previews. Pass `sizeof(MirageJobParams)` as
+ * `struct_size`; the struct_size rule is that of `mirage_runtime_init`.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT when `params` is NULL or `struct_size` is too small.
+ */
+MirageStatus mirage_job_params_init(struct MirageJobParams *params, size_t struct_size);
+
+/**
+ * Submits `mirage_generate` as a job: checks the arguments, encodes the prompts (milliseconds) and returns
+ * at once; `*out` receives a new job, owned by the caller and freed with `mirage_job_free`. `params` as
+ * `mirage_generate` (read during the call, not kept), except that `progress` and `preview` must be NULL:
+ * poll the job and read its previews instead. `job_params` may be NULL (workers, no previews).
+ *
+ * Errors: as `mirage_generate` for the arguments, plus MIRAGE_ERR_BUSY (the context's queue is full:
+ * nothing was submitted) and MIRAGE_ERR_INVALID_ARGUMENT for callbacks or bad job params. Failures while
+ * it runs are the job's: `mirage_job_take_images` returns them.
+ */
+MirageStatus mirage_job_generate(const struct MirageContext *ctx,
+                                 const struct MirageDiffusionParams *params,
+                                 const struct MirageJobParams *job_params,
+                                 struct MirageJob **out);
+
+/**
+ * Submits `mirage_img2img` as a job (the images are read and encoded during the call, not kept).
+ * Otherwise as `mirage_job_generate`.
+ */
+MirageStatus mirage_job_img2img(const struct MirageContext *ctx,
+                                const struct MirageImage *images,
+                                size_t count,
+                                const struct MirageDiffusionParams *params,
+                                const struct MirageJobParams *job_params,
+                                struct MirageJob **out);
+
+/**
+ * Submits `mirage_denoise` as a job. Otherwise as `mirage_job_img2img`.
+ */
+MirageStatus mirage_job_denoise(const struct MirageContext *ctx,
+                                const struct MirageImage *images,
+                                size_t count,
+                                const struct MirageDiffusionParams *params,
+                                const struct MirageJobParams *job_params,
+                                struct MirageJob **out);
+
+/**
+ * Submits `mirage_inpaint` as a job (images and masks read during the call, not kept). Otherwise as
+ * `mirage_job_generate`.
+ */
+MirageStatus mirage_job_inpaint(const struct MirageContext *ctx,
+                                const struct MirageImage *images,
+                                const struct MirageImage *masks,
+                                size_t count,
+                                const struct MirageDiffusionParams *params,
+                                const struct MirageJobParams *job_params,
+                                struct MirageJob **out);
+
+/**
+ * Submits `mirage_interpolate` as a job (the prompts are read and encoded during the call, not kept).
+ * Otherwise as `mirage_job_generate`.
+ */
+MirageStatus mirage_job_interpolate(const struct MirageContext *ctx,
+                                    const char *const *prompts,
+                                    size_t prompt_count,
+                                    uint32_t frames,
+                                    const struct MirageDiffusionParams *params,
+                                    const struct MirageJobParams *job_params,
+                                    struct MirageJob **out);
+
+/**
+ * Submits `mirage_vae_encode` as a job of one step: the images are read during the call (not kept); take
+ * the latents with `mirage_job_take_latents`. `job_params` as in `mirage_job_generate` (previews do not
+ * apply).
+ *
+ * Errors: as `mirage_vae_encode` for the arguments, plus MIRAGE_ERR_BUSY.
+ */
+MirageStatus mirage_job_encode(const struct MirageContext *ctx,
+                               const struct MirageImage *images,
+                               size_t count,
+                               const struct MirageJobParams *job_params,
+                               struct MirageJob **out);
+
+/**
+ * Submits `mirage_vae_decode` as a job of one step: `latents` is copied during the call (not kept);
+ * take the images (in `format`) with `mirage_job_take_images` or `mirage_job_take_into`.
+ *
+ * Errors: as `mirage_vae_decode` for the arguments, plus MIRAGE_ERR_BUSY.
+ */
+MirageStatus mirage_job_decode(const struct MirageContext *ctx,
+                               const struct MirageLatent *latents,
+                               MiragePixelFormat format,
+                               const struct MirageJobParams *job_params,
+                               struct MirageJob **out);
+
+/**
+ * Where `job` is, without waiting: `*state` (MIRAGE_JOB_*), and in `*step` and `*total` (each may be
+ * NULL) the sampler steps done and in all (a VAE job has one step). Takes a short lock, never held across
+ * a step, so it is cheap enough to call every frame.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `job` or `state`, a freed job where the check catches it).
+ */
+MirageStatus mirage_job_poll(const struct MirageJob *job,
+                             MirageJobState *state,
+                             uint32_t *step,
+                             uint32_t *total);
+
+/**
+ * Waits until `job` has ended (done, failed or cancelled) or `timeout_ms` milliseconds have passed
+ * (MIRAGE_WAIT_FOREVER: no limit; 0: just look); `*state` (may be NULL) receives the state then. A
+ * MIRAGE_JOB_MANUAL job only moves while some thread advances it. Returns MIRAGE_OK either way: compare
+ * the state.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `job`).
+ */
+MirageStatus mirage_job_wait(const struct MirageJob *job, uint32_t timeout_ms, MirageJobState *state);
+
+/**
+ * Cancels `job`: a queued job ends at once, a running one before its next step or within the step under
+ * way (so within one step); its take then returns MIRAGE_ERR_CANCELLED. Cancelling an ended job does
+ * nothing. Any thread; never waits.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `job`).
+ */
+MirageStatus mirage_job_cancel(const struct MirageJob *job);
+
+/**
+ * Runs whole steps of a MIRAGE_JOB_MANUAL job on the calling thread: at most `max_steps`, and no new step
+ * once `budget_us` microseconds (0 = no time limit) would be exceeded, judged by the previous step's
+ * duration; at least one step runs when `max_steps > 0` and the job has not ended, so that every call
+ * makes progress. `*steps_run` (may be NULL) receives the steps run. Stepping a job to its end gives
+ * exactly the images of the blocking call with the same parameters. A failing step or a cancel ends the
+ * job (its take reports it), not this call.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `job`, a job of the workers, another thread advancing this
+ * job at the same moment).
+ */
+MirageStatus mirage_job_advance(const struct MirageJob *job,
+                                uint32_t max_steps,
+                                uint64_t budget_us,
+                                uint32_t *steps_run);
+
+/**
+ * The latest preview of a job made with `previews`: on success `*out` receives a new batch (the estimate
+ * of the finished images after step `*step`, in `format`, owned by the caller), or NULL with `*step` 0
+ * when no step has run yet. Any thread, no callback: a game polls it on its render thread.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, an unknown format, a job made without previews).
+ */
+MirageStatus mirage_job_preview(const struct MirageJob *job,
+                                MiragePixelFormat format,
+                                struct MirageImageBatch **out,
+                                uint32_t *step);
+
+/**
+ * Takes the images of an ended job (generate, img2img, denoise, inpaint, interpolate, decode): `*out`
+ * receives a new batch in the job's format (`params->format`, or the decode's), owned by the caller.
+ * Exactly once: a second take is refused. On a failed or cancelled job it returns that error, and the
+ * error counts as the take.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, a job that has not ended, a result already
+ * taken, an encode job), or the job's own error.
+ */
+MirageStatus mirage_job_take_images(const struct MirageJob *job, struct MirageImageBatch **out);
+
+/**
+ * Takes the latents of an ended `mirage_job_encode`: `*mean` and `*logvar` (may be NULL: not wanted)
+ * receive new latents, owned by the caller. Exactly once, as `mirage_job_take_images`.
+ *
+ * Errors: as `mirage_job_take_images` (a job that made images is refused).
+ */
+MirageStatus mirage_job_take_latents(const struct MirageJob *job,
+                                     struct MirageLatent **mean,
+                                     struct MirageLatent **logvar);
+
+/**
+ * Takes the images of an ended job straight into host memory: `targets` is an array of `count` targets,
+ * one per image (`count` must equal the job's image count), each with its own size, format, stride, row
+ * order, alpha mode and filter (see `MirageTarget`); written from the model's output (float precision for
+ * MIRAGE_PIXEL_RGBA32F up to the 8-bit conversion every format shares). Every target is checked before
+ * the first byte is written; when one is refused nothing is written and the result stays in the job
+ * for another take.
+ *
+ * Errors: as `mirage_job_take_images`, plus MIRAGE_ERR_INVALID_ARGUMENT for a wrong `count` or a bad target.
+ */
+MirageStatus mirage_job_take_into(const struct MirageJob *job,
+                                  const struct MirageTarget *targets,
+                                  size_t count);
+
+/**
+ * Frees a job. A job that has not ended is cancelled first; this never waits (a worker running it stops
+ * within one step, on its own). NULL does nothing. Every job must be freed, whatever its state.
+ */
+void mirage_job_free(struct MirageJob *job);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -47,6 +47,10 @@ pub enum Error {
     /// The operation was cancelled by the host.
     #[error("cancelled")]
     Cancelled,
+
+    /// A bounded queue is full (a context's job queue): try again once some of its work has ended.
+    #[error("busy: {0}")]
+    Busy(String),
 }
 
 /// `Result` with mirage's [`Error`].
@@ -84,7 +88,8 @@ impl Error {
             | Error::InvalidModel(m)
             | Error::Unsupported(m)
             | Error::Inference(m)
-            | Error::Image(m) => m.clone(),
+            | Error::Image(m)
+            | Error::Busy(m) => m.clone(),
             Error::ModelNotFound { path, reason } => format!("{}: {reason}", crate::limits::quote_path(path)),
             Error::Io { path, source } => format!("{}: {source}", crate::limits::quote_path(path)),
             Error::Cancelled => "the host cancelled the operation".to_string(),

@@ -6,11 +6,14 @@
 //! exactly the images of the blocking call with the same parameters (it is the same plan).
 //!
 //! One thread steps a job at a time (a second `advance` meanwhile is refused, not queued); the others only
-//! read the state under a short lock. Library-owned worker threads that advance queued jobs, and the C API
-//! (`mirage_job_*`), build on this.
+//! read the state under a short lock. A job is either a diffusion [`Plan`] (many steps) or a one-shot
+//! operation (VAE encode or decode: one step). [`Workers`] is a context's pool of library-owned threads that
+//! advance submitted jobs; the C API (`mirage_job_*`) builds on both.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
@@ -55,6 +58,79 @@ pub struct Preview {
     pub images: Arc<Vec<f32>>,
 }
 
+/// What a job ends with: model-space images (diffusion, VAE decode) or latents (VAE encode).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Model-space images [n, C, H, W].
+    Images(Vec<f32>),
+    /// `n` latent distributions of the set's latent shape (a VAE encode), flattened.
+    Latents { mean: Vec<f32>, logvar: Vec<f32>, n: usize },
+}
+
+impl Output {
+    /// The images, or an `InvalidArgument` for a job that made latents.
+    pub fn into_images(self) -> Result<Vec<f32>> {
+        match self {
+            Output::Images(v) => Ok(v),
+            Output::Latents { .. } => Err(Error::invalid("the job made latents, not images")),
+        }
+    }
+}
+
+/// A one-step operation run as a job (VAE encode or decode).
+pub type OneShot = Box<dyn FnOnce(&ModelSet) -> Result<Output> + Send>;
+
+/// What a job runs.
+enum Work {
+    Plan(Plan),
+    /// Run once (its one step); then its output, until `finish`.
+    Once {
+        f: Option<OneShot>,
+        out: Option<Result<Output>>,
+    },
+}
+
+impl Work {
+    fn steps(&self) -> usize {
+        match self {
+            Work::Plan(p) => p.steps(),
+            Work::Once { .. } => 1,
+        }
+    }
+    fn steps_done(&self) -> usize {
+        match self {
+            Work::Plan(p) => p.steps_done(),
+            Work::Once { f, .. } => usize::from(f.is_none()),
+        }
+    }
+    fn is_done(&self) -> bool {
+        match self {
+            Work::Plan(p) => p.is_done(),
+            Work::Once { f, .. } => f.is_none(),
+        }
+    }
+    fn step(&mut self, set: &ModelSet, hooks: &mut Hooks) -> Result<()> {
+        match self {
+            Work::Plan(p) => p.step(set, hooks),
+            Work::Once { f, out } => {
+                if let Some(f) = f.take() {
+                    match f(set) {
+                        Ok(o) => *out = Some(Ok(o)),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+    fn finish(self) -> Result<Output> {
+        match self {
+            Work::Plan(p) => p.finish().map(Output::Images),
+            Work::Once { out, .. } => out.unwrap_or_else(|| Err(Error::invalid("the operation has not run"))),
+        }
+    }
+}
+
 /// A diffusion call running without blocking its caller; see the module doc. Cloning gives another handle
 /// on the same job.
 #[derive(Clone)]
@@ -77,13 +153,13 @@ struct Inner {
     state: JobState,
     steps_done: usize,
     steps: usize,
-    /// The plan, while no thread is stepping it and the job has not ended.
-    plan: Option<Plan>,
+    /// The work, while no thread is stepping it and the job has not ended.
+    plan: Option<Work>,
     /// A thread is inside `advance` (holding the plan).
     stepping: bool,
     preview: Option<Preview>,
     /// The result once the job has ended, until it is taken.
-    result: Option<Result<Vec<f32>>>,
+    result: Option<Result<Output>>,
     taken: bool,
 }
 
@@ -91,6 +167,15 @@ impl Job {
     /// A job that will run `plan` on `set` (the set the plan was prepared on). With `previews`, every step
     /// also decodes the current estimate, which [`Job::preview`] returns.
     pub fn new(set: Arc<ModelSet>, plan: Plan, previews: bool) -> Job {
+        Job::with_work(set, Work::Plan(plan), previews)
+    }
+
+    /// A job of one step that runs `f` on `set` (a VAE encode or decode).
+    pub fn once(set: Arc<ModelSet>, f: OneShot) -> Job {
+        Job::with_work(set, Work::Once { f: Some(f), out: None }, false)
+    }
+
+    fn with_work(set: Arc<ModelSet>, plan: Work, previews: bool) -> Job {
         let steps = plan.steps();
         let inner = Inner {
             state: JobState::Queued,
@@ -160,10 +245,10 @@ impl Job {
         self.lock().preview.clone()
     }
 
-    /// The result of an ended job, exactly once: its model-space images, or the error it ended with
+    /// The result of an ended job, exactly once: its output, or the error it ended with
     /// (`Error::Cancelled` for a cancelled job). Before the end, and after the first take, an
     /// `Error::InvalidArgument` saying so.
-    pub fn take(&self) -> Result<Vec<f32>> {
+    pub fn take(&self) -> Result<Output> {
         let mut g = self.lock();
         if !g.state.is_ended() {
             return Err(Error::invalid(format!(
@@ -175,7 +260,48 @@ impl Job {
             return Err(Error::invalid("the job's result was already taken"));
         }
         g.taken = true;
-        g.result.take().expect("an ended job holds its result until taken")
+        g.result.take().unwrap_or_else(|| Err(Error::invalid("the job holds no result")))
+    }
+
+    /// [`Job::take`] for a job that makes images (every diffusion job, a decode).
+    pub fn take_images(&self) -> Result<Vec<f32>> {
+        self.take()?.into_images()
+    }
+
+    /// Ends a job that has not ended with `error` (a worker whose step panicked).
+    fn fail(&self, error: Error) {
+        let mut g = self.lock();
+        if !g.state.is_ended() {
+            g.stepping = false;
+            end(&mut g, Err(error));
+        }
+        drop(g);
+        self.shared.changed.notify_all();
+    }
+
+    /// Returns a result taken with [`Job::take`] that the caller could not deliver (its output buffers were
+    /// refused): the next take gets it again.
+    pub fn put_back(&self, output: Output) {
+        let mut g = self.lock();
+        if g.taken && g.result.is_none() {
+            g.result = Some(Ok(output));
+            g.taken = false;
+        }
+    }
+
+    /// Whether each step keeps a preview.
+    pub fn has_previews(&self) -> bool {
+        self.shared.previews
+    }
+
+    /// The model set the job runs on.
+    pub fn set(&self) -> &Arc<ModelSet> {
+        &self.shared.set
+    }
+
+    /// Whether two handles are the same job.
+    pub fn same(&self, other: &Job) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// Runs whole sampler steps on the calling thread: at most `max_steps`, and no new step once `budget`
@@ -196,7 +322,10 @@ impl Job {
                 return Err(Error::invalid("another thread is advancing this job"));
             }
             g.stepping = true;
-            g.plan.take().expect("a job that has not ended holds its plan")
+            match g.plan.take() {
+                Some(p) => p,
+                None => return Err(Error::invalid("the job holds no work")),
+            }
         };
         let shared = &self.shared;
         let mut ran = 0;
@@ -263,7 +392,7 @@ impl Job {
 }
 
 /// Ends a job with `result` (its plan, if any, is dropped).
-fn end(g: &mut Inner, result: Result<Vec<f32>>) {
+fn end(g: &mut Inner, result: Result<Output>) {
     g.state = match &result {
         Ok(_) => JobState::Done,
         Err(Error::Cancelled) => JobState::Cancelled,
@@ -274,4 +403,147 @@ fn end(g: &mut Inner, result: Result<Vec<f32>>) {
     }
     g.plan = None;
     g.result = Some(result);
+}
+
+/// A context's worker threads: they advance submitted jobs to their end, in submission order. With one
+/// worker (the default) a context runs one job at a time; with more, as many run side by side, their steps
+/// interleaving on each model's session lock. Threads start with the first submission (a context that
+/// never submits has none) and stop when the pool is dropped, which cancels every job it holds and waits
+/// for each running one to return (within one step).
+pub struct Workers {
+    shared: Arc<PoolShared>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    workers: usize,
+}
+
+struct PoolShared {
+    state: Mutex<PoolState>,
+    /// Signalled when a job is queued or the pool shuts down.
+    work: Condvar,
+    max_queued: usize,
+}
+
+#[derive(Default)]
+struct PoolState {
+    queue: VecDeque<Job>,
+    running: Vec<Job>,
+    shutdown: bool,
+}
+
+impl PoolShared {
+    fn lock(&self) -> MutexGuard<'_, PoolState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Workers {
+    /// A pool of `workers` threads (1 to [`crate::limits::MAX_WORKERS`]) holding at most `max_queued` jobs that
+    /// have not started (1 to [`crate::limits::MAX_QUEUED_JOBS`]). Each field's message starts with its name.
+    pub fn new(workers: usize, max_queued: usize) -> Result<Workers> {
+        use crate::limits::{MAX_QUEUED_JOBS, MAX_WORKERS};
+        if !(1..=MAX_WORKERS).contains(&workers) {
+            return Err(Error::invalid(format!("workers is {workers}, out of range 1..={MAX_WORKERS}")));
+        }
+        if !(1..=MAX_QUEUED_JOBS).contains(&max_queued) {
+            return Err(Error::invalid(format!("max_queued_jobs is {max_queued}, out of range 1..={MAX_QUEUED_JOBS}")));
+        }
+        let shared = Arc::new(PoolShared { state: Mutex::default(), work: Condvar::new(), max_queued });
+        Ok(Workers { shared, threads: Mutex::default(), workers })
+    }
+
+    /// Queues `job` for the workers (starting them on the first call). `Error::Busy` when `max_queued` jobs
+    /// are already waiting; `Error::Cancelled` once the pool is shutting down.
+    pub fn submit(&self, job: Job) -> Result<()> {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut st = self.shared.lock();
+            if st.shutdown {
+                return Err(Error::Cancelled);
+            }
+            if st.queue.len() >= self.shared.max_queued {
+                return Err(Error::Busy(format!(
+                    "the context already holds {} jobs that have not started (max_queued_jobs); wait for some to \
+                     start or end, or cancel some",
+                    st.queue.len()
+                )));
+            }
+            st.queue.push_back(job);
+        }
+        self.shared.work.notify_one();
+        while threads.len() < self.workers {
+            let shared = self.shared.clone();
+            let name = format!("mirage-worker-{}", threads.len());
+            match std::thread::Builder::new().name(name).spawn(move || work(&shared)) {
+                Ok(t) => threads.push(t),
+                // The job is queued; the threads already there will run it. With none at all, say so.
+                Err(e) if threads.is_empty() => {
+                    let mut st = self.shared.lock();
+                    if let Some(job) = st.queue.pop_back() {
+                        job.cancel();
+                    }
+                    return Err(Error::Inference(format!("could not start a worker thread: {e}")));
+                }
+                Err(_) => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Cancels every job the pool holds, queued or running (each running one within one step).
+    pub fn cancel_all(&self) {
+        let st = self.shared.lock();
+        for job in st.queue.iter().chain(&st.running) {
+            job.cancel();
+        }
+    }
+
+    /// Jobs queued and not started.
+    pub fn queued(&self) -> usize {
+        self.shared.lock().queue.len()
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.lock();
+            st.shutdown = true;
+            let queued: Vec<Job> = st.queue.drain(..).collect();
+            for job in queued.iter().chain(&st.running) {
+                job.cancel();
+            }
+        }
+        self.shared.work.notify_all();
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
+            // A worker's panic is already contained: `advance` ran inside it and nothing else can panic.
+            let _ = t.join();
+        }
+    }
+}
+
+/// A worker thread's loop: the oldest queued job, to its end, until shutdown.
+fn work(shared: &PoolShared) {
+    loop {
+        let job = {
+            let mut st = shared.lock();
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                if let Some(job) = st.queue.pop_front() {
+                    st.running.push(job.clone());
+                    break job;
+                }
+                st = shared.work.wait(st).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        // A panic inside a step must not kill the worker and strand the queue: it ends the job instead.
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.advance(usize::MAX, None)));
+        if stepped.is_err() {
+            job.fail(Error::Inference("internal error: a job step panicked (please report this as a bug)".into()));
+        }
+        let mut st = shared.lock();
+        st.running.retain(|j| !j.same(&job));
+    }
 }

@@ -87,3 +87,89 @@ mod tests {
         assert!((m[0] - m[1]).abs() < 1e-6 && ((m[0] * m[0] + m[1] * m[1]) - 1.0).abs() < 1e-5);
     }
 }
+
+/// Reads a NumPy `.npy` array of little-endian float32 in C order (what `numpy.save` writes for a
+/// `float32` array): its shape and values. Other dtypes, Fortran order and damaged files are refused.
+pub fn read_npy(bytes: &[u8]) -> Result<(Vec<usize>, Vec<f32>)> {
+    let bad = |m: &str| Error::invalid(format!("not a float32 .npy array: {m}"));
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return Err(bad("no \\x93NUMPY magic"));
+    }
+    let (header_len, start) = match bytes[6] {
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => return Err(bad(&format!("format version {v}"))),
+    };
+    let end = start.checked_add(header_len).filter(|&e| e <= bytes.len()).ok_or_else(|| bad("truncated header"))?;
+    let header = std::str::from_utf8(&bytes[start..end]).map_err(|_| bad("header is not text"))?;
+    let field = |key: &str| -> Option<&str> {
+        let at = header.find(&format!("'{key}':"))? + key.len() + 3;
+        Some(header[at..].trim_start())
+    };
+    let descr = field("descr").ok_or_else(|| bad("no descr"))?;
+    if !(descr.starts_with("'<f4'") || descr.starts_with("'float32'")) {
+        return Err(bad(&format!("dtype {}", crate::limits::clip(descr.split(',').next().unwrap_or("")))));
+    }
+    if !field("fortran_order").is_some_and(|v| v.starts_with("False")) {
+        return Err(bad("Fortran order (save a C-contiguous array)"));
+    }
+    let shape_text = field("shape").ok_or_else(|| bad("no shape"))?;
+    let close = shape_text.find(')').ok_or_else(|| bad("unreadable shape"))?;
+    let shape = shape_text[1..close]
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>().map_err(|_| bad("unreadable shape")))
+        .collect::<Result<Vec<_>>>()?;
+    let count = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d)).ok_or_else(|| bad("shape overflows"))?;
+    let data = &bytes[end..];
+    if Some(data.len()) != count.checked_mul(4) {
+        return Err(bad(&format!("shape {shape:?} needs {count} floats, the file holds {} bytes of data", data.len())));
+    }
+    let values = data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    Ok((shape, values))
+}
+
+/// Writes float32 `values` of `shape` as a NumPy `.npy` (version 1.0, little-endian, C order).
+pub fn write_npy(shape: &[usize], values: &[f32]) -> Result<Vec<u8>> {
+    if shape.iter().product::<usize>() != values.len() {
+        return Err(Error::invalid(format!("shape {shape:?} does not hold {} values", values.len())));
+    }
+    let dims: Vec<String> = shape.iter().map(|d| d.to_string()).collect();
+    let tuple = if dims.len() == 1 { format!("({},)", dims[0]) } else { format!("({})", dims.join(", ")) };
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {tuple}, }}");
+    // Magic (6) + version (2) + length (2) + header + '\n' is a multiple of 64.
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut out = Vec::with_capacity(10 + header.len() + 4 * values.len());
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for v in values {
+        out.extend_from_slice(&v.to_le_bytes());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod npy_tests {
+    use super::*;
+
+    #[test]
+    fn npy_round_trip_and_refusals() {
+        let v: Vec<f32> = (0..24).map(|i| i as f32 * 0.5 - 3.0).collect();
+        let bytes = write_npy(&[2, 3, 4], &v).unwrap();
+        assert_eq!((bytes.len() - v.len() * 4) % 64, 0);
+        assert_eq!(read_npy(&bytes).unwrap(), (vec![2, 3, 4], v.clone()));
+        for cut in [0, 5, 9, 20, bytes.len() - 1] {
+            assert!(read_npy(&bytes[..cut]).is_err(), "cut at {cut}");
+        }
+        let mut f8 = bytes.clone();
+        let at = f8.windows(3).position(|w| w == b"<f4").unwrap();
+        f8[at + 2] = b'8';
+        assert!(read_npy(&f8).unwrap_err().to_string().contains("dtype"));
+        assert!(write_npy(&[5], &v).is_err());
+    }
+}

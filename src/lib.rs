@@ -11,8 +11,10 @@
 //! - [`latent`]: the VAE's sampling layer, draws from the prior, slerp walks.
 //! - [`manifest`]: `models/<set>/manifest.json`, validated before any model file is opened.
 //! - [`runtime`]: finding and loading libonnxruntime, execution-provider choice and fallback.
+//! - [`tile`]: rewriting a graph's convolutions to pad circularly (tileable output), at load time.
 //! - [`session`]: one ONNX session as every model uses it (lock, interface check, run).
 //! - [`text`]: the text encoder (MiniLM-L6 tokenizer + session): prompts -> token and sentence embeddings.
+//! - [`pack`]: the one-file model pack container (`mirage pack`), read from a file or a host's memory.
 //! - [`model_set`]: a loaded set: its sessions (VAE, U-Net, text encoder) and what each is fed.
 //! - [`pipeline`]: reverse diffusion: generate, img2img / denoise, inpaint, interpolate — one readable loop;
 //!   owns the validation of every diffusion parameter.
@@ -38,6 +40,7 @@ pub mod limits;
 pub mod log;
 pub mod manifest;
 pub mod model_set;
+pub mod pack;
 pub mod pipeline;
 pub mod pixels;
 pub mod rng;
@@ -46,6 +49,7 @@ pub mod sampler;
 pub mod schedule;
 pub mod session;
 pub mod text;
+pub mod tile;
 #[cfg(feature = "train")]
 pub mod train;
 

@@ -21,6 +21,17 @@ pub const MAX_GUIDANCE: f32 = 50.0;
 /// library targets has more cores than this.
 pub const MAX_THREADS: usize = 256;
 
+/// The largest model pack file read (`mirage pack`): a Stable-Diffusion-sized set with its text encoder.
+pub const MAX_PACK_BYTES: u64 = 8 << 30;
+
+/// The most worker threads one context may run jobs on (`MirageContextParams::workers`): each runs whole
+/// generations, whose sessions already use every core, so more than a handful only queue on the model locks.
+pub const MAX_WORKERS: usize = 64;
+
+/// The most jobs one context may hold that have not started (`MirageContextParams::max_queued_jobs`);
+/// beyond it a submission is refused as busy instead of growing a queue without limit.
+pub const MAX_QUEUED_JOBS: usize = 4096;
+
 /// The most values (f32) in one image or one latent of a model set: a 4096 x 4096 RGBA image. A manifest
 /// whose image or latent shape is larger is refused when the set is opened.
 pub const MAX_ITEM_VALUES: usize = 4096 * 4096 * 4;

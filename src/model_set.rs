@@ -7,6 +7,7 @@
 //! the diffusion loop in [`crate::pipeline`].
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
 use crate::limits::{call_values, check_batch, check_finite, MAX_BATCH};
@@ -36,15 +37,62 @@ impl ModelKind {
     }
 }
 
+/// Where a set's files are read from while it is opened.
+enum Files<'a> {
+    /// A model-set directory (manifest.json, the ONNX files, the text encoder's directory).
+    Dir(&'a Path),
+    /// A one-file pack (from a file or the host's memory); `label` names it in messages.
+    Pack { pack: &'a crate::pack::Pack<'a>, label: &'a Path },
+}
+
+/// The entry of a pack that holds a text-conditioned set's encoder files.
+pub const PACK_TEXT_ENCODER: &str = "text_encoder/";
+
+impl Files<'_> {
+    /// One model file of the set, checked against the manifest's sha256.
+    fn model(&self, spec: &ModelFile) -> Result<std::borrow::Cow<'_, [u8]>> {
+        match self {
+            Files::Dir(dir) => Ok(Manifest::read_model(dir, spec)?.into()),
+            Files::Pack { pack, label } => {
+                let bytes = pack.entry(&spec.file)?;
+                if pack.sha256_hex(&spec.file).as_deref() != Some(spec.sha256.as_str()) {
+                    return Err(Error::model(format!(
+                        "{}: the pack's {:?} is not the file manifest.json lists (sha256 differs)",
+                        crate::limits::quote_path(label),
+                        crate::limits::clip(&spec.file)
+                    )));
+                }
+                Ok(bytes.into())
+            }
+        }
+    }
+}
+
 /// Loads one model file of the set: sha256 checked against the manifest, names against its interface.
-fn load_model(dir: &Path, spec: &ModelFile, provider: Option<Provider>) -> Result<OnnxModel> {
-    let bytes = Manifest::read_model(dir, spec)?;
+/// `tileable`: its convolutions rewritten to pad circularly ([`crate::tile`]).
+fn load_model(files: &Files, spec: &ModelFile, provider: Option<Provider>, tileable: bool) -> Result<OnnxModel> {
+    let bytes = files.model(spec)?;
+    let bytes = if tileable { crate::tile::circular(&bytes)?.into() } else { bytes };
     let names = |t: &[crate::manifest::TensorSpec]| t.iter().map(|t| t.name.clone()).collect();
     let in_shapes: Vec<&[i64]> = spec.inputs.iter().map(|t| t.shape.as_slice()).collect();
     let out_shapes: Vec<&[i64]> = spec.outputs.iter().map(|t| t.shape.as_slice()).collect();
-    let what = format!("{} ({})", spec.kind, spec.file);
+    let what = format!("{} ({}{})", spec.kind, spec.file, if tileable { ", tileable" } else { "" });
     let (inputs, outputs) = (names(&spec.inputs), names(&spec.outputs));
     OnnxModel::create(&bytes, what, provider, inputs, outputs, Some((&in_shapes, &out_shapes)), "the manifest")
+}
+
+/// The sessions of tileable output: the U-Net and the VAE decoder with circular padding.
+struct Tiled {
+    unet: Option<OnnxModel>,
+    decoder: Option<OnnxModel>,
+}
+
+/// Where an open set came from, for what it loads later (the tileable sessions).
+enum Origin {
+    Dir(PathBuf),
+    PackFile(PathBuf),
+    /// A host's buffer, not kept: nothing can be loaded later.
+    Memory,
 }
 
 struct Vae {
@@ -52,10 +100,14 @@ struct Vae {
     decoder: OnnxModel,
 }
 
-/// A model set opened from a directory: its manifest and ONNX sessions.
+/// A model set opened from a directory or a pack: its manifest and ONNX sessions.
 pub struct ModelSet {
     dir: PathBuf,
+    origin: Origin,
+    provider: Option<Provider>,
     manifest: Manifest,
+    /// The tileable sessions, made on first use (or at open when asked).
+    tiled: std::sync::OnceLock<std::result::Result<Tiled, String>>,
     vae: Option<Vae>,
     unet: Option<OnnxModel>,
     /// The text encoder of a text-conditioned U-Net.
@@ -99,35 +151,75 @@ impl ModelSet {
         Self::open_with(dir, None)
     }
 
-    /// Opens `dir`: reads and validates the manifest, checks every file's sha256, creates the sessions.
-    pub fn open_with(dir: &Path, provider: Option<Provider>) -> Result<ModelSet> {
-        let manifest = Manifest::load(dir)?;
+    /// Opens `path` — a model-set directory or a pack file (`mirage pack`) — on `provider` (None = the
+    /// runtime's default): reads and validates the manifest, checks every file's sha256, creates the sessions.
+    pub fn open_with(path: &Path, provider: Option<Provider>) -> Result<ModelSet> {
+        if path.is_file() {
+            let bytes = crate::files::read_regular(path, crate::limits::MAX_PACK_BYTES, "model pack", "no such pack")?;
+            return Self::open_pack(&bytes, path, Origin::PackFile(path.to_path_buf()), provider, false);
+        }
+        let manifest = Manifest::load(path)?;
+        Self::open_files(&Files::Dir(path), manifest, path, Origin::Dir(path.to_path_buf()), provider, false)
+    }
+
+    /// Opens a pack held in memory (read during the call, nothing of it kept). The tileable sessions
+    /// cannot be made later from a buffer that is gone: `tileable` makes them now.
+    pub fn open_memory(bytes: &[u8], provider: Option<Provider>, tileable: bool) -> Result<ModelSet> {
+        Self::open_pack(bytes, Path::new("<memory pack>"), Origin::Memory, provider, tileable)
+    }
+
+    fn open_pack(
+        bytes: &[u8],
+        label: &Path,
+        origin: Origin,
+        provider: Option<Provider>,
+        tileable: bool,
+    ) -> Result<ModelSet> {
+        let pack = crate::pack::Pack::parse(bytes).map_err(|e| prefix_model(e, label))?;
+        let text = std::str::from_utf8(pack.entry(crate::manifest::MANIFEST_FILE)?).map_err(|e| {
+            Error::model(format!("{}: manifest.json is not UTF-8 ({e})", crate::limits::quote_path(label)))
+        })?;
+        let manifest = Manifest::parse(text).map_err(|e| prefix_model(e, label))?;
+        Self::open_files(&Files::Pack { pack: &pack, label }, manifest, label, origin, provider, tileable)
+    }
+
+    fn open_files(
+        files: &Files,
+        manifest: Manifest,
+        dir: &Path,
+        origin: Origin,
+        provider: Option<Provider>,
+        tileable: bool,
+    ) -> Result<ModelSet> {
         let vae = match &manifest.vae {
             Some(spec) => Some(Vae {
-                encoder: load_model(dir, &spec.encoder, provider)?,
-                decoder: load_model(dir, &spec.decoder, provider)?,
+                encoder: load_model(files, &spec.encoder, provider, false)?,
+                decoder: load_model(files, &spec.decoder, provider, false)?,
             }),
             None => None,
         };
         let unet = match &manifest.unet {
-            Some(spec) => Some(load_model(dir, &spec.model, provider)?),
+            Some(spec) => Some(load_model(files, &spec.model, provider, false)?),
             None => None,
         };
         let text = match manifest.unet.as_ref().and_then(|u| u.text.as_ref()) {
             Some(t) => {
-                let enc =
-                    TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256)).map_err(
-                        |e| match e {
-                            Error::ModelNotFound { path, reason } => Error::ModelNotFound {
-                                path,
-                                reason: format!(
-                                    "{reason} (the set's text encoder: make it with `scripts/setup.sh text` then \
-                                 `mirage text-encoder export`, or `make demo`)"
-                                ),
-                            },
-                            other => other,
-                        },
-                    )?;
+                let enc = match files {
+                    Files::Dir(dir) => TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256)),
+                    Files::Pack { pack, label } => {
+                        TextEncoder::open_in_pack(pack, PACK_TEXT_ENCODER, label, provider, Some(&t.encoder_sha256))
+                    }
+                }
+                .map_err(|e| match e {
+                    Error::ModelNotFound { path, reason } => Error::ModelNotFound {
+                        path,
+                        reason: format!(
+                            "{reason} (the set's text encoder: make it with `scripts/setup.sh text` then \
+                             `mirage text-encoder export`, or `make demo`)"
+                        ),
+                    },
+                    other => other,
+                })?;
                 if TEXT_WIDTH != t.width as usize {
                     return Err(Error::model(format!(
                         "the set's U-Net expects {}-wide text embeddings, its text encoder gives {TEXT_WIDTH}",
@@ -138,7 +230,59 @@ impl ModelSet {
             }
             None => None,
         };
-        Ok(ModelSet { dir: dir.to_path_buf(), manifest, vae, unet, text })
+        let set = ModelSet {
+            dir: dir.to_path_buf(),
+            origin,
+            provider,
+            manifest,
+            tiled: std::sync::OnceLock::new(),
+            vae,
+            unet,
+            text,
+        };
+        if tileable {
+            let tiled = set.load_tiled(files)?;
+            let _ = set.tiled.set(Ok(tiled));
+        }
+        Ok(set)
+    }
+
+    /// Makes the tileable sessions now if they are not made yet (else on first use).
+    pub fn prepare_tileable(&self) -> Result<()> {
+        self.tiled().map(|_| ())
+    }
+
+    /// Makes the tileable sessions from `files`.
+    fn load_tiled(&self, files: &Files) -> Result<Tiled> {
+        let m = &self.manifest;
+        Ok(Tiled {
+            unet: m.unet.as_ref().map(|u| load_model(files, &u.model, self.provider, true)).transpose()?,
+            decoder: m.vae.as_ref().map(|v| load_model(files, &v.decoder, self.provider, true)).transpose()?,
+        })
+    }
+
+    /// The tileable sessions, made on first use from where the set came from.
+    fn tiled(&self) -> Result<&Tiled> {
+        let made = self.tiled.get_or_init(|| {
+            let made = match &self.origin {
+                Origin::Dir(dir) => self.load_tiled(&Files::Dir(dir)),
+                Origin::PackFile(path) => {
+                    crate::files::read_regular(path, crate::limits::MAX_PACK_BYTES, "model pack", "no such pack")
+                        .and_then(|bytes| {
+                            let pack = crate::pack::Pack::parse(&bytes)?;
+                            self.load_tiled(&Files::Pack { pack: &pack, label: path })
+                        })
+                }
+                Origin::Memory => Err(Error::Unsupported(
+                    "this model set was opened from memory without its tileable sessions: open it with \
+                     tileable set (MirageContextParams::tileable) to generate tileable images"
+                        .into(),
+                )),
+            };
+            // Kept as a message: a failure is remembered (not retried on every call) and reported each time.
+            made.map_err(|e| e.to_string())
+        });
+        made.as_ref().map_err(|m| Error::Unsupported(format!("tileable output is not available: {m}")))
     }
 
     pub fn dir(&self) -> &Path {
@@ -252,7 +396,20 @@ impl ModelSet {
         n: usize,
         text: Option<&Embeddings>,
     ) -> Result<Vec<f32>> {
-        let unet = self.unet.as_ref().ok_or_else(|| self.no_unet())?;
+        self.predict_noise_with(x, noise_variance, n, text, false)
+    }
+
+    /// [`ModelSet::predict_noise`]; `tileable` runs the U-Net whose convolutions pad circularly.
+    pub fn predict_noise_with(
+        &self,
+        x: &[f32],
+        noise_variance: &[f32],
+        n: usize,
+        text: Option<&Embeddings>,
+        tileable: bool,
+    ) -> Result<Vec<f32>> {
+        let plain = self.unet.as_ref().ok_or_else(|| self.no_unet())?;
+        let unet = if tileable { self.tiled()?.unet.as_ref().ok_or_else(|| self.no_unet())? } else { plain };
         let [c, h, w] = self.diffusion_shape()?;
         let per = (c * h * w) as usize;
         check_batch(n, x.len(), per, "diffusion sample")?;
@@ -310,13 +467,23 @@ impl ModelSet {
 
     /// Decodes `n` latents (NCHW, `n * latent_len` floats) into model-space images.
     pub fn decode(&self, latents: &[f32], n: usize) -> Result<Vec<f32>> {
+        self.decode_with(latents, n, false)
+    }
+
+    /// [`ModelSet::decode`]; `tileable` runs the decoder whose convolutions pad circularly.
+    pub fn decode_with(&self, latents: &[f32], n: usize, tileable: bool) -> Result<Vec<f32>> {
         let vae = self.vae()?;
+        let decoder = if tileable {
+            self.tiled()?.decoder.as_ref().ok_or_else(|| Error::Unsupported("model set has no VAE".into()))?
+        } else {
+            &vae.decoder
+        };
         call_values(n, self.image_len(), "images")?;
         let [c, h, w] = self.latent_shape()?;
         check_batch(n, latents.len(), self.latent_len()?, "latent")?;
         check_finite(latents, "latent")?;
         let shape = vec![n as i64, c as i64, h as i64, w as i64];
-        let out = vae.decoder.run(vec![Feed::F32 { shape, data: latents.to_vec() }])?;
+        let out = decoder.run(vec![Feed::F32 { shape, data: latents.to_vec() }])?;
         let out = out.into_iter().next().map(|o| o.data).unwrap_or_default();
         if out.len() != n * self.image_len() {
             return Err(Error::Inference(format!(
@@ -326,5 +493,148 @@ impl ModelSet {
             )));
         }
         Ok(out)
+    }
+}
+
+/// Sets open in this process, by identity (see [`open_shared`]): a second context on the same set shares
+/// the first one's sessions instead of loading them again.
+static SHARED: std::sync::Mutex<Vec<(String, std::sync::Weak<ModelSet>)>> = std::sync::Mutex::new(Vec::new());
+
+/// What makes two opens the same set: the manifest's sha256 (it lists the sha256 of every model file),
+/// the provider asked for, and — for files on disk — the size and modification time of every file read, so
+/// that a file changed since the first open is read and checked again rather than trusted.
+fn identity(manifest_bytes: &[u8], provider: Option<Provider>, files: &[PathBuf]) -> String {
+    let mut key = format!("{}|{provider:?}", crate::manifest::sha256_hex(manifest_bytes));
+    for f in files {
+        let stamp = std::fs::metadata(f)
+            .ok()
+            .map(|m| (m.len(), m.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())));
+        key.push_str(&format!("|{}:{stamp:?}", f.display()));
+    }
+    key
+}
+
+/// The set of `key` if one is open, else `open()`'s, registered under `key`.
+fn shared(key: String, open: impl FnOnce() -> Result<ModelSet>) -> Result<Arc<ModelSet>> {
+    let found = {
+        let mut reg = SHARED.lock().unwrap_or_else(|p| p.into_inner());
+        reg.retain(|(_, w)| w.strong_count() > 0);
+        reg.iter().find(|(k, _)| *k == key).and_then(|(_, w)| w.upgrade())
+    };
+    if let Some(set) = found {
+        crate::log_at!(
+            crate::log::Level::Debug,
+            "model set {:?}: sharing the sessions already loaded",
+            set.manifest.name
+        );
+        return Ok(set);
+    }
+    // Loaded outside the lock: opening another set meanwhile must not wait for this one.
+    let set = Arc::new(open()?);
+    SHARED.lock().unwrap_or_else(|p| p.into_inner()).push((key, Arc::downgrade(&set)));
+    Ok(set)
+}
+
+/// [`ModelSet::open_with`], sharing the sessions of an identical set already open in this process (same
+/// manifest, provider and unchanged files): what two contexts on one model set get.
+pub fn open_shared(path: &Path, provider: Option<Provider>) -> Result<Arc<ModelSet>> {
+    if path.is_file() {
+        let key = identity(path.to_string_lossy().as_bytes(), provider, &[path.to_path_buf()]);
+        return shared(format!("pack|{key}"), || ModelSet::open_with(path, provider));
+    }
+    let manifest_path = path.join(crate::manifest::MANIFEST_FILE);
+    let bytes = match crate::files::read_regular(&manifest_path, crate::limits::MAX_MANIFEST_BYTES, "manifest", "") {
+        Ok(b) => b,
+        // Errors are the open's own (it says what is wrong, with the usual wording).
+        Err(_) => return ModelSet::open_with(path, provider).map(Arc::new),
+    };
+    let mut files = vec![manifest_path];
+    if let Ok(m) = Manifest::parse(&String::from_utf8_lossy(&bytes)) {
+        let specs =
+            [m.vae.as_ref().map(|v| &v.encoder), m.vae.as_ref().map(|v| &v.decoder), m.unet.as_ref().map(|u| &u.model)];
+        files.extend(specs.into_iter().flatten().map(|f| path.join(&f.file)));
+        if let Some(t) = m.unet.as_ref().and_then(|u| u.text.as_ref()) {
+            let d = path.join(&t.encoder);
+            files.extend(["encoder.json", "text_encoder.onnx", "tokenizer.json"].iter().map(|f| d.join(f)));
+        }
+    }
+    shared(format!("dir|{}", identity(&bytes, provider, &files)), || ModelSet::open_with(path, provider))
+}
+
+/// [`ModelSet::open_memory`], sharing as [`open_shared`] does: a buffer holding the same manifest (whose
+/// sha256s fix every model file) gives the sessions already loaded.
+pub fn open_memory_shared(bytes: &[u8], provider: Option<Provider>, tileable: bool) -> Result<Arc<ModelSet>> {
+    let manifest =
+        crate::pack::Pack::parse(bytes).and_then(|p| p.entry(crate::manifest::MANIFEST_FILE).map(|m| m.to_vec()));
+    let Ok(manifest) = manifest else { return ModelSet::open_memory(bytes, provider, tileable).map(Arc::new) };
+    let set = shared(format!("memory|{}", identity(&manifest, provider, &[])), || {
+        ModelSet::open_memory(bytes, provider, tileable)
+    })?;
+    if tileable && set.tiled.get().is_none() {
+        let pack = crate::pack::Pack::parse(bytes)?;
+        let tiled = set.load_tiled(&Files::Pack { pack: &pack, label: Path::new("<memory pack>") })?;
+        let _ = set.tiled.set(Ok(tiled));
+    }
+    Ok(set)
+}
+
+/// The model set in `dir` as one pack (the bytes `mirage pack` writes): manifest.json, the ONNX files it
+/// lists (each checked against its sha256), and a text-conditioned set's encoder files under
+/// [`PACK_TEXT_ENCODER`] (checked against its descriptor). The manifest goes in as it is.
+pub fn pack_set(dir: &Path) -> Result<Vec<u8>> {
+    use crate::limits::{MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_TOKENIZER_BYTES};
+    let manifest_path = dir.join(crate::manifest::MANIFEST_FILE);
+    let manifest_bytes = crate::files::read_regular(
+        &manifest_path,
+        MAX_MANIFEST_BYTES,
+        "manifest.json",
+        "the model set has no manifest.json",
+    )?;
+    let m = Manifest::load(dir)?;
+    let mut entries: Vec<(String, Vec<u8>)> = vec![(crate::manifest::MANIFEST_FILE.to_string(), manifest_bytes)];
+    let files =
+        [m.vae.as_ref().map(|v| &v.encoder), m.vae.as_ref().map(|v| &v.decoder), m.unet.as_ref().map(|u| &u.model)];
+    for f in files.into_iter().flatten() {
+        entries.push((f.file.clone(), Manifest::read_model(dir, f)?));
+    }
+    if let Some(t) = m.unet.as_ref().and_then(|u| u.text.as_ref()) {
+        let enc = dir.join(&t.encoder);
+        let d = crate::text::EncoderDescriptor::load(&enc)?;
+        let descriptor = crate::files::read_regular(
+            &enc.join(crate::text::DESCRIPTOR_FILE),
+            MAX_MANIFEST_BYTES,
+            crate::text::DESCRIPTOR_FILE,
+            "the text encoder has no descriptor",
+        )?;
+        let what = crate::text::DESCRIPTOR_FILE;
+        let onnx = crate::manifest::read_checked(
+            &enc.join(&d.onnx_file),
+            MAX_MODEL_BYTES,
+            &d.onnx_sha256,
+            "text encoder model",
+            what,
+        )?;
+        let tok = crate::manifest::read_checked(
+            &enc.join(&d.tokenizer_file),
+            MAX_TOKENIZER_BYTES,
+            &d.tokenizer_sha256,
+            "tokenizer",
+            what,
+        )?;
+        entries.push((format!("{PACK_TEXT_ENCODER}{}", crate::text::DESCRIPTOR_FILE), descriptor));
+        entries.push((format!("{PACK_TEXT_ENCODER}{}", d.onnx_file), onnx));
+        entries.push((format!("{PACK_TEXT_ENCODER}{}", d.tokenizer_file), tok));
+    }
+    let refs: Vec<(&str, &[u8])> = entries.iter().map(|(n, b)| (n.as_str(), b.as_slice())).collect();
+    let mut out = Vec::new();
+    crate::pack::write(&refs, &mut out)?;
+    Ok(out)
+}
+
+/// Puts the pack's name in front of a message about its contents.
+fn prefix_model(e: Error, label: &Path) -> Error {
+    match e {
+        Error::InvalidModel(m) => Error::InvalidModel(format!("{}: {m}", crate::limits::quote_path(label))),
+        other => other,
     }
 }

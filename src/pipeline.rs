@@ -26,7 +26,7 @@ use crate::rng::Noise;
 use crate::sampler::SamplerKind;
 
 /// What to run.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DiffusionParams {
     /// Sampler steps for a full generation (img2img runs the `strength` fraction of them, at least one).
     pub steps: usize,
@@ -37,12 +37,26 @@ pub struct DiffusionParams {
     pub count: usize,
     /// img2img / denoise / inpaint: how far into the noise the input is pushed, in (0, 1]. 1 = generate anew.
     pub strength: f32,
+    /// Run the U-Net and the VAE decoder with circular padding: images that wrap seamlessly at their edges.
+    pub tileable: bool,
+    /// The initial noise instead of the seed's: `count` samples of the diffusion shape (generate,
+    /// img2img, inpaint; one sample shared by every frame of an interpolation). Stochastic samplers still
+    /// draw their later noise from the seed. Denoise adds no noise and refuses it.
+    pub noise: Option<std::sync::Arc<[f32]>>,
 }
 
 impl Default for DiffusionParams {
     fn default() -> Self {
         // 50 DDIM steps: the lecture's and most tools' default trade-off between time and quality.
-        DiffusionParams { steps: 50, sampler: SamplerKind::Ddim { eta: 0.0 }, seed: 0, count: 1, strength: 1.0 }
+        DiffusionParams {
+            steps: 50,
+            sampler: SamplerKind::Ddim { eta: 0.0 },
+            seed: 0,
+            count: 1,
+            strength: 1.0,
+            tileable: false,
+            noise: None,
+        }
     }
 }
 
@@ -61,7 +75,23 @@ impl DiffusionParams {
         if let SamplerKind::Ddim { eta } = self.sampler {
             SamplerKind::check_eta(eta)?;
         }
+        if let Some(noise) = &self.noise {
+            check_finite(noise, "noise")?;
+        }
         Ok(())
+    }
+
+    /// The initial noise of `samples` samples of `per` values: the caller's (checked for size) or the seed's.
+    fn initial_noise(&self, samples: usize, per: usize) -> Result<Vec<f32>> {
+        let len = call_values(samples, per, "samples")?;
+        match &self.noise {
+            Some(noise) if noise.len() == len => Ok(noise.to_vec()),
+            Some(noise) => Err(Error::invalid(format!(
+                "noise holds {} values; {samples} sample(s) of {per} values ({len}) are needed",
+                noise.len()
+            ))),
+            None => Noise::new(self.seed).try_normals(len),
+        }
     }
 }
 
@@ -196,10 +226,10 @@ pub fn generate_with(
 
 /// [`generate_with`] prepared, not run.
 pub fn plan_generate(set: &ModelSet, params: &DiffusionParams, text: Option<&TextGuidance>) -> Result<Plan> {
-    let p = DiffusionParams { strength: 1.0, ..*params };
+    let p = DiffusionParams { strength: 1.0, ..params.clone() };
     p.validate()?;
     let per = shape_len(set.diffusion_shape()?);
-    let x = Noise::new(p.seed).try_normals(call_values(p.count, per, "samples")?)?; // [count, C, h, w]
+    let x = p.initial_noise(p.count, per)?; // [count, C, h, w]
     Ok(Plan::single(Denoising::new(set, &p, x, None, text)?))
 }
 
@@ -240,7 +270,7 @@ pub fn plan_interpolate(
         return Err(Error::invalid(format!("frames is {frames}, out of range 2..={MAX_BATCH}")));
     }
     let guidance = resolve_guidance(set, guidance)?;
-    let p = DiffusionParams { strength: 1.0, count: 1, ..*params };
+    let p = DiffusionParams { strength: 1.0, count: 1, ..params.clone() };
     p.validate()?;
     let keys = set.encode_prompts(prompts)?;
     let uncond = set.encode_prompts(&[negative])?;
@@ -258,9 +288,9 @@ pub fn plan_interpolate(
         path.n += 1;
     }
     let per = shape_len(set.diffusion_shape()?);
-    let noise = Noise::new(p.seed).try_normals(per)?; // [C, h, w]
-                                                      // A stochastic sampler draws its noise for the whole batch from one stream: batched frames would each
-                                                      // get other noise. One frame per run, all from the same seed, keeps "only the text changes".
+    let noise = p.initial_noise(1, per)?; // [C, h, w]
+                                          // A stochastic sampler draws its noise for the whole batch from one stream: batched frames would each
+                                          // get other noise. One frame per run, all from the same seed, keeps "only the text changes".
     let stochastic = matches!(p.sampler, SamplerKind::Ddim { eta } if eta > 0.0);
     let batch = if stochastic { 1 } else { params.count.max(1) };
     call_values(batch, per, "frames per batch")?;
@@ -271,7 +301,7 @@ pub fn plan_interpolate(
         let rows: Vec<usize> = (start..start + k).collect();
         let text = TextGuidance { cond: path.gather(&rows)?, uncond: uncond.gather(&vec![0; k])?, guidance };
         let x: Vec<f32> = (0..k).flat_map(|_| noise.iter().copied()).collect();
-        runs.push(Denoising::new(set, &DiffusionParams { count: k, ..p }, x, None, Some(&text))?);
+        runs.push(Denoising::new(set, &DiffusionParams { count: k, ..p.clone() }, x, None, Some(&text))?);
     }
     Ok(Plan::new(runs, out, None))
 }
@@ -328,13 +358,16 @@ pub fn plan_image_to_image(
     text: Option<&TextGuidance>,
     add_noise: bool,
 ) -> Result<Plan> {
-    let p = DiffusionParams { count: n, ..*params };
+    let p = DiffusionParams { count: n, ..params.clone() };
     p.validate()?;
+    if !add_noise && p.noise.is_some() {
+        return Err(Error::invalid("noise is given, but denoise adds no noise: leave it out"));
+    }
     let x0 = to_diffusion(set, images, n)?; // [n, C, h, w]
     let r = schedule(set)?.rates(p.strength);
     let x = if add_noise {
-        let mut noise = Noise::new(p.seed);
-        x0.iter().map(|&v| r.signal * v + r.noise * noise.normal()).collect()
+        let noise = p.initial_noise(n, x0.len() / n.max(1))?;
+        x0.iter().zip(&noise).map(|(&v, &e)| r.signal * v + r.noise * e).collect()
     } else {
         x0.iter().map(|&v| r.signal * v).collect()
     };
@@ -364,7 +397,7 @@ pub fn plan_inpaint(
     params: &DiffusionParams,
     text: Option<&TextGuidance>,
 ) -> Result<Plan> {
-    let p = DiffusionParams { count: n, ..*params };
+    let p = DiffusionParams { count: n, ..params.clone() };
     p.validate()?;
     let img = set.manifest().image.clone();
     let (ih, iw) = (img.height as usize, img.width as usize);
@@ -391,8 +424,7 @@ pub fn plan_inpaint(
         }
     }
     let x0 = to_diffusion(set, images, n)?;
-    let mut noise = Noise::new(p.seed);
-    let eps = noise.try_normals(x0.len())?;
+    let eps = p.initial_noise(n, x0.len() / n.max(1))?;
     let r = schedule(set)?.rates(p.strength);
     // The same start as img2img: the input noised to the starting level (at strength 1 that is nearly pure
     // noise inside the mask); outside the mask the loop keeps re-imposing it.
@@ -521,6 +553,8 @@ struct Denoising {
     steps: usize,
     sampler: Box<dyn crate::sampler::Sampler + Send>,
     sampler_noise: Noise,
+    /// Circular padding (the tileable sessions).
+    tileable: bool,
     /// Steps done.
     k: usize,
 }
@@ -570,7 +604,21 @@ impl Denoising {
         // Stochastic samplers draw from their own stream, so that the initial noise of a seed is the same for
         // every sampler (a seed means the same starting point, whatever the method).
         let sampler_noise = Noise::new(p.seed ^ 0x9e37_79b9_7f4a_7c15);
-        Ok(Denoising { n, x, known, text, cond_and_uncond, schedule, times, steps, sampler, sampler_noise, k: 0 })
+        let tileable = p.tileable;
+        Ok(Denoising {
+            n,
+            x,
+            known,
+            text,
+            cond_and_uncond,
+            schedule,
+            times,
+            steps,
+            sampler,
+            sampler_noise,
+            tileable,
+            k: 0,
+        })
     }
 
     /// Sampler steps in all.
@@ -602,17 +650,24 @@ impl Denoising {
         let eps: Vec<f32> = match (&self.cond_and_uncond, &self.text) {
             (Some(e), Some(t)) => {
                 let x2: Vec<f32> = x.iter().chain(x.iter()).copied().collect(); // [2n, C, h, w]
-                let out = set.predict_noise(&x2, &vec![r.noise * r.noise; 2 * n], 2 * n, Some(e))?; // [2n, C, h, w]
+                let out =
+                    set.predict_noise_with(&x2, &vec![r.noise * r.noise; 2 * n], 2 * n, Some(e), self.tileable)?; // [2n, C, h, w]
                 let (c, u) = out.split_at(len); // [n, C, h, w] each: prompt rows, unconditional rows
                 c.iter().zip(u).map(|(&c, &u)| u + t.guidance * (c - u)).collect()
             }
-            _ => set.predict_noise(x, &vec![r.noise * r.noise; n], n, self.text.as_ref().map(|t| &t.cond))?,
+            _ => set.predict_noise_with(
+                x,
+                &vec![r.noise * r.noise; n],
+                n,
+                self.text.as_ref().map(|t| &t.cond),
+                self.tileable,
+            )?,
         }; // [n, C, h, w]
         let next = if k + 1 == steps { None } else { Some(self.times[k + 1]) };
         if hooks.preview.is_some() {
             // The clean-image estimate at this step, before the sampler moves on: [n, C, h, w].
             let x0: Vec<f32> = x.iter().zip(&eps).map(|(&v, &e)| (v - r.noise * e) / r.signal).collect();
-            let images = from_diffusion(set, &x0, n)?;
+            let images = from_diffusion(set, &x0, n, self.tileable)?;
             if let Some(preview) = hooks.preview.as_mut() {
                 if !preview(k + 1, &images) {
                     return Err(Error::Cancelled);
@@ -650,7 +705,7 @@ impl Denoising {
         if self.x.iter().any(|v| !v.is_finite()) {
             return Err(Error::Inference("diffusion produced non-finite values".into()));
         }
-        from_diffusion(set, &self.x, self.n)
+        from_diffusion(set, &self.x, self.n, self.tileable)
     }
 }
 
@@ -687,12 +742,12 @@ fn to_diffusion(set: &ModelSet, images: &[f32], n: usize) -> Result<Vec<f32>> {
     Ok(per_channel(&z, n, spec.data_mean.len(), |v, c| (v - spec.data_mean[c]) / spec.data_std[c]))
 }
 
-/// Normalised diffusion-space samples -> model-space images.
-fn from_diffusion(set: &ModelSet, x: &[f32], n: usize) -> Result<Vec<f32>> {
+/// Normalised diffusion-space samples -> model-space images (`tileable`: through the circular decoder).
+fn from_diffusion(set: &ModelSet, x: &[f32], n: usize, tileable: bool) -> Result<Vec<f32>> {
     let spec = unet_spec(set)?;
     let z = per_channel(x, n, spec.data_mean.len(), |v, c| v * spec.data_std[c] + spec.data_mean[c]);
     match spec.space {
-        DiffusionSpace::Latent => set.decode(&z, n),
+        DiffusionSpace::Latent => set.decode_with(&z, n, tileable),
         DiffusionSpace::Pixel => Ok(z.into_iter().map(|v| v.clamp(-1.0, 1.0)).collect()),
     }
 }

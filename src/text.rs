@@ -16,7 +16,7 @@ use crate::limits::{quote, MAX_BATCH};
 use crate::limits::{quote_path, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_TOKENIZER_BYTES};
 use crate::log::Level;
 use crate::log_at;
-use crate::manifest::{read_checked, sha256_hex};
+use crate::manifest::read_checked;
 use crate::runtime::Provider;
 use crate::session::{Feed, OnnxModel};
 
@@ -167,8 +167,56 @@ impl TextEncoder {
             "text encoder model",
             DESCRIPTOR_FILE,
         )?;
+        let tok_path = dir.join(&descriptor.tokenizer_file);
+        let tok_bytes =
+            read_checked(&tok_path, MAX_TOKENIZER_BYTES, &descriptor.tokenizer_sha256, "tokenizer", DESCRIPTOR_FILE)?;
+        Self::from_checked(dir, descriptor, &onnx, &tok_bytes, provider, expected_onnx_sha256)
+    }
+
+    /// Opens the encoder held in a model pack under `prefix` (e.g. "text_encoder/"): the same three files,
+    /// each checked against its sha256 in the descriptor. `label` names the pack in messages.
+    pub(crate) fn open_in_pack(
+        pack: &crate::pack::Pack<'_>,
+        prefix: &str,
+        label: &Path,
+        provider: Option<Provider>,
+        expected_onnx_sha256: Option<&str>,
+    ) -> Result<TextEncoder> {
+        let dir = label.join(prefix.trim_end_matches('/'));
+        let named = |m: String| Error::model(format!("{}: {m}", quote_path(&dir.join(DESCRIPTOR_FILE))));
+        let bytes = pack.entry(&format!("{prefix}{DESCRIPTOR_FILE}"))?;
+        let descriptor: EncoderDescriptor =
+            serde_json::from_slice(bytes).map_err(|e| named(crate::limits::clip(&e.to_string())))?;
+        descriptor.validate().map_err(named)?;
+        let file = |name: &str, sha: &str, what: &str| -> Result<&[u8]> {
+            let entry = format!("{prefix}{name}");
+            let b = pack.entry(&entry)?;
+            if pack.sha256_hex(&entry).as_deref() != Some(sha) {
+                return Err(Error::model(format!(
+                    "{}: the pack's {what} is not the one {DESCRIPTOR_FILE} lists (sha256 differs)",
+                    quote_path(label)
+                )));
+            }
+            Ok(b)
+        };
+        let onnx = file(&descriptor.onnx_file, &descriptor.onnx_sha256, "text encoder model")?;
+        let tok = file(&descriptor.tokenizer_file, &descriptor.tokenizer_sha256, "tokenizer")?;
+        Self::from_checked(&dir, descriptor.clone(), onnx, tok, provider, expected_onnx_sha256)
+    }
+
+    /// The encoder from its descriptor and the two files, already checked against the descriptor.
+    fn from_checked(
+        dir: &Path,
+        descriptor: EncoderDescriptor,
+        onnx: &[u8],
+        tok_bytes: &[u8],
+        provider: Option<Provider>,
+        expected_onnx_sha256: Option<&str>,
+    ) -> Result<TextEncoder> {
         if let Some(want) = expected_onnx_sha256 {
-            let got = sha256_hex(&onnx);
+            // The bytes were checked against the descriptor's sha256: comparing the two digests is enough
+            // (hashing the 90 MB model a second time cost about 0.2 s of every start).
+            let got = &descriptor.onnx_sha256;
             if !got.eq_ignore_ascii_case(want) {
                 return Err(Error::model(format!(
                     "{}: sha256 mismatch (expected {want}, file {got}): not the text encoder asked for",
@@ -177,9 +225,7 @@ impl TextEncoder {
             }
         }
         let tok_path = dir.join(&descriptor.tokenizer_file);
-        let tok_bytes =
-            read_checked(&tok_path, MAX_TOKENIZER_BYTES, &descriptor.tokenizer_sha256, "tokenizer", DESCRIPTOR_FILE)?;
-        let mut tokenizer = tokenizers::Tokenizer::from_bytes(&tok_bytes)
+        let mut tokenizer = tokenizers::Tokenizer::from_bytes(tok_bytes)
             .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", quote_path(&tok_path))))?;
         // The shipped tokenizer.json pads and truncates to 128; context length is the caller's choice here,
         // so both are done by hand in `encode`.
@@ -199,7 +245,7 @@ impl TextEncoder {
 
         let what = format!("text encoder ({})", descriptor.onnx_file);
         let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
-        let model = OnnxModel::create(&onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE)?;
+        let model = OnnxModel::create(onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE)?;
         Ok(TextEncoder { dir: dir.to_path_buf(), descriptor, tokenizer, model, cls_id, sep_id, pad_id })
     }
 

@@ -45,13 +45,13 @@ fn static_str(p: *const c_char) -> &'static str {
 
 #[test]
 fn status_strings_are_distinct_and_unknown_values_are_named() {
-    let texts: Vec<_> = (MIRAGE_OK..=MIRAGE_ERR_PANIC).map(|s| static_str(mirage_status_str(s))).collect();
+    let texts: Vec<_> = (MIRAGE_OK..=MIRAGE_ERR_BUSY).map(|s| static_str(mirage_status_str(s))).collect();
     let mut unique = texts.clone();
     unique.sort();
     unique.dedup();
     assert_eq!(unique.len(), texts.len(), "{texts:?}");
     assert!(!texts.contains(&"unknown status"));
-    for v in [MIRAGE_ERR_PANIC + 1, 999, u32::MAX] {
+    for v in [MIRAGE_ERR_BUSY + 1, 999, u32::MAX] {
         assert_eq!(static_str(mirage_status_str(v)), "unknown status");
     }
     assert_eq!(static_str(mirage_provider_name(MIRAGE_PROVIDER_TENSORRT)), "tensorrt");
@@ -405,7 +405,7 @@ fn c_program_passes() {
 
 /// Whether the valgrind tests run: when valgrind is installed; MIRAGE_VALGRIND=0 skips them,
 /// MIRAGE_VALGRIND=1 requires valgrind.
-fn valgrind_wanted() -> bool {
+pub(crate) fn valgrind_wanted() -> bool {
     let installed = std::process::Command::new("valgrind").arg("--version").output().is_ok_and(|o| o.status.success());
     match (std::env::var("MIRAGE_VALGRIND").ok().as_deref(), installed) {
         (Some("0"), _) => eprintln!("skipped: MIRAGE_VALGRIND=0"),
@@ -418,7 +418,7 @@ fn valgrind_wanted() -> bool {
 
 /// Runs `exe args` under valgrind memcheck: no invalid read or write, no uninitialised use, and no block
 /// definitely lost, anywhere (tests/c/valgrind.supp silences two reports inside ld.so and ONNX Runtime).
-fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) {
+pub(crate) fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) {
     let supp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/valgrind.supp");
     let supp = format!("--suppressions={}", supp.display());
     let mut all = vec![

@@ -44,7 +44,7 @@ fn a_job_stepped_on_a_budget_gives_the_blocking_images_once() {
     assert_eq!(j.status(), JobStatus { state: JobState::Done, steps_done: 7, steps: 7 });
     assert_eq!(j.advance(5, None).unwrap(), 0, "an ended job does not run");
     assert!(j.wait(Some(Duration::ZERO)));
-    assert_eq!(j.take().unwrap(), blocking);
+    assert_eq!(j.take_images().unwrap(), blocking);
     let again = j.take().unwrap_err().to_string();
     assert!(again.contains("already taken"), "{again}");
 }
@@ -102,7 +102,7 @@ fn one_thread_advances_a_job_at_a_time_and_previews_follow_the_steps() {
     let p = j.preview().expect("a preview after the steps");
     assert_eq!(p.step, 200);
     assert_eq!(p.images.len(), 3 * set.image_len());
-    assert_eq!(j.take().unwrap().len(), 3 * set.image_len());
+    assert_eq!(j.take_images().unwrap().len(), 3 * set.image_len());
     // Without previews asked for, none is made.
     let plain = job(&set, &params(2, 2, 1), false);
     plain.advance(1, None).unwrap();

@@ -61,9 +61,36 @@ struct Fx {
     /// The set's pixel format (its channel count).
     format: MiragePixelFormat,
     pixels: Vec<u8>,
+    /// The set as a pack (`Fx::pack`).
+    pack: Vec<u8>,
 }
 
 impl Fx {
+    /// The fixture set as a pack, made once.
+    fn pack(&mut self) -> &[u8] {
+        if self.pack.is_empty() {
+            let dir = Path::new(self.dir.to_str().unwrap());
+            self.pack = mirage::model_set::pack_set(dir).expect("packing the fixture set");
+        }
+        &self.pack
+    }
+
+    /// A manual 1-step generation job on the context, stepped to its end when `done`.
+    ///
+    /// # Safety
+    /// The context is live.
+    unsafe fn job(&mut self, done: bool) -> *mut MirageJob {
+        let mut j = null_mut();
+        // SAFETY: valid pointers.
+        unsafe {
+            assert_eq!(mirage_job_generate(self.ctx, &params(1), &manual(), &mut j), MIRAGE_OK, "{}", last_error());
+            if done {
+                assert_eq!(mirage_job_advance(j, 1, 0, null_mut()), MIRAGE_OK);
+            }
+        }
+        j
+    }
+
     /// A host image over `pixels` (the set's format, packed), or over nothing when `null_data`.
     fn image(&mut self, null_data: bool) -> MirageImage {
         MirageImage {
@@ -109,6 +136,62 @@ fn free_batch(b: *mut MirageImageBatch) {
 fn free_latent(l: *mut MirageLatent) {
     // SAFETY: NULL or a latent this library made.
     unsafe { mirage_latent_free(l) }
+}
+
+/// Job params of a MIRAGE_JOB_MANUAL job (stepped by the row itself: no worker threads involved).
+fn manual() -> MirageJobParams {
+    // SAFETY: zeroed is a valid bit pattern; init fills it.
+    let mut p: MirageJobParams = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is a whole struct of this size.
+    assert_eq!(unsafe { mirage_job_params_init(&mut p, size_of::<MirageJobParams>()) }, MIRAGE_OK);
+    p.mode = MIRAGE_JOB_MANUAL;
+    p.previews = true;
+    p
+}
+
+fn context_params() -> MirageContextParams {
+    // SAFETY: zeroed is a valid bit pattern; init fills it.
+    let mut p: MirageContextParams = unsafe { std::mem::zeroed() };
+    // SAFETY: `p` is a whole struct of this size.
+    assert_eq!(unsafe { mirage_context_params_init(&mut p, size_of::<MirageContextParams>()) }, MIRAGE_OK);
+    p
+}
+
+/// A packed RGBA8 target of `w` x `h` over `buf` (or over nothing when `null_data`).
+fn target(buf: &mut [u8], w: u32, h: u32, null_data: bool) -> MirageTarget {
+    MirageTarget {
+        data: if null_data { null_mut() } else { buf.as_mut_ptr().cast() },
+        size: buf.len(),
+        width: w,
+        height: h,
+        stride: 0,
+        format: MIRAGE_PIXEL_RGBA8,
+        flags: 0,
+        filter: MIRAGE_FILTER_BILINEAR,
+    }
+}
+
+/// The submission's status `s`; when it made a manual job `j`, that job is stepped to its end (it must end
+/// done) and freed.
+///
+/// # Safety
+/// `j` is NULL or a live job.
+unsafe fn finish_job(s: MirageStatus, j: *mut MirageJob) -> Got {
+    if j.is_null() {
+        return Got::Status(s);
+    }
+    // SAFETY: a live job.
+    unsafe {
+        // A manual job is stepped here; one of the workers (job_params NULL) is waited for.
+        if mirage_job_advance(j, u32::MAX, 0, null_mut()) != MIRAGE_OK {
+            assert_eq!(mirage_job_wait(j, MIRAGE_WAIT_FOREVER, null_mut()), MIRAGE_OK);
+        }
+        let mut st = 0;
+        assert_eq!(mirage_job_poll(j, &mut st, null_mut(), null_mut()), MIRAGE_OK);
+        assert_eq!(st, MIRAGE_JOB_DONE, "{}", last_error());
+        mirage_job_free(j);
+    }
+    Got::Status(s)
 }
 
 type Call = unsafe fn(&mut Fx, Option<&str>) -> Got;
@@ -600,6 +683,362 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            export: "mirage_context_new_from_memory",
+            nulls: &[("data", REFUSED), ("params", Accepted(ok, "NULL params: the defaults")), ("out", REFUSED)],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let pack = fx.pack();
+                let mut ctx = null_mut();
+                let s = mirage_context_new_from_memory(
+                    c(w, "data", pack.as_ptr().cast()),
+                    pack.len(),
+                    c(w, "params", &context_params()),
+                    m(w, "out", &mut ctx),
+                );
+                mirage_context_free(ctx);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_image_batch_write",
+            nulls: &[("batch", REFUSED), ("target", REFUSED), ("target.data", Refused(Some("target.data is NULL")))],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let mut b = null_mut();
+                assert_eq!(mirage_vae_decode(fx.ctx, fx.latent, MIRAGE_PIXEL_RGBA8, &mut b), MIRAGE_OK);
+                let mut buf = vec![0u8; 8 * 8 * 4];
+                let t = target(&mut buf, 8, 8, w == Some("target.data"));
+                let s = mirage_image_batch_write(c(w, "batch", b), 0, c(w, "target", &t));
+                free_batch(b);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_params_init",
+            nulls: &[("params", REFUSED)],
+            valid: ok,
+            call: |_, w| unsafe {
+                let mut p: MirageJobParams = std::mem::zeroed();
+                Got::Status(mirage_job_params_init(m(w, "params", &mut p), size_of::<MirageJobParams>()))
+            },
+        },
+        Row {
+            export: "mirage_job_generate",
+            nulls: &[
+                ("ctx", REFUSED),
+                ("params", REFUSED),
+                ("job_params", Accepted(ok, "NULL job params: the defaults (workers)")),
+                ("out", REFUSED),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let (p, jp) = (params(1), manual());
+                let mut j = null_mut();
+                let s = mirage_job_generate(
+                    c(w, "ctx", fx.ctx),
+                    c(w, "params", &p),
+                    c(w, "job_params", &jp),
+                    m(w, "out", &mut j),
+                );
+                finish_job(s, j)
+            },
+        },
+        Row {
+            export: "mirage_job_img2img",
+            nulls: &[
+                ("ctx", REFUSED),
+                ("images", REFUSED),
+                ("params", REFUSED),
+                ("job_params", Accepted(ok, "NULL job params: the defaults (workers)")),
+                ("out", REFUSED),
+                ("images.data", Refused(Some("images[0].data is NULL"))),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let img = fx.image(w == Some("images.data"));
+                let (mut p, jp) = (params(2), manual());
+                p.strength = 0.5;
+                let mut j = null_mut();
+                let s = mirage_job_img2img(
+                    c(w, "ctx", fx.ctx),
+                    c(w, "images", &img),
+                    1,
+                    c(w, "params", &p),
+                    c(w, "job_params", &jp),
+                    m(w, "out", &mut j),
+                );
+                finish_job(s, j)
+            },
+        },
+        Row {
+            export: "mirage_job_denoise",
+            nulls: &[
+                ("ctx", REFUSED),
+                ("images", REFUSED),
+                ("params", REFUSED),
+                ("job_params", Accepted(ok, "NULL job params: the defaults (workers)")),
+                ("out", REFUSED),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let img = fx.image(false);
+                let (mut p, jp) = (params(2), manual());
+                p.strength = 0.3;
+                let mut j = null_mut();
+                let s = mirage_job_denoise(
+                    c(w, "ctx", fx.ctx),
+                    c(w, "images", &img),
+                    1,
+                    c(w, "params", &p),
+                    c(w, "job_params", &jp),
+                    m(w, "out", &mut j),
+                );
+                finish_job(s, j)
+            },
+        },
+        Row {
+            export: "mirage_job_inpaint",
+            nulls: &[
+                ("ctx", REFUSED),
+                ("images", REFUSED),
+                ("masks", REFUSED),
+                ("params", REFUSED),
+                ("job_params", Accepted(ok, "NULL job params: the defaults (workers)")),
+                ("out", REFUSED),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let img = fx.image(false);
+                let mut mask_px = vec![255u8; (fx.width * fx.height) as usize];
+                let mask = MirageImage {
+                    width: fx.width,
+                    height: fx.height,
+                    stride: 0,
+                    format: MIRAGE_PIXEL_GRAY8,
+                    data: mask_px.as_mut_ptr(),
+                };
+                let (p, jp) = (params(1), manual());
+                let mut j = null_mut();
+                let s = mirage_job_inpaint(
+                    c(w, "ctx", fx.ctx),
+                    c(w, "images", &img),
+                    c(w, "masks", &mask),
+                    1,
+                    c(w, "params", &p),
+                    c(w, "job_params", &jp),
+                    m(w, "out", &mut j),
+                );
+                finish_job(s, j)
+            },
+        },
+        Row {
+            export: "mirage_job_interpolate",
+            nulls: &[
+                ("ctx", REFUSED),
+                ("prompts", REFUSED),
+                ("params", REFUSED),
+                ("job_params", Accepted(ok, "NULL job params: the defaults (workers)")),
+                ("out", REFUSED),
+                ("prompts.0", Refused(Some("prompts[0] is NULL"))),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let prompts = [c(w, "prompts.0", c"a cat".as_ptr()), c"a dog".as_ptr()];
+                let (p, jp) = (params(1), manual());
+                let mut j = null_mut();
+                let s = mirage_job_interpolate(
+                    c(w, "ctx", fx.ctx),
+                    c(w, "prompts", prompts.as_ptr()),
+                    2,
+                    2,
+                    c(w, "params", &p),
+                    c(w, "job_params", &jp),
+                    m(w, "out", &mut j),
+                );
+                finish_job(s, j)
+            },
+        },
+        Row {
+            export: "mirage_job_encode",
+            nulls: &[
+                ("ctx", REFUSED),
+                ("images", REFUSED),
+                ("job_params", Accepted(ok, "NULL job params: the defaults (workers)")),
+                ("out", REFUSED),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let img = fx.image(false);
+                let jp = manual();
+                let mut j = null_mut();
+                let s = mirage_job_encode(
+                    c(w, "ctx", fx.ctx),
+                    c(w, "images", &img),
+                    1,
+                    c(w, "job_params", &jp),
+                    m(w, "out", &mut j),
+                );
+                finish_job(s, j)
+            },
+        },
+        Row {
+            export: "mirage_job_decode",
+            nulls: &[
+                ("ctx", REFUSED),
+                ("latents", REFUSED),
+                ("job_params", Accepted(ok, "NULL job params: the defaults (workers)")),
+                ("out", REFUSED),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let jp = manual();
+                let mut j = null_mut();
+                let s = mirage_job_decode(
+                    c(w, "ctx", fx.ctx),
+                    c(w, "latents", fx.latent),
+                    MIRAGE_PIXEL_RGBA8,
+                    c(w, "job_params", &jp),
+                    m(w, "out", &mut j),
+                );
+                finish_job(s, j)
+            },
+        },
+        Row {
+            export: "mirage_job_poll",
+            nulls: &[
+                ("job", REFUSED),
+                ("state", REFUSED),
+                ("step", Accepted(ok, "NULL step: not wanted")),
+                ("total", Accepted(ok, "NULL total: not wanted")),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let j = fx.job(false);
+                let (mut st, mut step, mut total) = (0, 0, 0);
+                let s = mirage_job_poll(
+                    c(w, "job", j),
+                    m(w, "state", &mut st),
+                    m(w, "step", &mut step),
+                    m(w, "total", &mut total),
+                );
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_wait",
+            nulls: &[("job", REFUSED), ("state", Accepted(ok, "NULL state: not wanted"))],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let j = fx.job(true);
+                let mut st = 0;
+                let s = mirage_job_wait(c(w, "job", j), 0, m(w, "state", &mut st));
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_cancel",
+            nulls: &[("job", REFUSED)],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let j = fx.job(false);
+                let s = mirage_job_cancel(c(w, "job", j));
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_advance",
+            nulls: &[("job", REFUSED), ("steps_run", Accepted(ok, "NULL steps_run: not wanted"))],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let j = fx.job(false);
+                let mut ran = 0;
+                let s = mirage_job_advance(c(w, "job", j), 1, 0, m(w, "steps_run", &mut ran));
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_preview",
+            nulls: &[("job", REFUSED), ("out", REFUSED), ("step", REFUSED)],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let j = fx.job(true);
+                let (mut b, mut step) = (null_mut(), 0);
+                let s = mirage_job_preview(
+                    c(w, "job", j),
+                    MIRAGE_PIXEL_RGBA8,
+                    m(w, "out", &mut b),
+                    m(w, "step", &mut step),
+                );
+                free_batch(b);
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_take_images",
+            nulls: &[("job", REFUSED), ("out", REFUSED)],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let j = fx.job(true);
+                let mut b = null_mut();
+                let s = mirage_job_take_images(c(w, "job", j), m(w, "out", &mut b));
+                free_batch(b);
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_take_latents",
+            nulls: &[("job", REFUSED), ("mean", REFUSED), ("logvar", Accepted(ok, "NULL logvar: not wanted"))],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let img = fx.image(false);
+                let mut j = null_mut();
+                assert_eq!(mirage_job_encode(fx.ctx, &img, 1, &manual(), &mut j), MIRAGE_OK);
+                assert_eq!(mirage_job_advance(j, 1, 0, null_mut()), MIRAGE_OK);
+                let (mut mean, mut logvar) = (null_mut(), null_mut());
+                let s = mirage_job_take_latents(c(w, "job", j), m(w, "mean", &mut mean), m(w, "logvar", &mut logvar));
+                free_latent(mean);
+                free_latent(logvar);
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_take_into",
+            nulls: &[
+                ("job", REFUSED),
+                ("targets", REFUSED),
+                ("targets.data", Refused(Some("targets[0].data is NULL"))),
+            ],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let j = fx.job(true);
+                let mut buf = vec![0u8; 8 * 8 * 4];
+                let t = target(&mut buf, 8, 8, w == Some("targets.data"));
+                let s = mirage_job_take_into(c(w, "job", j), c(w, "targets", &t), 1);
+                mirage_job_free(j);
+                Got::Status(s)
+            },
+        },
+        Row {
+            export: "mirage_job_free",
+            nulls: &[("job", Accepted(nothing, "freeing NULL does nothing"))],
+            valid: nothing,
+            call: |fx, w| unsafe {
+                let j = fx.job(false);
+                mirage_job_free(m(w, "job", j));
+                if w.is_some() {
+                    mirage_job_free(j);
+                }
+                Got::Nothing
+            },
+        },
+        Row {
             export: "mirage_context_text_shape",
             nulls: &[("ctx", REFUSED), ("tokens", REFUSED), ("width", REFUSED)],
             valid: ok,
@@ -692,6 +1131,7 @@ fn every_pointer_of_every_export_null_in_turn() {
         height: 0,
         format: 0,
         pixels: vec![],
+        pack: vec![],
     };
     // SAFETY: valid pointers throughout.
     unsafe {

@@ -160,7 +160,7 @@ fn a_plan_stepped_by_hand_gives_the_blocking_result() {
     let x: Vec<f32> = (0..2 * per).map(|i| ((i * 7 % 13) as f32 / 6.0) - 1.0).collect();
     let pixels = 2 * (spec.height * spec.width) as usize;
     let mask: Vec<f32> = (0..pixels).map(|i| if i % 3 == 0 { 1.0 } else { 0.0 }).collect();
-    let q = DiffusionParams { strength: 0.8, ..p };
+    let q = DiffusionParams { strength: 0.8, ..p.clone() };
     let blocking = pipeline::inpaint(&set, &x, &mask, 2, &q, None, &mut Hooks::default()).unwrap();
     assert_eq!(step_all(pipeline::plan_inpaint(&set, &x, &mask, 2, &q, None).unwrap()), blocking);
 

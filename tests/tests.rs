@@ -13,6 +13,9 @@ mod jobs;
 // Text-to-image: the real MiniLM encoder, a tiny random text-conditioned U-Net, guidance, interpolation.
 mod text2img;
 
+// Tileable output: convolutions rewritten to pad circularly, against a reference and on the shipped models.
+mod tile;
+
 // The ONNX exporter and its random-weight fixture, run through ONNX Runtime (no torch needed).
 mod export;
 // The all-MiniLM-L6-v2 text encoder: export, parity with sentence-transformers, tokenisation, `mirage embed`.
@@ -36,6 +39,9 @@ mod capi;
 mod hostile;
 // NULL in every pointer of every export (read from include/mirage.h), one at a time.
 mod nulls;
+// The game-loop API from C and C++: jobs on workers and stepped on a frame budget, results written into a
+// bottom-up BGRA buffer, checked against the blocking API (tests/c/test_gameloop.c), under valgrind too.
+mod gameloop;
 // Text-to-image through the C API from C and C++ programs (tests/c/test_text.c, test_text.cpp).
 mod capi_text;
 // include/mirage.h: freshness against cbindgen, version macros, strict C and C++ builds, the C++ wrapper.

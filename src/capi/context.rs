@@ -1,6 +1,7 @@
-//! A context: one model set opened from a directory, with its ONNX sessions.
+//! A context: one model set opened from a directory, a pack file or a pack in memory, with its ONNX
+//! sessions (shared with other contexts on the same set) and its job workers.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -12,9 +13,12 @@ use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::model_set::{ModelKind, ModelSet};
 
-/// A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new`, freed by
-/// `mirage_context_free`. Thread-safe: any number of threads may call functions on one context at once;
-/// the sessions sit behind one lock per model, so calls on the same model run one after the other.
+/// A loaded model set: its manifest and ONNX sessions. Created by `mirage_context_new` or
+/// `mirage_context_new_from_memory`, freed by `mirage_context_free`. Thread-safe: any number of threads may
+/// call functions on one context at once; the sessions sit behind one lock per model, so calls on the same
+/// model run one after the other. Contexts opened on the same model set in one process (the same
+/// manifest, provider and unchanged files) share one copy of the sessions: the second open costs almost
+/// nothing and no memory, and the sessions live until the last such context is freed.
 pub struct MirageContext {
     /// [`Handle`]'s tag.
     tag: u64,
@@ -22,6 +26,8 @@ pub struct MirageContext {
     // `mirage_context_free` can cancel it, wait for it and free the box while its frame is still unwinding.
     pub(crate) set: Arc<ModelSet>,
     pub(crate) generations: Arc<Generations>,
+    /// The threads that run this context's jobs (started by the first submission).
+    pub(crate) workers: crate::jobs::Workers,
 }
 
 handle_type!(MirageContext, 0x6d69_7261_6765_4358); // "XCegarim"
@@ -91,6 +97,19 @@ pub struct MirageContextParams {
     pub struct_size: usize,
     /// Provider for this context's sessions; MIRAGE_PROVIDER_DEFAULT = the runtime's.
     pub provider: MirageProvider,
+    /// Worker threads that run this context's jobs (`mirage_job_*` in MIRAGE_JOB_WORKERS mode), 1 to
+    /// MIRAGE_MAX_WORKERS; default 1: the context's jobs run one at a time, in submission order. With more,
+    /// up to that many run at once (their steps interleave on each model's lock; each session already uses
+    /// every core, so more workers mostly lower the latency of small jobs behind a big one). The threads
+    /// start with the first submitted job.
+    pub workers: u32,
+    /// Jobs submitted and not yet started that the context holds, 1 to MIRAGE_MAX_QUEUED_JOBS; default 64.
+    /// A submission beyond it fails with MIRAGE_ERR_BUSY instead of growing a queue without limit.
+    pub max_queued_jobs: u32,
+    /// Prepare the tileable sessions (circular padding) now. Otherwise they are made on the first call with
+    /// `MirageDiffusionParams::tileable` (a rewrite of the U-Net and the VAE decoder, about as long as
+    /// loading them); a context made with `mirage_context_new_from_memory` can only get them this way. Default false.
+    pub tileable: bool,
 }
 
 /// Which model of a set (see `mirage_context_provider`).
@@ -105,7 +124,7 @@ pub const MIRAGE_MODEL_UNET: MirageModelKind = 3;
 /// The text encoder of a text-conditioned set (prompts -> embeddings).
 pub const MIRAGE_MODEL_TEXT_ENCODER: MirageModelKind = 4;
 
-/// Fills `params` with the defaults (the runtime's provider). Pass `sizeof(MirageContextParams)` as
+/// Fills `params` with the defaults (the runtime's provider, 1 worker, 64 queued jobs, tileable false). Pass `sizeof(MirageContextParams)` as
 /// `struct_size`; the struct_size rule is that of `mirage_runtime_init`.
 ///
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT when `params` is NULL or `struct_size` is too small.
@@ -115,23 +134,32 @@ pub unsafe extern "C" fn mirage_context_params_init(
     struct_size: usize,
 ) -> MirageStatus {
     boundary::run(|| {
-        let defaults = MirageContextParams { struct_size, provider: MIRAGE_PROVIDER_DEFAULT };
+        let defaults = MirageContextParams {
+            struct_size,
+            provider: MIRAGE_PROVIDER_DEFAULT,
+            workers: 1,
+            max_queued_jobs: 64,
+            tileable: false,
+        };
         // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
         unsafe { init_params(params, struct_size, "params", defaults) }
     })
 }
 
-/// Opens the model set in the directory `model_dir` (UTF-8): reads and validates its manifest.json, checks
-/// the sha256 of every model file and creates the ONNX sessions (loading ONNX Runtime with the default
-/// options if `mirage_runtime_init` was not called). `params` may be NULL for the defaults.
+/// Opens the model set at `model_dir` (UTF-8): a model-set directory, or a pack file made by `mirage pack`
+/// (told apart by what the path is). Reads and validates its manifest, checks the sha256 of every model file
+/// and creates the ONNX sessions (loading ONNX Runtime with the default options if `mirage_runtime_init` was
+/// not called) — or shares those of a context already open on the same set. `params` may be NULL for the
+/// defaults.
 ///
 /// On success `*out` receives a new context, owned by the caller and freed with `mirage_context_free`.
 /// Nothing is borrowed: `model_dir` and `params` need not outlive the call.
 ///
-/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `model_dir` or `out`, a path that is not UTF-8, bad params),
-/// MIRAGE_ERR_MODEL_NOT_FOUND (no such directory, no manifest.json, a listed file missing),
-/// MIRAGE_ERR_INVALID_MODEL (bad manifest, other format_version, sha256 mismatch, a file ONNX Runtime
-/// rejects), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_UNSUPPORTED (strict provider unavailable), MIRAGE_ERR_IO.
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `model_dir` or `out`, a path that is not UTF-8, bad params:
+/// workers or max_queued_jobs 0 or over their MIRAGE_MAX_*), MIRAGE_ERR_MODEL_NOT_FOUND (no such directory
+/// or file, no manifest.json, a listed file missing), MIRAGE_ERR_INVALID_MODEL (bad manifest, other
+/// format_version, sha256 mismatch, a file ONNX Runtime rejects, a damaged or foreign pack),
+/// MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_UNSUPPORTED (strict provider unavailable), MIRAGE_ERR_IO.
 #[no_mangle]
 pub unsafe extern "C" fn mirage_context_new(
     model_dir: *const c_char,
@@ -143,25 +171,77 @@ pub unsafe extern "C" fn mirage_context_new(
         let dir = unsafe { utf8(model_dir, "model_dir") }?;
         // SAFETY: as above.
         let result = unsafe { boundary::out(out, "out") }?;
-        let provider = if params.is_null() {
-            None
-        } else {
-            // SAFETY: as above.
-            let p = unsafe { read_params(params, "params") }?;
-            provider_of(p.provider, "params->provider")?
-        };
-        let set = Arc::new(ModelSet::open_with(Path::new(dir), provider)?);
-        result.write(Box::into_raw(Box::new(MirageContext {
-            tag: MirageContext::LIVE,
-            set,
-            generations: Arc::default(),
-        })));
+        // SAFETY: as above.
+        let (provider, workers, tileable) = unsafe { context_options(params) }?;
+        let set = crate::model_set::open_shared(Path::new(dir), provider)?;
+        if tileable {
+            set.prepare_tileable()?;
+        }
+        result.write(new_context(set, workers));
         Ok(())
     })
 }
 
-/// Frees a context and its sessions. NULL does nothing. The latents and image batches made with it stay
-/// valid (they do not borrow it).
+/// Opens a model pack (the file `mirage pack` writes) held in memory the host owns: `size` bytes at `data`,
+/// e.g. an asset of the host's own archive. The bytes are read during the call only: nothing points into
+/// them afterwards, so the host may free or reuse the buffer as soon as this returns. Copies are made only
+/// where ONNX Runtime needs its own (the sessions). Otherwise as `mirage_context_new`; set
+/// `params->tileable` to be able to generate tileable images (they cannot be prepared later, the buffer
+/// being gone).
+///
+/// Errors: as `mirage_context_new`; a truncated, corrupted or foreign buffer gives
+/// MIRAGE_ERR_INVALID_MODEL with what is wrong (bad magic, other format version, header or entry checksum,
+/// an entry outside the buffer), NULL `data` MIRAGE_ERR_INVALID_ARGUMENT.
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_new_from_memory(
+    data: *const c_void,
+    size: usize,
+    params: *const MirageContextParams,
+    out: *mut *mut MirageContext,
+) -> MirageStatus {
+    boundary::run(|| {
+        if data.is_null() {
+            return Err(Error::invalid("data is NULL"));
+        }
+        // SAFETY: `data` holds `size` readable bytes when not NULL, by the caller's promise.
+        let bytes = unsafe { boundary::slice(data.cast::<u8>(), size, "data") }?;
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let result = unsafe { boundary::out(out, "out") }?;
+        // SAFETY: as above.
+        let (provider, workers, tileable) = unsafe { context_options(params) }?;
+        let set = crate::model_set::open_memory_shared(bytes, provider, tileable)?;
+        result.write(new_context(set, workers));
+        Ok(())
+    })
+}
+
+/// Reads and checks the context params (NULL = the defaults): provider, a worker pool, tileable.
+///
+/// # Safety
+/// `params` is NULL or valid (the export's caller promises).
+unsafe fn context_options(
+    params: *const MirageContextParams,
+) -> Result<(Option<crate::runtime::Provider>, crate::jobs::Workers, bool)> {
+    if params.is_null() {
+        return Ok((None, crate::jobs::Workers::new(1, 64)?, false));
+    }
+    // SAFETY: by the caller's promise.
+    let p = unsafe { read_params(params, "params") }?;
+    let provider = provider_of(p.provider, "params->provider")?;
+    let workers = crate::jobs::Workers::new(p.workers as usize, p.max_queued_jobs as usize)
+        .map_err(|e| e.prefixed("params->"))?;
+    Ok((provider, workers, p.tileable))
+}
+
+fn new_context(set: Arc<ModelSet>, workers: crate::jobs::Workers) -> *mut MirageContext {
+    Box::into_raw(Box::new(MirageContext { tag: MirageContext::LIVE, set, generations: Arc::default(), workers }))
+}
+
+/// Frees a context and its sessions (those shared with another context live on with it). NULL does
+/// nothing. The latents and image batches made with it stay valid (they do not borrow it). Its jobs in
+/// MIRAGE_JOB_WORKERS mode are cancelled and its worker threads stopped (each within one step); the job
+/// handles stay valid (state MIRAGE_JOB_CANCELLED unless they had ended) until `mirage_job_free`. Jobs in
+/// MIRAGE_JOB_MANUAL mode keep the model set alive and still run.
 ///
 /// Generations (`mirage_generate`, `mirage_img2img`, `mirage_denoise`, `mirage_inpaint`, `mirage_interpolate`) may
 /// be running on it on other threads: they are cancelled, and this call waits until they have returned (within one
@@ -191,7 +271,8 @@ pub unsafe extern "C" fn mirage_context_free(ctx: *mut MirageContext) {
 
 /// Cancels every generation running on `ctx` (`mirage_generate`, `mirage_img2img`, `mirage_denoise`,
 /// `mirage_inpaint`, `mirage_interpolate`, on any thread): each returns MIRAGE_ERR_CANCELLED before its next step,
-/// so within one step. Safe to call from any thread, including from inside a callback. Locks the context's short
+/// so within one step. Also cancels every job of the context's workers, queued or running (not
+/// MIRAGE_JOB_MANUAL jobs: cancel those with `mirage_job_cancel`). Safe to call from any thread, including from inside a callback. Locks the context's short
 /// list of running generations.
 ///
 /// A cancel reaches only the generations running when it is made: one that starts afterwards runs normally
@@ -206,6 +287,7 @@ pub unsafe extern "C" fn mirage_context_cancel(ctx: *const MirageContext) -> Mir
         // SAFETY: a live context when not NULL, by the caller's promise.
         let ctx = unsafe { handle(ctx, "ctx") }?;
         Generations::cancel_all(&ctx.generations.lock());
+        ctx.workers.cancel_all();
         Ok(())
     })
 }

@@ -9,12 +9,13 @@ use super::context::{MirageContext, Registration};
 use super::image::{
     channels_of, read_images, MirageImage, MirageImageBatch, MiragePixelFormat, MIRAGE_PIXEL_GRAY8, MIRAGE_PIXEL_RGBA8,
 };
+use super::latent::MirageLatent;
 use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::{from_model, to_model, Image};
 use crate::limits::MAX_BATCH;
 use crate::model_set::ModelSet;
-use crate::pipeline::{self, DiffusionParams, Hooks, TextGuidance};
+use crate::pipeline::{self, DiffusionParams, Hooks, Plan, TextGuidance};
 use crate::sampler::SamplerKind;
 
 /// Called on the calling thread after every step of a generation with the steps done so far (1 to `total`)
@@ -80,6 +81,18 @@ pub struct MirageDiffusionParams {
     /// prompt (and to `mirage_interpolate`): without either the generation is unconditional and `guidance`
     /// is ignored, not even checked. The CLI's `--guidance` follows the same rule.
     pub guidance: f32,
+    /// Images that wrap seamlessly at their edges (textures, patterns): the U-Net and the VAE decoder run
+    /// with circular padding (see `MirageContextParams::tileable` for when those sessions are made). Applies
+    /// to generate, img2img, inpaint and interpolate. Default false.
+    pub tileable: bool,
+    /// Optional (NULL = from `seed`, the default): the initial noise, a latent of the set's diffusion shape
+    /// (`mirage_context_latent_shape` for a latent-space set) holding one sample per image — `count` for
+    /// generate, one per input image for img2img and inpaint, exactly 1 for interpolate (shared by every
+    /// frame). Reproduces a generation across runs and implementations; rolling it by a multiple of the
+    /// U-Net's downsampling factor rolls a tileable image. Read during the call (or the submission) and not
+    /// kept. Stochastic sampling (eta > 0) still draws its later noise from `seed`. `mirage_denoise` adds
+    /// no noise and refuses it.
+    pub noise: *const MirageLatent,
 }
 
 /// `MirageDiffusionParams::guidance` value that selects the model set's own guidance scale.
@@ -87,7 +100,7 @@ pub const MIRAGE_GUIDANCE_DEFAULT: f32 = -1.0;
 
 /// Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
 /// no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8, no prompt and no negative prompt, guidance
-/// MIRAGE_GUIDANCE_DEFAULT. Pass `sizeof(MirageDiffusionParams)` as
+/// MIRAGE_GUIDANCE_DEFAULT, tileable false, noise NULL. Pass `sizeof(MirageDiffusionParams)` as
 /// `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
 /// set `strength`.
 ///
@@ -123,6 +136,8 @@ impl MirageDiffusionParams {
             prompt: std::ptr::null(),
             negative_prompt: std::ptr::null(),
             guidance: MIRAGE_GUIDANCE_DEFAULT,
+            tileable: false,
+            noise: std::ptr::null(),
         }
     }
 }
@@ -316,7 +331,7 @@ pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageCont
 }
 
 /// What one call runs, with the inputs of its own kind, read and checked.
-enum Op {
+pub(crate) enum Op {
     /// `params->count` images from noise.
     Generate,
     /// One output per input: `n` model-space images [n, C, H, W].
@@ -343,7 +358,7 @@ enum Op {
 
 /// A call on a context, checked: what it runs on (held by Arc, not through the host's context pointer, see
 /// `mirage_context_free`), the host's params and callbacks.
-struct Call {
+pub(crate) struct Call {
     set: Arc<ModelSet>,
     /// The host's params as read; every field is checked by the pipeline when the call runs (`Call::run`).
     host: MirageDiffusionParams,
@@ -353,10 +368,13 @@ struct Call {
     negative: String,
     /// Channels of `host.format`.
     channels: u32,
-    /// The call's registration on the context (cancel flag; what `mirage_context_free` waits for). Declared
+    /// `params->noise`, read (shape checked per sample; the count by the pipeline).
+    noise: Option<Arc<[f32]>>,
+    /// The call's registration on the context (cancel flag; what `mirage_context_free` waits for); None for
+    /// a job's submission (jobs are cancelled through the job or the context's workers). Declared
     /// last so that it is dropped last: when free sees it gone, the call holds nothing of the context any
     /// more (its `set` Arc, the sessions' last owner after a free, is already dropped).
-    registration: Registration,
+    registration: Option<Registration>,
 }
 
 impl Call {
@@ -366,6 +384,39 @@ impl Call {
     /// # Safety
     /// `ctx` and `params` are NULL or valid (the export's caller promises).
     unsafe fn new(ctx: *const MirageContext, params: *const MirageDiffusionParams, with_prompt: bool) -> Result<Call> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Call::prepare(ctx, params, with_prompt, true) }
+    }
+
+    /// [`Call::new`] for a job: not registered as a blocking generation, and no callbacks (a job reports
+    /// through polling).
+    ///
+    /// # Safety
+    /// As [`Call::new`].
+    pub(crate) unsafe fn for_job(
+        ctx: *const MirageContext,
+        params: *const MirageDiffusionParams,
+        with_prompt: bool,
+    ) -> Result<Call> {
+        // SAFETY: forwarded from the caller.
+        let call = unsafe { Call::prepare(ctx, params, with_prompt, false) }?;
+        if call.host.progress.is_some() || call.host.preview.is_some() {
+            return Err(Error::invalid(
+                "params->progress and params->preview must be NULL for a job: poll it (mirage_job_poll) and read \
+                 its previews (mirage_job_preview) instead",
+            ));
+        }
+        Ok(call)
+    }
+
+    /// # Safety
+    /// As [`Call::new`].
+    unsafe fn prepare(
+        ctx: *const MirageContext,
+        params: *const MirageDiffusionParams,
+        with_prompt: bool,
+        register: bool,
+    ) -> Result<Call> {
         // The context is touched here only: from now on the call uses its own Arcs.
         let (set, generations) = {
             // SAFETY: by the caller's promise.
@@ -391,16 +442,30 @@ impl Call {
         let prompt = if with_prompt { text(host.prompt, "params->prompt")? } else { String::new() };
         let negative = text(host.negative_prompt, "params->negative_prompt")?;
         let channels = channels_of(host.format, "params->format")?;
+        let noise = if host.noise.is_null() {
+            None
+        } else {
+            // SAFETY: a live latent when not NULL, by the caller's promise; read now, not kept.
+            let latent = unsafe { handle(host.noise, "params->noise") }?;
+            let want = set.diffusion_shape()?;
+            if latent.shape[1..] != want {
+                return Err(Error::invalid(format!(
+                    "params->noise has shape {:?}; this set's diffusion samples are [n, {}, {}, {}]",
+                    latent.shape, want[0], want[1], want[2]
+                )));
+            }
+            Some(Arc::from(latent.data.as_slice()))
+        };
         // Registered once checked, for the rest of the call (also the conversion of the result).
-        let registration = generations.register()?;
-        Ok(Call { set, host, sampler, prompt, negative, channels, registration })
+        let registration = if register { Some(generations.register()?) } else { None };
+        Ok(Call { set, host, sampler, prompt, negative, channels, noise, registration })
     }
 
     /// Reads `count` host images of the set's size into one model-space tensor [count, C, H, W].
     ///
     /// # Safety
     /// `images` is NULL or `count` valid host images (the export's caller promises).
-    unsafe fn model_images(&self, images: *const MirageImage, count: usize) -> Result<Vec<f32>> {
+    pub(crate) unsafe fn model_images(&self, images: *const MirageImage, count: usize) -> Result<Vec<f32>> {
         let spec = &self.set.manifest().image;
         // SAFETY: by the caller's promise.
         let host = unsafe { read_images(images, count, "images", spec) }?;
@@ -411,7 +476,7 @@ impl Call {
     ///
     /// # Safety
     /// As [`Call::model_images`].
-    unsafe fn masks(&self, masks: *const MirageImage, count: usize) -> Result<Vec<f32>> {
+    pub(crate) unsafe fn masks(&self, masks: *const MirageImage, count: usize) -> Result<Vec<f32>> {
         // SAFETY: by the caller's promise.
         for (k, m) in unsafe { slice(masks, count, "masks") }?.iter().enumerate() {
             if m.format != MIRAGE_PIXEL_GRAY8 {
@@ -426,24 +491,82 @@ impl Call {
         Ok(host.iter().flat_map(|m| m.data.iter().map(|&v| v as f32 / 255.0)).collect())
     }
 
-    /// Runs `op` (registered on the context since `Call::new`, so that cancel and free reach it) with the
-    /// host's callbacks (and, for tests, one more progress hook), and converts the result for the host.
-    fn run(&self, op: Op, mut extra: Option<&mut dyn FnMut(usize, usize) -> bool>) -> Result<*mut MirageImageBatch> {
-        let (set, c) = (&*self.set, &self.host);
-        // The params the operation runs with: generate and interpolate start from pure noise and ignore
-        // `strength`; the image operations make one output per input and ignore `count`; interpolation
-        // runs `count` frames per batch.
-        let n = match &op {
+    /// The pipeline's params of `op`: generate and interpolate start from pure noise and ignore `strength`;
+    /// the image operations make one output per input and ignore `count`; interpolation runs `count`
+    /// frames per batch.
+    fn params(&self, op: &Op) -> Result<DiffusionParams> {
+        let c = &self.host;
+        let n = match op {
             Op::Generate => c.count as usize,
             Op::Img2img { n, .. } | Op::Denoise { n, .. } | Op::Inpaint { n, .. } => *n,
             Op::Interpolate { frames, .. } => (c.count as usize).clamp(1, (*frames).max(1)),
         };
         let strength = if matches!(op, Op::Generate | Op::Interpolate { .. }) { 1.0 } else { c.strength };
-        let p = DiffusionParams { steps: c.steps as usize, sampler: self.sampler, seed: c.seed, count: n, strength };
+        let p = DiffusionParams {
+            steps: c.steps as usize,
+            sampler: self.sampler,
+            seed: c.seed,
+            count: n,
+            strength,
+            tileable: c.tileable,
+            noise: self.noise.clone(),
+        };
         p.validate().map_err(|e| e.prefixed("params->"))?;
+        Ok(p)
+    }
+
+    /// Prepares `op` (encoding its prompts, and its input images for the image operations) as a plan.
+    pub(crate) fn plan(&self, op: Op) -> Result<Plan> {
+        let set = &*self.set;
+        let p = self.params(&op)?;
+        let n = p.count;
+        let c = &self.host;
         let guidance = if c.guidance == MIRAGE_GUIDANCE_DEFAULT { None } else { Some(c.guidance) };
         let negative: &[&str] = if self.negative.is_empty() { &[] } else { &[self.negative.as_str()] };
+        let prompt = [self.prompt.as_str()];
+        let text = |n: usize| -> Result<Option<TextGuidance>> {
+            match pipeline::request_guidance(set, &prompt, negative, guidance).map_err(|e| e.prefixed("params->"))? {
+                Some(g) => TextGuidance::new(set, &prompt, negative, n, Some(g)).map(Some),
+                None => Ok(None),
+            }
+        };
+        let noise_error = |e: Error| e.prefixed("params->");
+        match op {
+            Op::Generate => pipeline::plan_generate(set, &p, text(n)?.as_ref()).map_err(noise_error),
+            Op::Img2img { images, n } => {
+                pipeline::plan_image_to_image(set, &images, n, &p, text(n)?.as_ref(), true).map_err(noise_error)
+            }
+            Op::Denoise { images, n } => {
+                pipeline::plan_image_to_image(set, &images, n, &p, text(n)?.as_ref(), false).map_err(noise_error)
+            }
+            Op::Inpaint { images, masks, n } => {
+                pipeline::plan_inpaint(set, &images, &masks, n, &p, text(n)?.as_ref()).map_err(noise_error)
+            }
+            Op::Interpolate { prompts, frames } => {
+                // `params->prompt` is not part of a walk: the path is `prompts`.
+                let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
+                let negative = negative.first().copied().unwrap_or("");
+                let g = pipeline::resolve_guidance(set, guidance).map_err(|e| e.prefixed("params->"))?;
+                pipeline::plan_interpolate(set, &prompts, negative, frames, Some(g), &p).map_err(noise_error)
+            }
+        }
+    }
 
+    /// The set the call runs on.
+    pub(crate) fn set(&self) -> &Arc<ModelSet> {
+        &self.set
+    }
+
+    /// The pixel format of the results and previews (`params->format`).
+    pub(crate) fn format(&self) -> MiragePixelFormat {
+        self.host.format
+    }
+
+    /// Runs `op` (registered on the context since `Call::new`, so that cancel and free reach it) with the
+    /// host's callbacks (and, for tests, one more progress hook), and converts the result for the host.
+    fn run(&self, op: Op, mut extra: Option<&mut dyn FnMut(usize, usize) -> bool>) -> Result<*mut MirageImageBatch> {
+        let (set, c) = (&*self.set, &self.host);
+        let plan = self.plan(op)?;
         let spec = &set.manifest().image;
         let progress = |step: usize, total: usize| {
             // SAFETY: the host's function with its own user_data; it is called on this thread as documented.
@@ -469,32 +592,9 @@ impl Call {
             let mut hooks = Hooks {
                 progress: Some(&mut progress_and_extra),
                 preview: if c.preview.is_some() { Some(&mut preview) } else { None },
-                cancel: Some(&self.registration.cancel),
+                cancel: self.registration.as_ref().map(|r| &*r.cancel),
             };
-            let prompt = [self.prompt.as_str()];
-            let text = |n: usize| -> Result<Option<TextGuidance>> {
-                match pipeline::request_guidance(set, &prompt, negative, guidance)
-                    .map_err(|e| e.prefixed("params->"))?
-                {
-                    Some(g) => TextGuidance::new(set, &prompt, negative, n, Some(g)).map(Some),
-                    None => Ok(None),
-                }
-            };
-            match op {
-                Op::Generate => pipeline::generate_with(set, &p, text(n)?.as_ref(), &mut hooks),
-                Op::Img2img { images, n } => pipeline::img2img(set, &images, n, &p, text(n)?.as_ref(), &mut hooks),
-                Op::Denoise { images, n } => pipeline::denoise(set, &images, n, &p, text(n)?.as_ref(), &mut hooks),
-                Op::Inpaint { images, masks, n } => {
-                    pipeline::inpaint(set, &images, &masks, n, &p, text(n)?.as_ref(), &mut hooks)
-                }
-                Op::Interpolate { prompts, frames } => {
-                    // `params->prompt` is not part of a walk: the path is `prompts`.
-                    let prompts: Vec<&str> = prompts.iter().map(String::as_str).collect();
-                    let negative = negative.first().copied().unwrap_or("");
-                    let g = pipeline::resolve_guidance(set, guidance).map_err(|e| e.prefixed("params->"))?;
-                    pipeline::interpolate(set, &prompts, negative, frames, Some(g), &p, &mut hooks)
-                }
-            }
+            pipeline::run_plan(set, plan, &mut hooks)
         };
         let y = match (y, preview_error) {
             (Err(Error::Cancelled), Some(e)) => return Err(e),
@@ -506,7 +606,7 @@ impl Call {
 }
 
 /// Model-space images -> host images with `channels` channels.
-fn host_images(model: &[f32], spec: &crate::manifest::ImageSpec, channels: u32) -> Result<Vec<Image>> {
+pub(crate) fn host_images(model: &[f32], spec: &crate::manifest::ImageSpec, channels: u32) -> Result<Vec<Image>> {
     let per = (spec.channels * spec.width * spec.height) as usize;
     from_model(model, model.len() / per.max(1), spec)?.iter().map(|img| img.to_channels(channels)).collect()
 }

@@ -12,10 +12,19 @@ pub const MIRAGE_MAX_STEPS: u32 = 1000;
 pub const MIRAGE_MAX_GUIDANCE: f32 = 50.0;
 /// The most intra-op threads (`MirageRuntimeOptions::intra_threads`).
 pub const MIRAGE_MAX_THREADS: u32 = 256;
+/// The most worker threads of a context (`MirageContextParams::workers`).
+pub const MIRAGE_MAX_WORKERS: u32 = 64;
+/// The most jobs a context holds that have not started (`MirageContextParams::max_queued_jobs`).
+pub const MIRAGE_MAX_QUEUED_JOBS: u32 = 4096;
+/// The longest side of a host image or target buffer, in pixels.
+pub const MIRAGE_MAX_IMAGE_SIDE: u32 = 4096;
 
 const _: () = assert!(
     MIRAGE_MAX_BATCH as usize == limits::MAX_BATCH
         && MIRAGE_MAX_STEPS as usize == limits::MAX_STEPS
         && MIRAGE_MAX_GUIDANCE == limits::MAX_GUIDANCE
         && MIRAGE_MAX_THREADS as usize == limits::MAX_THREADS
+        && MIRAGE_MAX_WORKERS as usize == limits::MAX_WORKERS
+        && MIRAGE_MAX_QUEUED_JOBS as usize == limits::MAX_QUEUED_JOBS
+        && MIRAGE_MAX_IMAGE_SIDE == crate::image::MAX_IMAGE_SIDE
 );

@@ -40,12 +40,15 @@ mod vae;
 mod diffusion;
 // Text embeddings of text-conditioned sets.
 mod text;
+// Jobs: every operation without blocking, on workers or stepped by the host; results into host memory.
+mod job;
 
 #[cfg(feature = "test-panic")]
 pub use boundary::mirage_debug_panic;
 pub use context::*;
 pub use diffusion::*;
 pub use image::*;
+pub use job::*;
 pub use latent::*;
 pub use limits::*;
 pub use runtime::*;

@@ -40,6 +40,9 @@ pub const MIRAGE_ERR_IMAGE: MirageStatus = 9;
 pub const MIRAGE_ERR_CANCELLED: MirageStatus = 10;
 /// A bug in mirage: a panic was caught at the API boundary. The message says where it came from.
 pub const MIRAGE_ERR_PANIC: MirageStatus = 11;
+/// A bounded queue is full: the context already holds `max_queued_jobs` jobs that have not started
+/// (`MirageContextParams`). Nothing was submitted; try again once some of them have started or ended.
+pub const MIRAGE_ERR_BUSY: MirageStatus = 12;
 
 /// The status of an error: the one place where [`Error`] variants meet C status values. Exhaustive, so a
 /// new variant does not compile until it has its own value.
@@ -55,6 +58,7 @@ pub(crate) fn status_of(e: &Error) -> MirageStatus {
         Error::Io { .. } => MIRAGE_ERR_IO,
         Error::Image(_) => MIRAGE_ERR_IMAGE,
         Error::Cancelled => MIRAGE_ERR_CANCELLED,
+        Error::Busy(_) => MIRAGE_ERR_BUSY,
     }
 }
 
@@ -72,6 +76,7 @@ fn status_text(status: MirageStatus) -> &'static CStr {
         MIRAGE_ERR_IMAGE => c"image error",
         MIRAGE_ERR_CANCELLED => c"cancelled",
         MIRAGE_ERR_PANIC => c"internal error (panic)",
+        MIRAGE_ERR_BUSY => c"busy: the job queue is full",
         _ => c"unknown status",
     }
 }
@@ -135,12 +140,12 @@ mod tests {
 
     #[test]
     fn every_status_has_its_own_text() {
-        let known: Vec<_> = (MIRAGE_OK..=MIRAGE_ERR_PANIC).map(status_text).collect();
+        let known: Vec<_> = (MIRAGE_OK..=MIRAGE_ERR_BUSY).map(status_text).collect();
         let mut unique = known.clone();
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), known.len());
         assert!(!known.contains(&c"unknown status"));
-        assert_eq!(status_text(MIRAGE_ERR_PANIC + 1), c"unknown status");
+        assert_eq!(status_text(MIRAGE_ERR_BUSY + 1), c"unknown status");
     }
 }
