@@ -460,6 +460,8 @@ impl Workers {
             if st.shutdown {
                 return Err(Error::Cancelled);
             }
+            // Jobs cancelled while queued have ended: they hold no place in the queue.
+            st.queue.retain(|j| !j.status().state.is_ended());
             if st.queue.len() >= self.shared.max_queued {
                 return Err(Error::Busy(format!(
                     "the context already holds {} jobs that have not started (max_queued_jobs); wait for some to \

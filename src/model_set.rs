@@ -249,7 +249,25 @@ impl ModelSet {
 
     /// Makes the tileable sessions now if they are not made yet (else on first use).
     pub fn prepare_tileable(&self) -> Result<()> {
+        self.check_tileable()?;
         self.tiled().map(|_| ())
+    }
+
+    /// Whether the set's images can wrap: a latent-space set must decode each latent cell to a whole block of
+    /// pixels (a decoder that crops, as the Fashion sets' 32 -> 28 does, cannot wrap at the image's edge).
+    pub fn check_tileable(&self) -> Result<()> {
+        if let Some(v) = &self.manifest.vae {
+            let [_, h, w] = v.latent_shape;
+            let i = &self.manifest.image;
+            if i.width % w != 0 || i.height % h != 0 || i.width / w != i.height / h {
+                return Err(Error::Unsupported(format!(
+                    "model set {:?} cannot make tileable images: it decodes {w}x{h} latents to {}x{} images (not a whole \
+                     number of pixels per latent cell, e.g. a crop), so its images cannot wrap at their edges",
+                    self.manifest.name, i.width, i.height
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Makes the tileable sessions from `files`.

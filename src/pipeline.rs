@@ -568,6 +568,9 @@ impl Denoising {
         text: Option<&TextGuidance>,
     ) -> Result<Denoising> {
         let schedule = schedule(set)?;
+        if p.tileable {
+            set.check_tileable()?;
+        }
         let n = p.count;
         let len = x.len(); // n * C * h * w
         call_values(2 * n, len / n.max(1), "samples with both sides of the guidance")?;

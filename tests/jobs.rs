@@ -108,3 +108,380 @@ fn one_thread_advances_a_job_at_a_time_and_previews_follow_the_steps() {
     plain.advance(1, None).unwrap();
     assert!(plain.preview().is_none());
 }
+
+// ---- Through the C API: workers, the queue bound, host buffers, noise, tileable output, packs. ----
+
+mod c_api {
+    use std::ffi::CString;
+    use std::ptr::{null, null_mut};
+    use std::time::{Duration, Instant};
+
+    use mirage::capi::*;
+
+    use crate::hostile::last_error;
+    use crate::util::tiny_diffusion_set;
+
+    fn ok(s: MirageStatus) {
+        assert_eq!(s, MIRAGE_OK, "{}", last_error());
+    }
+
+    fn err(s: MirageStatus, want: MirageStatus, needle: &str) {
+        let msg = last_error();
+        assert_eq!(s, want, "{msg}");
+        assert!(msg.contains(needle), "message {msg:?} lacks {needle:?}");
+    }
+
+    struct Ctx(*mut MirageContext);
+    impl Drop for Ctx {
+        fn drop(&mut self) {
+            // SAFETY: made by mirage_context_new, freed once.
+            unsafe { mirage_context_free(self.0) }
+        }
+    }
+
+    fn context(dir: &std::path::Path, workers: u32, queue: u32) -> Ctx {
+        let path = CString::new(dir.to_str().unwrap()).unwrap();
+        // SAFETY: zeroed is valid for the struct; init fills it; valid pointers.
+        unsafe {
+            let mut p: MirageContextParams = std::mem::zeroed();
+            ok(mirage_context_params_init(&mut p, size_of::<MirageContextParams>()));
+            p.workers = workers;
+            p.max_queued_jobs = queue;
+            let mut ctx = null_mut();
+            ok(mirage_context_new(path.as_ptr(), &p, &mut ctx));
+            Ctx(ctx)
+        }
+    }
+
+    fn params(steps: u32, seed: u64) -> MirageDiffusionParams {
+        // SAFETY: zeroed is valid; init fills it.
+        unsafe {
+            let mut p: MirageDiffusionParams = std::mem::zeroed();
+            ok(mirage_diffusion_params_init(&mut p, size_of::<MirageDiffusionParams>()));
+            p.steps = steps;
+            p.seed = seed;
+            p
+        }
+    }
+
+    fn job_params(manual: bool) -> MirageJobParams {
+        // SAFETY: zeroed is valid; init fills it.
+        unsafe {
+            let mut p: MirageJobParams = std::mem::zeroed();
+            ok(mirage_job_params_init(&mut p, size_of::<MirageJobParams>()));
+            p.mode = if manual { MIRAGE_JOB_MANUAL } else { MIRAGE_JOB_WORKERS };
+            p
+        }
+    }
+
+    struct Job(*mut MirageJob);
+    impl Drop for Job {
+        fn drop(&mut self) {
+            // SAFETY: made by a submit function, freed once.
+            unsafe { mirage_job_free(self.0) }
+        }
+    }
+
+    fn submit(ctx: &Ctx, p: &MirageDiffusionParams, manual: bool) -> Result<Job, MirageStatus> {
+        let mut j = null_mut();
+        // SAFETY: valid pointers.
+        match unsafe { mirage_job_generate(ctx.0, p, &job_params(manual), &mut j) } {
+            MIRAGE_OK => Ok(Job(j)),
+            s => Err(s),
+        }
+    }
+
+    fn poll(j: &Job) -> (MirageJobState, u32, u32) {
+        let (mut st, mut step, mut total) = (0, 0, 0);
+        // SAFETY: a live job.
+        ok(unsafe { mirage_job_poll(j.0, &mut st, &mut step, &mut total) });
+        (st, step, total)
+    }
+
+    fn wait(j: &Job, secs: u32) -> MirageJobState {
+        let mut st = 0;
+        // SAFETY: a live job.
+        ok(unsafe { mirage_job_wait(j.0, secs * 1000, &mut st) });
+        st
+    }
+
+    /// The pixels of every image of a batch (packed), then the batch freed.
+    fn take_batch(b: *mut MirageImageBatch) -> Vec<Vec<u8>> {
+        // SAFETY: a live batch, freed once here.
+        unsafe {
+            let v = (0..mirage_image_batch_count(b))
+                .map(|i| {
+                    let mut img: MirageImage = std::mem::zeroed();
+                    ok(mirage_image_batch_get(b, i, &mut img));
+                    std::slice::from_raw_parts(img.data, (img.stride * img.height) as usize).to_vec()
+                })
+                .collect();
+            mirage_image_batch_free(b);
+            v
+        }
+    }
+
+    fn blocking(ctx: &Ctx, p: &MirageDiffusionParams) -> Vec<Vec<u8>> {
+        let mut b = null_mut();
+        // SAFETY: valid pointers.
+        ok(unsafe { mirage_generate(ctx.0, p, &mut b) });
+        take_batch(b)
+    }
+
+    fn take_images(j: &Job) -> Result<Vec<Vec<u8>>, MirageStatus> {
+        let mut b = null_mut();
+        // SAFETY: a live job.
+        match unsafe { mirage_job_take_images(j.0, &mut b) } {
+            MIRAGE_OK => Ok(take_batch(b)),
+            s => Err(s),
+        }
+    }
+
+    fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+        let t = Instant::now();
+        while !f() {
+            assert!(t.elapsed() < Duration::from_secs(120), "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Jobs on the workers give the blocking call's bytes; a full queue says busy and keeps what it holds;
+    /// a context cancel ends every job of its workers; a freed running job does not block.
+    #[test]
+    fn worker_jobs_match_blocking_calls_and_a_full_queue_is_busy() {
+        let (_tmp, dir) = tiny_diffusion_set();
+        let ctx = context(&dir, 1, 2);
+        let p = params(6, 41);
+        let j = submit(&ctx, &p, false).unwrap();
+        assert_eq!(wait(&j, 120), MIRAGE_JOB_DONE);
+        assert_eq!(poll(&j), (MIRAGE_JOB_DONE, 6, 6));
+        assert_eq!(take_images(&j).unwrap(), blocking(&ctx, &p), "a worker job gives the blocking call's bytes");
+        err(take_images(&j).unwrap_err(), MIRAGE_ERR_INVALID_ARGUMENT, "already taken");
+
+        // One worker busy with a long job, two queued behind it, a fourth refused.
+        let long = submit(&ctx, &params(1000, 1), false).unwrap();
+        wait_until("the long job to start", || poll(&long).0 == MIRAGE_JOB_RUNNING);
+        let queued: Vec<Job> = (0..2).map(|k| submit(&ctx, &params(1000, k), false).unwrap()).collect();
+        assert_eq!(poll(&queued[1]).0, MIRAGE_JOB_QUEUED);
+        let s = submit(&ctx, &params(3, 9), false).map(|_| ()).unwrap_err();
+        err(s, MIRAGE_ERR_BUSY, "2 jobs that have not started");
+        // SAFETY: the context is live.
+        ok(unsafe { mirage_context_cancel(ctx.0) });
+        for j in std::iter::once(&long).chain(&queued) {
+            assert_eq!(wait(j, 60), MIRAGE_JOB_CANCELLED);
+            err(take_images(j).unwrap_err(), MIRAGE_ERR_CANCELLED, "cancelled");
+        }
+        // The queue is free again, and a job freed while it runs returns at once.
+        let running = submit(&ctx, &params(1000, 5), false).unwrap();
+        wait_until("the job to start", || poll(&running).1 >= 1);
+        let t = Instant::now();
+        drop(running);
+        assert!(t.elapsed() < Duration::from_millis(200), "mirage_job_free took {:?}", t.elapsed());
+        let after = submit(&ctx, &params(2, 3), false).unwrap();
+        assert_eq!(wait(&after, 120), MIRAGE_JOB_DONE);
+        // A manual job cannot be waited into progress, a worker job cannot be advanced by the host.
+        let mut ran = 7;
+        // SAFETY: a live job.
+        err(unsafe { mirage_job_advance(after.0, 1, 0, &mut ran) }, MIRAGE_ERR_INVALID_ARGUMENT, "workers");
+        assert_eq!(ran, 7, "nothing written on failure");
+        let manual = submit(&ctx, &params(3, 3), true).unwrap();
+        assert_eq!(wait(&manual, 0), MIRAGE_JOB_QUEUED);
+        // SAFETY: a live job.
+        ok(unsafe { mirage_job_advance(manual.0, u32::MAX, 0, &mut ran) });
+        assert_eq!(ran, 3);
+        assert_eq!(take_images(&manual).unwrap(), blocking(&ctx, &params(3, 3)), "manual = blocking");
+    }
+
+    /// Absurd context settings are refused with their names; sane ones work.
+    #[test]
+    fn context_settings_are_checked() {
+        let (_tmp, dir) = tiny_diffusion_set();
+        let path = CString::new(dir.to_str().unwrap()).unwrap();
+        for (workers, queue, needle) in [
+            (0, 64, "params->workers is 0"),
+            (20000, 64, "params->workers is 20000, out of range 1..=64"),
+            (1, 0, "params->max_queued_jobs is 0"),
+            (1, u32::MAX, "params->max_queued_jobs is 4294967295"),
+        ] {
+            // SAFETY: zeroed is valid; init fills it; valid pointers.
+            unsafe {
+                let mut p: MirageContextParams = std::mem::zeroed();
+                ok(mirage_context_params_init(&mut p, size_of::<MirageContextParams>()));
+                p.workers = workers;
+                p.max_queued_jobs = queue;
+                let mut ctx = null_mut();
+                err(mirage_context_new(path.as_ptr(), &p, &mut ctx), MIRAGE_ERR_INVALID_ARGUMENT, needle);
+                assert!(ctx.is_null());
+            }
+        }
+        let _ok = context(&dir, 64, 4096);
+    }
+
+    /// A target refused leaves the result in the job; a good one gets exactly the blocking bytes, converted
+    /// as documented (bottom-up BGRA with a padded stride; padding untouched).
+    #[test]
+    fn take_into_checks_every_target_first_and_converts_exactly() {
+        let (_tmp, dir) = tiny_diffusion_set();
+        let ctx = context(&dir, 1, 4);
+        let (mut w, mut h, mut ch) = (0, 0, 0);
+        // SAFETY: valid pointers.
+        ok(unsafe { mirage_context_image_size(ctx.0, &mut w, &mut h, &mut ch) });
+        let p = params(4, 8);
+        let j = submit(&ctx, &p, true).unwrap();
+        // SAFETY: a live job.
+        ok(unsafe { mirage_job_advance(j.0, u32::MAX, 0, null_mut()) });
+        let stride = w as usize * 4 + 12;
+        let mut buf = vec![0xABu8; stride * h as usize];
+        let good = MirageTarget {
+            data: buf.as_mut_ptr().cast(),
+            size: buf.len(),
+            width: w,
+            height: h,
+            stride,
+            format: MIRAGE_PIXEL_BGRA8,
+            flags: MIRAGE_TARGET_BOTTOM_UP,
+            filter: MIRAGE_FILTER_NEAREST,
+        };
+        let bad: Vec<(MirageTarget, &str)> = vec![
+            (MirageTarget { stride: w as usize * 4 - 1, ..good }, "stride is"),
+            (MirageTarget { size: buf.len() - 13, ..good }, "size is"),
+            (MirageTarget { width: 0, ..good }, "width is 0"),
+            (MirageTarget { height: MIRAGE_MAX_IMAGE_SIDE + 1, ..good }, "height is 4097"),
+            (MirageTarget { data: null_mut(), ..good }, "data is NULL"),
+            (MirageTarget { format: 99, ..good }, "format is 99"),
+            (MirageTarget { flags: 8, ..good }, "unknown bits"),
+            (MirageTarget { filter: 7, ..good }, "filter is 7"),
+            (MirageTarget { format: MIRAGE_PIXEL_RGBA32F, stride: 0, data: buf[1..].as_mut_ptr().cast(), ..good }, "aligned"),
+        ];
+        for (t, needle) in &bad {
+            // SAFETY: the target's buffer is `buf` (or refused before use).
+            err(unsafe { mirage_job_take_into(j.0, t, 1) }, MIRAGE_ERR_INVALID_ARGUMENT, needle);
+            assert!(buf.iter().all(|&b| b == 0xAB), "{needle}: a refused target was written");
+        }
+        // Two targets for one image: refused too, nothing written.
+        let two = [good, good];
+        // SAFETY: as above.
+        err(unsafe { mirage_job_take_into(j.0, two.as_ptr(), 2) }, MIRAGE_ERR_INVALID_ARGUMENT, "made 1 images");
+        // SAFETY: as above.
+        ok(unsafe { mirage_job_take_into(j.0, &good, 1) });
+        // SAFETY: as above.
+        err(unsafe { mirage_job_take_into(j.0, &good, 1) }, MIRAGE_ERR_INVALID_ARGUMENT, "already taken");
+        let want = &blocking(&ctx, &MirageDiffusionParams { format: MIRAGE_PIXEL_RGBA8, ..p })[0];
+        for y in 0..h as usize {
+            let row = &buf[(h as usize - 1 - y) * stride..][..stride];
+            for x in 0..w as usize {
+                let (s, d) = (&want[(y * w as usize + x) * 4..][..4], &row[x * 4..][..4]);
+                assert_eq!([d[2], d[1], d[0], d[3]], [s[0], s[1], s[2], s[3]], "pixel {x},{y}");
+            }
+            assert!(row[w as usize * 4..].iter().all(|&b| b == 0xAB), "row {y}: padding written");
+        }
+    }
+
+    /// Caller-given noise: the seed's own noise gives the seed's image; other noise another image; a wrong
+    /// shape is refused with the set's shape; denoise refuses noise.
+    #[test]
+    fn initial_noise_from_the_caller() {
+        let (_tmp, dir) = tiny_diffusion_set();
+        let ctx = context(&dir, 1, 4);
+        let mut shape = [0u32; 3];
+        // SAFETY: valid pointers.
+        ok(unsafe { mirage_context_latent_shape(ctx.0, shape.as_mut_ptr()) });
+        let per: usize = shape.iter().map(|&d| d as usize).product();
+        let latent = |values: Vec<f32>, n: u32, s: [u32; 3]| {
+            let mut l = null_mut();
+            let full = [n, s[0], s[1], s[2]];
+            // SAFETY: valid pointers; the data is copied.
+            ok(unsafe { mirage_latent_new(values.as_ptr(), values.len(), full.as_ptr(), &mut l) });
+            l
+        };
+        let seeds = mirage::rng::Noise::new(77).try_normals(2 * per).unwrap();
+        let same = latent(seeds.clone(), 2, shape);
+        let p = MirageDiffusionParams { count: 2, ..params(4, 77) };
+        let from_seed = blocking(&ctx, &p);
+        assert_eq!(blocking(&ctx, &MirageDiffusionParams { noise: same, ..p }), from_seed);
+        let other = latent(seeds.iter().map(|v| -v).collect(), 2, shape);
+        assert_ne!(blocking(&ctx, &MirageDiffusionParams { noise: other, ..p }), from_seed);
+        let mut b = null_mut();
+        let wrong = latent(vec![0.0; 2 * per], 2, [shape[0] * 2, shape[1], shape[2] / 2]);
+        // SAFETY: valid pointers.
+        unsafe {
+            err(
+                mirage_generate(ctx.0, &MirageDiffusionParams { noise: wrong, ..p }, &mut b),
+                MIRAGE_ERR_INVALID_ARGUMENT,
+                "params->noise has shape",
+            );
+            let one = MirageDiffusionParams { noise: same, count: 1, ..p };
+            err(mirage_generate(ctx.0, &one, &mut b), MIRAGE_ERR_INVALID_ARGUMENT, "params->noise holds");
+            for l in [same, other, wrong] {
+                mirage_latent_free(l);
+            }
+        }
+    }
+
+    /// Packs: a set packed gives the directory's bytes from a path and from memory; a pack cut or damaged
+    /// anywhere is refused with what is wrong; two contexts on one set share it.
+    #[test]
+    fn packs_open_from_a_path_and_from_memory() {
+        let (tmp, dir) = tiny_diffusion_set();
+        let bytes = mirage::model_set::pack_set(&dir).unwrap();
+        let file = tmp.path().join("set.mirage");
+        std::fs::write(&file, &bytes).unwrap();
+        let p = params(3, 5);
+        let want = blocking(&context(&dir, 1, 4), &p);
+        assert_eq!(blocking(&context(&file, 1, 4), &p), want, "pack file = directory");
+        let mut ctx = null_mut();
+        // SAFETY: valid pointers; the buffer is read during the call only.
+        ok(unsafe { mirage_context_new_from_memory(bytes.as_ptr().cast(), bytes.len(), null(), &mut ctx) });
+        let mem = Ctx(ctx);
+        assert_eq!(blocking(&mem, &p), want, "pack in memory = directory");
+        // A tileable generation needs the sessions prepared at open for a memory pack.
+        let mut b = null_mut();
+        let tiled = MirageDiffusionParams { tileable: true, ..p };
+        // SAFETY: valid pointers.
+        let s = unsafe { mirage_generate(mem.0, &tiled, &mut b) };
+        if s != MIRAGE_OK {
+            err(s, MIRAGE_ERR_UNSUPPORTED, "tileable");
+        } else {
+            take_batch(b);
+        }
+        drop(mem);
+        // Damaged buffers: cut at many places, one byte flipped in many places, foreign bytes.
+        let pack = mirage::pack::Pack::parse(&bytes).unwrap();
+        let mut cuts: Vec<usize> = vec![0, 4, 8, 12, 16, 100, bytes.len() / 2, bytes.len() - 1];
+        cuts.extend(pack.names().map(|n| bytes.len() - pack.size(n).unwrap() / 2));
+        let mut cases = 0;
+        for cut in cuts {
+            let mut ctx = null_mut();
+            // SAFETY: valid pointers.
+            let s = unsafe { mirage_context_new_from_memory(bytes.as_ptr().cast(), cut, null(), &mut ctx) };
+            err(s, MIRAGE_ERR_INVALID_MODEL, "pack");
+            assert!(ctx.is_null());
+            cases += 1;
+        }
+        for at in (0..bytes.len()).step_by(bytes.len() / 97 + 1) {
+            let mut damaged = bytes.clone();
+            damaged[at] ^= 0x5A;
+            let mut ctx = null_mut();
+            // SAFETY: valid pointers.
+            let s = unsafe { mirage_context_new_from_memory(damaged.as_ptr().cast(), damaged.len(), null(), &mut ctx) };
+            assert!(s == MIRAGE_ERR_INVALID_MODEL || s == MIRAGE_ERR_MODEL_NOT_FOUND, "byte {at}: {s} {}", last_error());
+            assert!(ctx.is_null());
+            cases += 1;
+        }
+        let png = b"\x89PNG\r\n\x1a\n....";
+        let mut ctx = null_mut();
+        // SAFETY: valid pointers.
+        err(
+            unsafe { mirage_context_new_from_memory(png.as_ptr().cast(), png.len(), null(), &mut ctx) },
+            MIRAGE_ERR_INVALID_MODEL,
+            "not a mirage pack",
+        );
+        println!("jobs: packs: {} damaged buffers refused", cases + 1);
+        // Sharing: a second open of the same set is the same sessions.
+        let a = mirage::model_set::open_shared(&dir, None).unwrap();
+        let b2 = mirage::model_set::open_shared(&dir, None).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&a, &b2), "two opens of one set share it");
+        let f1 = mirage::model_set::open_shared(&file, None).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&a, &f1), "a pack file is opened on its own");
+    }
+}

@@ -459,3 +459,89 @@ fn the_rewrite_is_idempotent() {
     let bytes = encode(&build(&unpadded)).unwrap();
     assert_eq!(circular(&bytes).unwrap(), bytes);
 }
+
+/// `x` [n, c, h, w] rolled by `dy` rows and `dx` columns (what was at (y, x) moves to (y + dy, x + dx)).
+fn roll(x: &[f32], n: usize, c: usize, h: usize, w: usize, dy: usize, dx: usize) -> Vec<f32> {
+    let mut out = vec![0.0; x.len()];
+    for p in 0..n * c {
+        for y in 0..h {
+            for xx in 0..w {
+                out[p * h * w + ((y + dy) % h) * w + (xx + dx) % w] = x[p * h * w + y * w + xx];
+            }
+        }
+    }
+    out
+}
+
+fn mean_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).sum::<f32>() / a.len() as f32
+}
+
+/// Mean |difference| between horizontally adjacent pixels across the wrap (last column next to the first)
+/// and, for comparison, between adjacent columns inside the image.
+fn seam(img: &[f32], c: usize, h: usize, w: usize) -> (f32, f32) {
+    let (mut edge, mut inner) = (0.0, 0.0);
+    for p in 0..c {
+        for y in 0..h {
+            let row = &img[(p * h + y) * w..][..w];
+            edge += (row[w - 1] - row[0]).abs();
+            inner += row.windows(2).map(|v| (v[1] - v[0]).abs()).sum::<f32>() / (w - 1) as f32;
+        }
+    }
+    (edge / (c * h) as f32, inner / (c * h) as f32)
+}
+
+/// The issue's proof, on the shipped emoji set, through the pipeline: initial noise rolled by a multiple of
+/// the U-Net's downsampling factor gives, with `tileable`, the same image rolled by the matching number of
+/// pixels (mean |difference| <= 1/255 of the range); without it, not. Prints the seam figures of the README.
+#[test]
+fn a_tileable_generation_rolls_with_its_noise() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/emoji");
+    let _ = crate::util::text_encoder_dir(); // models/minilm, which the emoji set's manifest names
+    let set = mirage::model_set::ModelSet::open(&dir).unwrap();
+    let [c, h, w] = set.latent_shape().unwrap().map(|d| d as usize);
+    let img = set.manifest().image.clone();
+    let (ic, ih, iw) = (img.channels as usize, img.height as usize, img.width as usize);
+    let levels = set.manifest().unet.as_ref().unwrap().architecture["widths"].as_array().unwrap().len();
+    let k = 1 << (levels - 1); // the U-Net's downsampling factor, in latent cells
+    let f = iw / w; // pixels per latent cell
+    let noise = Noise::new(3).try_normals(c * h * w).unwrap();
+    let rolled = roll(&noise, 1, c, h, w, k, k);
+    let make = |tileable: bool, noise: &[f32]| {
+        let p = mirage::pipeline::DiffusionParams {
+            steps: 20,
+            tileable,
+            noise: Some(noise.into()),
+            ..Default::default()
+        };
+        mirage::pipeline::generate(&set, &p, &mut Default::default()).unwrap()
+    };
+    let mut figures = Vec::new();
+    for tileable in [true, false] {
+        let t = Instant::now();
+        let a = make(tileable, &noise);
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let b = make(tileable, &rolled);
+        let d = mean_abs(&b, &roll(&a, 1, ic, ih, iw, k * f, k * f));
+        let (edge, inner) = seam(&a, ic, ih, iw);
+        eprintln!(
+            "tile: tileable {tileable}: roll by {k} latent cells -> {} px: mean |diff| {d:.5} (of a range of 2); \
+             seam: across the wrap {edge:.4}, adjacent columns inside {inner:.4}; one 20-step image {ms:.0} ms",
+            k * f
+        );
+        figures.push((d, edge, inner));
+    }
+    let (tiled, plain) = (figures[0], figures[1]);
+    assert!(tiled.0 <= 2.0 / 255.0, "tileable: rolled noise gives a rolled image within 1/255: {}", tiled.0);
+    assert!(plain.0 > 4.0 * 2.0 / 255.0, "without tileable the roll must not hold (else the test proves nothing): {}", plain.0);
+}
+
+/// A set whose decoder crops (the Fashion sets: 8x8 latents to 28x28 images) cannot wrap: refused clearly.
+#[test]
+fn a_cropping_set_refuses_tileable() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fashion");
+    let set = mirage::model_set::ModelSet::open(&dir).unwrap();
+    let p = mirage::pipeline::DiffusionParams { steps: 2, tileable: true, ..Default::default() };
+    let e = mirage::pipeline::generate(&set, &p, &mut Default::default()).unwrap_err().to_string();
+    assert!(e.contains("cannot make tileable images") && e.contains("28x28"), "{e}");
+}
