@@ -545,3 +545,45 @@ fn a_cropping_set_refuses_tileable() {
     let e = mirage::pipeline::generate(&set, &p, &mut Default::default()).unwrap_err().to_string();
     assert!(e.contains("cannot make tileable images") && e.contains("28x28"), "{e}");
 }
+
+/// The README's tiled example, measured: img2img of a full-frame picture (models/emoji/tile-input.png, a
+/// 32x32 crop of the flame row of gallery-seen.png) with and without `tileable`. Two figures per result: the
+/// mean |difference| across the wrap (last column next to the first, last row next to the first) against that
+/// between adjacent pixels inside, and the mean alpha of the outermost ring of pixels (the emoji model draws
+/// sprites with transparent margins: tiled, those are the gaps).
+#[test]
+fn a_tileable_img2img_fills_the_frame_without_a_seam() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let _ = crate::util::text_encoder_dir();
+    let set = mirage::model_set::ModelSet::open(&root.join("models/emoji")).unwrap();
+    let spec = set.manifest().image.clone();
+    let input = mirage::image::Image::load(&root.join("models/emoji/tile-input.png")).unwrap();
+    let x = mirage::image::to_model(&[input], &spec).unwrap();
+    let (c, h, w) = (spec.channels as usize, spec.height as usize, spec.width as usize);
+    let mut ring_alpha = Vec::new();
+    for tileable in [false, true] {
+        let p = mirage::pipeline::DiffusionParams { steps: 30, seed: 2, strength: 0.75, tileable, ..Default::default() };
+        let y = mirage::pipeline::img2img(&set, &x, 1, &p, None, &mut Default::default()).unwrap();
+        let (edge_x, inner_x) = seam(&y, c - 1, h, w); // colour channels only
+        // Transposed (each channel w x h), so that `seam` compares rows.
+        let t: Vec<f32> =
+            (0..c).flat_map(|p| (0..w).flat_map(move |xx| (0..h).map(move |yy| (p, yy, xx)))).map(|(p, yy, xx)| y[(p * h + yy) * w + xx]).collect();
+        let (edge_y, inner_y) = seam(&t, c - 1, w, h);
+        let alpha = &y[(c - 1) * h * w..c * h * w];
+        let ring: Vec<f32> = (0..h * w)
+            .filter(|i| i / w == 0 || i / w == h - 1 || i % w == 0 || i % w == w - 1)
+            .map(|i| (alpha[i] + 1.0) / 2.0)
+            .collect();
+        let ring = ring.iter().sum::<f32>() / ring.len() as f32;
+        eprintln!(
+            "tile: img2img tileable {tileable}: across the wrap {:.3} (columns) / {:.3} (rows), inside {:.3} / {:.3}; \
+             mean alpha of the outer ring {ring:.2}",
+            edge_x, edge_y, inner_x, inner_y
+        );
+        if tileable {
+            assert!(edge_x < 2.0 * inner_x && edge_y < 2.0 * inner_y, "a seam: {edge_x} {edge_y} vs {inner_x} {inner_y}");
+        }
+        ring_alpha.push(ring);
+    }
+    assert!(ring_alpha[1] > 0.9, "the tileable result fills the frame to its edge: ring alpha {}", ring_alpha[1]);
+}
