@@ -38,7 +38,7 @@ pub fn last_error() -> String {
 }
 
 /// Runs `f` on its own thread and fails the test when it does not return within [`DEADLINE`] (a hang).
-fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+pub(crate) fn within_deadline<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let _ = tx.send(f());
@@ -571,7 +571,7 @@ fn concurrent_callers_get_the_same_bits() {
 }
 
 /// The process's resident memory and thread count, from /proc.
-fn rss_and_threads() -> (usize, usize) {
+pub(crate) fn rss_and_threads() -> (usize, usize) {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let field = |name: &str| -> usize {
         let line = status.lines().find(|l| l.starts_with(name)).unwrap();

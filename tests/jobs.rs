@@ -351,7 +351,10 @@ mod c_api {
             (MirageTarget { format: 99, ..good }, "format is 99"),
             (MirageTarget { flags: 8, ..good }, "unknown bits"),
             (MirageTarget { filter: 7, ..good }, "filter is 7"),
-            (MirageTarget { format: MIRAGE_PIXEL_RGBA32F, stride: 0, data: buf[1..].as_mut_ptr().cast(), ..good }, "aligned"),
+            (
+                MirageTarget { format: MIRAGE_PIXEL_RGBA32F, stride: 0, data: buf[1..].as_mut_ptr().cast(), ..good },
+                "aligned",
+            ),
         ];
         for (t, needle) in &bad {
             // SAFETY: the target's buffer is `buf` (or refused before use).
@@ -464,7 +467,11 @@ mod c_api {
             let mut ctx = null_mut();
             // SAFETY: valid pointers.
             let s = unsafe { mirage_context_new_from_memory(damaged.as_ptr().cast(), damaged.len(), null(), &mut ctx) };
-            assert!(s == MIRAGE_ERR_INVALID_MODEL || s == MIRAGE_ERR_MODEL_NOT_FOUND, "byte {at}: {s} {}", last_error());
+            assert!(
+                s == MIRAGE_ERR_INVALID_MODEL || s == MIRAGE_ERR_MODEL_NOT_FOUND,
+                "byte {at}: {s} {}",
+                last_error()
+            );
             assert!(ctx.is_null());
             cases += 1;
         }
@@ -484,4 +491,189 @@ mod c_api {
         let f1 = mirage::model_set::open_shared(&file, None).unwrap();
         assert!(!std::sync::Arc::ptr_eq(&a, &f1), "a pack file is opened on its own");
     }
+}
+
+/// Stress through the C API: threads submitting jobs (workers and manual) on a shared context with 2 workers
+/// and on contexts of their own, polling, previewing, cancelling and freeing them at random moments, taking
+/// results into host buffers, and freeing their own contexts with jobs queued and running. Only the documented
+/// statuses come back, nothing deadlocks (deadlines), and resident memory and the thread count are flat
+/// after the warm-up round. In a process of its own, as hostile::stress_generations_cancels_and_frees.
+#[test]
+fn stress_jobs_on_shared_and_own_contexts() {
+    use std::ffi::CString;
+    use std::ptr::{null, null_mut};
+
+    use mirage::capi::*;
+
+    use crate::hostile::last_error;
+
+    if std::env::var_os("MIRAGE_STRESS_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "jobs::stress_jobs_on_shared_and_own_contexts", "--nocapture", "--test-threads=1"])
+            .env("MIRAGE_STRESS_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && text.contains("1 passed"), "the stress process failed:\n{text}");
+        if let Some(line) = text.lines().find_map(|l| l.find("jobs: stress").map(|i| &l[i..])) {
+            println!("{line}");
+        }
+        return;
+    }
+    let (_tmp, dir) = crate::util::tiny_diffusion_set();
+    let path = std::sync::Arc::new(CString::new(dir.to_str().unwrap()).unwrap());
+    let open = |path: &CString, workers: u32| -> usize {
+        // SAFETY: zeroed is valid; init fills it; valid pointers.
+        unsafe {
+            let mut p: MirageContextParams = std::mem::zeroed();
+            mirage_context_params_init(&mut p, size_of::<MirageContextParams>());
+            p.workers = workers;
+            p.max_queued_jobs = 8;
+            let mut ctx = null_mut();
+            assert_eq!(mirage_context_new(path.as_ptr(), &p, &mut ctx), MIRAGE_OK, "{}", last_error());
+            ctx as usize
+        }
+    };
+    let shared = open(&path, 2);
+    // One thread's work: `jobs` jobs on `ctx`, each handled one of five ways by the job's number.
+    fn work(ctx: usize, thread: u64, jobs: u64) -> usize {
+        let mut done = 0;
+        for i in 0..jobs {
+            let k = thread * 1000 + i;
+            // SAFETY: valid pointers; `ctx` is live for the whole call (its owner frees it after).
+            unsafe {
+                let mut p: MirageDiffusionParams = std::mem::zeroed();
+                mirage_diffusion_params_init(&mut p, size_of::<MirageDiffusionParams>());
+                p.steps = 2 + (k % 4) as u32;
+                p.seed = k;
+                let mut jp: MirageJobParams = std::mem::zeroed();
+                mirage_job_params_init(&mut jp, size_of::<MirageJobParams>());
+                jp.mode = if k % 5 == 4 { MIRAGE_JOB_MANUAL } else { MIRAGE_JOB_WORKERS };
+                jp.previews = k % 3 == 0;
+                let mut j = null_mut();
+                let s = mirage_job_generate(ctx as *const MirageContext, &p, &jp, &mut j);
+                if s == MIRAGE_ERR_BUSY {
+                    std::thread::sleep(Duration::from_millis(2));
+                    continue;
+                }
+                assert_eq!(s, MIRAGE_OK, "submit: {}", last_error());
+                let (mut st, mut step, mut total) = (0, 0, 0);
+                match k % 5 {
+                    // Freed at once (cancelled, never waited for).
+                    0 => {}
+                    // Cancelled after a poll, then taken: cancelled, or done if it was that quick.
+                    1 => {
+                        assert_eq!(mirage_job_poll(j, &mut st, &mut step, &mut total), MIRAGE_OK);
+                        assert_eq!(mirage_job_cancel(j), MIRAGE_OK);
+                        mirage_job_wait(j, MIRAGE_WAIT_FOREVER, &mut st);
+                        let mut b = null_mut();
+                        let s = mirage_job_take_images(j, &mut b);
+                        assert!(s == MIRAGE_OK || s == MIRAGE_ERR_CANCELLED, "take after cancel: {s}");
+                        mirage_image_batch_free(b);
+                    }
+                    // Polled and previewed until it ends, then taken into a host buffer.
+                    2 | 3 => {
+                        loop {
+                            assert_eq!(mirage_job_poll(j, &mut st, &mut step, &mut total), MIRAGE_OK);
+                            if jp.previews {
+                                let (mut b, mut s) = (null_mut(), 0);
+                                assert_eq!(mirage_job_preview(j, MIRAGE_PIXEL_RGBA8, &mut b, &mut s), MIRAGE_OK);
+                                mirage_image_batch_free(b);
+                            }
+                            if st >= MIRAGE_JOB_DONE {
+                                break;
+                            }
+                            mirage_job_wait(j, 1, null_mut());
+                        }
+                        let mut buf = vec![0u8; 40 * 40 * 4];
+                        let t = MirageTarget {
+                            data: buf.as_mut_ptr().cast(),
+                            size: buf.len(),
+                            width: 40,
+                            height: 40,
+                            stride: 0,
+                            format: MIRAGE_PIXEL_BGRA8,
+                            flags: MIRAGE_TARGET_BOTTOM_UP | MIRAGE_TARGET_PREMULTIPLIED,
+                            filter: MIRAGE_FILTER_BILINEAR,
+                        };
+                        let s = mirage_job_take_into(j, &t, 1);
+                        assert!(s == MIRAGE_OK || s == MIRAGE_ERR_CANCELLED, "take_into: {s} {}", last_error());
+                    }
+                    // Manual: stepped on this thread with a small budget.
+                    _ => loop {
+                        let mut ran = 0;
+                        assert_eq!(mirage_job_advance(j, u32::MAX, 500, &mut ran), MIRAGE_OK);
+                        mirage_job_poll(j, &mut st, null_mut(), null_mut());
+                        if st >= MIRAGE_JOB_DONE {
+                            let mut b = null_mut();
+                            assert_eq!(mirage_job_take_images(j, &mut b), MIRAGE_OK, "{}", last_error());
+                            mirage_image_batch_free(b);
+                            break;
+                        }
+                    },
+                }
+                mirage_job_free(j);
+                done += 1;
+            }
+        }
+        done
+    }
+    let round = move |jobs: u64| -> usize {
+        let mut threads = Vec::new();
+        for t in 0..3u64 {
+            threads.push(std::thread::spawn(move || work(shared, t, jobs)));
+        }
+        for t in 3..5u64 {
+            let path = path.clone();
+            threads.push(std::thread::spawn(move || {
+                let mut done = 0;
+                for r in 0..3u64 {
+                    let own = open(&path, 1 + (r % 2) as u32);
+                    done += work(own, t * 10 + r, jobs / 3);
+                    // A context freed with jobs queued behind a long running one: cancelled and joined.
+                    // SAFETY: valid pointers.
+                    unsafe {
+                        let mut p: MirageDiffusionParams = std::mem::zeroed();
+                        mirage_diffusion_params_init(&mut p, size_of::<MirageDiffusionParams>());
+                        p.steps = 500;
+                        let mut jobs_left = Vec::new();
+                        for _ in 0..3 {
+                            let mut j = null_mut();
+                            if mirage_job_generate(own as *const MirageContext, &p, null(), &mut j) == MIRAGE_OK {
+                                jobs_left.push(j);
+                            }
+                        }
+                        mirage_context_free(own as *mut MirageContext);
+                        for j in jobs_left {
+                            let mut st = 0;
+                            mirage_job_wait(j, MIRAGE_WAIT_FOREVER, &mut st);
+                            assert_eq!(st, MIRAGE_JOB_CANCELLED, "a job of a freed context");
+                            mirage_job_free(j);
+                        }
+                    }
+                }
+                done
+            }));
+        }
+        threads.into_iter().map(|t| t.join().unwrap()).sum()
+    };
+    let (rss0, threads0) = crate::hostile::rss_and_threads();
+    let again = round.clone();
+    let warm = crate::hostile::within_deadline("jobs stress warm-up", move || round(12));
+    let (rss1, threads1) = crate::hostile::rss_and_threads();
+    let main = crate::hostile::within_deadline("jobs stress round", move || again(60));
+    let (rss2, threads2) = crate::hostile::rss_and_threads();
+    // SAFETY: the shared context; no call runs on it any more.
+    unsafe { mirage_context_free(shared as *mut MirageContext) };
+    println!(
+        "jobs: stress: {} jobs; RSS {:.1} MB at start, {:.1} MB after the warm-up ({warm}), {:.1} MB after {main} more; \
+         threads {threads0} / {threads1} / {threads2}",
+        warm + main,
+        rss0 as f64 / 1e6,
+        rss1 as f64 / 1e6,
+        rss2 as f64 / 1e6
+    );
+    assert!(warm + main >= 300, "{} jobs", warm + main);
+    assert!(rss2 <= rss1 + (32 << 20), "RSS grew from {rss1} to {rss2} bytes");
+    assert!(threads2 <= threads1 + 2, "threads grew from {threads1} to {threads2}");
 }

@@ -508,12 +508,8 @@ fn a_tileable_generation_rolls_with_its_noise() {
     let noise = Noise::new(3).try_normals(c * h * w).unwrap();
     let rolled = roll(&noise, 1, c, h, w, k, k);
     let make = |tileable: bool, noise: &[f32]| {
-        let p = mirage::pipeline::DiffusionParams {
-            steps: 20,
-            tileable,
-            noise: Some(noise.into()),
-            ..Default::default()
-        };
+        let p =
+            mirage::pipeline::DiffusionParams { steps: 20, tileable, noise: Some(noise.into()), ..Default::default() };
         mirage::pipeline::generate(&set, &p, &mut Default::default()).unwrap()
     };
     let mut figures = Vec::new();
@@ -533,7 +529,11 @@ fn a_tileable_generation_rolls_with_its_noise() {
     }
     let (tiled, plain) = (figures[0], figures[1]);
     assert!(tiled.0 <= 2.0 / 255.0, "tileable: rolled noise gives a rolled image within 1/255: {}", tiled.0);
-    assert!(plain.0 > 4.0 * 2.0 / 255.0, "without tileable the roll must not hold (else the test proves nothing): {}", plain.0);
+    assert!(
+        plain.0 > 4.0 * 2.0 / 255.0,
+        "without tileable the roll must not hold (else the test proves nothing): {}",
+        plain.0
+    );
 }
 
 /// A set whose decoder crops (the Fashion sets: 8x8 latents to 28x28 images) cannot wrap: refused clearly.
@@ -562,12 +562,15 @@ fn a_tileable_img2img_fills_the_frame_without_a_seam() {
     let (c, h, w) = (spec.channels as usize, spec.height as usize, spec.width as usize);
     let mut ring_alpha = Vec::new();
     for tileable in [false, true] {
-        let p = mirage::pipeline::DiffusionParams { steps: 30, seed: 2, strength: 0.75, tileable, ..Default::default() };
+        let p =
+            mirage::pipeline::DiffusionParams { steps: 30, seed: 2, strength: 0.75, tileable, ..Default::default() };
         let y = mirage::pipeline::img2img(&set, &x, 1, &p, None, &mut Default::default()).unwrap();
         let (edge_x, inner_x) = seam(&y, c - 1, h, w); // colour channels only
-        // Transposed (each channel w x h), so that `seam` compares rows.
-        let t: Vec<f32> =
-            (0..c).flat_map(|p| (0..w).flat_map(move |xx| (0..h).map(move |yy| (p, yy, xx)))).map(|(p, yy, xx)| y[(p * h + yy) * w + xx]).collect();
+                                                       // Transposed (each channel w x h), so that `seam` compares rows.
+        let t: Vec<f32> = (0..c)
+            .flat_map(|p| (0..w).flat_map(move |xx| (0..h).map(move |yy| (p, yy, xx))))
+            .map(|(p, yy, xx)| y[(p * h + yy) * w + xx])
+            .collect();
         let (edge_y, inner_y) = seam(&t, c - 1, w, h);
         let alpha = &y[(c - 1) * h * w..c * h * w];
         let ring: Vec<f32> = (0..h * w)
@@ -581,7 +584,10 @@ fn a_tileable_img2img_fills_the_frame_without_a_seam() {
             edge_x, edge_y, inner_x, inner_y
         );
         if tileable {
-            assert!(edge_x < 2.0 * inner_x && edge_y < 2.0 * inner_y, "a seam: {edge_x} {edge_y} vs {inner_x} {inner_y}");
+            assert!(
+                edge_x < 2.0 * inner_x && edge_y < 2.0 * inner_y,
+                "a seam: {edge_x} {edge_y} vs {inner_x} {inner_y}"
+            );
         }
         ring_alpha.push(ring);
     }
