@@ -76,7 +76,7 @@ install-gimp:
 # executions or FUZZ_SECONDS, whichever ends first (cargo-fuzz, libFuzzer + AddressSanitizer; fuzz/README.md).
 # A crash leaves its input in fuzz/artifacts/<target>/: copy it to fuzz/regressions/<target>/, where the
 # normal tests replay it (tests/hostile.rs).
-FUZZ_TARGETS := manifest png params host_image tokenize model_set
+FUZZ_TARGETS := manifest png params host_image tokenize model_set pack host_buffer
 FUZZ_RUNS ?= 1000000
 FUZZ_SECONDS ?= 1800
 check-deep: setup-train

@@ -5,9 +5,11 @@
 #![allow(dead_code)]
 
 pub mod common;
+pub mod host_buffer;
 pub mod host_image;
 pub mod manifest;
 pub mod model_set;
+pub mod pack;
 pub mod params;
 pub mod png;
 pub mod tokenize;
@@ -16,11 +18,13 @@ pub mod tokenize;
 pub type Run = fn(&[u8]);
 
 /// Each target's name and body.
-pub const TARGETS: [(&str, Run); 6] = [
+pub const TARGETS: [(&str, Run); 8] = [
     ("manifest", manifest::run),
     ("png", png::run),
     ("params", params::run),
     ("host_image", host_image::run),
     ("tokenize", tokenize::run),
     ("model_set", model_set::run),
+    ("pack", pack::run),
+    ("host_buffer", host_buffer::run),
 ];
