@@ -5,13 +5,14 @@
  * Thread safety: every function may be called from any thread, a MirageContext may be used by several
  * threads at once, latents and image batches are immutable, and a handle is freed only when no call on
  * it is running (except generations, which mirage_context_free cancels and waits for). Callbacks run on
- * the thread that made the call.
+ * the thread that made the call. Jobs (mirage_job_*) never call back: they run on the context's own worker
+ * threads or in mirage_job_advance on the host's thread, and are polled.
  *
  * Conventions: every fallible function returns a MirageStatus (MIRAGE_OK = 0) and writes its
  * out-parameters only on success; mirage_last_error() then copies the calling thread's detailed message.
  * What the library allocates, the library frees (mirage_*_free; NULL is a no-op). Strings are UTF-8.
  * Params structs start with struct_size and are filled by their _init function with sizeof the struct.
- * Handles (MirageContext, MirageLatent, MirageImageBatch) carry a tag that their _free poisons: a handle
+ * Handles (MirageContext, MirageLatent, MirageImageBatch, MirageJob) carry a tag that their _free poisons: a handle
  * used after its _free, freed twice, or a pointer to something else is refused with
  * MIRAGE_ERR_INVALID_ARGUMENT (a second _free does nothing and sets the last error), unless its memory has
  * meanwhile been reused for a new handle of the same type. A diagnostic, not a guarantee: such a call is

@@ -527,6 +527,21 @@ fn freed_and_foreign_handles_are_refused() {
         let mut img = std::mem::zeroed::<MirageImage>();
         assert_eq!(mirage_image_batch_get(batch, 0, &mut img), MIRAGE_ERR_INVALID_ARGUMENT);
         mirage_image_batch_free(batch);
+        // A freed job: polled, waited for, taken, freed again — refused by the tag check.
+        let mut p = std::mem::zeroed::<MirageDiffusionParams>();
+        mirage_diffusion_params_init(&mut p, size_of::<MirageDiffusionParams>());
+        p.steps = 1000;
+        let mut job = null_mut();
+        assert_eq!(mirage_job_generate(ctx, &p, null(), &mut job), MIRAGE_OK);
+        mirage_job_free(job);
+        let mut st = 0;
+        assert_eq!(mirage_job_poll(job, &mut st, null_mut(), null_mut()), MIRAGE_ERR_INVALID_ARGUMENT);
+        assert!(last_error().contains("job is not a live MirageJob"), "{}", last_error());
+        assert_eq!(mirage_job_wait(job, 0, &mut st), MIRAGE_ERR_INVALID_ARGUMENT);
+        assert_eq!(mirage_job_take_images(job, &mut batch), MIRAGE_ERR_INVALID_ARGUMENT);
+        mirage_job_free(job); // ignored, with a message
+        assert!(last_error().contains("not a live MirageJob"), "{}", last_error());
+        assert_eq!(mirage_job_cancel(fake.as_ptr() as *const MirageJob), MIRAGE_ERR_INVALID_ARGUMENT);
         mirage_latent_free(z);
         mirage_context_free(ctx);
         assert_eq!(mirage_vae_sample_prior(ctx, 1, 1, &mut z), MIRAGE_ERR_INVALID_ARGUMENT);
