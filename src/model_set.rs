@@ -259,7 +259,7 @@ impl ModelSet {
         if let Some(v) = &self.manifest.vae {
             let [_, h, w] = v.latent_shape;
             let i = &self.manifest.image;
-            if i.width % w != 0 || i.height % h != 0 || i.width / w != i.height / h {
+            if !i.width.is_multiple_of(w) || !i.height.is_multiple_of(h) || i.width / w != i.height / h {
                 return Err(Error::Unsupported(format!(
                     "model set {:?} cannot make tileable images: it decodes {w}x{h} latents to {}x{} images (not a whole \
                      number of pixels per latent cell, e.g. a crop), so its images cannot wrap at their edges",

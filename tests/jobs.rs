@@ -549,7 +549,7 @@ fn stress_jobs_on_shared_and_own_contexts() {
                 let mut jp: MirageJobParams = std::mem::zeroed();
                 mirage_job_params_init(&mut jp, size_of::<MirageJobParams>());
                 jp.mode = if k % 5 == 4 { MIRAGE_JOB_MANUAL } else { MIRAGE_JOB_WORKERS };
-                jp.previews = k % 3 == 0;
+                jp.previews = k.is_multiple_of(3);
                 let mut j = null_mut();
                 let s = mirage_job_generate(ctx as *const MirageContext, &p, &jp, &mut j);
                 if s == MIRAGE_ERR_BUSY {
