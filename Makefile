@@ -106,7 +106,7 @@ sanitize: setup-runtime
 		--skip c_program --skip c_diffusion --skip freed_and_foreign_handles
 	MIRAGE_VALGRIND=0 MIRAGE_TEST_CFLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0 \
-		$(CARGO) test --features $(FEATURES_TEST) --test tests -- c_program c_diffusion c_text cpp_text header_example cpp_wrapper
+		$(CARGO) test --features $(FEATURES_TEST) --test tests -- c_program c_diffusion c_text cpp_text header_example cpp_wrapper c_gameloop_program
 
 # Regenerate include/mirage.h after changing the C API (the header test fails until you do).
 header:

@@ -960,8 +960,8 @@ MirageStatus mirage_image_batch_get(const struct MirageImageBatch *batch,
 /**
  * Writes image `index` of `batch` into host memory described by `target` (resized, converted, in the
  * target's row order and alpha mode; see `MirageTarget`). Every field is checked before a byte is written;
- * nothing is kept. For the precision of a float target, note that a batch holds 8-bit pixels: take a job's
- * result with `mirage_job_take_into` to write straight from the model's output.
+ * nothing is kept. MIRAGE_PIXEL_RGBA32F holds the 8-bit sRGB pixels converted to linear light (as every
+ * target does, whatever its format: images are made at 8 bits per channel).
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, `index >= count`, a bad target: NULL data, zero or
  * oversized width or height, a stride smaller than a row, a size smaller than the layout needs, an unknown
@@ -1401,8 +1401,8 @@ MirageStatus mirage_job_take_latents(const struct MirageJob *job,
 /**
  * Takes the images of an ended job straight into host memory: `targets` is an array of `count` targets,
  * one per image (`count` must equal the job's image count), each with its own size, format, stride, row
- * order, alpha mode and filter (see `MirageTarget`); written from the model's output (float precision for
- * MIRAGE_PIXEL_RGBA32F up to the 8-bit conversion every format shares). Every target is checked before
+ * order, alpha mode and filter (see `MirageTarget`); the same 8-bit sRGB pixels as `mirage_job_take_images`
+ * gives, converted (MIRAGE_PIXEL_RGBA32F: to linear light). Every target is checked before
  * the first byte is written; when one is refused nothing is written and the result stays in the job
  * for another take.
  *

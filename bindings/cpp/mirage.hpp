@@ -1,6 +1,6 @@
 // mirage.hpp: a header-only C++11 wrapper of the mirage C API (include/mirage.h).
 //
-// Handles are move-only RAII objects (Context, Latent, ImageBatch) that free themselves; every failing call
+// Handles are move-only RAII objects (Context, Latent, ImageBatch, Job) that free themselves; every failing call
 // throws mirage::Error, which carries the MirageStatus and the detailed message of mirage_last_error.
 // Thread safety is the C API's: one Context may be used by several threads at once; Latent and ImageBatch
 // are immutable. Nothing here adds state of its own.
@@ -24,10 +24,27 @@
 //
 // Callbacks run on the calling thread. An exception thrown by one cancels the generation and is rethrown
 // by the call that ran it (it never crosses the C library).
+//
+// A game loop submits work as jobs instead of blocking a frame (see the mirage_job_* functions): the
+// context's worker threads run them, or the loop steps a manual job itself on a time budget.
+//
+//     mirage::ContextOptions co;                            // the C defaults: 1 worker, 64 queued jobs
+//     co.workers = 2;
+//     mirage::Context ctx("models/fashion", co);
+//     mirage::Job job = ctx.submit_generate(o);             // returns at once; MIRAGE_ERR_BUSY if the queue is full
+//     mirage::JobStatus s = job.poll();                     // every frame: s.state, s.step of s.total
+//     if (s.ended()) job.take_into(mirage::Target(texture, 28, 28, MIRAGE_PIXEL_BGRA8).bottom_up());
+//
+//     mirage::Job manual = ctx.submit_generate(o, mirage::JobOptions::manual());
+//     manual.advance(UINT32_MAX, std::chrono::microseconds(4000));   // this frame's 4 ms
+//
+// A Job frees its handle when destroyed, which cancels it if it is still running (never waiting for it);
+// it keeps its model set alive, so it may outlive its Context.
 #ifndef MIRAGE_HPP
 #define MIRAGE_HPP
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -124,6 +141,48 @@ private:
     std::unique_ptr<MirageLatent, detail::Deleter<MirageLatent, mirage_latent_free>> p_;
 };
 
+/// Host memory one image is written into (see MirageTarget): a zeroed MirageTarget with its buffer, size
+/// and format set, then what differs from the defaults (packed rows, top-down, straight alpha, bilinear)
+/// set by the chained setters. It is a MirageTarget, so it goes wherever one does.
+///
+///     std::vector<std::uint8_t> texture(28 * 4 * 28);
+///     batch.write(0, mirage::Target(texture, 28, 28, MIRAGE_PIXEL_BGRA8).bottom_up());
+struct Target : MirageTarget {
+    /// `size` bytes at `data`, for a `width` x `height` image in `format`, rows `stride` bytes apart (0 =
+    /// packed).
+    Target(void *data, std::size_t size, std::uint32_t width, std::uint32_t height, MiragePixelFormat format,
+           std::size_t stride = 0)
+        : MirageTarget() {
+        this->data = data;
+        this->size = size;
+        this->width = width;
+        this->height = height;
+        this->format = format;
+        this->stride = stride;
+    }
+    /// The whole of `buffer` (which must outlive the write).
+    template <class T>
+    Target(std::vector<T> &buffer, std::uint32_t width, std::uint32_t height, MiragePixelFormat format,
+           std::size_t stride = 0)
+        : Target(buffer.data(), buffer.size() * sizeof(T), width, height, format, stride) {}
+
+    /// Rows bottom to top (MIRAGE_TARGET_BOTTOM_UP), as OpenGL and Unity textures expect.
+    Target &bottom_up(bool on = true) { return flag(MIRAGE_TARGET_BOTTOM_UP, on); }
+    /// Colour multiplied by alpha (MIRAGE_TARGET_PREMULTIPLIED).
+    Target &premultiplied(bool on = true) { return flag(MIRAGE_TARGET_PREMULTIPLIED, on); }
+    /// How the image is resized to the target's size (MIRAGE_FILTER_*).
+    Target &resized_with(MirageFilter f) {
+        filter = f;
+        return *this;
+    }
+
+private:
+    Target &flag(std::uint32_t bit, bool on) {
+        flags = on ? (flags | bit) : (flags & ~bit);
+        return *this;
+    }
+};
+
 /// Images allocated by the library; each MirageImage it hands out is valid while the batch lives.
 class ImageBatch {
 public:
@@ -133,6 +192,11 @@ public:
         MirageImage img;
         detail::check(mirage_image_batch_get(p_.get(), i, &img));
         return img;
+    }
+    /// Writes image `i` into host memory: resized, converted, in the target's row order and alpha mode (see
+    /// mirage_image_batch_write). Nothing is written when the target is refused.
+    void write(std::size_t i, const MirageTarget &target) const {
+        detail::check(mirage_image_batch_write(p_.get(), i, &target));
     }
     const MirageImageBatch *get() const noexcept { return p_.get(); }
 
@@ -191,6 +255,11 @@ struct DiffusionOptions {
     std::string negative_prompt;
     /// Classifier-free guidance in [0, 50]; MIRAGE_GUIDANCE_DEFAULT (the default) = the set's own.
     float guidance;
+    /// Images that wrap seamlessly at their edges (see MirageDiffusionParams::tileable).
+    bool tileable = false;
+    /// The initial noise instead of one drawn from `seed` (see MirageDiffusionParams::noise); borrowed, read
+    /// during the call or the submission only. nullptr (the default) = from `seed`.
+    const Latent *noise = nullptr;
     /// (step done, steps in all) -> continue?
     std::function<bool(std::uint32_t step, std::uint32_t total)> progress;
     /// (step done, images borrowed for the call only, their count) -> continue?
@@ -232,15 +301,12 @@ inline const char *c_str(const std::string &s, const char *name) {
     return s.c_str();
 }
 
-/// Runs `call(const MirageDiffusionParams *, MirageImageBatch **)` with `o` as C params; rethrows a
-/// callback's exception, else throws on failure.
-template <class Call>
-MirageImageBatch *diffuse(const DiffusionOptions &o, Call call) {
+/// `o` as C params, without callbacks (its strings are borrowed: `o` must outlive the call).
+inline MirageDiffusionParams params_of(const DiffusionOptions &o) {
     MirageDiffusionParams p;
     check(mirage_diffusion_params_init(&p, sizeof p));
-    Callbacks cb{&o, nullptr};
     p.steps = o.steps;
-    p.sampler = o.sampler.c_str();
+    p.sampler = c_str(o.sampler, "sampler");
     p.eta = o.eta;
     p.seed = o.seed;
     p.count = o.count;
@@ -249,6 +315,17 @@ MirageImageBatch *diffuse(const DiffusionOptions &o, Call call) {
     p.prompt = c_str(o.prompt, "prompt");
     p.negative_prompt = c_str(o.negative_prompt, "negative_prompt");
     p.guidance = o.guidance;
+    p.tileable = o.tileable;
+    p.noise = o.noise ? o.noise->get() : nullptr;
+    return p;
+}
+
+/// Runs `call(const MirageDiffusionParams *, MirageImageBatch **)` with `o` as C params; rethrows a
+/// callback's exception, else throws on failure.
+template <class Call>
+MirageImageBatch *diffuse(const DiffusionOptions &o, Call call) {
+    MirageDiffusionParams p = params_of(o);
+    Callbacks cb{&o, nullptr};
     p.progress = o.progress ? progress_trampoline : nullptr;
     p.preview = o.preview ? preview_trampoline : nullptr;
     p.user_data = &cb;
@@ -261,16 +338,213 @@ MirageImageBatch *diffuse(const DiffusionOptions &o, Call call) {
 
 }  // namespace detail
 
+/// Options of a job (see MirageJobParams): the C defaults (the context's workers run it, no previews).
+struct JobOptions {
+    JobOptions() {
+        MirageJobParams p;
+        detail::check(mirage_job_params_init(&p, sizeof p));
+        mode = p.mode;
+        previews = p.previews;
+    }
+    /// A MIRAGE_JOB_MANUAL job: nobody runs it until Job::advance.
+    static JobOptions manual(bool previews = false) {
+        JobOptions o;
+        o.mode = MIRAGE_JOB_MANUAL;
+        o.previews = previews;
+        return o;
+    }
+    /// A job of the context's workers that keeps a preview after each step (one VAE decode per step).
+    static JobOptions with_previews() {
+        JobOptions o;
+        o.previews = true;
+        return o;
+    }
+    MirageJobMode mode;  ///< MIRAGE_JOB_WORKERS or MIRAGE_JOB_MANUAL
+    bool previews;       ///< keep the latest estimate for Job::preview
+};
+
+/// Where a job is: its state (MIRAGE_JOB_*) and the sampler steps done of all (a VAE job has one).
+struct JobStatus {
+    MirageJobState state;
+    std::uint32_t step;
+    std::uint32_t total;
+    /// Done, failed or cancelled: nothing runs any more, the result (or error) waits to be taken.
+    bool ended() const noexcept {
+        return state == MIRAGE_JOB_DONE || state == MIRAGE_JOB_FAILED || state == MIRAGE_JOB_CANCELLED;
+    }
+};
+
+/// A job's latest preview: the estimate of the finished images after `step`; empty (false, step 0) before
+/// the first step.
+struct Preview {
+    ImageBatch images;
+    std::uint32_t step;
+    explicit operator bool() const noexcept { return images.get() != nullptr; }
+};
+
+/// A submitted operation (see MirageJob): made by the Context::submit_* functions, movable, not copyable.
+/// Any thread may poll, wait for, preview or cancel it while another runs it. Destroying it frees the
+/// handle, which cancels a job that has not ended (without waiting: a worker stops within one step). It
+/// holds its model set: it may outlive its Context (whose free cancels its worker jobs, not manual ones).
+class Job {
+public:
+    /// Takes ownership of a job made by the C API.
+    explicit Job(MirageJob *owned) noexcept : p_(owned) {}
+
+    /// Where the job is, without waiting (a short lock: cheap enough for every frame).
+    JobStatus poll() const {
+        JobStatus s{0, 0, 0};
+        detail::check(mirage_job_poll(p_.get(), &s.state, &s.step, &s.total));
+        return s;
+    }
+    /// Waits until the job has ended or `timeout` has passed; returns whether it has ended. A manual job
+    /// only moves while some thread advances it.
+    bool wait(std::chrono::milliseconds timeout) const {
+        std::uint32_t ms = timeout.count() <= 0 ? 0u
+                           : timeout.count() >= static_cast<std::chrono::milliseconds::rep>(MIRAGE_WAIT_FOREVER)
+                               ? MIRAGE_WAIT_FOREVER
+                               : static_cast<std::uint32_t>(timeout.count());
+        return wait_ms(ms);
+    }
+    /// Waits until the job has ended, however long that takes.
+    void wait() const { wait_ms(MIRAGE_WAIT_FOREVER); }
+    /// Cancels the job: queued, it ends at once; running, within one step. Its take then throws
+    /// MIRAGE_ERR_CANCELLED. Any thread; never waits.
+    void cancel() const { detail::check(mirage_job_cancel(p_.get())); }
+    /// Runs whole steps of a manual job on this thread: at most `max_steps`, and no new step once `budget`
+    /// would be exceeded (zero = no time limit; at least one step runs while the job has not ended).
+    /// Returns the steps run (0 once it has ended). Throws MIRAGE_ERR_INVALID_ARGUMENT for a workers' job.
+    std::uint32_t advance(std::uint32_t max_steps = UINT32_MAX,
+                          std::chrono::microseconds budget = std::chrono::microseconds(0)) const {
+        std::uint64_t us = budget.count() < 0 ? 1u : static_cast<std::uint64_t>(budget.count());
+        std::uint32_t ran = 0;
+        detail::check(mirage_job_advance(p_.get(), max_steps, us, &ran));
+        return ran;
+    }
+    /// The latest preview in `format` (for a job submitted with JobOptions::previews); empty before the
+    /// first step. Throws MIRAGE_ERR_INVALID_ARGUMENT for a job without previews.
+    Preview preview(MiragePixelFormat format = MIRAGE_PIXEL_RGBA8) const {
+        MirageImageBatch *b = nullptr;
+        std::uint32_t step = 0;
+        detail::check(mirage_job_preview(p_.get(), format, &b, &step));
+        return Preview{ImageBatch(b), step};
+    }
+    /// The images of an ended job, once (see mirage_job_take_images); throws the job's own error for a
+    /// failed or cancelled job.
+    ImageBatch take_images() const {
+        MirageImageBatch *b = nullptr;
+        detail::check(mirage_job_take_images(p_.get(), &b));
+        return ImageBatch(b);
+    }
+    /// The latents of an ended encode job, once (see mirage_job_take_latents).
+    Distribution take_latents() const {
+        MirageLatent *mean = nullptr, *logvar = nullptr;
+        detail::check(mirage_job_take_latents(p_.get(), &mean, &logvar));
+        return Distribution{Latent(mean), Latent(logvar)};
+    }
+    /// Writes the images of an ended job straight into host memory, one target per image (see
+    /// mirage_job_take_into). A refused target writes nothing and leaves the result in the job.
+    void take_into(const std::vector<MirageTarget> &targets) const {
+        detail::check(mirage_job_take_into(p_.get(), targets.data(), targets.size()));
+    }
+    /// take_into for a job of one image.
+    void take_into(const MirageTarget &target) const { detail::check(mirage_job_take_into(p_.get(), &target, 1)); }
+
+    const MirageJob *get() const noexcept { return p_.get(); }
+
+private:
+    bool wait_ms(std::uint32_t ms) const {
+        MirageJobState state = 0;
+        detail::check(mirage_job_wait(p_.get(), ms, &state));
+        return JobStatus{state, 0, 0}.ended();
+    }
+    std::unique_ptr<MirageJob, detail::Deleter<MirageJob, mirage_job_free>> p_;
+};
+
+/// Options of a Context (see MirageContextParams): the C defaults.
+struct ContextOptions {
+    ContextOptions() {
+        MirageContextParams p;
+        detail::check(mirage_context_params_init(&p, sizeof p));
+        provider = p.provider;
+        workers = p.workers;
+        max_queued_jobs = p.max_queued_jobs;
+        tileable = p.tileable;
+    }
+    MirageProvider provider;        ///< MIRAGE_PROVIDER_DEFAULT = the runtime's
+    std::uint32_t workers;          ///< threads that run the jobs, 1 to MIRAGE_MAX_WORKERS (default 1)
+    std::uint32_t max_queued_jobs;  ///< jobs not yet started before MIRAGE_ERR_BUSY (default 64)
+    bool tileable;                  ///< prepare the tileable sessions now (needed for a context from memory)
+};
+
+namespace detail {
+
+inline MirageContextParams context_params(const ContextOptions &o) {
+    MirageContextParams p;
+    check(mirage_context_params_init(&p, sizeof p));
+    p.provider = o.provider;
+    p.workers = o.workers;
+    p.max_queued_jobs = o.max_queued_jobs;
+    p.tileable = o.tileable;
+    return p;
+}
+
+inline MirageJobParams job_params(const JobOptions &o) {
+    MirageJobParams p;
+    check(mirage_job_params_init(&p, sizeof p));
+    p.mode = o.mode;
+    p.previews = o.previews;
+    return p;
+}
+
+/// Runs `call(const MirageDiffusionParams *, const MirageJobParams *, MirageJob **)` with `o` and `jo` as C
+/// params. A job runs no callback: options with one are refused here.
+template <class Call>
+MirageJob *submit(const DiffusionOptions &o, const JobOptions &jo, Call call) {
+    if (o.progress || o.preview)
+        throw Error(MIRAGE_ERR_INVALID_ARGUMENT,
+                    "a job takes no progress or preview callback: poll it (Job::poll) and read its previews "
+                    "(Job::preview) instead");
+    MirageDiffusionParams p = params_of(o);
+    MirageJobParams jp = job_params(jo);
+    MirageJob *j = nullptr;
+    check(call(&p, &jp, &j));
+    return j;
+}
+
+/// The prompts as C strings (borrowed from `prompts`); a NUL byte inside one is refused.
+inline std::vector<const char *> c_strs(const std::vector<std::string> &prompts) {
+    std::vector<const char *> ptrs;
+    ptrs.reserve(prompts.size());
+    for (std::size_t i = 0; i < prompts.size(); ++i) {
+        if (prompts[i].find('\0') != std::string::npos)
+            throw Error(MIRAGE_ERR_INVALID_ARGUMENT, "prompts[" + std::to_string(i) + "] contains a NUL byte");
+        ptrs.push_back(prompts[i].c_str());
+    }
+    return ptrs;
+}
+
+}  // namespace detail
+
 /// A loaded model set. Thread-safe: share one Context between threads (by reference).
 class Context {
 public:
     explicit Context(const std::string &model_dir, MirageProvider provider = MIRAGE_PROVIDER_DEFAULT) {
-        MirageContextParams params;
-        detail::check(mirage_context_params_init(&params, sizeof params));
-        params.provider = provider;
+        ContextOptions o;
+        o.provider = provider;
+        open(model_dir, o);
+    }
+    /// With options: worker threads, queue bound, tileable sessions (see MirageContextParams).
+    Context(const std::string &model_dir, const ContextOptions &options) { open(model_dir, options); }
+    /// Opens a model pack (what `mirage pack` writes) held in memory: `size` bytes at `data`, read during
+    /// the call only (see mirage_context_new_from_memory).
+    static Context from_memory(const void *data, std::size_t size, const ContextOptions &options = ContextOptions()) {
+        MirageContextParams params = detail::context_params(options);
         MirageContext *p = nullptr;
-        detail::check(mirage_context_new(model_dir.c_str(), &params, &p));
-        p_.reset(p);
+        detail::check(mirage_context_new_from_memory(data, size, &params, &p));
+        Context c;
+        c.p_.reset(p);
+        return c;
     }
 
     ImageSize image_size() const {
@@ -351,13 +625,7 @@ public:
     /// mirage_interpolate).
     ImageBatch interpolate(const std::vector<std::string> &prompts, std::uint32_t frames,
                            const DiffusionOptions &o) const {
-        std::vector<const char *> ptrs;
-        ptrs.reserve(prompts.size());
-        for (std::size_t i = 0; i < prompts.size(); ++i) {
-            if (prompts[i].find('\0') != std::string::npos)
-                throw Error(MIRAGE_ERR_INVALID_ARGUMENT, "prompts[" + std::to_string(i) + "] contains a NUL byte");
-            ptrs.push_back(prompts[i].c_str());
-        }
+        std::vector<const char *> ptrs = detail::c_strs(prompts);
         const MirageContext *c = p_.get();
         return ImageBatch(
             detail::diffuse(o, [c, &ptrs, frames](const MirageDiffusionParams *p, MirageImageBatch **b) {
@@ -381,12 +649,87 @@ public:
                                         e.tokens.size()));
         return e;
     }
-    /// Cancels the generations running on this context, from any thread (see mirage_context_cancel).
+    /// Cancels the generations running on this context and every job of its workers, queued or running, from
+    /// any thread (see mirage_context_cancel); manual jobs go on.
     void cancel() const { detail::check(mirage_context_cancel(p_.get())); }
+
+    // Jobs: each submit checks its arguments, returns at once with the Job, and throws Error with
+    // MIRAGE_ERR_BUSY when the context's queue is full (nothing was submitted: try again on a later frame).
+    // The options' callbacks must be empty (poll the job instead); images, masks and prompts are read during
+    // the call and not kept.
+
+    /// Submits generate (see mirage_job_generate).
+    Job submit_generate(const DiffusionOptions &o, const JobOptions &jo = JobOptions()) const {
+        const MirageContext *c = p_.get();
+        return Job(
+            detail::submit(o, jo, [c](const MirageDiffusionParams *p, const MirageJobParams *j, MirageJob **out) {
+                return mirage_job_generate(c, p, j, out);
+            }));
+    }
+    /// Submits img2img (see mirage_job_img2img).
+    Job submit_img2img(const std::vector<MirageImage> &images, const DiffusionOptions &o,
+                       const JobOptions &jo = JobOptions()) const {
+        const MirageContext *c = p_.get();
+        return Job(detail::submit(
+            o, jo, [c, &images](const MirageDiffusionParams *p, const MirageJobParams *j, MirageJob **out) {
+                return mirage_job_img2img(c, images.data(), images.size(), p, j, out);
+            }));
+    }
+    /// Submits denoise (see mirage_job_denoise and mirage_denoise).
+    Job submit_denoise(const std::vector<MirageImage> &images, const DiffusionOptions &o,
+                       const JobOptions &jo = JobOptions()) const {
+        const MirageContext *c = p_.get();
+        return Job(detail::submit(
+            o, jo, [c, &images](const MirageDiffusionParams *p, const MirageJobParams *j, MirageJob **out) {
+                return mirage_job_denoise(c, images.data(), images.size(), p, j, out);
+            }));
+    }
+    /// Submits inpaint, one GRAY8 mask per image (see mirage_job_inpaint).
+    Job submit_inpaint(const std::vector<MirageImage> &images, const std::vector<MirageImage> &masks,
+                       const DiffusionOptions &o, const JobOptions &jo = JobOptions()) const {
+        if (images.size() != masks.size())
+            throw Error(MIRAGE_ERR_INVALID_ARGUMENT, "submit_inpaint: one mask per image is needed");
+        const MirageContext *c = p_.get();
+        return Job(detail::submit(
+            o, jo, [c, &images, &masks](const MirageDiffusionParams *p, const MirageJobParams *j, MirageJob **out) {
+                return mirage_job_inpaint(c, images.data(), masks.data(), images.size(), p, j, out);
+            }));
+    }
+    /// Submits interpolate: `frames` images along the path through `prompts` (see mirage_job_interpolate).
+    Job submit_interpolate(const std::vector<std::string> &prompts, std::uint32_t frames, const DiffusionOptions &o,
+                           const JobOptions &jo = JobOptions()) const {
+        std::vector<const char *> ptrs = detail::c_strs(prompts);
+        const MirageContext *c = p_.get();
+        return Job(detail::submit(
+            o, jo, [c, &ptrs, frames](const MirageDiffusionParams *p, const MirageJobParams *j, MirageJob **out) {
+                return mirage_job_interpolate(c, ptrs.data(), ptrs.size(), frames, p, j, out);
+            }));
+    }
+    /// Submits a VAE encode (one step); take the result with Job::take_latents (see mirage_job_encode).
+    Job submit_encode(const std::vector<MirageImage> &images, const JobOptions &jo = JobOptions()) const {
+        MirageJobParams j = detail::job_params(jo);
+        MirageJob *out = nullptr;
+        detail::check(mirage_job_encode(p_.get(), images.data(), images.size(), &j, &out));
+        return Job(out);
+    }
+    /// Submits a VAE decode (one step) into images of `format` (see mirage_job_decode).
+    Job submit_decode(const Latent &latents, MiragePixelFormat format, const JobOptions &jo = JobOptions()) const {
+        MirageJobParams j = detail::job_params(jo);
+        MirageJob *out = nullptr;
+        detail::check(mirage_job_decode(p_.get(), latents.get(), format, &j, &out));
+        return Job(out);
+    }
 
     const MirageContext *get() const noexcept { return p_.get(); }
 
 private:
+    Context() = default;
+    void open(const std::string &model_dir, const ContextOptions &options) {
+        MirageContextParams params = detail::context_params(options);
+        MirageContext *p = nullptr;
+        detail::check(mirage_context_new(detail::c_str(model_dir, "model_dir"), &params, &p));
+        p_.reset(p);
+    }
     std::unique_ptr<MirageContext, detail::Deleter<MirageContext, mirage_context_free>> p_;
 };
 

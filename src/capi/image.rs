@@ -344,8 +344,8 @@ pub unsafe extern "C" fn mirage_image_batch_get(
 
 /// Writes image `index` of `batch` into host memory described by `target` (resized, converted, in the
 /// target's row order and alpha mode; see `MirageTarget`). Every field is checked before a byte is written;
-/// nothing is kept. For the precision of a float target, note that a batch holds 8-bit pixels: take a job's
-/// result with `mirage_job_take_into` to write straight from the model's output.
+/// nothing is kept. MIRAGE_PIXEL_RGBA32F holds the 8-bit sRGB pixels converted to linear light (as every
+/// target does, whatever its format: images are made at 8 bits per channel).
 ///
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument, `index >= count`, a bad target: NULL data, zero or
 /// oversized width or height, a stride smaller than a row, a size smaller than the layout needs, an unknown

@@ -539,8 +539,8 @@ pub unsafe extern "C" fn mirage_job_take_latents(
 
 /// Takes the images of an ended job straight into host memory: `targets` is an array of `count` targets,
 /// one per image (`count` must equal the job's image count), each with its own size, format, stride, row
-/// order, alpha mode and filter (see `MirageTarget`); written from the model's output (float precision for
-/// MIRAGE_PIXEL_RGBA32F up to the 8-bit conversion every format shares). Every target is checked before
+/// order, alpha mode and filter (see `MirageTarget`); the same 8-bit sRGB pixels as `mirage_job_take_images`
+/// gives, converted (MIRAGE_PIXEL_RGBA32F: to linear light). Every target is checked before
 /// the first byte is written; when one is refused nothing is written and the result stays in the job
 /// for another take.
 ///
