@@ -677,3 +677,31 @@ fn stress_jobs_on_shared_and_own_contexts() {
     assert!(rss2 <= rss1 + (32 << 20), "RSS grew from {rss1} to {rss2} bytes");
     assert!(threads2 <= threads1 + 2, "threads grew from {threads1} to {threads2}");
 }
+
+/// Two contexts on one shipped set share its sessions: the second open costs a manifest read, not a load.
+/// Prints the figures of the closing note (`cargo test jobs::a_second_open -- --nocapture`).
+#[test]
+fn a_second_open_of_a_set_shares_the_first() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fashion");
+    let t = std::time::Instant::now();
+    let first = mirage::model_set::open_shared(&dir, None).unwrap();
+    let t1 = t.elapsed();
+    let t = std::time::Instant::now();
+    let second = mirage::model_set::open_shared(&dir, None).unwrap();
+    let t2 = t.elapsed();
+    assert!(Arc::ptr_eq(&first, &second));
+    let bytes = mirage::model_set::pack_set(&dir).unwrap();
+    drop((first, second));
+    let t = std::time::Instant::now();
+    let from_memory = mirage::model_set::open_memory_shared(&bytes, None, false).unwrap();
+    let t3 = t.elapsed();
+    assert_eq!(from_memory.manifest().name, "fashion");
+    println!(
+        "jobs: sharing: models/fashion opened in {:.1} ms, a second open {:.2} ms (shared); from a {:.1} MB pack in \
+         memory {:.1} ms",
+        t1.as_secs_f64() * 1e3,
+        t2.as_secs_f64() * 1e3,
+        bytes.len() as f64 / 1e6,
+        t3.as_secs_f64() * 1e3
+    );
+}
