@@ -305,7 +305,8 @@ typedef struct MirageContextParams {
     /**
      * Prepare the tileable sessions (circular padding) now. Otherwise they are made on the first call with
      * `MirageDiffusionParams::tileable` (a rewrite of the U-Net and the VAE decoder, about as long as
-     * loading them); a context made with `mirage_context_new_from_memory` can only get them this way. Default false.
+     * loading them); a context made with `mirage_context_new_from_memory` can only get them this way (or
+     * from another context sharing the same set that prepared them). Default false.
      */
     bool tileable;
 } MirageContextParams;
@@ -796,8 +797,8 @@ const char *mirage_provider_name(MirageProvider provider);
  * writes exactly that many bytes, zeroing what it does not know, so a host built against an older or
  * newer header is handled (see `mirage_runtime_init`).
  *
- * Errors: MIRAGE_ERR_INVALID_ARGUMENT when `options` is NULL or `struct_size` is smaller than the first
- * version of the struct.
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT when `options` is NULL or `struct_size` is smaller than this
+ * library's struct and not the size of an earlier version of it.
  */
 MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options, size_t struct_size);
 
@@ -814,9 +815,11 @@ MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options, s
  * `options` is read during the call and not kept (its strings are copied); `log_user_data` is kept and
  * handed to `log_callback` until the process ends or another successful `mirage_runtime_init` replaces it.
  *
- * `options->struct_size`: smaller than the first version of the struct is refused; larger (a host built
- * against a newer header) is accepted only when every byte beyond the fields this library knows is zero,
- * so a field the host set is never silently ignored; over 4096 (an uninitialised field) is refused.
+ * `options->struct_size` (the rule of every params struct): the `sizeof` of an earlier version of the
+ * struct (a host built against an older header) reads that version's fields and takes the defaults for the
+ * fields added since; another size below this library's is refused; larger (a host built against a newer
+ * header) is accepted only when every byte beyond the fields this library knows is zero, so a field the
+ * host set is never silently ignored; over 4096 (an uninitialised field) is refused.
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values,
  * intra_threads over MIRAGE_MAX_THREADS, a path that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.
@@ -1389,8 +1392,8 @@ MirageStatus mirage_job_preview(const struct MirageJob *job,
 MirageStatus mirage_job_take_images(const struct MirageJob *job, struct MirageImageBatch **out);
 
 /**
- * Takes the latents of an ended `mirage_job_encode`: `*mean` and `*logvar` (may be NULL: not wanted)
- * receive new latents, owned by the caller. Exactly once, as `mirage_job_take_images`.
+ * Takes the latents of an ended `mirage_job_encode`: `*mean` and `*logvar` receive new latents, owned by
+ * the caller; `logvar` may be NULL (not wanted), `mean` may not. Exactly once, as `mirage_job_take_images`.
  *
  * Errors: as `mirage_job_take_images` (a job that made images is refused).
  */

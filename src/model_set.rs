@@ -298,7 +298,7 @@ impl ModelSet {
                 )),
             };
             // Kept as a message: a failure is remembered (not retried on every call) and reported each time.
-            made.map_err(|e| e.to_string())
+            made.map_err(|e| e.detail())
         });
         made.as_ref().map_err(|m| Error::Unsupported(format!("tileable output is not available: {m}")))
     }

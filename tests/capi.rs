@@ -206,7 +206,7 @@ fn params_struct_size_rules() {
         // Refused before anything loads, so the shared runtime is untouched.
         let mut small = o;
         small.struct_size = 8;
-        assert_err(mirage_runtime_init(&small), MIRAGE_ERR_INVALID_ARGUMENT, "smaller than");
+        assert_err(mirage_runtime_init(&small), MIRAGE_ERR_INVALID_ARGUMENT, "not the size of any version");
         let mut bad = o;
         bad.provider = 9;
         assert_err(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "options->provider");
@@ -234,6 +234,39 @@ fn params_struct_size_rules() {
         assert_eq!(newer.extra, [0, 0]);
         newer.extra[1] = 1 << 40;
         assert_err(mirage_runtime_init(&newer.o), MIRAGE_ERR_INVALID_ARGUMENT, "does not have");
+
+        // A host built against the first version of a grown struct (MirageContextParams: struct_size and
+        // provider, 16 bytes): init writes that version's fields and zeroes the rest; read, the fields the
+        // host knows are its own and the newer ones (here inside the old trailing padding, which a host need
+        // not preserve: 0xFF below) are the defaults.
+        let (v1, end) = (16, 12);
+        let mut old = [0xEEu8; 32];
+        assert_ok(mirage_context_params_init(old.as_mut_ptr().cast(), v1));
+        assert_eq!(&old[v1..], &[0xEE; 16], "init wrote past the host's struct");
+        assert!(old[end..v1].iter().all(|&b| b == 0), "init filled the padding");
+        old[8..12].copy_from_slice(&MIRAGE_PROVIDER_CPU.to_ne_bytes());
+        old[end..v1].fill(0xFF);
+        let (_d1, set1) = tiny_set();
+        let dir1 = std::ffi::CString::new(set1.to_str().unwrap()).unwrap();
+        let mut ctx = null_mut();
+        assert_ok(mirage_context_new(dir1.as_ptr(), old.as_ptr().cast(), &mut ctx));
+        mirage_context_free(ctx);
+        for bad in [8, 15, 17, 20] {
+            old[..8].copy_from_slice(&(bad as usize).to_ne_bytes());
+            assert_err(
+                mirage_context_new(dir1.as_ptr(), old.as_ptr().cast(), &mut null_mut()),
+                MIRAGE_ERR_INVALID_ARGUMENT,
+                "not the size of any version",
+            );
+        }
+        // The diffusion params' first version ended at `guidance` (tileable and noise came with the job API).
+        let end = std::mem::offset_of!(MirageDiffusionParams, guidance) + 4;
+        let v1 = end.div_ceil(8) * 8;
+        let mut d = vec![0xEEu8; size_of::<MirageDiffusionParams>() + 8];
+        assert_ok(mirage_diffusion_params_init(d.as_mut_ptr().cast(), v1));
+        assert!(d[end..v1].iter().all(|&b| b == 0) && d[v1..].iter().all(|&b| b == 0xEE));
+        let old_params = d.as_ptr().cast::<MirageDiffusionParams>().read_unaligned();
+        assert_eq!((old_params.steps, old_params.count), (50, 1));
 
         let mut p = std::mem::MaybeUninit::<MirageContextParams>::uninit();
         assert_err(mirage_context_params_init(p.as_mut_ptr(), 0), MIRAGE_ERR_INVALID_ARGUMENT, "struct_size");

@@ -230,27 +230,55 @@ pub(crate) unsafe fn copy_str(s: &str, buf: *mut c_char, len: usize) -> usize {
 /// No params struct will ever be this large; a `struct_size` above it is garbage, not a newer header.
 const MAX_STRUCT_SIZE: usize = 4096;
 
+/// A params struct: `#[repr(C)]`, first field `size_t struct_size`, grown only by appending fields.
+pub(crate) trait Params: Copy {
+    /// Every earlier published version, oldest first: (its `sizeof`, the end of its last field). The end
+    /// matters because a new field may sit in what was an older version's trailing padding, which a host
+    /// built against that version never set (copying a struct need not copy its padding).
+    const OLDER: &'static [(usize, usize)];
+    /// The defaults, with `struct_size` set to the host's.
+    fn defaults(struct_size: usize) -> Self;
+}
+
+/// The (sizeof, end of last field) of an older version whose last field is `$field` of `$t`.
+macro_rules! older_version {
+    ($t:ty, $field:ident, $ft:ty) => {{
+        const END: usize = std::mem::offset_of!($t, $field) + size_of::<$ft>();
+        const ALIGN: usize = align_of::<$t>();
+        (END.div_ceil(ALIGN) * ALIGN, END)
+    }};
+}
+pub(crate) use older_version;
+
 /// Reads a params struct whose first field is `size_t struct_size`.
 ///
-/// The versioning rule, written in the header: `struct_size` smaller than the struct's first version is
-/// refused; larger (a host built against a newer header) is accepted when every byte this library does not
-/// know is zero, so that a field the host set is never silently ignored (Linux's `copy_struct_from_user`
-/// rule). Only version 1 exists, so "first version" is `size_of::<T>()`; when a field is added, the prefix
-/// of an older, smaller struct will be read over the defaults here.
+/// The versioning rule, written in the header: a host built against an older header passes that
+/// version's `sizeof`, and gets the fields it knows plus this library's defaults for the rest; any other
+/// size below the current one is refused; larger (a host built against a newer header) is accepted when
+/// every byte this library does not know is zero, so that a field the host set is never silently ignored
+/// (Linux's `copy_struct_from_user` rule).
 ///
 /// # Safety
 /// When not NULL, `ptr` must point to a struct of at least `struct_size` readable bytes starting with a
-/// `size_t` that holds that size, and which is a valid `T` in its first `size_of::<T>()` bytes.
-pub(crate) unsafe fn read_params<T: Copy>(ptr: *const T, name: &str) -> Result<T> {
+/// `size_t` that holds that size, and which is valid as `T` (or as the older version its size names).
+pub(crate) unsafe fn read_params<T: Params>(ptr: *const T, name: &str) -> Result<T> {
     check_ptr(ptr, name)?;
     // SAFETY: every params struct starts with `size_t struct_size`; the pointer is checked.
     let size = unsafe { ptr.cast::<usize>().read() };
     let known = size_of::<T>();
     if size < known {
-        return Err(Error::invalid(format!(
-            "{name}->struct_size is {size}, smaller than the {known} bytes of this struct's first version; \
-             fill it with its _init function and sizeof"
-        )));
+        let Some(&(_, end)) = T::OLDER.iter().find(|(sz, _)| *sz == size) else {
+            let first = T::OLDER.first().map_or(known, |v| v.0);
+            return Err(Error::invalid(format!(
+                "{name}->struct_size is {size}, not the size of any version of this struct (the first has {first} \
+                 bytes, this library's {known}); fill it with its _init function and sizeof"
+            )));
+        };
+        let mut value = T::defaults(size);
+        // SAFETY: the host's older struct holds `size >= end` readable bytes whose first `end` are that
+        // version's fields, each laid out as in `T` (fields are only ever appended); `value` is a whole `T`.
+        unsafe { std::ptr::copy_nonoverlapping(ptr.cast::<u8>(), (&mut value as *mut T).cast::<u8>(), end) };
+        return Ok(value);
     }
     if size > MAX_STRUCT_SIZE {
         // Far beyond any version of any params struct: most likely an uninitialised struct_size. Refusing
@@ -276,19 +304,29 @@ pub(crate) unsafe fn read_params<T: Copy>(ptr: *const T, name: &str) -> Result<T
 }
 
 /// Fills a params struct for the host: zeroes its `struct_size` bytes (so that fields of a newer header
-/// that this library does not know read as zero, see [`read_params`]), then writes `defaults`, whose
-/// `struct_size` the caller has set to `struct_size`.
+/// that this library does not know read as zero, see [`read_params`]), then writes the defaults — all of
+/// them, or for a host built against an older header (`struct_size` an older version's sizeof) the fields
+/// of that version.
 ///
 /// # Safety
 /// When not NULL, `ptr` must be valid for writing `struct_size` bytes.
-pub(crate) unsafe fn init_params<T>(ptr: *mut T, struct_size: usize, name: &str, defaults: T) -> Result<()> {
+pub(crate) unsafe fn init_params<T: Params>(ptr: *mut T, struct_size: usize, name: &str) -> Result<()> {
     check_ptr(ptr, name)?;
     let known = size_of::<T>();
+    let defaults = T::defaults(struct_size);
     if struct_size < known {
-        return Err(Error::invalid(format!(
-            "struct_size is {struct_size}, smaller than the {known} bytes of this struct's first version; pass \
-             sizeof of the struct"
-        )));
+        let Some(&(_, end)) = T::OLDER.iter().find(|(sz, _)| *sz == struct_size) else {
+            return Err(Error::invalid(format!(
+                "struct_size is {struct_size}, not the size of any version of this struct (this library's has \
+                 {known} bytes); pass sizeof of the struct"
+            )));
+        };
+        // SAFETY: writable for `struct_size >= end` bytes by the caller's promise; `defaults` is a whole `T`.
+        unsafe {
+            ptr.cast::<u8>().write_bytes(0, struct_size);
+            std::ptr::copy_nonoverlapping((&defaults as *const T).cast::<u8>(), ptr.cast::<u8>(), end);
+        }
+        return Ok(());
     }
     if struct_size > MAX_STRUCT_SIZE {
         // The same bound `read_params` applies: a struct this init filled must be one it can read back.

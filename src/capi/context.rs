@@ -108,7 +108,8 @@ pub struct MirageContextParams {
     pub max_queued_jobs: u32,
     /// Prepare the tileable sessions (circular padding) now. Otherwise they are made on the first call with
     /// `MirageDiffusionParams::tileable` (a rewrite of the U-Net and the VAE decoder, about as long as
-    /// loading them); a context made with `mirage_context_new_from_memory` can only get them this way. Default false.
+    /// loading them); a context made with `mirage_context_new_from_memory` can only get them this way (or
+    /// from another context sharing the same set that prepared them). Default false.
     pub tileable: bool,
 }
 
@@ -134,15 +135,8 @@ pub unsafe extern "C" fn mirage_context_params_init(
     struct_size: usize,
 ) -> MirageStatus {
     boundary::run(|| {
-        let defaults = MirageContextParams {
-            struct_size,
-            provider: MIRAGE_PROVIDER_DEFAULT,
-            workers: 1,
-            max_queued_jobs: 64,
-            tileable: false,
-        };
         // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
-        unsafe { init_params(params, struct_size, "params", defaults) }
+        unsafe { init_params::<MirageContextParams>(params, struct_size, "params") }
     })
 }
 
@@ -396,4 +390,18 @@ unsafe fn copy_out(s: &str, buf: *mut c_char, len: usize, needed: *mut usize) ->
         o.write(n);
     }
     Ok(())
+}
+
+impl boundary::Params for MirageContextParams {
+    /// Version 1 (0.1.0 until the job API): `struct_size` and `provider`.
+    const OLDER: &'static [(usize, usize)] = &[boundary::older_version!(MirageContextParams, provider, MirageProvider)];
+    fn defaults(struct_size: usize) -> Self {
+        MirageContextParams {
+            struct_size,
+            provider: MIRAGE_PROVIDER_DEFAULT,
+            workers: 1,
+            max_queued_jobs: 64,
+            tileable: false,
+        }
+    }
 }

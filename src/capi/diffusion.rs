@@ -111,13 +111,15 @@ pub unsafe extern "C" fn mirage_diffusion_params_init(
     struct_size: usize,
 ) -> MirageStatus {
     boundary::run(|| {
-        let defaults = MirageDiffusionParams::defaults(struct_size);
         // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
-        unsafe { boundary::init_params(params, struct_size, "params", defaults) }
+        unsafe { boundary::init_params::<MirageDiffusionParams>(params, struct_size, "params") }
     })
 }
 
-impl MirageDiffusionParams {
+impl boundary::Params for MirageDiffusionParams {
+    /// Version 1 (0.1.0 until the job API): up to `guidance`.
+    const OLDER: &'static [(usize, usize)] = &[boundary::older_version!(MirageDiffusionParams, guidance, f32)];
+
     /// What `mirage_diffusion_params_init` fills in: the pipeline's defaults.
     fn defaults(struct_size: usize) -> MirageDiffusionParams {
         let d = DiffusionParams::default();
@@ -317,7 +319,7 @@ pub unsafe extern "C" fn mirage_interpolate(
 #[no_mangle]
 pub unsafe extern "C" fn mirage_debug_panic_in_generation(ctx: *const MirageContext) -> MirageStatus {
     boundary::run(|| {
-        let mut c = MirageDiffusionParams::defaults(size_of::<MirageDiffusionParams>());
+        let mut c = <MirageDiffusionParams as boundary::Params>::defaults(size_of::<MirageDiffusionParams>());
         c.steps = 5;
         c.format = MIRAGE_PIXEL_GRAY8;
         // SAFETY: `ctx` is NULL or live (caller's promise); `c` is a whole params struct of this library's size.

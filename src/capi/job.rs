@@ -76,6 +76,13 @@ pub struct MirageJobParams {
     pub previews: bool,
 }
 
+impl boundary::Params for MirageJobParams {
+    const OLDER: &'static [(usize, usize)] = &[];
+    fn defaults(struct_size: usize) -> Self {
+        MirageJobParams { struct_size, mode: MIRAGE_JOB_WORKERS, previews: false }
+    }
+}
+
 /// Fills `params` with the defaults: MIRAGE_JOB_WORKERS, no previews. Pass `sizeof(MirageJobParams)` as
 /// `struct_size`; the struct_size rule is that of `mirage_runtime_init`.
 ///
@@ -83,9 +90,8 @@ pub struct MirageJobParams {
 #[no_mangle]
 pub unsafe extern "C" fn mirage_job_params_init(params: *mut MirageJobParams, struct_size: usize) -> MirageStatus {
     boundary::run(|| {
-        let defaults = MirageJobParams { struct_size, mode: MIRAGE_JOB_WORKERS, previews: false };
         // SAFETY: the caller promises `params` holds `struct_size` writable bytes.
-        unsafe { boundary::init_params(params, struct_size, "params", defaults) }
+        unsafe { boundary::init_params::<MirageJobParams>(params, struct_size, "params") }
     })
 }
 
@@ -495,14 +501,20 @@ pub unsafe extern "C" fn mirage_job_take_images(
                 return Err(Error::invalid("the job made latents: take them with mirage_job_take_latents"));
             }
         };
-        let host = host_images(&images, &job.set.manifest().image, channels)?;
+        let host = match host_images(&images, &job.set.manifest().image, channels) {
+            Ok(h) => h,
+            Err(e) => {
+                job.job.put_back(Output::Images(images));
+                return Err(e);
+            }
+        };
         result.write(MirageImageBatch::into_raw(host, job.format));
         Ok(())
     })
 }
 
-/// Takes the latents of an ended `mirage_job_encode`: `*mean` and `*logvar` (may be NULL: not wanted)
-/// receive new latents, owned by the caller. Exactly once, as `mirage_job_take_images`.
+/// Takes the latents of an ended `mirage_job_encode`: `*mean` and `*logvar` receive new latents, owned by
+/// the caller; `logvar` may be NULL (not wanted), `mean` may not. Exactly once, as `mirage_job_take_images`.
 ///
 /// Errors: as `mirage_job_take_images` (a job that made images is refused).
 #[no_mangle]

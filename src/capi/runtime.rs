@@ -132,28 +132,16 @@ pub struct MirageRuntimeOptions {
 /// writes exactly that many bytes, zeroing what it does not know, so a host built against an older or
 /// newer header is handled (see `mirage_runtime_init`).
 ///
-/// Errors: MIRAGE_ERR_INVALID_ARGUMENT when `options` is NULL or `struct_size` is smaller than the first
-/// version of the struct.
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT when `options` is NULL or `struct_size` is smaller than this
+/// library's struct and not the size of an earlier version of it.
 #[no_mangle]
 pub unsafe extern "C" fn mirage_runtime_options_init(
     options: *mut MirageRuntimeOptions,
     struct_size: usize,
 ) -> MirageStatus {
     boundary::run(|| {
-        let defaults = MirageRuntimeOptions {
-            struct_size,
-            ort_library_path: std::ptr::null(),
-            provider: MIRAGE_PROVIDER_DEFAULT,
-            strict: false,
-            intra_threads: 0,
-            log_callback: None,
-            log_user_data: std::ptr::null_mut(),
-            log_level: MIRAGE_LOG_WARN,
-            tensorrt_fp16: false,
-            tensorrt_cache_dir: std::ptr::null(),
-        };
         // SAFETY: the caller promises `options` holds `struct_size` writable bytes.
-        unsafe { init_params(options, struct_size, "options", defaults) }
+        unsafe { init_params(options, struct_size, "options") }
     })
 }
 
@@ -189,9 +177,11 @@ impl HostLog {
 /// `options` is read during the call and not kept (its strings are copied); `log_user_data` is kept and
 /// handed to `log_callback` until the process ends or another successful `mirage_runtime_init` replaces it.
 ///
-/// `options->struct_size`: smaller than the first version of the struct is refused; larger (a host built
-/// against a newer header) is accepted only when every byte beyond the fields this library knows is zero,
-/// so a field the host set is never silently ignored; over 4096 (an uninitialised field) is refused.
+/// `options->struct_size` (the rule of every params struct): the `sizeof` of an earlier version of the
+/// struct (a host built against an older header) reads that version's fields and takes the defaults for the
+/// fields added since; another size below this library's is refused; larger (a host built against a newer
+/// header) is accepted only when every byte beyond the fields this library knows is zero, so a field the
+/// host set is never silently ignored; over 4096 (an uninitialised field) is refused.
 ///
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `options`, bad struct_size, provider or level values,
 /// intra_threads over MIRAGE_MAX_THREADS, a path that is not UTF-8), MIRAGE_ERR_RUNTIME_LOAD, MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED.
@@ -239,4 +229,22 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
             }
         }
     })
+}
+
+impl boundary::Params for MirageRuntimeOptions {
+    const OLDER: &'static [(usize, usize)] = &[];
+    fn defaults(struct_size: usize) -> Self {
+        MirageRuntimeOptions {
+            struct_size,
+            ort_library_path: std::ptr::null(),
+            provider: MIRAGE_PROVIDER_DEFAULT,
+            strict: false,
+            intra_threads: 0,
+            log_callback: None,
+            log_user_data: std::ptr::null_mut(),
+            log_level: MIRAGE_LOG_WARN,
+            tensorrt_fp16: false,
+            tensorrt_cache_dir: std::ptr::null(),
+        }
+    }
 }
