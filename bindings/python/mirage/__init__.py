@@ -9,6 +9,11 @@ optional::
         images = ctx.generate("a pair of trousers", count=4, steps=20, seed=7)
         images[0].save("trousers.png")
 
+        job = ctx.submit_generate("a sneaker", steps=20)   # returns at once; worker threads run it
+        while not job.wait(0.1):
+            print(job.poll())                              # JobStatus(state, step, total)
+        sneakers = job.result()
+
 libmirage is found by, in order: ``mirage.load_library(path)`` / ``Context(..., library=path)``, the
 environment variable MIRAGE_LIBRARY, ``pkg-config --variable=libdir mirage``, then the repository's build
 (``target/release``, ``target/debug``) above this package. See README.md.
@@ -16,6 +21,7 @@ environment variable MIRAGE_LIBRARY, ``pkg-config --variable=libdir mirage``, th
 
 from ._context import Context, Distribution, Embedding, Info, init_runtime
 from ._errors import (
+    Busy,
     Cancelled,
     ClosedError,
     Error,
@@ -33,16 +39,21 @@ from ._errors import (
     Unsupported,
 )
 from ._image import Image
+from ._job import Job, JobState, JobStatus, Preview
 from ._native import (
     HEADER_VERSION,
     MAX_BATCH,
     MAX_GUIDANCE,
+    MAX_IMAGE_SIDE,
+    MAX_QUEUED_JOBS,
     MAX_STEPS,
     MAX_THREADS,
+    MAX_WORKERS,
     Library,
     find_library,
     load_library,
 )
+from ._target import Target
 from ._tensor import Latent, Tensor
 
 __version__ = "0.1.0"
@@ -67,6 +78,11 @@ __all__ = [
     "Distribution",
     "Embedding",
     "Image",
+    "Job",
+    "JobState",
+    "JobStatus",
+    "Preview",
+    "Target",
     "Tensor",
     "Latent",
     "Library",
@@ -80,6 +96,9 @@ __all__ = [
     "MAX_STEPS",
     "MAX_GUIDANCE",
     "MAX_THREADS",
+    "MAX_WORKERS",
+    "MAX_QUEUED_JOBS",
+    "MAX_IMAGE_SIDE",
     "Error",
     "InvalidArgument",
     "ClosedError",
@@ -94,5 +113,6 @@ __all__ = [
     "ImageError",
     "Cancelled",
     "InternalError",
+    "Busy",
     "LibraryNotFound",
 ]

@@ -21,6 +21,7 @@ from ._native import (
     MirageContextParams,
     MirageDiffusionParams,
     MirageImage,
+    MirageJobParams,
     MirageLogCallback,
     MirageProgressCallback,
     MiragePreviewCallback,
@@ -29,6 +30,8 @@ from ._native import (
 from ._tensor import Tensor
 
 __all__ = ["Context", "Info", "Distribution", "init_runtime"]
+
+from . import _job  # noqa: E402  (it uses this module's helpers)
 
 _PROVIDERS = {
     "default": _native.PROVIDER_DEFAULT,
@@ -46,6 +49,7 @@ _KINDS = {
 _LOG_LEVELS = {"debug": _native.LOG_DEBUG, "info": _native.LOG_INFO, "warn": _native.LOG_WARN,
                "warning": _native.LOG_WARN, "error": _native.LOG_ERROR}
 _LOG_NAMES = {v: k for k, v in _LOG_LEVELS.items() if k != "warning"}
+_JOB_MODES = {"workers": _native.JOB_WORKERS, "manual": _native.JOB_MANUAL}
 
 
 # --- argument checks (Python-level: TypeError for a wrong type; InvalidArgument, a ValueError, for a value that
@@ -158,6 +162,40 @@ def _float_buffer(shape: Tuple[int, ...]):
     return (t.data if len(shape) == 1 else t), ctypes.cast(t.data.buffer_info()[0], POINTER(c_float))
 
 
+def _bytes_address(data: Any, name: str):
+    """(address, size, what to keep alive) of a bytes-like object's bytes, without a copy where possible."""
+    if isinstance(data, str) or data is None:
+        raise TypeError(f"{name} must be bytes-like (bytes, bytearray, memoryview, mmap, ...), not "
+                        f"{type(data).__name__}")
+    if isinstance(data, bytes):
+        return ctypes.cast(c_char_p(data), c_void_p).value, len(data), data
+    try:
+        view = memoryview(data)
+    except TypeError:
+        raise TypeError(f"{name} must be bytes-like (bytes, bytearray, memoryview, mmap, ...), not "
+                        f"{type(data).__name__}") from None
+    if not view.c_contiguous:
+        raw = view.tobytes()
+        return ctypes.cast(c_char_p(raw), c_void_p).value, len(raw), raw
+    view = view.cast("B") if (view.format, view.ndim) != ("B", 1) else view
+    if view.nbytes and not view.readonly:
+        keep = (ctypes.c_char * view.nbytes).from_buffer(view)
+        return ctypes.addressof(keep), view.nbytes, keep
+    np = _numpy()
+    if view.nbytes and np is not None:
+        keep = np.frombuffer(view, dtype=np.uint8)
+        return keep.ctypes.data, view.nbytes, keep
+    raw = view.tobytes()  # read-only and no numpy: a copy
+    return ctypes.cast(c_char_p(raw), c_void_p).value, len(raw), raw
+
+
+def _latent_count(latents: Any) -> Optional[int]:
+    shape = getattr(latents, "shape", None)
+    if shape is None or len(shape) not in (3, 4):
+        return None  # the library says what is wrong
+    return 1 if len(shape) == 3 else int(shape[0])
+
+
 def _read_latent(lib: _native.Library, handle: int):
     """The latent's floats: a numpy array when numpy is installed, else a Tensor."""
     shape = (c_uint32 * 4)()
@@ -171,6 +209,16 @@ def _read_latent(lib: _native.Library, handle: int):
     out, ptr = _float_buffer(shape)
     ctypes.memmove(ptr, data, 4 * n.value)
     return out
+
+
+@contextlib.contextmanager
+def _noise_handle(lib: _native.Library, noise: Any):
+    """The MirageLatent of `noise` (None: none) for the duration of a call or a submission."""
+    if noise is None:
+        yield None
+    else:
+        with _latent_handle(lib, noise, "noise") as handle:
+            yield handle
 
 
 @contextlib.contextmanager
@@ -327,12 +375,18 @@ class Info:
 
 class Context:
     """A loaded model set (``mirage_context_new``): generate, re-imagine, denoise, inpaint, interpolate between
-    prompts, use the VAE and the text encoder.
+    prompts, use the VAE and the text encoder; block until done, or submit jobs (``submit_*``).
 
-    ``Context(models_dir, provider=None, library=None)``: `models_dir` is the set's folder (with its
-    manifest.json); `provider` one of "auto", "cpu", "cuda", "tensorrt", or None for the runtime's default
-    ("auto" unless :func:`init_runtime` chose another); `library` the path of a libmirage to use instead of
-    the default one (see :func:`mirage.load_library`).
+    ``Context(models_dir, provider=None, *, workers=None, max_queued_jobs=None, tileable=False,
+    library=None)``: `models_dir` is the set's folder (with its manifest.json) or a pack file made by
+    ``mirage pack`` (the library tells them apart); :meth:`from_memory` opens a pack held in memory.
+    `provider` one of "auto", "cpu", "cuda", "tensorrt", or None for the runtime's default ("auto" unless
+    :func:`init_runtime` chose another); `workers` the threads that run the context's jobs (1 to
+    ``MAX_WORKERS``; None: the library's 1, jobs one at a time in submission order); `max_queued_jobs` how many
+    submitted jobs that have not started it holds before a submission raises :class:`mirage.Busy` (1 to
+    ``MAX_QUEUED_JOBS``; None: the library's 64); `tileable` prepares the sessions of ``tileable=True``
+    generations now (else they are made on the first such call); `library` the path of a libmirage to use
+    instead of the default one (see :func:`mirage.load_library`).
 
     Thread-safe: several threads may use one context at once (calls on the same model run one after the other
     in the library); the GIL is released while the library works. ``close()`` (or leaving a ``with`` block)
@@ -349,21 +403,58 @@ class Context:
     by a callback cancels the run and is re-raised by the call.
     """
 
-    def __init__(self, models_dir, provider=None, *, library=None):
+    def __init__(self, models_dir, provider=None, *, workers=None, max_queued_jobs=None, tileable=False,
+                 library=None):
+        self._setup(library)
+        path = _path(models_dir, "models_dir")
+        params = self._context_params(provider, workers, max_queued_jobs, tileable)
+        out = c_void_p()
+        self._lib.check(self._lib.mirage_context_new(path, byref(params), byref(out)))
+        self._opened(out.value, os.fsdecode(path))
+
+    @classmethod
+    def from_memory(cls, data, provider=None, *, workers=None, max_queued_jobs=None, tileable=False,
+                    library=None) -> "Context":
+        """Opens a model pack (the file ``mirage pack`` writes) held in memory: `data` is any bytes-like object
+        (bytes, bytearray, memoryview, mmap, a numpy uint8 array), e.g. read from the caller's own archive
+        (``mirage_context_new_from_memory``). The bytes are only read during this call: nothing refers to them
+        afterwards, so the caller may drop or reuse the buffer as soon as it returns. A damaged, truncated or
+        foreign buffer raises :class:`mirage.InvalidModel` saying what is wrong.
+
+        Options as the constructor's, but the tileable sessions cannot be made later (the buffer is gone): pass
+        ``tileable=True`` here to generate ``tileable=True`` images with this context. ``models_dir`` is None."""
+        self = cls.__new__(cls)
+        self._setup(library)
+        params = self._context_params(provider, workers, max_queued_jobs, tileable)
+        addr, size, keep = _bytes_address(data, "data")
+        out = c_void_p()
+        self._lib.check(self._lib.mirage_context_new_from_memory(addr, size, byref(params), byref(out)))
+        del keep
+        self._opened(out.value, None)
+        return self
+
+    def _setup(self, library) -> None:
         self._ptr: Optional[int] = None
         self._closing = False
         self._cond = threading.Condition(threading.Lock())
         self._active: Dict[int, int] = {}  # thread id -> calls in flight on this context
-        lib = _native.library_for(library)
-        self._lib = lib
-        path = _path(models_dir, "models_dir")
+        self._lib = _native.library_for(library)
+
+    def _context_params(self, provider, workers, max_queued_jobs, tileable) -> MirageContextParams:
         params = MirageContextParams()
-        lib.check(lib.mirage_context_params_init(byref(params), sizeof(params)))
+        self._lib.check(self._lib.mirage_context_params_init(byref(params), sizeof(params)))
         params.provider = _provider(provider)
-        out = c_void_p()
-        lib.check(lib.mirage_context_new(path, byref(params), byref(out)))
-        self._ptr = out.value
-        self.models_dir = os.fsdecode(path)
+        if workers is not None:
+            params.workers = _uint(workers, "workers")
+        if max_queued_jobs is not None:
+            params.max_queued_jobs = _uint(max_queued_jobs, "max_queued_jobs")
+        params.tileable = bool(tileable)
+        return params
+
+    def _opened(self, ptr: int, models_dir: Optional[str]) -> None:
+        self._ptr = ptr
+        #: the folder or pack file the set was opened from (None: from memory)
+        self.models_dir = models_dir
         try:
             self._info = self._read_info()
         except BaseException:
@@ -398,7 +489,8 @@ class Context:
     def close(self) -> None:
         """Frees the context: cancels its running generations, waits for every call on it (from other
         threads) to return, then frees it. Idempotent; also safe from inside a callback of a generation on it
-        (that generation then raises Cancelled, or returns if it was at its last step)."""
+        (that generation then raises Cancelled, or returns if it was at its last step). Its jobs of the workers
+        are cancelled (their ``result()`` raises Cancelled unless they had ended); manual jobs still run."""
         me = threading.get_ident()
         with self._cond:
             if self._ptr is None or self._closing:
@@ -481,7 +573,8 @@ class Context:
 
     # --- diffusion ---
 
-    def _params(self, *, steps, sampler, eta, seed, count, strength, fmt, prompt, negative, guidance):
+    def _params(self, *, steps, sampler, eta, seed, count, strength, fmt, prompt, negative, guidance,
+                tileable=False):
         lib = self._lib
         p = MirageDiffusionParams()
         lib.check(lib.mirage_diffusion_params_init(byref(p), sizeof(p)))
@@ -496,10 +589,11 @@ class Context:
         p.prompt = _text(prompt, "prompt", optional=True)
         p.negative_prompt = _text(negative, "negative", optional=True)
         p.guidance = _native.GUIDANCE_DEFAULT if guidance is None else _real(guidance, "guidance")
+        p.tileable = bool(tileable)
         return p
 
     def _diffuse(self, call: Callable, params: MirageDiffusionParams, on_progress, on_preview,
-                 preview_total: int) -> List[Image]:
+                 preview_total: int, noise=None) -> List[Image]:
         _callable(on_progress, "on_progress")
         _callable(on_preview, "on_preview")
         lib = self._lib
@@ -508,7 +602,8 @@ class Context:
         if cb.c_preview is not None:
             params.preview = cb.c_preview
         out = c_void_p()
-        with self._use() as ctx:
+        with _noise_handle(lib, noise) as z, self._use() as ctx:
+            params.noise = z
             status = call(ctx, byref(params), byref(out))
             failure = lib.error(status) if status != _errors.OK else None  # this thread's message, now
         error, cb.error = cb.error, None
@@ -524,17 +619,20 @@ class Context:
         return _take_batch(lib, out.value)
 
     def generate(self, prompt=None, negative=None, count=1, steps=None, seed=0, guidance=None, sampler="ddim",
-                 *, eta=0.0, format=None, on_progress=None, on_preview=None) -> List[Image]:
+                 *, eta=0.0, format=None, tileable=False, noise=None, on_progress=None,
+                 on_preview=None) -> List[Image]:
         """`count` new images from noise (``mirage_generate``).
 
         `prompt` (text-conditioned sets) is what to draw, `negative` what to steer away from; `guidance` the
         classifier-free guidance scale (None: the set's own). `steps` defaults to the library's 50; `sampler`
         is "ddim" or "dpm++2m", `eta` DDIM's randomness (0: deterministic). The same arguments and `seed` give
-        the same pixels.
+        the same pixels. `tileable=True` makes images that wrap seamlessly at their edges. `noise` replaces the
+        initial noise drawn from `seed`: float32 latents shaped (count, c, h, w) (the set's diffusion shape,
+        ``info.latent_shape``), a numpy array or a :class:`mirage.Tensor`, copied during the call.
         """
         p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=count, strength=1.0, fmt=format,
-                         prompt=prompt, negative=negative, guidance=guidance)
-        return self._diffuse(self._lib.mirage_generate, p, on_progress, on_preview, p.steps)
+                         prompt=prompt, negative=negative, guidance=guidance, tileable=tileable)
+        return self._diffuse(self._lib.mirage_generate, p, on_progress, on_preview, p.steps, noise)
 
     def _inputs(self, images, name: str, resize: bool, convert: bool, mask: bool = False) -> List[Image]:
         np = _numpy()
@@ -559,48 +657,44 @@ class Context:
         return out
 
     def _image_op(self, fn, images, *, strength, steps, seed, guidance, sampler, eta, format, prompt, negative,
-                  resize, convert, on_progress, on_preview) -> List[Image]:
+                  resize, convert, tileable, noise, on_progress, on_preview) -> List[Image]:
         resize, convert = bool(resize), bool(convert)
         hosts = self._inputs(images, "images", resize, convert)
         p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=1, strength=strength, fmt=format,
-                         prompt=prompt, negative=negative, guidance=guidance)
+                         prompt=prompt, negative=negative, guidance=guidance, tileable=tileable)
         arr = _host_images(hosts)
         total = _image_steps(p.steps, p.strength)
         return self._diffuse(lambda ctx, params, out: fn(ctx, arr, len(hosts), params, out), p, on_progress,
-                             on_preview, total)
+                             on_preview, total, noise)
 
     def img2img(self, images, prompt=None, negative=None, strength=0.6, steps=None, seed=0, guidance=None,
-                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, on_progress=None,
-                on_preview=None) -> List[Image]:
+                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False, noise=None,
+                on_progress=None, on_preview=None) -> List[Image]:
         """Re-imagines each image (``mirage_img2img``): pushes it `strength` (0, 1] of the way into noise and
         denoises it again, running that fraction of `steps`. One result per input, in order.
 
         `images`: one image or a list (a mirage.Image, a Pillow image, a numpy uint8 array, an image path).
         Each must have the set's size and channels; ``resize=True`` resamples it to the set's size and
         ``convert=True`` converts its channels, otherwise the library refuses it (InvalidArgument).
+        `tileable` and `noise` (one sample per image) as in :meth:`generate`.
         """
         return self._image_op(self._lib.mirage_img2img, images, strength=strength, steps=steps, seed=seed,
                               guidance=guidance, sampler=sampler, eta=eta, format=format, prompt=prompt,
-                              negative=negative, resize=resize, convert=convert, on_progress=on_progress,
-                              on_preview=on_preview)
+                              negative=negative, resize=resize, convert=convert, tileable=tileable, noise=noise,
+                              on_progress=on_progress, on_preview=on_preview)
 
     def denoise(self, images, prompt=None, negative=None, strength=0.1, steps=None, seed=0, guidance=None,
-                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, on_progress=None,
-                on_preview=None) -> List[Image]:
+                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
+                on_progress=None, on_preview=None) -> List[Image]:
         """Removes noise from each image without adding any (``mirage_denoise``): `strength` is the input's
-        noise level (0.05 to 0.2 for mild noise). Arguments as :meth:`img2img`."""
+        noise level (0.05 to 0.2 for mild noise). Arguments as :meth:`img2img` (no `noise`: nothing random is
+        added)."""
         return self._image_op(self._lib.mirage_denoise, images, strength=strength, steps=steps, seed=seed,
                               guidance=guidance, sampler=sampler, eta=eta, format=format, prompt=prompt,
-                              negative=negative, resize=resize, convert=convert, on_progress=on_progress,
-                              on_preview=on_preview)
+                              negative=negative, resize=resize, convert=convert, tileable=tileable, noise=None,
+                              on_progress=on_progress, on_preview=on_preview)
 
-    def inpaint(self, images, masks, prompt=None, negative=None, strength=1.0, steps=None, seed=0, guidance=None,
-                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, on_progress=None,
-                on_preview=None) -> List[Image]:
-        """Fills the masked region of each image (``mirage_inpaint``): mask 255 = invent, 0 = keep, between =
-        blend. `masks`: one mask per image, or one for all; grey images of the images' size (a numpy bool
-        array counts as 0/255; ``convert=True`` turns colour masks grey, ``resize=True`` resamples them).
-        Pixels where the mask is 0 come back exactly when `format` is the images' own."""
+    def _inpaint_inputs(self, images, masks, resize, convert):
         resize, convert = bool(resize), bool(convert)
         hosts = self._inputs(images, "images", resize, convert)
         mask_list = self._inputs(masks, "masks", resize, convert, mask=True)
@@ -608,19 +702,27 @@ class Context:
             mask_list = mask_list * len(hosts)
         if len(mask_list) != len(hosts):
             raise InvalidArgument(f"{len(hosts)} images but {len(mask_list)} masks: one mask per image, or one for all")
+        return hosts, mask_list
+
+    def inpaint(self, images, masks, prompt=None, negative=None, strength=1.0, steps=None, seed=0, guidance=None,
+                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False, noise=None,
+                on_progress=None, on_preview=None) -> List[Image]:
+        """Fills the masked region of each image (``mirage_inpaint``): mask 255 = invent, 0 = keep, between =
+        blend. `masks`: one mask per image, or one for all; grey images of the images' size (a numpy bool
+        array counts as 0/255; ``convert=True`` turns colour masks grey, ``resize=True`` resamples them).
+        Pixels where the mask is 0 come back exactly when `format` is the images' own. `tileable` and `noise`
+        as in :meth:`img2img`."""
+        hosts, mask_list = self._inpaint_inputs(images, masks, resize, convert)
         p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=1, strength=strength, fmt=format,
-                         prompt=prompt, negative=negative, guidance=guidance)
+                         prompt=prompt, negative=negative, guidance=guidance, tileable=tileable)
         arr, marr = _host_images(hosts), _host_images(mask_list)
         total = _image_steps(p.steps, p.strength)
         fn = self._lib.mirage_inpaint
         return self._diffuse(lambda ctx, params, out: fn(ctx, arr, marr, len(hosts), params, out), p, on_progress,
-                             on_preview, total)
+                             on_preview, total, noise)
 
-    def interpolate(self, prompts, frames, negative=None, steps=None, seed=0, guidance=None, sampler="ddim", *,
-                    eta=0.0, batch=1, format=None, on_progress=None) -> List[Image]:
-        """`frames` images morphing along `prompts` (at least 2) in turn, all from the noise of `seed`
-        (``mirage_interpolate``; text-conditioned sets). `batch` frames run per U-Net batch. `on_progress`
-        counts the steps of all frames. (The library gives no previews here, so there is no on_preview.)"""
+    @staticmethod
+    def _prompts(prompts) -> List[bytes]:
         what = "None" if prompts is None else type(prompts).__name__
         if isinstance(prompts, (str, bytes, bytearray)) or prompts is None:
             raise TypeError(f"prompts must be a list of strings, not {what}")
@@ -628,15 +730,145 @@ class Context:
             prompts = list(prompts)
         except TypeError:
             raise TypeError(f"prompts must be a list of strings, not {what}") from None
-        encoded = [_text(s, f"prompts[{k}]") for k, s in enumerate(prompts)]
+        return [_text(s, f"prompts[{k}]") for k, s in enumerate(prompts)]
+
+    def interpolate(self, prompts, frames, negative=None, steps=None, seed=0, guidance=None, sampler="ddim", *,
+                    eta=0.0, batch=1, format=None, tileable=False, noise=None, on_progress=None) -> List[Image]:
+        """`frames` images morphing along `prompts` (at least 2) in turn, all from the noise of `seed`
+        (``mirage_interpolate``; text-conditioned sets). `batch` frames run per U-Net batch. `on_progress`
+        counts the steps of all frames. (The library gives no previews here, so there is no on_preview.)
+        `noise`: one sample, shared by every frame; `tileable` as in :meth:`generate`."""
+        encoded = self._prompts(prompts)
         frames = _uint(frames, "frames")
         p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=batch, strength=1.0, fmt=format,
-                         prompt=None, negative=negative, guidance=guidance)
+                         prompt=None, negative=negative, guidance=guidance, tileable=tileable)
         arr = (c_char_p * max(1, len(encoded)))(*encoded)
         fn = self._lib.mirage_interpolate
         n = len(encoded)
         return self._diffuse(lambda ctx, params, out: fn(ctx, arr, n, frames, params, out), p, on_progress, None,
-                             p.steps)
+                             p.steps, noise)
+
+    # --- jobs ---
+
+    def _job_params(self, mode, previews) -> MirageJobParams:
+        jp = MirageJobParams()
+        self._lib.check(self._lib.mirage_job_params_init(byref(jp), sizeof(jp)))
+        if not isinstance(mode, str):
+            raise TypeError(f"mode must be \"workers\" or \"manual\", not {type(mode).__name__}")
+        try:
+            jp.mode = _JOB_MODES[mode.lower()]
+        except KeyError:
+            raise InvalidArgument(f"mode is {mode!r}; use \"workers\" or \"manual\"") from None
+        jp.previews = bool(previews)
+        return jp
+
+    def _submit(self, kind: str, call: Callable, params: Optional[MirageDiffusionParams], noise, mode, previews,
+                count: Optional[int], pixel_format: int) -> "_job.Job":
+        """Submits `call(ctx, params_ptr, job_params_ptr, out)` (params_ptr None for a VAE job) as a Job."""
+        lib = self._lib
+        jp = self._job_params(mode, previews)
+        out = c_void_p()
+        with _noise_handle(lib, noise) as z, self._use() as ctx:
+            if params is not None:
+                params.noise = z
+            lib.check(call(ctx, None if params is None else byref(params), byref(jp), byref(out)))
+        try:
+            return _job.Job(self, out.value, kind=kind, manual=jp.mode == _native.JOB_MANUAL,
+                            previews=bool(jp.previews), count=count, pixel_format=pixel_format)
+        except BaseException:
+            lib.mirage_job_free(out.value)
+            raise
+
+    def submit_generate(self, prompt=None, negative=None, count=1, steps=None, seed=0, guidance=None,
+                        sampler="ddim", *, eta=0.0, format=None, tileable=False, noise=None, mode="workers",
+                        previews=False) -> "_job.Job":
+        """Submits :meth:`generate` as a :class:`mirage.Job` and returns at once (``mirage_job_generate``; the
+        arguments are checked and the prompts encoded now). `mode`: "workers" (the context's worker threads
+        run it) or "manual" (the caller runs it with ``job.advance()``); `previews=True` keeps the estimate of
+        the images after each step for ``job.preview()`` (one VAE decode per step). Raises
+        :class:`mirage.Busy` when the context's queue is full (nothing was submitted). Failures while the job
+        runs are raised by ``job.result()``. The same arguments give the images of :meth:`generate`."""
+        p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=count, strength=1.0, fmt=format,
+                         prompt=prompt, negative=negative, guidance=guidance, tileable=tileable)
+        fn = self._lib.mirage_job_generate
+        return self._submit("generate", fn, p, noise, mode, previews, p.count, p.format)
+
+    def _submit_image_op(self, kind, fn, images, *, strength, steps, seed, guidance, sampler, eta, format, prompt,
+                         negative, resize, convert, tileable, noise, mode, previews):
+        hosts = self._inputs(images, "images", bool(resize), bool(convert))
+        p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=1, strength=strength, fmt=format,
+                         prompt=prompt, negative=negative, guidance=guidance, tileable=tileable)
+        arr = _host_images(hosts)
+        n = len(hosts)
+        return self._submit(kind, lambda ctx, params, jp, out: fn(ctx, arr, n, params, jp, out), p, noise, mode,
+                            previews, n, p.format)
+
+    def submit_img2img(self, images, prompt=None, negative=None, strength=0.6, steps=None, seed=0, guidance=None,
+                       sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
+                       noise=None, mode="workers", previews=False) -> "_job.Job":
+        """Submits :meth:`img2img` as a job (the images are read now). `mode` and `previews` as in
+        :meth:`submit_generate`."""
+        return self._submit_image_op("img2img", self._lib.mirage_job_img2img, images, strength=strength, steps=steps,
+                                     seed=seed, guidance=guidance, sampler=sampler, eta=eta, format=format,
+                                     prompt=prompt, negative=negative, resize=resize, convert=convert,
+                                     tileable=tileable, noise=noise, mode=mode, previews=previews)
+
+    def submit_denoise(self, images, prompt=None, negative=None, strength=0.1, steps=None, seed=0, guidance=None,
+                       sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
+                       mode="workers", previews=False) -> "_job.Job":
+        """Submits :meth:`denoise` as a job. `mode` and `previews` as in :meth:`submit_generate`."""
+        return self._submit_image_op("denoise", self._lib.mirage_job_denoise, images, strength=strength, steps=steps,
+                                     seed=seed, guidance=guidance, sampler=sampler, eta=eta, format=format,
+                                     prompt=prompt, negative=negative, resize=resize, convert=convert,
+                                     tileable=tileable, noise=None, mode=mode, previews=previews)
+
+    def submit_inpaint(self, images, masks, prompt=None, negative=None, strength=1.0, steps=None, seed=0,
+                       guidance=None, sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False,
+                       tileable=False, noise=None, mode="workers", previews=False) -> "_job.Job":
+        """Submits :meth:`inpaint` as a job (images and masks are read now). `mode` and `previews` as in
+        :meth:`submit_generate`."""
+        hosts, mask_list = self._inpaint_inputs(images, masks, resize, convert)
+        p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=1, strength=strength, fmt=format,
+                         prompt=prompt, negative=negative, guidance=guidance, tileable=tileable)
+        arr, marr = _host_images(hosts), _host_images(mask_list)
+        n = len(hosts)
+        fn = self._lib.mirage_job_inpaint
+        return self._submit("inpaint", lambda ctx, params, jp, out: fn(ctx, arr, marr, n, params, jp, out), p,
+                            noise, mode, previews, n, p.format)
+
+    def submit_interpolate(self, prompts, frames, negative=None, steps=None, seed=0, guidance=None, sampler="ddim",
+                           *, eta=0.0, batch=1, format=None, tileable=False, noise=None, mode="workers",
+                           previews=False) -> "_job.Job":
+        """Submits :meth:`interpolate` as a job (the prompts are encoded now). `mode` and `previews` as in
+        :meth:`submit_generate` (a preview shows the frames of the running batch)."""
+        encoded = self._prompts(prompts)
+        frames = _uint(frames, "frames")
+        p = self._params(steps=steps, sampler=sampler, eta=eta, seed=seed, count=batch, strength=1.0, fmt=format,
+                         prompt=None, negative=negative, guidance=guidance, tileable=tileable)
+        arr = (c_char_p * max(1, len(encoded)))(*encoded)
+        n = len(encoded)
+        fn = self._lib.mirage_job_interpolate
+        return self._submit("interpolate", lambda ctx, params, jp, out: fn(ctx, arr, n, frames, params, jp, out), p,
+                            noise, mode, previews, frames, p.format)
+
+    def submit_encode(self, images, *, resize=False, convert=False, mode="workers") -> "_job.Job":
+        """Submits :meth:`encode` as a job of one step (the images are read now); its ``result()`` is a
+        ``Distribution(mean, logvar)``."""
+        hosts = self._inputs(images, "images", bool(resize), bool(convert))
+        arr = _host_images(hosts)
+        n = len(hosts)
+        fn = self._lib.mirage_job_encode
+        return self._submit("encode", lambda ctx, _params, jp, out: fn(ctx, arr, n, jp, out), None, None, mode,
+                            False, None, _native.PIXEL_RGBA8)
+
+    def submit_decode(self, latents, *, format=None, mode="workers") -> "_job.Job":
+        """Submits :meth:`decode` as a job of one step (the latents are copied now)."""
+        lib = self._lib
+        fmt = _format(format, self._info.channels)
+        fn = lib.mirage_job_decode
+        with _latent_handle(lib, latents, "latents") as z:
+            return self._submit("decode", lambda ctx, _params, jp, out: fn(ctx, z, fmt, jp, out), None, None, mode,
+                                False, _latent_count(latents), fmt)
 
     def cancel(self) -> None:
         """Cancels every generation running on this context, from any thread (``mirage_context_cancel``): each

@@ -19,6 +19,7 @@ __all__ = [
     "ImageError",
     "Cancelled",
     "InternalError",
+    "Busy",
     "LibraryNotFound",
 ]
 
@@ -35,6 +36,7 @@ ERR_IO = 8
 ERR_IMAGE = 9
 ERR_CANCELLED = 10
 ERR_PANIC = 11
+ERR_BUSY = 12
 
 
 class Error(Exception):
@@ -43,8 +45,9 @@ class Error(Exception):
     ``status`` is the MirageStatus (an int; None for errors of the binding itself that have no status, such
     as :class:`LibraryNotFound`), ``status_name`` the library's short description of it
     (``mirage_status_str``) and ``message`` the detailed message: the library's own (``mirage_last_error``,
-    which starts with its kind, e.g. "invalid argument: steps is 0, ...") when ``from_library`` is True, else
-    the binding's. ``str(error)`` is the library's message as it is, or ``"<status_name>: <message>"``.
+    e.g. "params->steps is 0, out of range 1..=1000") when ``from_library`` is True, else the binding's.
+    ``str(error)`` is ``"<status_name>: <message>"`` (a library message that already starts with its kind is
+    not prefixed twice).
     """
 
     #: The MirageStatus this class stands for (None: no status).
@@ -59,8 +62,13 @@ class Error(Exception):
         self.message = message
         #: True when `message` is the library's own (mirage_last_error), False when the binding raised it.
         self.from_library = from_library
-        # The library's messages already start with their kind ("invalid argument: ..."); the binding's get it.
-        super().__init__(message if from_library else f"{self.status_name}: {message}")
+        # The kind once: libraries that put it in front of the message ("invalid argument: ...") are not
+        # prefixed again.
+        kind = self.status_name.split(":")[0]
+        if from_library and message.lower().startswith(kind.lower()):
+            super().__init__(message)
+        else:
+            super().__init__(f"{self.status_name}: {message}")
 
 
 class InvalidArgument(Error, ValueError):
@@ -73,7 +81,7 @@ class InvalidArgument(Error, ValueError):
 
 
 class ClosedError(InvalidArgument):
-    """A :class:`mirage.Context` was used after ``close()`` (the library is not called)."""
+    """A :class:`mirage.Context` or :class:`mirage.Job` was used after ``close()`` (the library is not called)."""
 
 
 class RuntimeLoadError(Error):
@@ -129,7 +137,8 @@ class ImageError(Error):
 
 
 class Cancelled(Error):
-    """MIRAGE_ERR_CANCELLED: a callback returned False, or ``Context.cancel()`` / ``close()`` was called."""
+    """MIRAGE_ERR_CANCELLED: a callback returned False, or ``Context.cancel()`` / ``close()`` or
+    ``Job.cancel()`` was called (a cancelled job's ``result()`` raises it)."""
 
     STATUS = ERR_CANCELLED
 
@@ -138,6 +147,13 @@ class InternalError(Error):
     """MIRAGE_ERR_PANIC: a bug in mirage (a panic caught at the API boundary); please report it."""
 
     STATUS = ERR_PANIC
+
+
+class Busy(Error):
+    """MIRAGE_ERR_BUSY: the context already holds ``max_queued_jobs`` jobs that have not started; nothing was
+    submitted. Try again once some of them have started or ended."""
+
+    STATUS = ERR_BUSY
 
 
 class LibraryNotFound(Error):
@@ -161,6 +177,7 @@ _DEFAULT_NAMES = {
     ERR_IMAGE: "image error",
     ERR_CANCELLED: "cancelled",
     ERR_PANIC: "internal error (panic)",
+    ERR_BUSY: "busy: the job queue is full",
 }
 
 _BY_STATUS: Dict[int, Type[Error]] = {
@@ -175,6 +192,7 @@ _BY_STATUS: Dict[int, Type[Error]] = {
     ERR_IMAGE: ImageError,
     ERR_CANCELLED: Cancelled,
     ERR_PANIC: InternalError,
+    ERR_BUSY: Busy,
 }
 
 

@@ -39,7 +39,14 @@ MAX_BATCH = 1024
 MAX_STEPS = 1000
 MAX_GUIDANCE = 50.0
 MAX_THREADS = 256
+MAX_WORKERS = 64
+MAX_QUEUED_JOBS = 4096
+MAX_IMAGE_SIDE = 4096
 GUIDANCE_DEFAULT = -1.0
+WAIT_FOREVER = 0xFFFFFFFF  # UINT32_MAX
+
+TARGET_BOTTOM_UP = 1
+TARGET_PREMULTIPLIED = 2
 
 PROVIDER_DEFAULT = 0
 PROVIDER_AUTO = 1
@@ -60,10 +67,24 @@ MODEL_TEXT_ENCODER = 4
 PIXEL_GRAY8 = 1
 PIXEL_RGB8 = 2
 PIXEL_RGBA8 = 3
+PIXEL_BGRA8 = 4  # MirageTarget only
+PIXEL_RGBA32F = 5  # MirageTarget only
 
-#: MIRAGE_PIXEL_* -> bytes per pixel (channels)
+#: MIRAGE_PIXEL_* of 8-bit images (batches, host images) -> bytes per pixel (channels)
 PIXEL_CHANNELS = {PIXEL_GRAY8: 1, PIXEL_RGB8: 3, PIXEL_RGBA8: 4}
 CHANNEL_PIXELS = {1: PIXEL_GRAY8, 3: PIXEL_RGB8, 4: PIXEL_RGBA8}
+
+FILTER_BILINEAR = 0
+FILTER_NEAREST = 1
+
+JOB_WORKERS = 0
+JOB_MANUAL = 1
+
+JOB_QUEUED = 1
+JOB_RUNNING = 2
+JOB_DONE = 3
+JOB_FAILED = 4
+JOB_CANCELLED = 5
 
 # --- types ----------------------------------------------------------------------------------------------------
 
@@ -72,6 +93,9 @@ MirageProvider = c_uint32
 MirageLogLevel = c_uint32
 MirageModelKind = c_uint32
 MiragePixelFormat = c_uint32
+MirageFilter = c_uint32
+MirageJobMode = c_uint32
+MirageJobState = c_uint32
 
 MirageLogCallback = CFUNCTYPE(None, MirageLogLevel, c_char_p, c_void_p)
 MirageProgressCallback = CFUNCTYPE(c_bool, c_uint32, c_uint32, c_void_p)
@@ -96,6 +120,9 @@ class MirageContextParams(Structure):
     _fields_ = [
         ("struct_size", c_size_t),
         ("provider", MirageProvider),
+        ("workers", c_uint32),
+        ("max_queued_jobs", c_uint32),
+        ("tileable", c_bool),
     ]
 
 
@@ -106,6 +133,19 @@ class MirageImage(Structure):
         ("stride", c_uint32),
         ("format", MiragePixelFormat),
         ("data", c_void_p),  # uint8_t *
+    ]
+
+
+class MirageTarget(Structure):
+    _fields_ = [
+        ("data", c_void_p),
+        ("size", c_size_t),
+        ("width", c_uint32),
+        ("height", c_uint32),
+        ("stride", c_size_t),
+        ("format", MiragePixelFormat),
+        ("flags", c_uint32),
+        ("filter", MirageFilter),
     ]
 
 
@@ -128,6 +168,16 @@ class MirageDiffusionParams(Structure):
         ("prompt", c_char_p),
         ("negative_prompt", c_char_p),
         ("guidance", c_float),
+        ("tileable", c_bool),
+        ("noise", c_void_p),  # const MirageLatent *
+    ]
+
+
+class MirageJobParams(Structure):
+    _fields_ = [
+        ("struct_size", c_size_t),
+        ("mode", MirageJobMode),
+        ("previews", c_bool),
     ]
 
 
@@ -136,10 +186,12 @@ STRUCTS = {
     "MirageRuntimeOptions": MirageRuntimeOptions,
     "MirageContextParams": MirageContextParams,
     "MirageImage": MirageImage,
+    "MirageTarget": MirageTarget,
     "MirageDiffusionParams": MirageDiffusionParams,
+    "MirageJobParams": MirageJobParams,
 }
 
-_P = c_void_p  # opaque handles (MirageContext *, MirageLatent *, MirageImageBatch *) and out-pointers to them
+_P = c_void_p  # opaque handles (MirageContext *, MirageLatent *, MirageImageBatch *, MirageJob *)
 _PP = POINTER(c_void_p)
 _U32P = POINTER(c_uint32)
 
@@ -153,6 +205,7 @@ FUNCTIONS = {
     "mirage_runtime_init": (MirageStatus, [POINTER(MirageRuntimeOptions)]),
     "mirage_context_params_init": (MirageStatus, [POINTER(MirageContextParams), c_size_t]),
     "mirage_context_new": (MirageStatus, [c_char_p, POINTER(MirageContextParams), _PP]),
+    "mirage_context_new_from_memory": (MirageStatus, [c_void_p, c_size_t, POINTER(MirageContextParams), _PP]),
     "mirage_context_free": (None, [_P]),
     "mirage_context_cancel": (MirageStatus, [_P]),
     "mirage_context_image_size": (MirageStatus, [_P, _U32P, _U32P, _U32P]),
@@ -161,6 +214,7 @@ FUNCTIONS = {
     "mirage_context_name": (MirageStatus, [_P, c_void_p, c_size_t, POINTER(c_size_t)]),
     "mirage_image_batch_count": (c_size_t, [_P]),
     "mirage_image_batch_get": (MirageStatus, [_P, c_size_t, POINTER(MirageImage)]),
+    "mirage_image_batch_write": (MirageStatus, [_P, c_size_t, POINTER(MirageTarget)]),
     "mirage_image_batch_free": (None, [_P]),
     "mirage_latent_new": (MirageStatus, [POINTER(c_float), c_size_t, _U32P, _PP]),
     "mirage_latent_shape": (MirageStatus, [_P, _U32P]),
@@ -185,6 +239,36 @@ FUNCTIONS = {
     ),
     "mirage_context_text_shape": (MirageStatus, [_P, _U32P, _U32P]),
     "mirage_text_embed": (MirageStatus, [_P, c_char_p, POINTER(c_float), c_size_t, POINTER(c_float), c_size_t]),
+    "mirage_job_params_init": (MirageStatus, [POINTER(MirageJobParams), c_size_t]),
+    "mirage_job_generate": (MirageStatus, [_P, POINTER(MirageDiffusionParams), POINTER(MirageJobParams), _PP]),
+    "mirage_job_img2img": (
+        MirageStatus,
+        [_P, POINTER(MirageImage), c_size_t, POINTER(MirageDiffusionParams), POINTER(MirageJobParams), _PP],
+    ),
+    "mirage_job_denoise": (
+        MirageStatus,
+        [_P, POINTER(MirageImage), c_size_t, POINTER(MirageDiffusionParams), POINTER(MirageJobParams), _PP],
+    ),
+    "mirage_job_inpaint": (
+        MirageStatus,
+        [_P, POINTER(MirageImage), POINTER(MirageImage), c_size_t, POINTER(MirageDiffusionParams),
+         POINTER(MirageJobParams), _PP],
+    ),
+    "mirage_job_interpolate": (
+        MirageStatus,
+        [_P, POINTER(c_char_p), c_size_t, c_uint32, POINTER(MirageDiffusionParams), POINTER(MirageJobParams), _PP],
+    ),
+    "mirage_job_encode": (MirageStatus, [_P, POINTER(MirageImage), c_size_t, POINTER(MirageJobParams), _PP]),
+    "mirage_job_decode": (MirageStatus, [_P, _P, MiragePixelFormat, POINTER(MirageJobParams), _PP]),
+    "mirage_job_poll": (MirageStatus, [_P, POINTER(MirageJobState), _U32P, _U32P]),
+    "mirage_job_wait": (MirageStatus, [_P, c_uint32, POINTER(MirageJobState)]),
+    "mirage_job_cancel": (MirageStatus, [_P]),
+    "mirage_job_advance": (MirageStatus, [_P, c_uint32, c_uint64, _U32P]),
+    "mirage_job_preview": (MirageStatus, [_P, MiragePixelFormat, _PP, _U32P]),
+    "mirage_job_take_images": (MirageStatus, [_P, _PP]),
+    "mirage_job_take_latents": (MirageStatus, [_P, _PP, _PP]),
+    "mirage_job_take_into": (MirageStatus, [_P, POINTER(MirageTarget), c_size_t]),
+    "mirage_job_free": (None, [_P]),
 }
 
 

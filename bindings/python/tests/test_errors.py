@@ -13,7 +13,7 @@ from mirage import _errors
 class ErrorClassesTest(unittest.TestCase):
     def test_one_class_per_status(self):
         lib = mirage.load_library()
-        for status in range(1, 12):
+        for status in range(1, _errors.ERR_BUSY + 1):
             cls = _errors.error_class(status)
             self.assertTrue(issubclass(cls, mirage.Error))
             self.assertEqual(cls.STATUS, status)

@@ -43,11 +43,18 @@ def parse_structs(code):
     return structs
 
 
+# The <stdint.h> limits a #define of the header may be written with.
+_LIMITS = {"UINT32_MAX": (1 << 32) - 1, "UINT64_MAX": (1 << 64) - 1, "INT32_MAX": (1 << 31) - 1,
+           "SIZE_MAX": ctypes.c_size_t(-1).value}
+
+
 def parse_defines(raw):
     out = {}
     for name, value in re.findall(r"^#define\s+(MIRAGE_\w+)[ \t]+(.+?)\s*$", raw, flags=re.M):
         value = value.strip()
-        if value.startswith('"'):
+        if value in _LIMITS:
+            out[name] = _LIMITS[value]
+        elif value.startswith('"'):
             out[name] = value.strip('"')
         elif re.fullmatch(r"-?\d+", value):
             out[name] = int(value)
