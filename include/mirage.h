@@ -306,7 +306,9 @@ typedef struct MirageContextParams {
      * Prepare the tileable sessions (circular padding) now. Otherwise they are made on the first call with
      * `MirageDiffusionParams::tileable` (a rewrite of the U-Net and the VAE decoder, about as long as
      * loading them); a context made with `mirage_context_new_from_memory` can only get them this way (or
-     * from another context sharing the same set that prepared them). Default false.
+     * from another context sharing the same set that prepared them). Default false. A set that cannot make
+     * tileable images (its decoder crops, as the Fashion sets' 8x8 latents to 28x28 images) then fails to open
+     * with MIRAGE_ERR_UNSUPPORTED saying so.
      */
     bool tileable;
 } MirageContextParams;
@@ -503,7 +505,8 @@ typedef struct MirageDiffusionParams {
     /**
      * Images that wrap seamlessly at their edges (textures, patterns): the U-Net and the VAE decoder run
      * with circular padding (see `MirageContextParams::tileable` for when those sessions are made). Applies
-     * to generate, img2img, inpaint and interpolate. Default false.
+     * to generate, img2img, inpaint and interpolate. Default false. A set whose decoder crops (the Fashion
+     * sets: 8x8 latents to 28x28 images) cannot wrap and refuses it with MIRAGE_ERR_UNSUPPORTED.
      */
     bool tileable;
     /**

@@ -241,6 +241,7 @@ impl ModelSet {
             text,
         };
         if tileable {
+            set.check_tileable()?;
             let tiled = set.load_tiled(files)?;
             let _ = set.tiled.set(Ok(tiled));
         }
@@ -588,6 +589,9 @@ pub fn open_memory_shared(bytes: &[u8], provider: Option<Provider>, tileable: bo
     let set = shared(format!("memory|{}", identity(&manifest, provider, &[])), || {
         ModelSet::open_memory(bytes, provider, tileable)
     })?;
+    if tileable {
+        set.check_tileable()?;
+    }
     if tileable && set.tiled.get().is_none() {
         let pack = crate::pack::Pack::parse(bytes)?;
         let tiled = set.load_tiled(&Files::Pack { pack: &pack, label: Path::new("<memory pack>") })?;

@@ -8,6 +8,10 @@
 //             Progress = (step, total) => true,            // false cancels; ctx.Cancel() from any thread
 //         });
 //         byte[] rgba = images[0].ToRgba32(bottomUp: true); // Unity: texture.LoadRawTextureData(rgba)
+//
+//         // Without blocking: a Task (a job of the context's worker threads), or a Job stepped by a game loop.
+//         using (Mirage.ImageBatch batch = await ctx.GenerateAsync(new Mirage.GenerateOptions { Steps = 20 }, token))
+//             batch.WriteInto(0, new Mirage.Target(bgra, 56, 56, Mirage.PixelFormat.Bgra8) { BottomUp = true });
 //     }
 //
 // Every failing library call throws MirageException (Status + the library's message, read on the calling
@@ -25,6 +29,8 @@ using System.Collections.Generic;
 using System.Runtime.ExceptionServices;
 using System.Runtime.InteropServices;
 using System.Text;
+using System.Threading;
+using System.Threading.Tasks;
 using Microsoft.Win32.SafeHandles;
 #if UNITY_5_3_OR_NEWER
 using MonoPInvokeCallbackAttribute = AOT.MonoPInvokeCallbackAttribute;
@@ -47,6 +53,9 @@ namespace Mirage
         Image = 9,
         Cancelled = 10,
         Panic = 11,
+        /// <summary>The context's queue of jobs not yet started is full (<see cref="ContextOptions.MaxQueuedJobs"/>):
+        /// nothing was submitted; try again once some have started or ended.</summary>
+        Busy = 12,
     }
 
     /// <summary>An execution provider (MIRAGE_PROVIDER_*).</summary>
@@ -79,7 +88,8 @@ namespace Mirage
         TextEncoder = 4,
     }
 
-    /// <summary>8-bit pixel layouts, channels interleaved, rows top to bottom (MIRAGE_PIXEL_*).</summary>
+    /// <summary>Pixel layouts, channels interleaved (MIRAGE_PIXEL_*). Images (<see cref="Image"/>, results,
+    /// previews) are Gray8, Rgb8 or Rgba8; a <see cref="Target"/> also takes Bgra8 and Rgba32F.</summary>
     public enum PixelFormat : uint
     {
         /// <summary>1 byte per pixel: grey.</summary>
@@ -88,6 +98,54 @@ namespace Mirage
         Rgb8 = 2,
         /// <summary>4 bytes per pixel: red, green, blue, straight alpha.</summary>
         Rgba8 = 3,
+        /// <summary>4 bytes per pixel: blue, green, red, alpha (Direct3D, Windows bitmaps, many engines'
+        /// textures). Only for a <see cref="Target"/>.</summary>
+        Bgra8 = 4,
+        /// <summary>16 bytes per pixel: red, green, blue, alpha as floats, colour in linear light (converted
+        /// from sRGB), alpha as is. Only for a <see cref="Target"/> over a float[].</summary>
+        Rgba32F = 5,
+    }
+
+    /// <summary>How an image is resized to a <see cref="Target"/> of another size (MIRAGE_FILTER_*).</summary>
+    public enum Filter : uint
+    {
+        /// <summary>Linear interpolation between the four nearest pixels, in premultiplied alpha (the default).</summary>
+        Bilinear = 0,
+        /// <summary>Each target pixel copies the source pixel it falls in: crisp pixel art at integer scales.</summary>
+        Nearest = 1,
+    }
+
+    /// <summary>Who runs a job (MIRAGE_JOB_WORKERS, MIRAGE_JOB_MANUAL).</summary>
+    public enum JobMode : uint
+    {
+        /// <summary>The context's worker threads (<see cref="ContextOptions.Workers"/>), in submission order.</summary>
+        Workers = 0,
+        /// <summary>Nobody until the host calls <see cref="Job.Advance"/> (a game loop, a time budget a frame).</summary>
+        Manual = 1,
+    }
+
+    /// <summary>Where a job is (MIRAGE_JOB_QUEUED ... MIRAGE_JOB_CANCELLED).</summary>
+    public enum JobState : uint
+    {
+        /// <summary>Submitted; no step has run yet.</summary>
+        Queued = 1,
+        /// <summary>At least one step has run, not all.</summary>
+        Running = 2,
+        /// <summary>Every step has run: the result waits to be taken.</summary>
+        Done = 3,
+        /// <summary>A step failed: taking the result throws the error.</summary>
+        Failed = 4,
+        /// <summary>Cancelled before it finished: taking the result throws MirageException (Status.Cancelled).</summary>
+        Cancelled = 5,
+    }
+
+    /// <summary>MIRAGE_TARGET_* (<see cref="Target.BottomUp"/>, <see cref="Target.Premultiplied"/>).</summary>
+    [Flags]
+    internal enum TargetFlags : uint
+    {
+        None = 0,
+        BottomUp = 1,
+        Premultiplied = 2,
     }
 
     /// <summary>A failed library call: <see cref="Status"/> and the library's detailed message (which is also
@@ -390,8 +448,452 @@ namespace Mirage
         /// rethrown by the call.</summary>
         public Func<int, int, bool> Progress { get; set; }
         /// <summary>(steps done, the current estimate of the images, copied) after every step; false cancels.
-        /// Costs one VAE decode a step.</summary>
+        /// Costs one VAE decode a step. Blocking calls only: a job keeps its previews instead
+        /// (<see cref="JobOptions.Previews"/>, <see cref="Job.Preview(PixelFormat?)"/>).</summary>
         public Func<int, Image[], bool> Preview { get; set; }
+        /// <summary>Images that wrap seamlessly at their edges (textures, patterns): the U-Net and the VAE decoder
+        /// run with circular padding. Generate, Img2Img, Inpaint and Interpolate. A set whose decoder does not make
+        /// a whole number of pixels per latent cell (fashion: 8x8 latents, 28x28 images) refuses it
+        /// (MirageException, Status.Unsupported). The first such call on a
+        /// context prepares those sessions (about as long as loading the set) unless it was opened with
+        /// <see cref="ContextOptions.Tileable"/>; a context opened with <see cref="Context.FromMemory(byte[], ContextOptions)"/>
+        /// needs that option.</summary>
+        public bool Tileable { get; set; }
+        /// <summary>The initial noise instead of one drawn from <see cref="Seed"/> (null, the default): latents of
+        /// the set's diffusion shape, one per image (Generate: Count; Img2Img, Inpaint: one per input image;
+        /// Interpolate: exactly 1). Copied for the call. Denoise refuses it; stochastic sampling (Eta &gt; 0)
+        /// still draws its later noise from Seed.</summary>
+        public Latents Noise { get; set; }
+    }
+
+    /// <summary>Options of a <see cref="Context"/> (MirageContextParams); the defaults are the library's.</summary>
+    public sealed class ContextOptions
+    {
+        public ContextOptions()
+        {
+            Workers = 1;
+            MaxQueuedJobs = 64;
+        }
+
+        /// <summary>The provider of the context's sessions; Default = the runtime's.</summary>
+        public Provider Provider { get; set; }
+        /// <summary>Worker threads that run the context's jobs (<see cref="JobMode.Workers"/>), 1 to
+        /// <see cref="Runtime.MaxWorkers"/>; default 1: one job at a time, in submission order. They start with
+        /// the first job.</summary>
+        public int Workers { get; set; }
+        /// <summary>Jobs submitted and not yet started that the context holds, 1 to
+        /// <see cref="Runtime.MaxQueuedJobs"/> (default 64); a submission beyond it throws MirageException with
+        /// Status.Busy.</summary>
+        public int MaxQueuedJobs { get; set; }
+        /// <summary>Prepare the tileable sessions now (see <see cref="GenerateOptions.Tileable"/>); needed for
+        /// tileable images from a context opened from memory. Default false.</summary>
+        public bool Tileable { get; set; }
+    }
+
+    /// <summary>Options of a job (MirageJobParams).</summary>
+    public sealed class JobOptions
+    {
+        /// <summary>Workers (default): the context's worker threads run it; Manual: <see cref="Job.Advance"/> does.</summary>
+        public JobMode Mode { get; set; }
+        /// <summary>Keep the latest estimate of the images after each step for <see cref="Job.Preview(PixelFormat?)"/>
+        /// (one VAE decode a step). Default false.</summary>
+        public bool Previews { get; set; }
+    }
+
+    /// <summary>Where a job is (<see cref="Job.Poll"/>): its state and the sampler steps done and in all (a VAE
+    /// job has one step).</summary>
+    public struct JobProgress
+    {
+        public JobProgress(JobState state, int step, int total)
+        {
+            State = state;
+            Step = step;
+            Total = total;
+        }
+
+        public JobState State { get; }
+        /// <summary>Steps done.</summary>
+        public int Step { get; }
+        /// <summary>Steps in all.</summary>
+        public int Total { get; }
+        /// <summary>Done, Failed or Cancelled: the result (or the error) waits to be taken.</summary>
+        public bool IsEnded { get { return State == JobState.Done || State == JobState.Failed || State == JobState.Cancelled; } }
+
+        public override string ToString()
+        {
+            return State + " " + Step + "/" + Total;
+        }
+    }
+
+    /// <summary>
+    /// Memory of yours that one image is written into (a texture being uploaded, a frame buffer), with its
+    /// layout (MirageTarget): <see cref="Width"/> x <see cref="Height"/> pixels of <see cref="Format"/>, rows
+    /// <see cref="Stride"/> bytes apart, top row first unless <see cref="BottomUp"/>. The image is resized to
+    /// that size with <see cref="Filter"/> and converted to that format; bytes between rows are left as they
+    /// are. The buffer is pinned during the call only. Checked (here, then by the library) before a byte is
+    /// written.
+    /// </summary>
+    public sealed class Target
+    {
+        /// <summary>A target over 8-bit pixels: <paramref name="format"/> Gray8, Rgb8, Rgba8 or Bgra8.</summary>
+        public Target(byte[] pixels, int width, int height, PixelFormat format)
+        {
+            if (pixels == null) throw new ArgumentNullException("pixels");
+            if (format == PixelFormat.Rgba32F)
+                throw new ArgumentException("PixelFormat.Rgba32F needs a float[] target", "format");
+            Init(pixels, width, height, format);
+        }
+
+        /// <summary>A target over floats: RGBA in linear light (<see cref="PixelFormat.Rgba32F"/>), 4 floats a pixel.</summary>
+        public Target(float[] pixels, int width, int height)
+        {
+            if (pixels == null) throw new ArgumentNullException("pixels");
+            Init(pixels, width, height, PixelFormat.Rgba32F);
+        }
+
+        private void Init(Array pixels, int width, int height, PixelFormat format)
+        {
+            BytesPerPixel(format);
+            CheckSide(width, "width");
+            CheckSide(height, "height");
+            Buffer = pixels;
+            Width = width;
+            Height = height;
+            Format = format;
+        }
+
+        /// <summary>The buffer: a byte[] (8-bit formats) or a float[] (Rgba32F).</summary>
+        public Array Buffer { get; private set; }
+        /// <summary>Pixels per row, 1 to <see cref="Runtime.MaxImageSide"/>; need not be the set's (resized).</summary>
+        public int Width { get; private set; }
+        /// <summary>Rows, 1 to <see cref="Runtime.MaxImageSide"/>.</summary>
+        public int Height { get; private set; }
+        public PixelFormat Format { get; private set; }
+        /// <summary>Bytes (also for a float[]) from the start of one row to the next: 0 (default) = packed
+        /// (Width * bytes per pixel), else at least that; a multiple of 4 for a float[].</summary>
+        public int Stride { get; set; }
+        /// <summary>Rows bottom to top (the buffer's first row is the image's last), as OpenGL and Unity textures.</summary>
+        public bool BottomUp { get; set; }
+        /// <summary>Colour multiplied by alpha (premultiplied alpha).</summary>
+        public bool Premultiplied { get; set; }
+        /// <summary>The resize filter when Width x Height is not the image's size (default Bilinear).</summary>
+        public Filter Filter { get; set; }
+
+        /// <summary>Bytes per pixel of a target format.</summary>
+        public static int BytesPerPixel(PixelFormat format)
+        {
+            switch (format)
+            {
+                case PixelFormat.Gray8: return 1;
+                case PixelFormat.Rgb8: return 3;
+                case PixelFormat.Rgba8:
+                case PixelFormat.Bgra8: return 4;
+                case PixelFormat.Rgba32F: return 16;
+                default: throw new ArgumentOutOfRangeException("format", format, "unknown pixel format");
+            }
+        }
+
+        private static void CheckSide(int side, string name)
+        {
+            if (side < 1 || side > Runtime.MaxImageSide)
+                throw new ArgumentOutOfRangeException(name, side, name + " must be 1 to " + Runtime.MaxImageSide);
+        }
+
+        /// <summary>The C struct for a call, the buffer pinned in <paramref name="pins"/>; every field checked
+        /// first (ArgumentException naming <paramref name="name"/>).</summary>
+        internal MirageTarget ToNative(string name, Pins pins)
+        {
+            CheckSide(Width, name + ".Width");
+            CheckSide(Height, name + ".Height");
+            int bpp = BytesPerPixel(Format);
+            bool floats = Buffer is float[];
+            if (floats != (Format == PixelFormat.Rgba32F))
+                throw new ArgumentException(name + ": a float[] target takes PixelFormat.Rgba32F, a byte[] target the 8-bit formats", name);
+            if (!Enum.IsDefined(typeof(Filter), Filter))
+                throw new ArgumentOutOfRangeException(name, Filter, name + ".Filter is not a Filter value");
+            long row = (long)Width * bpp;
+            if (Stride < 0)
+                throw new ArgumentOutOfRangeException(name, Stride, name + ".Stride must not be negative");
+            long stride = Stride == 0 ? row : Stride;
+            if (stride < row)
+                throw new ArgumentException(string.Format("{0}.Stride is {1} bytes, less than a row of {2} pixels x {3} bytes ({4})",
+                    name, Stride, Width, bpp, row), name);
+            if (floats && stride % 4 != 0)
+                throw new ArgumentException(name + ".Stride is " + Stride + ": a float[] target's rows start on a float (a multiple of 4 bytes)", name);
+            long need = (Height - 1) * stride + row;
+            long size = floats ? 4L * Buffer.Length : Buffer.Length;
+            if (size < need)
+                throw new ArgumentException(string.Format("{0} holds {1} bytes; {2}x{3} {4} with stride {5} needs {6}",
+                    name, size, Width, Height, Format, stride, need), name);
+            var t = new MirageTarget();
+            t.data = pins.Pin(Buffer);
+            t.size = (UIntPtr)(ulong)size;
+            t.width = (uint)Width;
+            t.height = (uint)Height;
+            t.stride = (UIntPtr)(ulong)stride;
+            t.format = (uint)Format;
+            t.flags = (uint)((BottomUp ? TargetFlags.BottomUp : TargetFlags.None) | (Premultiplied ? TargetFlags.Premultiplied : TargetFlags.None));
+            t.filter = (uint)Filter;
+            return t;
+        }
+    }
+
+    /// <summary>
+    /// Images the library holds (MirageImageBatch), what jobs and <see cref="Context.GenerateAsync"/> give: all
+    /// of one size and format. <see cref="ToImages"/> copies them out; <see cref="WriteInto"/> writes one
+    /// straight into your buffer (resized, converted, flipped). Dispose frees the native images (a batch
+    /// never disposed is freed by its finalizer).
+    /// </summary>
+    public sealed class ImageBatch : IDisposable
+    {
+        private readonly ImageBatchHandle handle;
+
+        internal ImageBatch(ImageBatchHandle handle)
+        {
+            this.handle = handle;
+            Count = checked((int)Native.mirage_image_batch_count(handle).ToUInt64());
+            if (Count > 0)
+            {
+                MirageImage first;
+                Interop.Check(Native.mirage_image_batch_get(handle, UIntPtr.Zero, out first));
+                Width = (int)first.width;
+                Height = (int)first.height;
+                Format = (PixelFormat)first.format;
+            }
+        }
+
+        public int Count { get; private set; }
+        public int Width { get; private set; }
+        public int Height { get; private set; }
+        /// <summary>Gray8, Rgb8 or Rgba8.</summary>
+        public PixelFormat Format { get; private set; }
+        public bool IsDisposed { get { return handle.IsClosed; } }
+
+        /// <summary>Image <paramref name="index"/>, copied.</summary>
+        public Image this[int index]
+        {
+            get
+            {
+                Alive();
+                CheckIndex(index);
+                MirageImage image;
+                Interop.Check(Native.mirage_image_batch_get(handle, (UIntPtr)index, out image));
+                return Interop.Copy(image);
+            }
+        }
+
+        /// <summary>Every image, copied.</summary>
+        public Image[] ToImages()
+        {
+            Alive();
+            return Interop.FromNative(handle);
+        }
+
+        /// <summary>Writes image <paramref name="index"/> into <paramref name="target"/> (mirage_image_batch_write):
+        /// resized, converted (Rgba32F: the 8-bit sRGB pixels in linear light), in its row order and alpha mode.</summary>
+        public void WriteInto(int index, Target target)
+        {
+            Alive();
+            CheckIndex(index);
+            if (target == null) throw new ArgumentNullException("target");
+            using (var pins = new Pins())
+            {
+                var native = target.ToNative("target", pins);
+                Interop.Check(Native.mirage_image_batch_write(handle, (UIntPtr)index, ref native));
+            }
+        }
+
+        public void Dispose()
+        {
+            handle.Dispose();
+        }
+
+        private void CheckIndex(int index)
+        {
+            if (index < 0 || index >= Count)
+                throw new ArgumentOutOfRangeException("index", index, "the batch holds " + Count + " images");
+        }
+
+        private void Alive()
+        {
+            if (handle.IsClosed) throw new ObjectDisposedException("Mirage.ImageBatch");
+        }
+    }
+
+    /// <summary>
+    /// A submitted operation (MirageJob), made by a Context's Submit* methods: run by the context's worker
+    /// threads (<see cref="JobMode.Workers"/>) or stepped by <see cref="Advance"/> (<see cref="JobMode.Manual"/>).
+    /// Any thread may poll, wait for, preview or cancel it. Its result is taken once (TakeImages, TakeInto or
+    /// TakeLatents); a failed or cancelled job's take throws its error. It outlives its Context (a disposed
+    /// context cancels its workers' jobs; manual jobs still run). Dispose frees it and cancels it if it has not
+    /// ended (threads waiting on it return); afterwards every method throws ObjectDisposedException.
+    /// </summary>
+    public sealed class Job : IDisposable
+    {
+        /// <summary>MIRAGE_WAIT_FOREVER.</summary>
+        internal const uint WaitForever = uint.MaxValue;
+
+        private readonly JobHandle handle;
+
+        internal Job(JobHandle handle, JobMode mode, PixelFormat format)
+        {
+            this.handle = handle;
+            Mode = mode;
+            Format = format;
+        }
+
+        public JobMode Mode { get; private set; }
+        /// <summary>The format of its images and, by default, of its previews.</summary>
+        public PixelFormat Format { get; private set; }
+        public bool IsDisposed { get { return handle.IsClosed; } }
+
+        /// <summary>Where the job is, without waiting (cheap: call it every frame).</summary>
+        public JobProgress Poll()
+        {
+            Alive();
+            uint state, step, total;
+            Interop.Check(Native.mirage_job_poll(handle, out state, out step, out total));
+            return new JobProgress((JobState)state, (int)step, (int)total);
+        }
+
+        /// <summary>Waits until the job has ended (done, failed or cancelled) or <paramref name="timeout"/> has
+        /// passed (Timeout.InfiniteTimeSpan: no limit; TimeSpan.Zero: just look); true when it has ended. A
+        /// manual job moves only while some thread advances it.</summary>
+        public bool Wait(TimeSpan timeout)
+        {
+            Alive();
+            uint ms;
+            if (timeout == Timeout.InfiniteTimeSpan) ms = WaitForever;
+            else if (timeout < TimeSpan.Zero)
+                throw new ArgumentOutOfRangeException("timeout", timeout, "timeout must not be negative (or Timeout.InfiniteTimeSpan)");
+            else ms = (uint)Math.Min(Math.Ceiling(timeout.TotalMilliseconds), WaitForever - 1.0);
+            uint state;
+            Interop.Check(Native.mirage_job_wait(handle, ms, out state));
+            var s = (JobState)state;
+            return s == JobState.Done || s == JobState.Failed || s == JobState.Cancelled;
+        }
+
+        /// <summary>Waits until the job has ended.</summary>
+        public void Wait()
+        {
+            Wait(Timeout.InfiniteTimeSpan);
+        }
+
+        /// <summary>Cancels the job: a queued one ends at once, a running one within one step; its take then
+        /// throws MirageException (Status.Cancelled). Nothing happens to an ended job. Any thread; never waits.</summary>
+        public void Cancel()
+        {
+            Alive();
+            Interop.Check(Native.mirage_job_cancel(handle));
+        }
+
+        /// <summary>Manual jobs: runs whole steps on the calling thread, at most <paramref name="maxSteps"/>, and no
+        /// new step once <paramref name="budget"/> would be exceeded (judged by the previous step's duration;
+        /// TimeSpan.Zero or Timeout.InfiniteTimeSpan = no time limit); at least one step when maxSteps &gt; 0 and
+        /// the job has not ended. Returns the steps run. A failing step or a cancel ends the job (its take
+        /// reports it), not this call. Stepped to its end, the job gives exactly the blocking call's images.</summary>
+        public int Advance(int maxSteps, TimeSpan budget)
+        {
+            Alive();
+            if (maxSteps < 0) throw new ArgumentOutOfRangeException("maxSteps", maxSteps, "maxSteps must not be negative");
+            ulong us;
+            if (budget == Timeout.InfiniteTimeSpan) us = 0;
+            else if (budget < TimeSpan.Zero)
+                throw new ArgumentOutOfRangeException("budget", budget, "budget must not be negative (or Timeout.InfiniteTimeSpan)");
+            else us = (ulong)((budget.Ticks + 9) / 10); // whole microseconds, rounded up: 0 only for TimeSpan.Zero
+            uint ran;
+            Interop.Check(Native.mirage_job_advance(handle, (uint)maxSteps, us, out ran));
+            return (int)ran;
+        }
+
+        /// <summary>The latest preview (jobs submitted with <see cref="JobOptions.Previews"/>): the estimate of the
+        /// finished images in <paramref name="format"/> (null = the job's), or null when no step has run yet.</summary>
+        public ImageBatch Preview(PixelFormat? format = null)
+        {
+            int step;
+            return Preview(format, out step);
+        }
+
+        /// <summary>As <see cref="Preview(PixelFormat?)"/>, with the step the preview was made after (0 when null).</summary>
+        public ImageBatch Preview(PixelFormat? format, out int step)
+        {
+            Alive();
+            ImageBatchHandle batch;
+            uint s;
+            Interop.Check(Native.mirage_job_preview(handle, (uint)(format ?? Format), out batch, out s));
+            step = (int)s;
+            if (batch == null || batch.IsInvalid)
+            {
+                if (batch != null) batch.Dispose();
+                return null;
+            }
+            return Interop.Batch(batch);
+        }
+
+        /// <summary>Takes the images of an ended job (not an encode job), once; throws the job's error for a
+        /// failed or cancelled job (Status.Cancelled), and InvalidArgument before it has ended or when taken.</summary>
+        public ImageBatch TakeImages()
+        {
+            Alive();
+            ImageBatchHandle batch;
+            Interop.Check(Native.mirage_job_take_images(handle, out batch));
+            return Interop.Batch(batch);
+        }
+
+        /// <summary>Takes the latents of an ended encode job, once (as <see cref="TakeImages"/>).</summary>
+        public LatentDistribution TakeLatents()
+        {
+            Alive();
+            LatentHandle mean, logvar;
+            Interop.Check(Native.mirage_job_take_latents(handle, out mean, out logvar));
+            using (mean)
+            using (logvar)
+                return new LatentDistribution(Interop.FromNative(mean), Interop.FromNative(logvar));
+        }
+
+        /// <summary>Takes the images of an ended job straight into your buffers, one target per image, each with
+        /// its own size, format, stride, row order, alpha mode and filter: the 8-bit sRGB pixels TakeImages would
+        /// give, converted (Rgba32F: to linear light). Every target is checked first (here: ArgumentException; by the library: MirageException): when one is
+        /// refused nothing is written and the result stays in the job for another take.</summary>
+        public void TakeInto(params Target[] targets)
+        {
+            Alive();
+            if (targets == null) throw new ArgumentNullException("targets");
+            using (var pins = new Pins())
+            {
+                var native = new MirageTarget[targets.Length];
+                for (int i = 0; i < targets.Length; i++)
+                {
+                    string name = "targets[" + i + "]";
+                    if (targets[i] == null) throw new ArgumentNullException(name);
+                    native[i] = targets[i].ToNative(name, pins);
+                }
+                Interop.Check(Native.mirage_job_take_into(handle, native, (UIntPtr)native.Length));
+            }
+        }
+
+        /// <summary>Cancels the job if it has not ended (threads waiting on it or advancing it return within a
+        /// step), then frees it once no call on it is running. Idempotent.</summary>
+        public void Dispose()
+        {
+            if (!handle.IsClosed)
+            {
+                try
+                {
+                    Native.mirage_job_cancel(handle);
+                }
+                catch (ObjectDisposedException)
+                {
+                    // Disposed meanwhile by another thread.
+                }
+            }
+            handle.Dispose();
+        }
+
+        private void Alive()
+        {
+            if (handle.IsClosed) throw new ObjectDisposedException("Mirage.Job");
+        }
     }
 
     /// <summary>How ONNX Runtime is set up for the process (MirageRuntimeOptions); see <see cref="Runtime.Init"/>.</summary>
@@ -440,6 +942,12 @@ namespace Mirage
         public const int MaxThreads = 256;
         /// <summary>MIRAGE_GUIDANCE_DEFAULT: the set's own guidance.</summary>
         public const float GuidanceDefault = -1.0f;
+        /// <summary>MIRAGE_MAX_WORKERS: the most worker threads of a context (<see cref="ContextOptions.Workers"/>).</summary>
+        public const int MaxWorkers = 64;
+        /// <summary>MIRAGE_MAX_QUEUED_JOBS: the most jobs not yet started a context holds (<see cref="ContextOptions.MaxQueuedJobs"/>).</summary>
+        public const int MaxQueuedJobs = 4096;
+        /// <summary>MIRAGE_MAX_IMAGE_SIDE: the longest side of a <see cref="Target"/>, in pixels.</summary>
+        public const int MaxImageSide = 4096;
 
         /// <summary>.NET Core 3+ / .NET 5+ only (Godot 4): the path of the native library, read when the
         /// first call loads it; null = MIRAGE_LIBRARY_PATH, else the runtime's usual search. Ignored by
@@ -516,16 +1024,98 @@ namespace Mirage
         private readonly int channels;
 
         /// <summary>Opens the model set in <paramref name="modelsDir"/> (its manifest.json, checking every
-        /// file's sha256). <paramref name="provider"/> Default = the runtime's.</summary>
+        /// file's sha256), or a pack file made by <c>mirage pack</c>. <paramref name="provider"/> Default = the
+        /// runtime's.</summary>
         public Context(string modelsDir, Provider provider = Provider.Default)
+            : this(Open(modelsDir, new ContextOptions { Provider = provider }, "modelsDir"))
         {
-            if (modelsDir == null) throw new ArgumentNullException("modelsDir");
-            byte[] dir = Utf8.ToNative(modelsDir, "modelsDir");
-            var p = new MirageContextParams();
-            Interop.Check(Native.mirage_context_params_init(ref p, Interop.SizeOf<MirageContextParams>()));
-            p.provider = (uint)provider;
+        }
+
+        /// <summary>Opens the model set at <paramref name="path"/>: a model-set directory or a pack file made by
+        /// <c>mirage pack</c> (the library tells them apart), with <paramref name="options"/> (null = the defaults).</summary>
+        public Context(string path, ContextOptions options)
+            : this(Open(path, options, "path"))
+        {
+        }
+
+        /// <summary>Opens a model pack (the file <c>mirage pack</c> writes) held in memory, e.g. an asset of your
+        /// own archive. The bytes are pinned during the call only: nothing points into them afterwards. A
+        /// truncated, corrupted or foreign pack throws MirageException (Status.InvalidModel) saying what is
+        /// wrong. Set <see cref="ContextOptions.Tileable"/> to make tileable images with it.</summary>
+        public static Context FromMemory(byte[] data, ContextOptions options = null)
+        {
+            if (data == null) throw new ArgumentNullException("data");
+            return FromMemory(data, 0, data.Length, options);
+        }
+
+        /// <summary>As <see cref="FromMemory(byte[], ContextOptions)"/>, from <paramref name="count"/> bytes of
+        /// <paramref name="data"/> at <paramref name="offset"/>.</summary>
+        public static Context FromMemory(byte[] data, int offset, int count, ContextOptions options = null)
+        {
+            if (data == null) throw new ArgumentNullException("data");
+            if (offset < 0 || offset > data.Length)
+                throw new ArgumentOutOfRangeException("offset", offset, "offset must be within data");
+            if (count < 0 || count > data.Length - offset)
+                throw new ArgumentOutOfRangeException("count", count, "count must fit in data after offset");
+            if (count == 0) throw new ArgumentException("data is empty: a model pack is needed", "data");
+            var p = Params(options);
+            ContextHandle h;
+            var pin = GCHandle.Alloc(data, GCHandleType.Pinned);
+            try
+            {
+                IntPtr start = new IntPtr(pin.AddrOfPinnedObject().ToInt64() + offset);
+                Interop.Check(Native.mirage_context_new_from_memory(start, (UIntPtr)(uint)count, ref p, out h));
+            }
+            finally
+            {
+                pin.Free();
+            }
+            return new Context(h);
+        }
+
+#if NETCOREAPP2_1_OR_GREATER || NETSTANDARD2_1_OR_GREATER || UNITY_2021_2_OR_NEWER || __MonoCS__
+        /// <summary>As <see cref="FromMemory(byte[], ContextOptions)"/>, from a span (a slice of a bigger buffer,
+        /// native memory); pinned during the call only. Where ReadOnlySpan exists (.NET Core 2.1+, .NET Standard
+        /// 2.1, Unity 2021.2+, mono).</summary>
+        public static Context FromMemory(ReadOnlySpan<byte> data, ContextOptions options = null)
+        {
+            if (data.IsEmpty) throw new ArgumentException("data is empty: a model pack is needed", "data");
+            var p = Params(options);
+            ContextHandle h;
+            // A byref argument to a P/Invoke is pinned for the call: no unsafe code needed.
+            Interop.Check(Native.mirage_context_new_from_memory(ref MemoryMarshal.GetReference(data),
+                (UIntPtr)(uint)data.Length, ref p, out h));
+            return new Context(h);
+        }
+#endif
+
+        private static ContextHandle Open(string path, ContextOptions options, string name)
+        {
+            if (path == null) throw new ArgumentNullException(name);
+            byte[] dir = Utf8.ToNative(path, name);
+            var p = Params(options);
             ContextHandle h;
             Interop.Check(Native.mirage_context_new(dir, ref p, out h));
+            return h;
+        }
+
+        private static MirageContextParams Params(ContextOptions o)
+        {
+            o = o ?? new ContextOptions();
+            if (o.Workers < 0) throw new ArgumentOutOfRangeException("options", o.Workers, "Workers must not be negative");
+            if (o.MaxQueuedJobs < 0)
+                throw new ArgumentOutOfRangeException("options", o.MaxQueuedJobs, "MaxQueuedJobs must not be negative");
+            var p = new MirageContextParams();
+            Interop.Check(Native.mirage_context_params_init(ref p, Interop.SizeOf<MirageContextParams>()));
+            p.provider = (uint)o.Provider;
+            p.workers = (uint)o.Workers;
+            p.max_queued_jobs = (uint)o.MaxQueuedJobs;
+            p.tileable = o.Tileable ? (byte)1 : (byte)0;
+            return p;
+        }
+
+        private Context(ContextHandle h)
+        {
             try
             {
                 uint w, ht, c;
@@ -600,7 +1190,8 @@ namespace Mirage
 
         /// <summary>Cancels every generation running on this context, from any thread (also from inside a
         /// callback): each throws MirageException (Status.Cancelled) within one step. Generations that start
-        /// afterwards run normally.</summary>
+        /// afterwards run normally. Also cancels every job of the context's workers, queued or running (not
+        /// manual jobs: cancel those with <see cref="Job.Cancel"/>).</summary>
         public void Cancel()
         {
             Alive();
@@ -682,13 +1273,7 @@ namespace Mirage
             var h = handle;
             using (var pins = new Pins())
             {
-                var pointers = new IntPtr[prompts.Length];
-                for (int i = 0; i < prompts.Length; i++)
-                {
-                    string name = "prompts[" + i + "]";
-                    if (prompts[i] == null) throw new ArgumentNullException(name);
-                    pointers[i] = pins.Pin(Utf8.ToNative(prompts[i], name));
-                }
+                var pointers = PromptPointers(prompts, pins);
                 return Diffuse(options, pins, (ref MirageDiffusionParams p, out ImageBatchHandle b) =>
                     Native.mirage_interpolate(h, pointers, (UIntPtr)pointers.Length, (uint)frames, ref p, out b));
             }
@@ -808,25 +1393,12 @@ namespace Mirage
         /// else throws on failure.</summary>
         private Image[] Diffuse(GenerateOptions o, Pins pins, DiffuseCall call)
         {
-            if (o.Steps < 0) throw new ArgumentOutOfRangeException("options", o.Steps, "Steps must not be negative");
-            if (o.Count < 0) throw new ArgumentOutOfRangeException("options", o.Count, "Count must not be negative");
-            var p = new MirageDiffusionParams();
-            Interop.Check(Native.mirage_diffusion_params_init(ref p, Interop.SizeOf<MirageDiffusionParams>()));
-            p.steps = (uint)o.Steps;
-            p.sampler = o.Sampler == null ? IntPtr.Zero : pins.Pin(Utf8.ToNative(o.Sampler, "Sampler"));
-            p.eta = o.Eta;
-            p.seed = o.Seed;
-            p.count = (uint)o.Count;
-            p.strength = o.Strength;
-            p.format = (uint)(o.Format ?? Image.FormatOf(channels));
-            p.prompt = o.Prompt == null ? IntPtr.Zero : pins.Pin(Utf8.ToNative(o.Prompt, "Prompt"));
-            p.negative_prompt = o.Negative == null ? IntPtr.Zero : pins.Pin(Utf8.ToNative(o.Negative, "Negative"));
-            p.guidance = o.Guidance;
+            var p = DiffusionParams(o, pins);
 
             // Lifetimes during the call: the function pointers are those of static delegates held for the life
             // of the process (Callbacks); the user's delegates are reached through `state`, which a GCHandle keeps
             // (its IntPtr is user_data) and GC.KeepAlive holds to the end of the call; strings and pixels are
-            // pinned in `pins` by the caller until it returns.
+            // pinned in `pins` by the caller until it returns, and so is the native copy of Noise.
             var state = new CallState(o);
             GCHandle stateHandle = GCHandle.Alloc(state);
             ImageBatchHandle batch = null;
@@ -846,6 +1418,301 @@ namespace Mirage
             {
                 stateHandle.Free();
                 if (batch != null) batch.Dispose();
+            }
+        }
+
+        /// <summary><paramref name="o"/> as C params, without callbacks: strings pinned and the noise made
+        /// native in <paramref name="pins"/>, which the caller disposes after the call.</summary>
+        private MirageDiffusionParams DiffusionParams(GenerateOptions o, Pins pins)
+        {
+            if (o.Steps < 0) throw new ArgumentOutOfRangeException("options", o.Steps, "Steps must not be negative");
+            if (o.Count < 0) throw new ArgumentOutOfRangeException("options", o.Count, "Count must not be negative");
+            var p = new MirageDiffusionParams();
+            Interop.Check(Native.mirage_diffusion_params_init(ref p, Interop.SizeOf<MirageDiffusionParams>()));
+            p.steps = (uint)o.Steps;
+            p.sampler = o.Sampler == null ? IntPtr.Zero : pins.Pin(Utf8.ToNative(o.Sampler, "Sampler"));
+            p.eta = o.Eta;
+            p.seed = o.Seed;
+            p.count = (uint)o.Count;
+            p.strength = o.Strength;
+            p.format = (uint)(o.Format ?? Image.FormatOf(channels));
+            p.prompt = o.Prompt == null ? IntPtr.Zero : pins.Pin(Utf8.ToNative(o.Prompt, "Prompt"));
+            p.negative_prompt = o.Negative == null ? IntPtr.Zero : pins.Pin(Utf8.ToNative(o.Negative, "Negative"));
+            p.guidance = o.Guidance;
+            p.tileable = o.Tileable ? (byte)1 : (byte)0;
+            // The MirageLatent handle pointer: made here, owned by `pins`, freed after the call.
+            p.noise = o.Noise == null ? IntPtr.Zero : pins.Own(Interop.ToNative(o.Noise));
+            return p;
+        }
+
+        // ---- jobs ----
+
+        /// <summary>Submits Generate as a job (null options = the defaults; null job = workers, no previews).
+        /// Returns at once; the arguments are checked now (MirageException), MirageException with Status.Busy when
+        /// the context's queue is full. Progress and Preview callbacks do not apply: poll the job.</summary>
+        public Job SubmitGenerate(GenerateOptions options = null, JobOptions job = null)
+        {
+            Alive();
+            options = options ?? new GenerateOptions();
+            var h = handle;
+            using (var pins = new Pins())
+                return SubmitDiffusion(options, job, pins, (ref MirageDiffusionParams p, ref MirageJobParams j, out JobHandle out_) =>
+                    Native.mirage_job_generate(h, ref p, ref j, out out_));
+        }
+
+        /// <summary>Submits Img2Img as a job (the images are read now).</summary>
+        public Job SubmitImg2Img(Image[] images, GenerateOptions options, JobOptions job = null)
+        {
+            Alive();
+            if (options == null) throw new ArgumentNullException("options");
+            var h = handle;
+            using (var pins = new Pins())
+            {
+                var native = Interop.ToNative(images, "images", pins);
+                return SubmitDiffusion(options, job, pins, (ref MirageDiffusionParams p, ref MirageJobParams j, out JobHandle out_) =>
+                    Native.mirage_job_img2img(h, native, (UIntPtr)native.Length, ref p, ref j, out out_));
+            }
+        }
+
+        /// <summary>Submits Denoise as a job (the images are read now).</summary>
+        public Job SubmitDenoise(Image[] images, GenerateOptions options, JobOptions job = null)
+        {
+            Alive();
+            if (options == null) throw new ArgumentNullException("options");
+            var h = handle;
+            using (var pins = new Pins())
+            {
+                var native = Interop.ToNative(images, "images", pins);
+                return SubmitDiffusion(options, job, pins, (ref MirageDiffusionParams p, ref MirageJobParams j, out JobHandle out_) =>
+                    Native.mirage_job_denoise(h, native, (UIntPtr)native.Length, ref p, ref j, out out_));
+            }
+        }
+
+        /// <summary>Submits Inpaint as a job (images and masks are read now).</summary>
+        public Job SubmitInpaint(Image[] images, Image[] masks, GenerateOptions options, JobOptions job = null)
+        {
+            Alive();
+            if (options == null) throw new ArgumentNullException("options");
+            if (images == null) throw new ArgumentNullException("images");
+            if (masks == null) throw new ArgumentNullException("masks");
+            if (images.Length != masks.Length)
+                throw new ArgumentException(string.Format("{0} images but {1} masks: one mask per image is needed",
+                    images.Length, masks.Length), "masks");
+            var h = handle;
+            using (var pins = new Pins())
+            {
+                var nativeImages = Interop.ToNative(images, "images", pins);
+                var nativeMasks = Interop.ToNative(masks, "masks", pins);
+                return SubmitDiffusion(options, job, pins, (ref MirageDiffusionParams p, ref MirageJobParams j, out JobHandle out_) =>
+                    Native.mirage_job_inpaint(h, nativeImages, nativeMasks, (UIntPtr)nativeImages.Length, ref p, ref j, out out_));
+            }
+        }
+
+        /// <summary>Submits Interpolate as a job (the prompts are encoded now).</summary>
+        public Job SubmitInterpolate(string[] prompts, int frames, GenerateOptions options, JobOptions job = null)
+        {
+            Alive();
+            if (prompts == null) throw new ArgumentNullException("prompts");
+            if (options == null) throw new ArgumentNullException("options");
+            if (frames < 0) throw new ArgumentOutOfRangeException("frames", frames, "frames must not be negative");
+            var h = handle;
+            using (var pins = new Pins())
+            {
+                var pointers = PromptPointers(prompts, pins);
+                return SubmitDiffusion(options, job, pins, (ref MirageDiffusionParams p, ref MirageJobParams j, out JobHandle out_) =>
+                    Native.mirage_job_interpolate(h, pointers, (UIntPtr)pointers.Length, (uint)frames, ref p, ref j, out out_));
+            }
+        }
+
+        /// <summary>Submits Encode as a job of one step (the images are read now); take its result with
+        /// <see cref="Job.TakeLatents"/>.</summary>
+        public Job SubmitEncode(Image[] images, JobOptions job = null)
+        {
+            Alive();
+            using (var pins = new Pins())
+            {
+                var native = Interop.ToNative(images, "images", pins);
+                var j = JobParams(job);
+                JobHandle out_;
+                Interop.Check(Native.mirage_job_encode(handle, native, (UIntPtr)native.Length, ref j, out out_));
+                return new Job(out_, (JobMode)j.mode, PixelFormat.Rgba8);
+            }
+        }
+
+        /// <summary>Submits Decode as a job of one step (the latents are copied now); images in
+        /// <paramref name="format"/> (null = the set's own channels).</summary>
+        public Job SubmitDecode(Latents latents, PixelFormat? format = null, JobOptions job = null)
+        {
+            Alive();
+            if (latents == null) throw new ArgumentNullException("latents");
+            var f = format ?? Image.FormatOf(channels);
+            var j = JobParams(job);
+            using (var l = Interop.ToNative(latents))
+            {
+                JobHandle out_;
+                Interop.Check(Native.mirage_job_decode(handle, l, (uint)f, ref j, out out_));
+                return new Job(out_, (JobMode)j.mode, f);
+            }
+        }
+
+        // ---- Tasks: a workers job, awaited ----
+
+        /// <summary>Generate as a Task: a workers job whose end a background thread waits for (no polling). The
+        /// Task gives the images (dispose the batch, or let its finalizer free it); it is cancelled when
+        /// <paramref name="cancellationToken"/> cancels the job (or Cancel/Dispose of the context does), and faults
+        /// with the job's MirageException when a step fails. Bad arguments and a full queue (Status.Busy) throw
+        /// here, before a Task exists.</summary>
+        public Task<ImageBatch> GenerateAsync(GenerateOptions options = null, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<ImageBatch>(cancellationToken);
+            return JobTask.Run(SubmitGenerate(options), j => j.TakeImages(), cancellationToken);
+        }
+
+        /// <summary>Img2Img as a Task (see <see cref="GenerateAsync"/>).</summary>
+        public Task<ImageBatch> Img2ImgAsync(Image[] images, GenerateOptions options, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<ImageBatch>(cancellationToken);
+            return JobTask.Run(SubmitImg2Img(images, options), j => j.TakeImages(), cancellationToken);
+        }
+
+        /// <summary>Denoise as a Task (see <see cref="GenerateAsync"/>).</summary>
+        public Task<ImageBatch> DenoiseAsync(Image[] images, GenerateOptions options, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<ImageBatch>(cancellationToken);
+            return JobTask.Run(SubmitDenoise(images, options), j => j.TakeImages(), cancellationToken);
+        }
+
+        /// <summary>Inpaint as a Task (see <see cref="GenerateAsync"/>).</summary>
+        public Task<ImageBatch> InpaintAsync(Image[] images, Image[] masks, GenerateOptions options,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<ImageBatch>(cancellationToken);
+            return JobTask.Run(SubmitInpaint(images, masks, options), j => j.TakeImages(), cancellationToken);
+        }
+
+        /// <summary>Interpolate as a Task (see <see cref="GenerateAsync"/>).</summary>
+        public Task<ImageBatch> InterpolateAsync(string[] prompts, int frames, GenerateOptions options,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<ImageBatch>(cancellationToken);
+            return JobTask.Run(SubmitInterpolate(prompts, frames, options), j => j.TakeImages(), cancellationToken);
+        }
+
+        /// <summary>Encode as a Task (see <see cref="GenerateAsync"/>).</summary>
+        public Task<LatentDistribution> EncodeAsync(Image[] images, CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<LatentDistribution>(cancellationToken);
+            return JobTask.Run(SubmitEncode(images), j => j.TakeLatents(), cancellationToken);
+        }
+
+        /// <summary>Decode as a Task (see <see cref="GenerateAsync"/>).</summary>
+        public Task<ImageBatch> DecodeAsync(Latents latents, PixelFormat? format = null,
+            CancellationToken cancellationToken = default(CancellationToken))
+        {
+            if (cancellationToken.IsCancellationRequested) return Task.FromCanceled<ImageBatch>(cancellationToken);
+            return JobTask.Run(SubmitDecode(latents, format), j => j.TakeImages(), cancellationToken);
+        }
+
+        private delegate uint SubmitCall(ref MirageDiffusionParams p, ref MirageJobParams job, out JobHandle handle);
+
+        private Job SubmitDiffusion(GenerateOptions o, JobOptions jo, Pins pins, SubmitCall call)
+        {
+            if (o.Progress != null || o.Preview != null)
+                throw new ArgumentException("Progress and Preview callbacks do not apply to jobs: poll the job "
+                    + "(Job.Poll) and read its previews (JobOptions.Previews, Job.Preview)", "options");
+            var p = DiffusionParams(o, pins);
+            var j = JobParams(jo);
+            JobHandle h;
+            Interop.Check(call(ref p, ref j, out h));
+            return new Job(h, (JobMode)j.mode, (PixelFormat)p.format);
+        }
+
+        private static MirageJobParams JobParams(JobOptions o)
+        {
+            o = o ?? new JobOptions();
+            var j = new MirageJobParams();
+            Interop.Check(Native.mirage_job_params_init(ref j, Interop.SizeOf<MirageJobParams>()));
+            j.mode = (uint)o.Mode;
+            j.previews = o.Previews ? (byte)1 : (byte)0;
+            return j;
+        }
+
+        private static IntPtr[] PromptPointers(string[] prompts, Pins pins)
+        {
+            var pointers = new IntPtr[prompts.Length];
+            for (int i = 0; i < prompts.Length; i++)
+            {
+                string name = "prompts[" + i + "]";
+                if (prompts[i] == null) throw new ArgumentNullException(name);
+                pointers[i] = pins.Pin(Utf8.ToNative(prompts[i], name));
+            }
+            return pointers;
+        }
+    }
+
+    /// <summary>A workers job as a Task: a background thread waits for its end (mirage_job_wait, no polling),
+    /// takes the result and frees the job; a cancellation token's registration cancels the job.</summary>
+    internal static class JobTask
+    {
+        internal static Task<T> Run<T>(Job job, Func<Job, T> take, CancellationToken cancellationToken)
+        {
+            var tcs = new TaskCompletionSource<T>(TaskCreationOptions.RunContinuationsAsynchronously);
+            var registration = default(CancellationTokenRegistration);
+            Thread waiter;
+            try
+            {
+                if (cancellationToken.CanBeCanceled) registration = cancellationToken.Register(CancelJob, job);
+                waiter = new Thread(() =>
+                {
+                    T result = default(T);
+                    Exception error = null;
+                    bool cancelled = false;
+                    try
+                    {
+                        job.Wait();
+                        result = take(job);
+                    }
+                    catch (MirageException e) when (e.Status == Status.Cancelled)
+                    {
+                        cancelled = true;
+                    }
+                    catch (Exception e)
+                    {
+                        error = e;
+                    }
+                    // Waits for a registration callback running now, so that none touches the freed job.
+                    registration.Dispose();
+                    job.Dispose();
+                    if (cancelled)
+                    {
+                        if (cancellationToken.IsCancellationRequested) tcs.TrySetCanceled(cancellationToken);
+                        else tcs.TrySetCanceled();
+                    }
+                    else if (error != null) tcs.TrySetException(error);
+                    else tcs.TrySetResult(result);
+                });
+                waiter.IsBackground = true;
+                waiter.Name = "mirage job";
+                waiter.Start();
+            }
+            catch
+            {
+                registration.Dispose();
+                job.Dispose();
+                throw;
+            }
+            return tcs.Task;
+        }
+
+        private static void CancelJob(object job)
+        {
+            try
+            {
+                ((Job)job).Cancel();
+            }
+            catch (Exception)
+            {
+                // Ended and freed meanwhile: nothing to cancel.
             }
         }
     }
@@ -996,10 +1863,11 @@ namespace Mirage
         }
     }
 
-    /// <summary>Pinned managed buffers for the duration of one call.</summary>
+    /// <summary>Pinned managed buffers, and native objects made for one call, for the duration of the call.</summary>
     internal sealed class Pins : IDisposable
     {
         private readonly List<GCHandle> handles = new List<GCHandle>();
+        private readonly List<SafeHandle> owned = new List<SafeHandle>();
 
         internal IntPtr Pin(object o)
         {
@@ -1008,10 +1876,20 @@ namespace Mirage
             return h.AddrOfPinnedObject();
         }
 
+        /// <summary>The raw pointer of a handle made for this call only (nobody else can free it), freed with
+        /// the pins.</summary>
+        internal IntPtr Own(SafeHandle h)
+        {
+            owned.Add(h);
+            return h.DangerousGetHandle();
+        }
+
         public void Dispose()
         {
             foreach (var h in handles) h.Free();
             handles.Clear();
+            foreach (var h in owned) h.Dispose();
+            owned.Clear();
         }
     }
 
@@ -1075,6 +1953,20 @@ namespace Mirage
             return image;
         }
 
+        /// <summary>A public batch over <paramref name="batch"/> (freed if that fails).</summary>
+        internal static ImageBatch Batch(ImageBatchHandle batch)
+        {
+            try
+            {
+                return new ImageBatch(batch);
+            }
+            catch
+            {
+                batch.Dispose();
+                throw;
+            }
+        }
+
         internal static Image[] FromNative(ImageBatchHandle batch)
         {
             int count = checked((int)Native.mirage_image_batch_count(batch).ToUInt64());
@@ -1134,6 +2026,9 @@ namespace Mirage
     {
         public UIntPtr struct_size;
         public uint provider;
+        public uint workers;
+        public uint max_queued_jobs;
+        public byte tileable;
     }
 
     [StructLayout(LayoutKind.Sequential)]
@@ -1163,6 +2058,29 @@ namespace Mirage
         public IntPtr prompt;
         public IntPtr negative_prompt;
         public float guidance;
+        public byte tileable;
+        public IntPtr noise;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct MirageTarget
+    {
+        public IntPtr data;
+        public UIntPtr size;
+        public uint width;
+        public uint height;
+        public UIntPtr stride;
+        public uint format;
+        public uint flags;
+        public uint filter;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    internal struct MirageJobParams
+    {
+        public UIntPtr struct_size;
+        public uint mode;
+        public byte previews;
     }
 
     internal sealed class ContextHandle : SafeHandleZeroOrMinusOneIsInvalid
@@ -1200,6 +2118,19 @@ namespace Mirage
         protected override bool ReleaseHandle()
         {
             Native.mirage_image_batch_free(handle);
+            return true;
+        }
+    }
+
+    internal sealed class JobHandle : SafeHandleZeroOrMinusOneIsInvalid
+    {
+        public JobHandle() : base(true)
+        {
+        }
+
+        protected override bool ReleaseHandle()
+        {
+            Native.mirage_job_free(handle);
             return true;
         }
     }
@@ -1253,6 +2184,15 @@ namespace Mirage
         internal static extern uint mirage_context_new([In] byte[] modelDir, ref MirageContextParams p, out ContextHandle ctx);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_context_new_from_memory(IntPtr data, UIntPtr size, ref MirageContextParams p,
+            out ContextHandle ctx);
+
+        /// <summary>The same function for a span: the byref is pinned for the call.</summary>
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_context_new_from_memory(ref byte data, UIntPtr size, ref MirageContextParams p,
+            out ContextHandle ctx);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern void mirage_context_free(IntPtr ctx);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
@@ -1275,6 +2215,9 @@ namespace Mirage
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern uint mirage_image_batch_get(ImageBatchHandle batch, UIntPtr index, out MirageImage image);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_image_batch_write(ImageBatchHandle batch, UIntPtr index, ref MirageTarget target);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern void mirage_image_batch_free(IntPtr batch);
@@ -1336,5 +2279,63 @@ namespace Mirage
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern uint mirage_text_embed(ContextHandle ctx, [In] byte[] prompt, [Out] float[] pooled,
             UIntPtr pooledLen, [Out] float[] tokenEmbeddings, UIntPtr tokensLen);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_params_init(ref MirageJobParams p, UIntPtr structSize);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_generate(ContextHandle ctx, ref MirageDiffusionParams p, ref MirageJobParams jobParams,
+            out JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_img2img(ContextHandle ctx, [In] MirageImage[] images, UIntPtr count,
+            ref MirageDiffusionParams p, ref MirageJobParams jobParams, out JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_denoise(ContextHandle ctx, [In] MirageImage[] images, UIntPtr count,
+            ref MirageDiffusionParams p, ref MirageJobParams jobParams, out JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_inpaint(ContextHandle ctx, [In] MirageImage[] images, [In] MirageImage[] masks,
+            UIntPtr count, ref MirageDiffusionParams p, ref MirageJobParams jobParams, out JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_interpolate(ContextHandle ctx, [In] IntPtr[] prompts, UIntPtr promptCount,
+            uint frames, ref MirageDiffusionParams p, ref MirageJobParams jobParams, out JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_encode(ContextHandle ctx, [In] MirageImage[] images, UIntPtr count,
+            ref MirageJobParams jobParams, out JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_decode(ContextHandle ctx, LatentHandle latents, uint format,
+            ref MirageJobParams jobParams, out JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_poll(JobHandle job, out uint state, out uint step, out uint total);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_wait(JobHandle job, uint timeoutMs, out uint state);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_cancel(JobHandle job);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_advance(JobHandle job, uint maxSteps, ulong budgetUs, out uint stepsRun);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_preview(JobHandle job, uint format, out ImageBatchHandle batch, out uint step);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_take_images(JobHandle job, out ImageBatchHandle batch);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_take_latents(JobHandle job, out LatentHandle mean, out LatentHandle logvar);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_job_take_into(JobHandle job, [In] MirageTarget[] targets, UIntPtr count);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern void mirage_job_free(IntPtr job);
     }
 }

@@ -4,7 +4,8 @@
 #   2. the struct layout check: a C program made from mirage.h (tests/layout.awk) prints every struct's
 #      sizeof/offsetof and every constant; MirageTests.exe --layout compares them with Marshal.SizeOf/OffsetOf
 #      and the binding's enums;
-#   3. tests/MirageTests.cs (every method on MODELS_DIR/fashion and fashion-text, emoji when present);
+#   3. tests/MirageTests.cs (every method on MODELS_DIR/fashion and fashion-text, emoji when present; jobs, Tasks,
+#      targets; a pack of fashion made with LIBDIR/mirage pack, when LIBDIR has the CLI, opened from memory);
 #   4. the README's example (tests/Example.cs, checked identical to the README's) against Mirage.dll alone,
 #      finding the library through a Mirage.dll.config dllmap instead of LD_LIBRARY_PATH.
 # Mirage.cs's Unity and .NET Core branches are compiled too, against stand-ins (tests/PlatformStubs.cs).
@@ -73,8 +74,25 @@ if ! mono --debug "$build/MirageTests.exe" --layout "$build/layout.txt" >"$build
 fi
 tail -n 1 "$build/layout.log"
 
+# Pack files of fashion (and emoji, when present) for the pack and FromMemory tests, made by the CLI when LIBDIR
+# has it (target/debug does): `mirage pack DIR -o FILE`.
+mkdir "$build/packs"
+if [ -x "$libdir/mirage" ]; then
+    for set in fashion emoji; do
+        [ -d "$models/$set" ] || continue
+        echo "== pack: mirage pack $models/$set"
+        if ! "$libdir/mirage" pack "$models/$set" -o "$build/packs/$set.mirage" >"$build/pack.log" 2>&1; then
+            cat "$build/pack.log"
+            echo "mirage pack $set failed"
+            failed=1
+        fi
+    done
+else
+    echo "== pack: no mirage CLI in $libdir: the pack tests are skipped"
+fi
+
 echo "== tests: MirageTests.exe $models"
-mono --debug "$build/MirageTests.exe" "$models" || failed=1
+MIRAGE_TEST_PACKS="$build/packs" mono --debug "$build/MirageTests.exe" "$models" || failed=1
 
 echo "== example: README's example with a dllmap, no LD_LIBRARY_PATH"
 cat >"$build/example/Mirage.dll.config" <<EOF

@@ -83,7 +83,8 @@ pub struct MirageDiffusionParams {
     pub guidance: f32,
     /// Images that wrap seamlessly at their edges (textures, patterns): the U-Net and the VAE decoder run
     /// with circular padding (see `MirageContextParams::tileable` for when those sessions are made). Applies
-    /// to generate, img2img, inpaint and interpolate. Default false.
+    /// to generate, img2img, inpaint and interpolate. Default false. A set whose decoder crops (the Fashion
+    /// sets: 8x8 latents to 28x28 images) cannot wrap and refuses it with MIRAGE_ERR_UNSUPPORTED.
     pub tileable: bool,
     /// Optional (NULL = from `seed`, the default): the initial noise, a latent of the set's diffusion shape
     /// (`mirage_context_latent_shape` for a latent-space set) holding one sample per image — `count` for

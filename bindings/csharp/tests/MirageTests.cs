@@ -2,7 +2,9 @@
 //
 //     MirageTests.exe MODELS_DIR        every method on MODELS_DIR/fashion and MODELS_DIR/fashion-text (and a
 //                                       smoke test on MODELS_DIR/emoji when it exists), determinism,
-//                                       cancellation, callbacks that throw, bad input, Dispose semantics
+//                                       cancellation, callbacks that throw, bad input, Dispose semantics; jobs
+//                                       (workers, manual, previews, Busy), Tasks, targets, tileable images, and
+//                                       packs from $MIRAGE_TEST_PACKS (fashion.mirage, emoji.mirage) when set
 //     MirageTests.exe --layout FILE     FILE = the output of the C program tests/layout.awk makes from
 //                                       mirage.h: checks every struct size, field offset and constant
 //
@@ -16,7 +18,9 @@ using System.IO;
 using System.Linq;
 using System.Reflection;
 using System.Runtime.InteropServices;
+using System.Text;
 using System.Threading;
+using System.Threading.Tasks;
 using Mirage;
 
 internal static class MirageTests
@@ -198,13 +202,19 @@ internal static class MirageTests
             case "MIRAGE_MAX_GUIDANCE": return Mirage.Runtime.MaxGuidance.ToString(CultureInfo.InvariantCulture);
             case "MIRAGE_MAX_THREADS": return Mirage.Runtime.MaxThreads.ToString(CultureInfo.InvariantCulture);
             case "MIRAGE_GUIDANCE_DEFAULT": return Mirage.Runtime.GuidanceDefault.ToString(CultureInfo.InvariantCulture);
+            case "MIRAGE_MAX_WORKERS": return Mirage.Runtime.MaxWorkers.ToString(CultureInfo.InvariantCulture);
+            case "MIRAGE_MAX_QUEUED_JOBS": return Mirage.Runtime.MaxQueuedJobs.ToString(CultureInfo.InvariantCulture);
+            case "MIRAGE_MAX_IMAGE_SIDE": return Mirage.Runtime.MaxImageSide.ToString(CultureInfo.InvariantCulture);
+            case "MIRAGE_WAIT_FOREVER": return FormatG(Job.WaitForever);
             case "MIRAGE_OK": return ((uint)Status.Ok).ToString(CultureInfo.InvariantCulture);
         }
         var prefixes = new[]
         {
             Tuple.Create("MIRAGE_ERR_", typeof(Status)), Tuple.Create("MIRAGE_PROVIDER_", typeof(Provider)),
             Tuple.Create("MIRAGE_LOG_", typeof(LogLevel)), Tuple.Create("MIRAGE_MODEL_", typeof(ModelKind)),
-            Tuple.Create("MIRAGE_PIXEL_", typeof(PixelFormat)),
+            Tuple.Create("MIRAGE_PIXEL_", typeof(PixelFormat)), Tuple.Create("MIRAGE_FILTER_", typeof(Filter)),
+            Tuple.Create("MIRAGE_TARGET_", typeof(TargetFlags)), Tuple.Create("MIRAGE_JOB_", typeof(JobMode)),
+            Tuple.Create("MIRAGE_JOB_", typeof(JobState)),
         };
         foreach (var p in prefixes)
         {
@@ -212,9 +222,16 @@ internal static class MirageTests
             string member = c.Substring(p.Item1.Length).Replace("_", "");
             foreach (string n in Enum.GetNames(p.Item2))
                 if (string.Equals(n, member, StringComparison.OrdinalIgnoreCase))
-                    return Convert.ToUInt32(Enum.Parse(p.Item2, n)).ToString(CultureInfo.InvariantCulture);
+                    return FormatG(Convert.ToUInt32(Enum.Parse(p.Item2, n)));
         }
         return null;
+    }
+
+    /// <summary>A whole number as C's printf("%g") writes it: 6 significant digits, exponent form from 1e6.</summary>
+    private static string FormatG(double v)
+    {
+        if (Math.Abs(v) < 1e6) return v.ToString("0.#####", CultureInfo.InvariantCulture);
+        return v.ToString("0.#####e+00", CultureInfo.InvariantCulture);
     }
 
     // ---- the library ----
@@ -224,6 +241,8 @@ internal static class MirageTests
         string fashionDir = Path.Combine(models, "fashion");
         string textDir = Path.Combine(models, "fashion-text");
         string emojiDir = Path.Combine(models, "emoji");
+        // The folder of the pack files run-tests.sh made (fashion.mirage, emoji.mirage), if any.
+        string packs = Environment.GetEnvironmentVariable("MIRAGE_TEST_PACKS") ?? "";
         var logs = new List<string>();
 
         Test("runtime: version, names, Init", () =>
@@ -267,8 +286,12 @@ internal static class MirageTests
         using (var text = new Context(textDir))
         {
             RunFashion(fashion, fashionDir);
+            RunJobs(fashion, fashionDir);
             RunText(text, fashion);
+            RunTextJobs(text);
         }
+        if (File.Exists(Path.Combine(packs, "fashion.mirage"))) RunPack(fashionDir, Path.Combine(packs, "fashion.mirage"));
+        else Console.WriteLine("skip packs: no fashion.mirage in MIRAGE_TEST_PACKS (run-tests.sh makes it with LIBDIR/mirage pack)");
         lock (logs) Check(logs.Count > 0, "the log callback received nothing at Info level");
         if (Verbose) lock (logs) foreach (var l in logs.Take(5)) Console.WriteLine("  log " + l);
 
@@ -286,6 +309,8 @@ internal static class MirageTests
         });
 
         if (Directory.Exists(emojiDir))
+            Test("emoji: Tileable (blocking, job, prepared, from memory)", () => RunTileable(emojiDir, packs));
+        if (Directory.Exists(emojiDir))
             Test("emoji (RGBA, text-conditioned)", () =>
             {
                 using (var emoji = new Context(emojiDir))
@@ -298,6 +323,34 @@ internal static class MirageTests
                     Check(images[0].ToRgba32().SequenceEqual(images[0].Pixels), "ToRgba32 of RGBA is the pixels");
                     var rgb = emoji.Generate(new GenerateOptions { Prompt = "a red apple", Steps = 2, Seed = 1, Format = PixelFormat.Rgb8 });
                     Equal(3, rgb[0].Channels, "Rgb8 on request");
+
+                    // Colour and alpha through a target: BGRA swizzled, bottom-up with padding, premultiplied.
+                    using (var job = emoji.SubmitGenerate(new GenerateOptions { Prompt = "a red apple", Steps = 2, Seed = 1 }))
+                    {
+                        job.Wait();
+                        int stride = 32 * 4 + 4;
+                        var bgra = Filled(32 * stride, 0x11);
+                        job.TakeInto(new Target(bgra, 32, 32, PixelFormat.Bgra8) { Stride = stride, BottomUp = true });
+                        CheckBgraBottomUp(bgra, stride, images[0], 0x11, "emoji BGRA");
+                    }
+                    using (var job = emoji.SubmitGenerate(new GenerateOptions { Prompt = "a red apple", Steps = 2, Seed = 1 }))
+                    {
+                        job.Wait();
+                        var pm = new byte[32 * 32 * 4];
+                        job.TakeInto(new Target(pm, 32, 32, PixelFormat.Rgba8) { Premultiplied = true });
+                        int worst = 0;
+                        bool alpha = true;
+                        for (int i = 0; i < pm.Length; i += 4)
+                        {
+                            int a = images[0].Pixels[i + 3];
+                            alpha &= pm[i + 3] == a;
+                            for (int c = 0; c < 3; c++)
+                                worst = Math.Max(worst, (int)Math.Abs(pm[i + c] - Math.Round(images[0].Pixels[i + c] * a / 255.0)));
+                        }
+                        Check(alpha, "premultiplied keeps alpha");
+                        Check(worst <= 1, "premultiplied colour = colour x alpha (worst " + worst + ")");
+                        Check(images[0].Pixels.Where((v, i) => i % 4 == 3).Any(v => v < 255), "the emoji has transparent pixels");
+                    }
                 }
             });
     }
@@ -738,6 +791,30 @@ internal static class MirageTests
         });
     }
 
+    private static void RunTextJobs(Context text)
+    {
+        Test("fashion-text: jobs and Tasks with prompts", () =>
+        {
+            var prompts = new[] { "a photo of a sandal", "a photo of a bag" };
+            var o = new GenerateOptions { Seed = 4, Steps = 4 };
+            var frames = text.Interpolate(prompts, 3, o);
+            using (var job = text.SubmitInterpolate(prompts, 3, o, new JobOptions { Mode = JobMode.Manual }))
+            {
+                Equal(12, job.Poll().Total, "an interpolate job counts the steps of every frame");
+                while (!job.Poll().IsEnded) job.Advance(5, TimeSpan.FromMilliseconds(4));
+                using (var b = job.TakeImages()) Check(Same(b.ToImages(), frames), "SubmitInterpolate (manual) = Interpolate");
+            }
+            var task = text.InterpolateAsync(prompts, 3, o);
+            Check(Settle(task, 60000) && Same(task.Result.ToImages(), frames), "InterpolateAsync = Interpolate");
+            var g = new GenerateOptions { Prompt = "a photo of a sandal", Negative = "a sneaker", Seed = 1, Steps = 4, Count = 2 };
+            var expected = text.Generate(g);
+            var gt = text.GenerateAsync(g);
+            Check(Settle(gt, 60000) && Same(gt.Result.ToImages(), expected), "GenerateAsync with a prompt = Generate");
+            Fails(Status.InvalidArgument, "one prompt for a job", () => text.SubmitInterpolate(new[] { "a bag" }, 3, o));
+            Throws<ArgumentException>("a NUL in a job's prompt", () => text.SubmitGenerate(new GenerateOptions { Prompt = "a\0b" }));
+        });
+    }
+
     private static void RunDispose(string fashionDir, string textDir)
     {
         var ctx = new Context(fashionDir);
@@ -764,6 +841,28 @@ internal static class MirageTests
         Throws<ObjectDisposedException>("DecodeInto", () => ctx.DecodeInto(latents, before));
         Throws<ObjectDisposedException>("Cancel", () => ctx.Cancel());
         Throws<ObjectDisposedException>("Generate(null)", () => ctx.Generate(null));
+        Throws<ObjectDisposedException>("SubmitGenerate", () => ctx.SubmitGenerate(o));
+        Throws<ObjectDisposedException>("SubmitImg2Img", () => ctx.SubmitImg2Img(before, o));
+        Throws<ObjectDisposedException>("SubmitDenoise", () => ctx.SubmitDenoise(before, o));
+        Throws<ObjectDisposedException>("SubmitInpaint", () => ctx.SubmitInpaint(before, before, o));
+        Throws<ObjectDisposedException>("SubmitInterpolate", () => ctx.SubmitInterpolate(new[] { "a", "b" }, 2, o));
+        Throws<ObjectDisposedException>("SubmitEncode", () => ctx.SubmitEncode(before));
+        Throws<ObjectDisposedException>("SubmitDecode", () => ctx.SubmitDecode(latents));
+        Throws<ObjectDisposedException>("GenerateAsync", () => ctx.GenerateAsync(o));
+
+        // Jobs outlive their context: a manual job still runs, a workers job is cancelled.
+        var owner = new Context(fashionDir);
+        var manual = owner.SubmitGenerate(new GenerateOptions { Seed = 1, Steps = 4 }, new JobOptions { Mode = JobMode.Manual });
+        var worker1 = owner.SubmitGenerate(new GenerateOptions { Steps = 1000 });
+        var pending = owner.GenerateAsync(new GenerateOptions { Steps = 1000 });
+        owner.Dispose();
+        manual.Advance(10, TimeSpan.Zero);
+        using (var b = manual.TakeImages()) Check(Same(b.ToImages(), before), "a manual job runs after its context's Dispose");
+        Check(worker1.Wait(TimeSpan.FromSeconds(30)), "a workers job ends when its context is disposed");
+        Equal(JobState.Cancelled, worker1.Poll().State, "cancelled by the context's Dispose");
+        Check(Settle(pending, 30000) && pending.IsCanceled, "a GenerateAsync is cancelled by the context's Dispose: " + pending.Status);
+        manual.Dispose();
+        worker1.Dispose();
 
         // using
         Image[] inUsing;
@@ -807,6 +906,669 @@ internal static class MirageTests
         GC.Collect();
         GC.WaitForPendingFinalizers();
         Check(true, "finalized");
+    }
+
+    // ---- jobs, targets, Tasks, packs ----
+
+    /// <summary>Waits up to <paramref name="ms"/> for <paramref name="condition"/>, sleeping 1 ms between looks.</summary>
+    private static bool WaitFor(Func<bool> condition, int ms = 30000)
+    {
+        var clock = Stopwatch.StartNew();
+        while (!condition())
+        {
+            if (clock.ElapsedMilliseconds > ms) return false;
+            Thread.Sleep(1);
+        }
+        return true;
+    }
+
+    /// <summary>Waits for a Task to end in any way (completed, cancelled, faulted); false on timeout.</summary>
+    private static bool Settle(Task task, int ms = 30000)
+    {
+        try
+        {
+            return task.Wait(ms);
+        }
+        catch (AggregateException)
+        {
+            return true;
+        }
+    }
+
+    private static byte[] Filled(int n, byte value)
+    {
+        var b = new byte[n];
+        for (int i = 0; i < n; i++) b[i] = value;
+        return b;
+    }
+
+    private static double SrgbToLinear(double c)
+    {
+        return c <= 0.04045 ? c / 12.92 : Math.Pow((c + 0.055) / 1.055, 2.4);
+    }
+
+    /// <summary>Checks a BGRA8 buffer written bottom-up with <paramref name="stride"/> against RGBA pixels (top-down,
+    /// packed): every pixel swizzled and flipped, every padding byte still <paramref name="pad"/>.</summary>
+    private static void CheckBgraBottomUp(byte[] buf, int stride, Image rgba, byte pad, string what)
+    {
+        int w = rgba.Width, h = rgba.Height;
+        bool pixels = true, padding = true;
+        for (int y = 0; y < h; y++)
+        {
+            int row = (h - 1 - y) * stride;
+            for (int x = 0; x < w; x++)
+            {
+                int s = (y * w + x) * 4, d = row + x * 4;
+                pixels &= buf[d] == rgba.Pixels[s + 2] && buf[d + 1] == rgba.Pixels[s + 1]
+                    && buf[d + 2] == rgba.Pixels[s] && buf[d + 3] == rgba.Pixels[s + 3];
+            }
+            for (int i = row + w * 4; i < Math.Min(row + stride, buf.Length); i++) padding &= buf[i] == pad;
+        }
+        Check(pixels, what + ": the pixels are the RGBA result flipped and swizzled");
+        Check(padding, what + ": the padding between rows is untouched");
+    }
+
+    private static void RunJobs(Context fashion, string fashionDir)
+    {
+        var o = new GenerateOptions { Seed = 7, Steps = 4, Count = 2 };
+        var blocking = fashion.Generate(o);
+        var blockingRgba = fashion.Generate(new GenerateOptions { Seed = 7, Steps = 4, Count = 2, Format = PixelFormat.Rgba8 });
+        var longJob = new GenerateOptions { Steps = 1000, Count = 2 };
+
+        Test("jobs: a workers job waited for = the blocking Generate", () =>
+        {
+            using (var job = fashion.SubmitGenerate(o))
+            {
+                Equal(JobMode.Workers, job.Mode, "Mode");
+                Equal(PixelFormat.Gray8, job.Format, "Format: the set's own");
+                Check(job.Wait(TimeSpan.FromSeconds(60)), "the job ended within 60 s");
+                var p = job.Poll();
+                Equal(JobState.Done, p.State, "state");
+                Equal(4, p.Step, "steps done");
+                Equal(4, p.Total, "steps in all");
+                Check(p.IsEnded, "IsEnded");
+                Fails(Status.InvalidArgument, "TakeLatents of an image job", () => job.TakeLatents(), "images");
+                using (var batch = job.TakeImages())
+                {
+                    Equal(2, batch.Count, "batch Count");
+                    Check(batch.Width == 28 && batch.Height == 28 && batch.Format == PixelFormat.Gray8, "batch size and format");
+                    Check(Same(batch.ToImages(), blocking), "the job's images are exactly the blocking call's");
+                    Check(Same(batch[1], blocking[1]), "batch[1]");
+                    Throws<ArgumentOutOfRangeException>("batch[2]", () => { var x = batch[2]; });
+                    batch.Dispose();
+                    Check(batch.IsDisposed, "ImageBatch.IsDisposed");
+                    Throws<ObjectDisposedException>("ToImages after Dispose", () => batch.ToImages());
+                }
+                Fails(Status.InvalidArgument, "a second take", () => job.TakeImages(), "taken");
+            }
+            using (var job = fashion.SubmitGenerate(new GenerateOptions { Seed = 7, Steps = 4, Count = 2, Format = PixelFormat.Rgba8 }))
+            {
+                job.Wait();
+                Equal(PixelFormat.Rgba8, job.Format, "Format on request");
+                using (var batch = job.TakeImages()) Check(Same(batch.ToImages(), blockingRgba), "an Rgba8 job = the blocking Rgba8 call");
+            }
+            // Many jobs at once on a context with 2 workers: each gives the serial result.
+            using (var two = new Context(fashionDir, new ContextOptions { Workers = 2 }))
+            {
+                var jobs = Enumerable.Range(0, 5).Select(i => two.SubmitGenerate(o)).ToList();
+                foreach (var j in jobs)
+                {
+                    Check(j.Wait(TimeSpan.FromSeconds(60)), "a job of 2 workers ended");
+                    using (var b = j.TakeImages()) Check(Same(b.ToImages(), blocking), "2 workers: the serial result");
+                    j.Dispose();
+                }
+            }
+            Fails(Status.InvalidArgument, "a job with 0 steps", () => fashion.SubmitGenerate(new GenerateOptions { Steps = 0 }), "steps");
+            Throws<ArgumentException>("a job with a Progress callback",
+                () => fashion.SubmitGenerate(new GenerateOptions { Steps = 4, Progress = (s, t) => true }));
+            Throws<ArgumentException>("a job with a Preview callback",
+                () => fashion.SubmitGenerate(new GenerateOptions { Steps = 4, Preview = (s, i) => true }));
+            Fails(Status.InvalidArgument, "an unknown job mode",
+                () => fashion.SubmitGenerate(o, new JobOptions { Mode = (JobMode)7 }), "mode");
+        });
+
+        Test("jobs: a manual job advanced on a 4 ms budget = the blocking Generate", () =>
+        {
+            var o20 = new GenerateOptions { Seed = 3, Steps = 20, Count = 2 };
+            var expected = fashion.Generate(o20);
+            using (var job = fashion.SubmitGenerate(o20, new JobOptions { Mode = JobMode.Manual }))
+            {
+                Equal(JobMode.Manual, job.Mode, "Mode");
+                Equal(JobState.Queued, job.Poll().State, "nothing runs a manual job by itself");
+                Check(!job.Wait(TimeSpan.FromMilliseconds(20)), "Wait times out on a manual job nobody advances");
+                int calls = 0, steps = 0;
+                bool progress = true;
+                while (!job.Poll().IsEnded && calls < 1000)
+                {
+                    int ran = job.Advance(1000, TimeSpan.FromMilliseconds(4));
+                    progress &= ran >= 1 && ran <= 20 - steps;
+                    steps += ran;
+                    calls++;
+                    progress &= job.Poll().Step == steps;
+                }
+                Check(progress, "every Advance ran 1 or more steps, no more than were left, as Poll().Step says");
+                Equal(20, steps, "steps run in all");
+                Equal(0, job.Advance(5, TimeSpan.Zero), "advancing an ended job runs nothing");
+                Check(job.Wait(TimeSpan.Zero), "Wait(0) of an ended job");
+                using (var batch = job.TakeImages()) Check(Same(batch.ToImages(), expected), "the manual job's images are exactly the blocking call's");
+                if (Verbose) Console.WriteLine("  20 steps in " + calls + " Advance calls");
+            }
+            using (var job = fashion.SubmitGenerate(o, new JobOptions { Mode = JobMode.Manual }))
+            {
+                for (int i = 1; i <= 4; i++)
+                {
+                    Equal(1, job.Advance(1, Timeout.InfiniteTimeSpan), "Advance(1) runs one step");
+                    Equal(i, job.Poll().Step, "one step at a time");
+                }
+                Equal(JobState.Done, job.Poll().State, "done after 4 single steps");
+                Equal(0, job.Advance(0, TimeSpan.Zero), "Advance(0) runs nothing");
+                using (var batch = job.TakeImages()) Check(Same(batch.ToImages(), blocking), "single steps = the blocking call");
+                Throws<ArgumentOutOfRangeException>("Advance(-1, ...)", () => job.Advance(-1, TimeSpan.Zero));
+                Throws<ArgumentOutOfRangeException>("Advance with a negative budget", () => job.Advance(1, TimeSpan.FromMilliseconds(-5)));
+            }
+            using (var job = fashion.SubmitGenerate(o20, new JobOptions { Mode = JobMode.Manual }))
+            {
+                Equal(0, job.Advance(0, TimeSpan.Zero), "Advance(0, ...) runs nothing");
+                Equal(7, job.Advance(7, Timeout.InfiniteTimeSpan), "no time limit: maxSteps steps");
+                Equal(13, job.Advance(100, TimeSpan.Zero), "TimeSpan.Zero: no time limit either, to the end");
+                using (var batch = job.TakeImages()) Check(Same(batch.ToImages(), expected), "7 + 13 steps = the blocking call");
+            }
+            using (var job = fashion.SubmitGenerate(o))
+            {
+                Fails(Status.InvalidArgument, "Advance of a workers job", () => job.Advance(1, TimeSpan.Zero));
+                job.Wait();
+            }
+            // One thread at a time advances a manual job; Dispose from another thread ends a long Advance.
+            var shared = fashion.SubmitGenerate(longJob, new JobOptions { Mode = JobMode.Manual });
+            int ranThere = -1;
+            Exception there = null;
+            var stepper = new Thread(() =>
+            {
+                try
+                {
+                    ranThere = shared.Advance(1000, Timeout.InfiniteTimeSpan);
+                }
+                catch (Exception e)
+                {
+                    there = e;
+                }
+            });
+            stepper.Start();
+            Check(WaitFor(() => shared.Poll().Step > 0), "the other thread advances the job");
+            Fails(Status.InvalidArgument, "a second thread advancing the same job", () => shared.Advance(1, TimeSpan.Zero));
+            shared.Dispose();
+            Check(stepper.Join(30000), "Dispose ends an Advance running on another thread");
+            Check(there == null && ranThere > 0 && ranThere < 1000, "that Advance returned early: " + ranThere + " steps, " + there);
+
+            Fails(Status.InvalidArgument, "a take before the job has ended", () =>
+            {
+                using (var job = fashion.SubmitGenerate(o, new JobOptions { Mode = JobMode.Manual })) job.TakeImages();
+            });
+        });
+
+        Test("jobs: previews", () =>
+        {
+            using (var job = fashion.SubmitGenerate(o, new JobOptions { Mode = JobMode.Manual, Previews = true }))
+            {
+                int step;
+                Check(job.Preview(null, out step) == null && step == 0, "no preview before the first step");
+                job.Advance(1, TimeSpan.Zero);
+                using (var p = job.Preview(null, out step))
+                {
+                    Check(p != null && p.Count == 2 && p.Format == PixelFormat.Gray8 && p.Width == 28, "a preview of 2 grey images");
+                    Equal(1, step, "the preview's step");
+                }
+                using (var p = job.Preview(PixelFormat.Rgba8)) Equal(PixelFormat.Rgba8, p.Format, "a preview in Rgba8");
+                Fails(Status.InvalidArgument, "a preview in Bgra8 (targets only)", () => job.Preview(PixelFormat.Bgra8), "format");
+                job.Advance(100, TimeSpan.Zero);
+                using (var last = job.Preview())
+                using (var result = job.TakeImages())
+                    Check(Same(last.ToImages(), result.ToImages()), "the last preview is the result");
+            }
+            using (var job = fashion.SubmitGenerate(o, new JobOptions { Mode = JobMode.Manual }))
+                Fails(Status.InvalidArgument, "Preview of a job without previews", () => job.Preview(), "previews");
+        });
+
+        Test("jobs: Cancel, Dispose, the context's Cancel", () =>
+        {
+            var job = fashion.SubmitGenerate(longJob);
+            Check(WaitFor(() => job.Poll().State == JobState.Running), "the long job started");
+            job.Cancel();
+            Check(job.Wait(TimeSpan.FromSeconds(30)), "a cancelled job ends");
+            var p = job.Poll();
+            Equal(JobState.Cancelled, p.State, "state after Cancel");
+            Check(p.Step < 1000 && p.Total == 1000, "it stopped early: " + p);
+            Fails(Status.Cancelled, "the take of a cancelled job", () => job.TakeImages());
+            job.Cancel(); // ended: nothing
+            job.Dispose();
+            job.Dispose();
+            Check(job.IsDisposed, "IsDisposed");
+            Throws<ObjectDisposedException>("Poll after Dispose", () => job.Poll());
+            Throws<ObjectDisposedException>("Wait after Dispose", () => job.Wait(TimeSpan.Zero));
+            Throws<ObjectDisposedException>("Cancel after Dispose", () => job.Cancel());
+            Throws<ObjectDisposedException>("Advance after Dispose", () => job.Advance(1, TimeSpan.Zero));
+            Throws<ObjectDisposedException>("Preview after Dispose", () => job.Preview());
+            Throws<ObjectDisposedException>("TakeImages after Dispose", () => job.TakeImages());
+            Throws<ObjectDisposedException>("TakeLatents after Dispose", () => job.TakeLatents());
+            Throws<ObjectDisposedException>("TakeInto after Dispose", () => job.TakeInto(new Target(new byte[28 * 28], 28, 28, PixelFormat.Gray8)));
+
+            // The context's Cancel reaches its workers' jobs, queued or running, not manual ones.
+            var running = fashion.SubmitGenerate(longJob);
+            var queued = fashion.SubmitGenerate(longJob);
+            var manual = fashion.SubmitGenerate(o, new JobOptions { Mode = JobMode.Manual });
+            manual.Advance(1, TimeSpan.Zero);
+            Check(WaitFor(() => running.Poll().State == JobState.Running), "the first long job started");
+            Equal(JobState.Queued, queued.Poll().State, "the second waits (1 worker)");
+            fashion.Cancel();
+            Check(running.Wait(TimeSpan.FromSeconds(30)) && queued.Wait(TimeSpan.FromSeconds(30)), "the context's Cancel ends its jobs");
+            Equal(JobState.Cancelled, running.Poll().State, "running job cancelled");
+            Equal(JobState.Cancelled, queued.Poll().State, "queued job cancelled");
+            Equal(JobState.Running, manual.Poll().State, "a manual job is not the context's to cancel");
+            manual.Advance(100, TimeSpan.Zero);
+            using (var b = manual.TakeImages()) Check(Same(b.ToImages(), blocking), "the manual job still gives the blocking result");
+            running.Dispose();
+            queued.Dispose();
+            manual.Dispose();
+
+            // Dispose while another thread waits on the job: the job is cancelled, the wait returns.
+            var waited = fashion.SubmitGenerate(longJob);
+            Exception caught = null;
+            bool returned = false;
+            var waiter = new Thread(() =>
+            {
+                try
+                {
+                    waited.Wait();
+                    returned = true;
+                }
+                catch (Exception e)
+                {
+                    caught = e;
+                }
+            });
+            waiter.Start();
+            Check(WaitFor(() => waited.IsDisposed || waited.Poll().State == JobState.Running), "the waited job started");
+            Thread.Sleep(20);
+            waited.Dispose();
+            Check(waiter.Join(30000), "a thread waiting on a disposed job returns");
+            Check(returned || caught is ObjectDisposedException, "the wait returned (or found the job disposed): " + caught);
+            // The worker is free again: a new job runs at once.
+            using (var after = fashion.SubmitGenerate(o))
+            {
+                Check(after.Wait(TimeSpan.FromSeconds(30)), "a job after the cancelled ones runs");
+                using (var b = after.TakeImages()) Check(Same(b.ToImages(), blocking), "and gives the blocking result");
+            }
+            // A job never disposed is freed by its finalizer.
+            fashion.SubmitGenerate(o, new JobOptions { Mode = JobMode.Manual });
+            GC.Collect();
+            GC.WaitForPendingFinalizers();
+        });
+
+        Test("jobs: Busy with MaxQueuedJobs = 1", () =>
+        {
+            using (var ctx = new Context(fashionDir, new ContextOptions { MaxQueuedJobs = 1 }))
+            {
+                var a = ctx.SubmitGenerate(longJob);
+                Check(WaitFor(() => a.Poll().State == JobState.Running), "the first long job started");
+                var b = ctx.SubmitGenerate(longJob);
+                Equal(JobState.Queued, b.Poll().State, "the second is queued");
+                Fails(Status.Busy, "a third job with one running and one queued", () => ctx.SubmitGenerate(longJob), "queue");
+                Fails(Status.Busy, "a fourth job", () => ctx.SubmitGenerate(o));
+                Fails(Status.Busy, "GenerateAsync on a full queue throws at once", () => ctx.GenerateAsync(o));
+                Fails(Status.Busy, "an encode job on a full queue", () => ctx.SubmitEncode(blocking));
+                using (var m = ctx.SubmitGenerate(o, new JobOptions { Mode = JobMode.Manual }))
+                    Equal(JobState.Queued, m.Poll().State, "a manual job takes no place in the queue");
+                a.Dispose(); // cancels the running job: the queued one starts
+                Check(WaitFor(() => b.Poll().State == JobState.Running), "disposing the running job lets the queued one start");
+                using (var c = ctx.SubmitGenerate(o))
+                {
+                    b.Cancel();
+                    Check(c.Wait(TimeSpan.FromSeconds(60)), "a job submitted once there was room ran");
+                    using (var batch = c.TakeImages()) Check(Same(batch.ToImages(), blocking), "and gives the blocking result");
+                }
+                b.Dispose();
+            }
+            Fails(Status.InvalidArgument, "Workers 0", () => new Context(fashionDir, new ContextOptions { Workers = 0 }), "workers");
+            Fails(Status.InvalidArgument, "Workers 65", () => new Context(fashionDir, new ContextOptions { Workers = Mirage.Runtime.MaxWorkers + 1 }), "workers");
+            Fails(Status.InvalidArgument, "MaxQueuedJobs 0", () => new Context(fashionDir, new ContextOptions { MaxQueuedJobs = 0 }), "max_queued_jobs");
+            Fails(Status.InvalidArgument, "MaxQueuedJobs 4097",
+                () => new Context(fashionDir, new ContextOptions { MaxQueuedJobs = Mirage.Runtime.MaxQueuedJobs + 1 }), "max_queued_jobs");
+            Throws<ArgumentOutOfRangeException>("Workers -1", () => new Context(fashionDir, new ContextOptions { Workers = -1 }));
+            Throws<ArgumentOutOfRangeException>("MaxQueuedJobs -1", () => new Context(fashionDir, new ContextOptions { MaxQueuedJobs = -1 }));
+            using (var most = new Context(fashionDir, new ContextOptions { Workers = Mirage.Runtime.MaxWorkers, MaxQueuedJobs = Mirage.Runtime.MaxQueuedJobs }))
+            using (var job = most.SubmitGenerate(o))
+            {
+                job.Wait();
+                using (var batch = job.TakeImages()) Check(Same(batch.ToImages(), blocking), "64 workers, 4096 queued: the blocking result");
+            }
+        });
+
+        Test("jobs: GenerateAsync and the other Tasks", () =>
+        {
+            var task = fashion.GenerateAsync(o);
+            Check(Settle(task, 60000), "GenerateAsync completed");
+            Equal(TaskStatus.RanToCompletion, task.Status, "task status");
+            using (var batch = task.Result) Check(Same(batch.ToImages(), blocking), "GenerateAsync gives the blocking result");
+
+            Func<Task<Image[]>> awaiting = async () =>
+            {
+                using (var batch = await fashion.GenerateAsync(o).ConfigureAwait(false)) return batch.ToImages();
+            };
+            var awaited = awaiting();
+            Check(Settle(awaited, 60000) && Same(awaited.Result, blocking), "await GenerateAsync");
+
+            // A cancelled token on a long job: the Task is cancelled within a step or so.
+            using (var cts = new CancellationTokenSource())
+            {
+                var clock = Stopwatch.StartNew();
+                var running = fashion.GenerateAsync(longJob, cts.Token);
+                Thread.Sleep(50);
+                Check(!running.IsCompleted, "the long job is still running");
+                cts.Cancel();
+                Check(Settle(running, 30000), "the cancelled Task ended");
+                Check(running.IsCanceled, "the Task is cancelled: " + running.Status);
+                Check(clock.Elapsed < TimeSpan.FromSeconds(20), "within reasonable time (" + clock.ElapsedMilliseconds + " ms)");
+                try
+                {
+                    running.Wait();
+                    Check(false, "Wait of a cancelled Task throws");
+                }
+                catch (AggregateException e)
+                {
+                    Check(e.InnerException is OperationCanceledException, "a cancelled Task throws OperationCanceledException: " + e.InnerException);
+                    var oce = e.InnerException as OperationCanceledException;
+                    Check(oce != null && oce.CancellationToken == cts.Token, "with the caller's token");
+                }
+            }
+            var pre = fashion.GenerateAsync(o, new CancellationToken(true));
+            Check(pre.IsCanceled, "an already cancelled token: a cancelled Task, nothing submitted");
+
+            // The context's Cancel cancels the Task too.
+            var byContext = fashion.GenerateAsync(longJob);
+            Thread.Sleep(50);
+            fashion.Cancel();
+            Check(Settle(byContext, 30000) && byContext.IsCanceled, "Context.Cancel cancels a GenerateAsync: " + byContext.Status);
+
+            Fails(Status.InvalidArgument, "GenerateAsync with 0 steps throws at once", () => fashion.GenerateAsync(new GenerateOptions { Steps = 0 }));
+            Throws<ArgumentException>("GenerateAsync with a Progress callback",
+                () => fashion.GenerateAsync(new GenerateOptions { Steps = 4, Progress = (s, t) => true }));
+
+            // The other operations as Tasks give the blocking results.
+            var o2 = new GenerateOptions { Seed = 3, Steps = 8, Strength = 0.5f };
+            var img = fashion.Img2ImgAsync(blocking, o2);
+            Check(Settle(img, 60000) && Same(img.Result.ToImages(), fashion.Img2Img(blocking, o2)), "Img2ImgAsync = Img2Img");
+            var den = fashion.DenoiseAsync(blocking, new GenerateOptions { Steps = 20, Strength = 0.1f });
+            Check(Settle(den, 60000) && Same(den.Result.ToImages(), fashion.Denoise(blocking, new GenerateOptions { Steps = 20, Strength = 0.1f })),
+                "DenoiseAsync = Denoise");
+            var mask = new Image(28, 28, 1);
+            for (int i = 0; i < 28 * 14; i++) mask.Pixels[i] = 255;
+            var masks = new[] { mask, mask };
+            var inp = fashion.InpaintAsync(blocking, masks, new GenerateOptions { Seed = 5, Steps = 8 });
+            Check(Settle(inp, 60000) && Same(inp.Result.ToImages(), fashion.Inpaint(blocking, masks, new GenerateOptions { Seed = 5, Steps = 8 })),
+                "InpaintAsync = Inpaint");
+            var enc = fashion.EncodeAsync(blocking);
+            var dist = fashion.Encode(blocking);
+            Check(Settle(enc, 60000) && enc.Result.Mean.Data.SequenceEqual(dist.Mean.Data) && enc.Result.Logvar.Data.SequenceEqual(dist.Logvar.Data),
+                "EncodeAsync = Encode");
+            var dec = fashion.DecodeAsync(dist.Mean, PixelFormat.Rgba8);
+            Check(Settle(dec, 60000) && Same(dec.Result.ToImages(), fashion.Decode(dist.Mean, PixelFormat.Rgba8)), "DecodeAsync = Decode");
+        });
+
+        Test("jobs: Submit* = the blocking calls", () =>
+        {
+            var o2 = new GenerateOptions { Seed = 3, Steps = 8, Strength = 0.5f };
+            using (var j = fashion.SubmitImg2Img(blocking, o2, new JobOptions { Mode = JobMode.Manual }))
+            {
+                j.Advance(100, TimeSpan.Zero);
+                using (var b = j.TakeImages()) Check(Same(b.ToImages(), fashion.Img2Img(blocking, o2)), "SubmitImg2Img (manual) = Img2Img");
+            }
+            var od = new GenerateOptions { Steps = 20, Strength = 0.1f };
+            using (var j = fashion.SubmitDenoise(blocking, od))
+            {
+                j.Wait();
+                using (var b = j.TakeImages()) Check(Same(b.ToImages(), fashion.Denoise(blocking, od)), "SubmitDenoise = Denoise");
+            }
+            var mask = new Image(28, 28, 1);
+            for (int i = 0; i < 28 * 14; i++) mask.Pixels[i] = 255;
+            var oi = new GenerateOptions { Seed = 5, Steps = 8 };
+            using (var j = fashion.SubmitInpaint(new[] { blocking[0] }, new[] { mask }, oi))
+            {
+                j.Wait();
+                using (var b = j.TakeImages()) Check(Same(b.ToImages(), fashion.Inpaint(new[] { blocking[0] }, new[] { mask }, oi)), "SubmitInpaint = Inpaint");
+            }
+            var dist = fashion.Encode(blocking);
+            using (var j = fashion.SubmitEncode(blocking, new JobOptions { Mode = JobMode.Manual }))
+            {
+                Equal(1, j.Advance(10, TimeSpan.Zero), "an encode job is one step");
+                var p = j.Poll();
+                Check(p.State == JobState.Done && p.Step == 1 && p.Total == 1, "encode job: done, 1/1: " + p);
+                Fails(Status.InvalidArgument, "TakeImages of an encode job", () => j.TakeImages(), "latents");
+                var l = j.TakeLatents();
+                Check(l.Mean.Data.SequenceEqual(dist.Mean.Data) && l.Logvar.Data.SequenceEqual(dist.Logvar.Data), "SubmitEncode = Encode (after a refused take)");
+                Check(l.Mean.Shape.SequenceEqual(new[] { 2, 3, 8, 8 }), "encode job shape");
+            }
+            using (var j = fashion.SubmitDecode(dist.Mean))
+            {
+                j.Wait();
+                Equal(PixelFormat.Gray8, j.Format, "decode job: the set's format by default");
+                using (var b = j.TakeImages()) Check(Same(b.ToImages(), fashion.Decode(dist.Mean)), "SubmitDecode = Decode");
+            }
+            Fails(Status.InvalidArgument, "SubmitImg2Img of an image of the wrong size", () => fashion.SubmitImg2Img(new[] { new Image(27, 28, 1) }, o2), "27");
+            Fails(Status.InvalidArgument, "SubmitDecode of the wrong shape", () => fashion.SubmitDecode(new Latents(new float[4 * 8 * 8], 1, 4, 8, 8)));
+            Fails(Status.Unsupported, "SubmitInterpolate on an unconditional set", () => fashion.SubmitInterpolate(new[] { "a", "b" }, 2, o));
+            Throws<ArgumentNullException>("SubmitImg2Img(null images)", () => fashion.SubmitImg2Img(null, o2));
+            Throws<ArgumentNullException>("SubmitDecode(null)", () => fashion.SubmitDecode(null));
+            Throws<ArgumentException>("SubmitInpaint with fewer masks than images", () => fashion.SubmitInpaint(blocking, new[] { mask }, oi));
+        });
+
+        Test("targets: TakeInto bottom-up BGRA with a stride, RGBA32F, resize; refused targets", () =>
+        {
+            int stride = 28 * 4 + 12;
+            using (var job = fashion.SubmitGenerate(o))
+            {
+                job.Wait();
+                // Refused by the binding: nothing is taken.
+                Throws<ArgumentException>("a target one byte too small",
+                    () => job.TakeInto(new Target(new byte[28 * 28 * 4 - 1], 28, 28, PixelFormat.Bgra8), new Target(new byte[28 * 28 * 4], 28, 28, PixelFormat.Bgra8)));
+                Throws<ArgumentException>("a stride smaller than a row",
+                    () => job.TakeInto(new Target(new byte[28 * 28 * 4], 28, 28, PixelFormat.Rgba8) { Stride = 28 * 4 - 1 }, new Target(new byte[28 * 28 * 4], 28, 28, PixelFormat.Rgba8)));
+                Throws<ArgumentException>("a float target's stride not a multiple of 4",
+                    () => job.TakeInto(new Target(new float[28 * 30 * 4], 28, 28) { Stride = 28 * 16 + 2 }, new Target(new float[28 * 28 * 4], 28, 28)));
+                Throws<ArgumentNullException>("a null target", () => job.TakeInto(new Target(new byte[28 * 28], 28, 28, PixelFormat.Gray8), null));
+                Throws<ArgumentOutOfRangeException>("an unknown filter",
+                    () => job.TakeInto(new Target(new byte[28 * 28], 28, 28, PixelFormat.Gray8) { Filter = (Filter)9 }, new Target(new byte[28 * 28], 28, 28, PixelFormat.Gray8)));
+                // Refused by the library (one target for two images): nothing is taken either.
+                var untouched = Filled(28 * 28 * 4, 0x5A);
+                Fails(Status.InvalidArgument, "one target for two images",
+                    () => job.TakeInto(new Target(untouched, 28, 28, PixelFormat.Rgba8)), "2");
+                Check(untouched.All(v => v == 0x5A), "a refused TakeInto writes nothing");
+                Equal(JobState.Done, job.Poll().State, "the result is still there");
+
+                var first = Filled(28 * stride, 0xAB);            // room for the last row's padding too
+                var second = Filled(27 * stride + 28 * 4, 0xCD);  // exactly the bytes the layout needs
+                job.TakeInto(new Target(first, 28, 28, PixelFormat.Bgra8) { Stride = stride, BottomUp = true },
+                    new Target(second, 28, 28, PixelFormat.Bgra8) { Stride = stride, BottomUp = true });
+                CheckBgraBottomUp(first, stride, blockingRgba[0], 0xAB, "image 0");
+                CheckBgraBottomUp(second, stride, blockingRgba[1], 0xCD, "image 1 (exact size)");
+                Fails(Status.InvalidArgument, "a take after TakeInto", () => job.TakeImages());
+            }
+            // Float targets (linear light), a resized target, premultiplied alpha of an opaque image.
+            using (var job = fashion.SubmitGenerate(o))
+            {
+                job.Wait();
+                var linear = new float[28 * 28 * 4];
+                var big = new byte[56 * 56];
+                job.TakeInto(new Target(linear, 28, 28), new Target(big, 56, 56, PixelFormat.Gray8) { Filter = Filter.Nearest });
+                double worst = 0;
+                bool alpha = true;
+                for (int i = 0; i < 28 * 28; i++)
+                {
+                    double expected = SrgbToLinear(blocking[0].Pixels[i] / 255.0);
+                    for (int c = 0; c < 3; c++) worst = Math.Max(worst, Math.Abs(linear[i * 4 + c] - expected));
+                    alpha &= linear[i * 4 + 3] == 1.0f;
+                }
+                Check(worst < 0.01, "Rgba32F: the colour in linear light (worst |diff| " + worst.ToString("G3") + ")");
+                Check(alpha, "Rgba32F: alpha 1");
+                bool nearest = true;
+                for (int y = 0; y < 56; y++)
+                    for (int x = 0; x < 56; x++) nearest &= big[y * 56 + x] == blocking[1].Pixels[(y / 2) * 28 + x / 2];
+                Check(nearest, "a 56x56 target with Filter.Nearest: every source pixel doubled");
+            }
+            using (var job = fashion.SubmitGenerate(o))
+            {
+                job.Wait();
+                var straight = new byte[28 * 28 * 4];
+                var premultiplied = new byte[28 * 28 * 4];
+                job.TakeInto(new Target(straight, 28, 28, PixelFormat.Rgba8), new Target(premultiplied, 28, 28, PixelFormat.Rgba8) { Premultiplied = true });
+                Check(straight.SequenceEqual(blockingRgba[0].Pixels), "an Rgba8 target = the blocking Rgba8 result");
+                Check(premultiplied.SequenceEqual(blockingRgba[1].Pixels), "premultiplied alpha of an opaque image changes nothing");
+            }
+
+            // Targets the binding refuses when made.
+            Throws<ArgumentNullException>("a Target over null", () => new Target((byte[])null, 28, 28, PixelFormat.Gray8));
+            Throws<ArgumentException>("a byte[] Target of Rgba32F", () => new Target(new byte[16], 1, 1, PixelFormat.Rgba32F));
+            Throws<ArgumentOutOfRangeException>("a Target of width 0", () => new Target(new byte[16], 0, 1, PixelFormat.Gray8));
+            Throws<ArgumentOutOfRangeException>("a Target wider than MaxImageSide",
+                () => new Target(new byte[16], Mirage.Runtime.MaxImageSide + 1, 1, PixelFormat.Gray8));
+            Throws<ArgumentOutOfRangeException>("a Target of an unknown format", () => new Target(new byte[16], 1, 1, (PixelFormat)42));
+            Equal(16, Target.BytesPerPixel(PixelFormat.Rgba32F), "BytesPerPixel(Rgba32F)");
+        });
+
+        Test("targets: ImageBatch.WriteInto", () =>
+        {
+            using (var job = fashion.SubmitGenerate(new GenerateOptions { Seed = 7, Steps = 4, Count = 2, Format = PixelFormat.Rgba8 }))
+            {
+                job.Wait();
+                using (var batch = job.TakeImages())
+                {
+                    int stride = 28 * 4 + 8;
+                    var buf = Filled(28 * stride, 0xEE);
+                    batch.WriteInto(1, new Target(buf, 28, 28, PixelFormat.Bgra8) { Stride = stride, BottomUp = true });
+                    CheckBgraBottomUp(buf, stride, blockingRgba[1], 0xEE, "WriteInto");
+                    var grey = new byte[28 * 28];
+                    batch.WriteInto(0, new Target(grey, 28, 28, PixelFormat.Gray8));
+                    Check(grey.SequenceEqual(blocking[0].Pixels), "WriteInto a Gray8 target = the grey result");
+                    var half = new byte[14 * 14];
+                    batch.WriteInto(0, new Target(half, 14, 14, PixelFormat.Gray8));
+                    Check(half.Distinct().Count() > 5, "WriteInto a smaller target (bilinear)");
+                    Throws<ArgumentOutOfRangeException>("WriteInto index 2", () => batch.WriteInto(2, new Target(grey, 28, 28, PixelFormat.Gray8)));
+                    Throws<ArgumentException>("WriteInto a target too small", () => batch.WriteInto(0, new Target(new byte[100], 28, 28, PixelFormat.Gray8)));
+                    Throws<ArgumentNullException>("WriteInto(0, null)", () => batch.WriteInto(0, null));
+                }
+            }
+        });
+
+        Test("diffusion options: Noise; Tileable refused by a set that cannot wrap", () =>
+        {
+            var noise = fashion.SamplePrior(2, 11);
+            var withNoise = fashion.Generate(new GenerateOptions { Seed = 7, Steps = 4, Count = 2, Noise = noise });
+            Check(!Same(withNoise[0], blocking[0]), "given noise replaces the seed's");
+            Check(Same(withNoise, fashion.Generate(new GenerateOptions { Seed = 99, Steps = 4, Count = 2, Noise = noise })),
+                "with the noise given, the seed does not matter (eta 0)");
+            using (var job = fashion.SubmitGenerate(new GenerateOptions { Seed = 7, Steps = 4, Count = 2, Noise = noise }))
+            {
+                job.Wait();
+                using (var b = job.TakeImages()) Check(Same(b.ToImages(), withNoise), "a job with Noise = the blocking call");
+            }
+            var img2img = fashion.Img2Img(blocking, new GenerateOptions { Steps = 8, Strength = 0.5f, Noise = noise });
+            Equal(2, img2img.Length, "Img2Img with one noise per image");
+            Fails(Status.InvalidArgument, "noise of the wrong count", () => fashion.Generate(new GenerateOptions { Steps = 4, Count = 2, Noise = noise.Item(0) }));
+            Fails(Status.InvalidArgument, "noise of the wrong shape",
+                () => fashion.Generate(new GenerateOptions { Steps = 4, Noise = new Latents(new float[4 * 8 * 8], 1, 4, 8, 8) }));
+            Throws<MirageException>("Denoise refuses noise", () => fashion.Denoise(blocking, new GenerateOptions { Steps = 4, Strength = 0.1f, Noise = noise }));
+
+            // fashion decodes 8x8 latents to 28x28 images (a crop): its images cannot wrap (emoji's can, below).
+            var tileable = new GenerateOptions { Seed = 7, Steps = 4, Tileable = true };
+            Fails(Status.Unsupported, "Tileable on fashion", () => fashion.Generate(tileable), "tileable");
+            Fails(Status.Unsupported, "a tileable job on fashion", () => fashion.SubmitGenerate(tileable), "tileable");
+            Fails(Status.Unsupported, "a tileable GenerateAsync on fashion throws at once", () => fashion.GenerateAsync(tileable), "tileable");
+            Fails(Status.Unsupported, "ContextOptions.Tileable on fashion", () => new Context(fashionDir, new ContextOptions { Tileable = true }), "tileable");
+            Check(Same(fashion.Generate(o), blocking), "the context works after the refusals");
+        });
+    }
+
+    private static void RunPack(string fashionDir, string pack)
+    {
+        var o = new GenerateOptions { Seed = 7, Steps = 4, Count = 2 };
+        Image[] expected;
+        using (var dir = new Context(fashionDir)) expected = dir.Generate(o);
+        byte[] bytes = File.ReadAllBytes(pack);
+
+        Test("packs: a pack file, FromMemory, truncated bytes", () =>
+        {
+            using (var c = Context.FromMemory(bytes))
+            {
+                Equal("fashion", c.Info.Name, "the pack's set name");
+                Check(Same(c.Generate(o), expected), "FromMemory of the pack = the directory");
+                using (var job = c.SubmitGenerate(o))
+                {
+                    job.Wait();
+                    using (var b = job.TakeImages()) Check(Same(b.ToImages(), expected), "a job on a context from memory");
+                }
+            }
+            using (var c = new Context(pack)) Check(Same(c.Generate(o), expected), "new Context(pack file) = the directory");
+            using (var c = new Context(pack, new ContextOptions { Workers = 2 })) Check(Same(c.Generate(o), expected), "a pack file with options");
+
+            // Inside a bigger buffer: offset and count, and a span; the buffer is reused right after.
+            var padded = new byte[bytes.Length + 100];
+            Buffer.BlockCopy(bytes, 0, padded, 37, bytes.Length);
+            var c2 = Context.FromMemory(padded, 37, bytes.Length);
+            var c3 = Context.FromMemory(new ReadOnlySpan<byte>(padded, 37, bytes.Length));
+            for (int i = 0; i < padded.Length; i++) padded[i] = 0; // the library keeps nothing of the buffer
+            GC.Collect();
+            Check(Same(c2.Generate(o), expected), "FromMemory(data, offset, count)");
+            Check(Same(c3.Generate(o), expected), "FromMemory(ReadOnlySpan)");
+            c2.Dispose();
+            c3.Dispose();
+
+            Fails(Status.InvalidModel, "truncated bytes", () => Context.FromMemory(bytes, 0, bytes.Length / 2));
+            Fails(Status.InvalidModel, "a truncated span", () => Context.FromMemory(new ReadOnlySpan<byte>(bytes, 0, bytes.Length - 1)));
+            Fails(Status.InvalidModel, "only a header's worth", () => Context.FromMemory(bytes, 0, 16));
+            var corrupt = (byte[])bytes.Clone();
+            corrupt[corrupt.Length / 2] ^= 0xFF;
+            Fails(Status.InvalidModel, "a corrupted byte", () => Context.FromMemory(corrupt));
+            Fails(Status.InvalidModel, "foreign bytes", () => Context.FromMemory(Encoding.ASCII.GetBytes("{\"format_version\": 1} not a pack at all")));
+            Throws<ArgumentException>("empty bytes", () => Context.FromMemory(new byte[0]));
+            Throws<ArgumentException>("an empty span", () => Context.FromMemory(ReadOnlySpan<byte>.Empty));
+            Throws<ArgumentNullException>("FromMemory(null)", () => Context.FromMemory((byte[])null));
+            Throws<ArgumentOutOfRangeException>("FromMemory past the end", () => Context.FromMemory(bytes, 10, bytes.Length));
+        });
+    }
+
+    /// <summary>Tileable images on emoji (32x32 from 8x8 latents: whole pixels per latent cell, so they can wrap).</summary>
+    private static void RunTileable(string emojiDir, string packs)
+    {
+        var plain = new GenerateOptions { Prompt = "a red apple", Seed = 1, Steps = 2 };
+        var tileable = new GenerateOptions { Prompt = "a red apple", Seed = 1, Steps = 2, Tileable = true };
+        Image[] tiled, plainImages;
+        using (var emoji = new Context(emojiDir))
+        {
+            tiled = emoji.Generate(tileable);
+            plainImages = emoji.Generate(plain);
+            Check(!Same(tiled[0], plainImages[0]), "tileable differs from plain");
+            Check(Same(tiled, emoji.Generate(tileable)), "tileable is deterministic");
+            using (var job = emoji.SubmitGenerate(tileable, new JobOptions { Mode = JobMode.Manual }))
+            {
+                job.Advance(10, TimeSpan.Zero);
+                using (var b = job.TakeImages()) Check(Same(b.ToImages(), tiled), "a tileable job = the blocking call");
+            }
+        }
+        using (var prepared = new Context(emojiDir, new ContextOptions { Tileable = true }))
+            Check(Same(prepared.Generate(tileable), tiled), "ContextOptions.Tileable: the same tileable images");
+        string pack = Path.Combine(packs, "emoji.mirage");
+        if (!File.Exists(pack))
+        {
+            Console.WriteLine("skip tileable from memory: no emoji.mirage in MIRAGE_TEST_PACKS");
+            return;
+        }
+        byte[] bytes = File.ReadAllBytes(pack);
+        using (var c = Context.FromMemory(bytes, new ContextOptions { Tileable = true }))
+            Check(Same(c.Generate(tileable), tiled), "FromMemory with ContextOptions.Tileable: the directory's tileable images");
+        using (var c = Context.FromMemory(bytes))
+        {
+            Fails(Status.Unsupported, "tileable from memory without ContextOptions.Tileable", () => c.Generate(tileable), "memory");
+            Check(Same(c.Generate(plain), plainImages), "FromMemory of the emoji pack = the directory");
+        }
     }
 
     private static void RunImageHelpers()
