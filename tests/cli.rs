@@ -197,3 +197,71 @@ fn generate_denoise_img2img_inpaint() {
         assert!(!ok && err.contains("error"), "{args:?} should fail: {err}");
     }
 }
+
+/// The game-loop issue's flags: `mirage pack` and `--models` on the pack, `--noise FILE.npy` (the seed's own
+/// noise reproduces the seed's image; a wrong size is refused), `--size`/`--filter`, `--repeat`, and
+/// `--tileable` (refused on a set whose decoder crops, with the reason).
+#[test]
+fn pack_noise_size_repeat_and_tileable_flags() {
+    let (tmp, dir) = crate::util::tiny_diffusion_set();
+    let d = dir.to_str().unwrap();
+    let t = |name: &str| tmp.path().join(name).to_str().unwrap().to_string();
+    let (ok, out, err) = run(&["pack", d, "-o", &t("set.mirage")]);
+    assert!(ok && out.contains("it opens as a model set"), "{out}{err}");
+    let gen = |models: &str, extra: &[&str], out: &str| {
+        let mut args = vec!["generate", "--models", models, "--count", "2", "--steps", "3", "--seed", "5", "--quiet"];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["-o", out]);
+        run(&args)
+    };
+    let (ok, _, err) = gen(d, &[], &t("dir.png"));
+    assert!(ok, "{err}");
+    let (ok, _, err) = gen(&t("set.mirage"), &[], &t("pack.png"));
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(t("dir.png")).unwrap(), std::fs::read(t("pack.png")).unwrap(), "pack = directory");
+
+    let set = mirage::model_set::ModelSet::open(&dir).unwrap();
+    let [c, h, w] = set.latent_shape().unwrap().map(|v| v as usize);
+    let seed_noise = mirage::rng::Noise::new(5).try_normals(2 * c * h * w).unwrap();
+    std::fs::write(t("noise.npy"), mirage::latent::write_npy(&[2, c, h, w], &seed_noise).unwrap()).unwrap();
+    let (ok, _, err) = gen(d, &["--noise", &t("noise.npy")], &t("noise.png"));
+    assert!(ok, "{err}");
+    assert_eq!(std::fs::read(t("dir.png")).unwrap(), std::fs::read(t("noise.png")).unwrap(), "the seed's noise, given");
+    std::fs::write(t("short.npy"), mirage::latent::write_npy(&[c, h, w], &seed_noise[..c * h * w]).unwrap()).unwrap();
+    let (ok, _, err) = gen(d, &["--noise", &t("short.npy")], &t("x.png"));
+    assert!(!ok && err.contains("noise holds"), "{err}");
+    std::fs::write(t("bad.npy"), b"not numpy").unwrap();
+    let (ok, _, err) = gen(d, &["--noise", &t("bad.npy")], &t("x.png"));
+    assert!(!ok && err.contains("--noise: ") && err.contains(".npy"), "{err}");
+
+    let (ok, _, err) = run(&[
+        "generate",
+        "--models",
+        d,
+        "--count",
+        "1",
+        "--steps",
+        "2",
+        "--quiet",
+        "--size",
+        "50x30",
+        "--filter",
+        "nearest",
+        "--repeat",
+        "3",
+        "-o",
+        &t("sized.png"),
+    ]);
+    assert!(ok, "{err}");
+    let img = mirage::image::Image::load(&tmp.path().join("sized.png")).unwrap();
+    assert_eq!((img.width, img.height), (150, 90));
+    for (flag, value, needle) in
+        [("--size", "50", "WxH"), ("--filter", "cubic", "nearest | bilinear"), ("--repeat", "0", "1..=16")]
+    {
+        let (ok, _, err) = run(&["generate", "--models", d, "--steps", "1", flag, value, "-o", &t("x.png")]);
+        assert!(!ok && err.contains(needle), "{flag} {value}: {err}");
+    }
+    // The tiny set decodes like the Fashion sets (a crop), so it cannot wrap.
+    let (ok, _, err) = gen(d, &["--tileable"], &t("x.png"));
+    assert!(!ok && err.contains("cannot make tileable images"), "{err}");
+}
