@@ -8,7 +8,8 @@
 //! - [`schedule`]: the cosine diffusion schedule (one source for trainer and runtime).
 //! - [`sampler`]: reverse-diffusion samplers (DDIM, DPM-Solver++ 2M) behind one trait.
 //! - [`image`]: pixel buffers, conversions to and from model tensors, PNG/GIF I/O, grids.
-//! - [`latent`]: the VAE's sampling layer, draws from the prior, slerp walks.
+//! - [`pixels`]: writing images into host-owned buffers (formats, strides, row order, alpha, resize).
+//! - [`latent`]: the VAE's sampling layer, draws from the prior, slerp walks, `.npy` noise files.
 //! - [`manifest`]: `models/<set>/manifest.json`, validated before any model file is opened.
 //! - [`runtime`]: finding and loading libonnxruntime, execution-provider choice and fallback.
 //! - [`tile`]: rewriting a graph's convolutions to pad circularly (tileable output), at load time.
@@ -18,6 +19,7 @@
 //! - [`model_set`]: a loaded set: its sessions (VAE, U-Net, text encoder) and what each is fed.
 //! - [`pipeline`]: reverse diffusion: generate, img2img / denoise, inpaint, interpolate — one readable loop;
 //!   owns the validation of every diffusion parameter.
+//! - [`jobs`]: a diffusion plan (or a VAE call) run in steps without blocking its caller; a context's workers.
 //! - [`capi`]: every `extern "C"` item of `include/mirage.h`.
 //! - [`export`] (feature `export`, on with `cli`): a small ONNX graph builder and the exporters of our models.
 //! - [`fashion`] (feature `cli`): Fashion-MNIST IDX files (the CLI demo's test images; the trainer's data).
