@@ -99,7 +99,7 @@ check-deep: setup-train
 # uninstrumented library.
 ASAN_RUSTFLAGS := -Zsanitizer=address -Cforce-frame-pointers=yes
 sanitize: setup-runtime
-	RUSTFLAGS="$(ASAN_RUSTFLAGS)" RUSTDOCFLAGS="$(ASAN_RUSTFLAGS)" ASAN_OPTIONS=detect_leaks=1 \
+	MIRAGE_SANITIZER=address RUSTFLAGS="$(ASAN_RUSTFLAGS)" RUSTDOCFLAGS="$(ASAN_RUSTFLAGS)" ASAN_OPTIONS=detect_leaks=1 \
 		LSAN_OPTIONS=suppressions=$(CURDIR)/tests/c/lsan.supp:print_suppressions=0 \
 		$(CARGO) +nightly test --target x86_64-unknown-linux-gnu --features test-panic --target-dir $(TARGET)/asan \
 		--test tests -- capi:: hostile:: nulls:: runtime:: pipeline:: jobs:: \

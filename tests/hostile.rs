@@ -729,7 +729,11 @@ fn stress_generations_cancels_and_frees() {
     );
     assert!(warm + main >= 250, "{} generations", warm + main);
     // Flat after warm-up: 4x more work may not grow resident memory by more than 32 MB.
-    assert!(rss2 <= rss1 + (32 << 20), "RSS grew from {rss1} to {rss2} bytes");
+    // Under AddressSanitizer (`make sanitize` sets MIRAGE_SANITIZER) freed memory sits in its quarantine, so
+    // resident memory grows by design; LeakSanitizer checks for leaks at exit instead.
+    if std::env::var_os("MIRAGE_SANITIZER").is_none() {
+        assert!(rss2 <= rss1 + (32 << 20), "RSS grew from {rss1} to {rss2} bytes");
+    }
     assert!(threads2 <= threads1 + 2, "threads grew from {threads1} to {threads2}");
 }
 

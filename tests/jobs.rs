@@ -674,7 +674,11 @@ fn stress_jobs_on_shared_and_own_contexts() {
         rss2 as f64 / 1e6
     );
     assert!(warm + main >= 300, "{} jobs", warm + main);
-    assert!(rss2 <= rss1 + (32 << 20), "RSS grew from {rss1} to {rss2} bytes");
+    // Under AddressSanitizer (`make sanitize` sets MIRAGE_SANITIZER) freed memory sits in its quarantine, so
+    // resident memory grows by design; LeakSanitizer checks for leaks at exit instead.
+    if std::env::var_os("MIRAGE_SANITIZER").is_none() {
+        assert!(rss2 <= rss1 + (32 << 20), "RSS grew from {rss1} to {rss2} bytes");
+    }
     assert!(threads2 <= threads1 + 2, "threads grew from {threads1} to {threads2}");
 }
 
