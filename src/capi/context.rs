@@ -110,8 +110,8 @@ pub struct MirageContextParams {
     /// `MirageDiffusionParams::tileable` (a rewrite of the U-Net and the VAE decoder, about as long as
     /// loading them); a context made with `mirage_context_new_from_memory` can only get them this way (or
     /// from another context sharing the same set that prepared them). Default false. A set that cannot make
-/// tileable images (its decoder crops, as the Fashion sets' 8x8 latents to 28x28 images) then fails to open
-/// with MIRAGE_ERR_UNSUPPORTED saying so.
+    /// tileable images (its decoder crops, as the Fashion sets' 8x8 latents to 28x28 images) then fails to open
+    /// with MIRAGE_ERR_UNSUPPORTED saying so.
     pub tileable: bool,
 }
 
