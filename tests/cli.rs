@@ -21,6 +21,34 @@ fn info_sample_walk_encode_decode_reconstruct() {
 
     let (ok, out, err) = run(&["bench", "--models", d, "--batch", "2", "--iters", "3"]);
     assert!(ok && out.contains("encode: median") && out.contains("decode: median"), "{out}{err}");
+    // With a U-Net: the pipeline's step next to a bare ONNX Runtime run, and the JSON of the same figures.
+    let (_tmp2, unet_set) = crate::util::tiny_diffusion_set();
+    let json = t("bench.json");
+    let args = [
+        "bench",
+        "--models",
+        unet_set.to_str().unwrap(),
+        "--batch",
+        "1",
+        "--batch",
+        "3",
+        "--iters",
+        "3",
+        "--json",
+        &json,
+    ];
+    let (ok, out, err) = run(&args);
+    assert!(ok && out.contains("bare ONNX Runtime U-Net run") && out.contains("peak RSS"), "{out}{err}");
+    let v = crate::util::read_json(std::path::Path::new(&json));
+    let batches = v["batches"].as_array().unwrap();
+    assert_eq!(batches.len(), 2);
+    assert_eq!(batches[1]["batch"], 3);
+    for key in ["step_ms", "bare_unet_run_ms", "overhead_percent", "vae_decode_ms", "ms_per_50_step_image"] {
+        assert!(batches[1][key].as_f64().is_some(), "{key} missing: {v}");
+    }
+    assert!(v["open_to_first_image_ms"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
+    let (ok, _, err) = run(&["bench", "--models", d, "--batch", "0"]);
+    assert!(!ok && err.contains("--batch must be 1..=256"), "{err}");
 
     let (ok, _, err) = run(&["vae", "sample", "--models", d, "--count", "4", "--seed", "3", "-o", &t("s1.png")]);
     assert!(ok, "{err}");

@@ -63,15 +63,21 @@ enum Cmd {
         cmd: VaeCmd,
     },
     /// Time VAE encode and decode on this machine (median and spread over repeated runs).
+    /// One table of this machine's figures for a model set: open to first image, warm generation, per sampler
+    /// step through mirage's pipeline and through a bare ONNX Runtime session of the same U-Net on the same
+    /// inputs (mirage's overhead), text encoder per prompt, VAE encode/decode, peak RSS next to the model bytes.
     Bench {
         #[command(flatten)]
         m: ModelsArg,
-        /// Images per call.
-        #[arg(long, default_value_t = 16)]
-        batch: usize,
-        /// Timed calls per model (after 3 untimed warm-up calls).
+        /// Images per call (repeat the flag for several: --batch 1 --batch 4).
+        #[arg(long, default_values_t = [1, 4, 16])]
+        batch: Vec<usize>,
+        /// Timed calls of each kind (after 3 untimed warm-up calls); medians are reported.
         #[arg(long, default_value_t = 50)]
         iters: usize,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
     },
     /// Draw new images out of pure noise by reverse diffusion (a grid of --count images), of --prompt on a
     /// text-conditioned set.
@@ -473,7 +479,7 @@ fn run(cli: Cli) -> Result<()> {
     runtime::init(&options)?;
     match cli.cmd {
         Cmd::Info { m } => info(&m.models),
-        Cmd::Bench { m, batch, iters } => bench(&m.models, batch, iters),
+        Cmd::Bench { m, batch, iters, json } => bench(&m.models, &batch, iters, json.as_deref()),
         Cmd::Generate { m, d, t, count, scale, output } => {
             check_scale(scale)?;
             let set = ModelSet::open(&m.models)?;
@@ -804,40 +810,184 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32)
     Ok(())
 }
 
-fn bench(models: &Path, batch: usize, iters: usize) -> Result<()> {
+/// Median, 10th and 90th percentile of `iters` timed calls of `f` (after 3 untimed ones), in ms.
+fn time_ms(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<[f64; 3]> {
+    for _ in 0..3 {
+        f()?;
+    }
+    let mut ms = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t = std::time::Instant::now();
+        f()?;
+        ms.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    ms.sort_by(f64::total_cmp);
+    let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
+    Ok([q(0.5), q(0.1), q(0.9)])
+}
+
+/// This process's peak resident memory (VmHWM), in bytes; 0 where /proc is missing.
+fn peak_rss() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) -> Result<()> {
     if iters == 0 || iters > 100_000 {
         return Err(Error::invalid("bench: --iters must be 1..=100000"));
     }
+    if batches.is_empty() || batches.iter().any(|&b| b == 0 || b > 256) {
+        return Err(Error::invalid("bench: each --batch must be 1..=256"));
+    }
+    let mut report = serde_json::Map::new();
+    let ms = |v: f64| (v * 1000.0).round() / 1000.0;
+    // Open to first image: what a host pays before its first picture (the runtime is already up).
+    let t = std::time::Instant::now();
     let set = ModelSet::open(models)?;
-    let x: Vec<f32> =
-        mirage::rng::Noise::new(1).normals(batch * set.image_len()).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
-    let z = latent::prior_latents(set.latent_len()?, batch, 2)?;
-    let time = |f: &dyn Fn() -> Result<()>| -> Result<Vec<f64>> {
-        for _ in 0..3 {
-            f()?;
-        }
-        let mut ms = Vec::with_capacity(iters);
-        for _ in 0..iters {
-            let t = std::time::Instant::now();
-            f()?;
-            ms.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        ms.sort_by(f64::total_cmp);
-        Ok(ms)
+    let opened = t.elapsed().as_secs_f64() * 1e3;
+    let prompt = if set.text_spec().is_some() { "a red apple" } else { "" };
+    let text = |n: usize| -> Result<Option<pipeline::TextGuidance>> {
+        pipeline::TextGuidance::request(&set, &[prompt], &[], n, None)
     };
-    let enc = time(&|| set.encode(&x, batch).map(|_| ()))?;
-    let dec = time(&|| set.decode(&z, batch).map(|_| ()))?;
+    let mut first = None;
+    if set.has_unet() {
+        let p = DiffusionParams { steps: 1, ..Default::default() };
+        pipeline::generate_with(&set, &p, text(1)?.as_ref(), &mut Hooks::default())?;
+        first = Some(t.elapsed().as_secs_f64() * 1e3);
+        let t = std::time::Instant::now();
+        let p = DiffusionParams { steps: 50, seed: 1, ..Default::default() };
+        pipeline::generate_with(&set, &p, text(1)?.as_ref(), &mut Hooks::default())?;
+        let warm = t.elapsed().as_secs_f64() * 1e3;
+        report.insert("warm_50_step_image_ms".into(), ms(warm).into());
+    }
+    report.insert("open_ms".into(), ms(opened).into());
+    if let Some(f) = first {
+        report.insert("open_to_first_image_ms".into(), ms(f).into());
+    }
     let providers: Vec<String> = set.providers().iter().map(|(k, p)| format!("{}={}", k.name(), p.name())).collect();
-    println!("model set {:?}, batch {batch}, {iters} timed calls each; {}", set.manifest().name, providers.join(", "));
-    for (name, ms) in [("encode", enc), ("decode", dec)] {
-        let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
+    let m = set.manifest();
+    println!("model set {:?}; {}; {iters} timed calls each, medians (p10-p90)", m.name, providers.join(", "));
+    println!(
+        "  open {opened:.0} ms{}",
+        match (first, report.get("warm_50_step_image_ms")) {
+            (Some(f), Some(w)) => format!(", open to a first 1-step image {f:.0} ms; a warm 50-step image {w} ms"),
+            _ => String::new(),
+        }
+    );
+    if let Some(t) = set.text_spec() {
+        let enc = time_ms(iters, || set.encode_prompts(&[prompt]).map(|_| ()))?;
+        println!("  text encoder: {:.3} ms per prompt ({} tokens)", enc[0], t.tokens);
+        report.insert("text_encoder_ms_per_prompt".into(), ms(enc[0]).into());
+    }
+    // A bare session of the same U-Net file, fed exactly what the pipeline feeds it: mirage's overhead.
+    let bare = match &m.unet {
+        Some(u) => {
+            let bytes = mirage::manifest::Manifest::read_model(set.dir(), &u.model)?;
+            Some(std::cell::RefCell::new(runtime::global()?.session(&bytes, "bench: bare U-Net", None)?.session))
+        }
+        None => None,
+    };
+    let mut rows = Vec::new();
+    for &b in batches {
+        let mut row = serde_json::Map::new();
+        row.insert("batch".into(), b.into());
+        let x: Vec<f32> =
+            mirage::rng::Noise::new(1).normals(b * set.image_len()).iter().map(|v| v.clamp(-1.0, 1.0)).collect();
+        let z = latent::prior_latents(set.latent_len()?, b, 2)?;
+        let enc = time_ms(iters, || set.encode(&x, b).map(|_| ()))?;
+        let dec = time_ms(iters, || set.decode(&z, b).map(|_| ()))?;
         println!(
-            "  {name}: median {:.3} ms (p10 {:.3}, p90 {:.3}), {:.1} images/s",
-            q(0.5),
-            q(0.1),
-            q(0.9),
-            batch as f64 / q(0.5) * 1e3
+            "  batch {b}: encode: median {:.3} ms (p10 {:.3}, p90 {:.3}), {:.1} images/s; decode: median {:.3} ms (p10 {:.3}, \
+             p90 {:.3}), {:.3} ms per image",
+            enc[0],
+            enc[1],
+            enc[2],
+            b as f64 / enc[0] * 1e3,
+            dec[0],
+            dec[1],
+            dec[2],
+            dec[0] / b as f64
         );
+        row.insert("vae_encode_ms".into(), ms(enc[0]).into());
+        row.insert("vae_decode_ms".into(), ms(dec[0]).into());
+        if let Some(session) = &bare {
+            // The pipeline: a plan of enough steps, stepped one at a time.
+            let p = DiffusionParams { steps: (iters + 3).min(1000), count: b, ..Default::default() };
+            let guidance = text(b)?;
+            let guided = guidance.is_some() && pipeline::resolve_guidance(&set, None)? != 1.0;
+            let rows_per = if guided { 2 * b } else { b };
+            let mut plan = pipeline::plan_generate(&set, &p, guidance.as_ref())?;
+            let step = time_ms(iters.min(997), || plan.step(&set, &mut Hooks::default()))?;
+            // The same U-Net run on a bare session: inputs of the shapes the pipeline builds.
+            let [c, h, w] = set.diffusion_shape()?;
+            let mut feeds: Vec<(String, ort::value::DynValue)> = Vec::new();
+            let names: Vec<String> = session.borrow().inputs().iter().map(|o| o.name().to_string()).collect();
+            let noise = |n: usize| mirage::rng::Noise::new(3).normals(n);
+            let shapes: Vec<Vec<i64>> = {
+                let mut v = vec![vec![rows_per as i64, c as i64, h as i64, w as i64], vec![rows_per as i64, 1]];
+                if let Some(t) = set.text_spec() {
+                    v.push(vec![rows_per as i64, t.tokens as i64, t.width as i64]);
+                    v.push(vec![rows_per as i64, t.width as i64]);
+                }
+                v
+            };
+            for (name, shape) in names.iter().zip(&shapes) {
+                let len = shape.iter().product::<i64>() as usize;
+                let data = if shape.len() == 2 && shape[1] == 1 { vec![0.5f32; len] } else { noise(len) };
+                feeds.push((name.clone(), ort::value::Tensor::from_array((shape.clone(), data))?.into_dyn()));
+            }
+            let bare_ms = time_ms(iters, || {
+                let mut s = session.borrow_mut();
+                let inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
+                    feeds.iter().map(|(n, v)| (n.as_str(), v.into())).collect();
+                s.run(inputs)?;
+                Ok(())
+            })?;
+            let overhead = (step[0] - bare_ms[0]) / bare_ms[0] * 100.0;
+            let per_image = (50.0 * step[0] + dec[0]) / b as f64;
+            println!(
+                "    sampler step: mirage {:.3} ms (p10 {:.3}, p90 {:.3}), bare ONNX Runtime U-Net run {:.3} ms (U-Net batch \
+                 {rows_per}): overhead {overhead:+.1} %; a finished 50-step image {per_image:.2} ms",
+                step[0],
+                step[1],
+                step[2],
+                bare_ms[0]
+            );
+            row.insert("unet_batch".into(), rows_per.into());
+            row.insert("step_ms".into(), ms(step[0]).into());
+            row.insert("bare_unet_run_ms".into(), ms(bare_ms[0]).into());
+            row.insert("overhead_percent".into(), ((overhead * 10.0).round() / 10.0).into());
+            row.insert("ms_per_50_step_image".into(), ms(per_image).into());
+        }
+        rows.push(serde_json::Value::Object(row));
+    }
+    // The bytes of every model the set loaded (the text encoder's file too).
+    let mut model_bytes = 0u64;
+    let files =
+        [m.vae.as_ref().map(|v| &v.encoder), m.vae.as_ref().map(|v| &v.decoder), m.unet.as_ref().map(|u| &u.model)];
+    for f in files.into_iter().flatten() {
+        model_bytes += std::fs::metadata(set.dir().join(&f.file)).map_or(0, |md| md.len());
+    }
+    if let Some(t) = m.unet.as_ref().and_then(|u| u.text.as_ref()) {
+        model_bytes +=
+            std::fs::metadata(set.dir().join(&t.encoder).join(mirage::text::ONNX_FILE)).map_or(0, |md| md.len());
+    }
+    let rss = peak_rss();
+    println!("  peak RSS {:.1} MB for {:.1} MB of models", rss as f64 / 1e6, model_bytes as f64 / 1e6);
+    report.insert("batches".into(), rows.into());
+    report.insert("peak_rss_bytes".into(), rss.into());
+    report.insert("model_bytes".into(), model_bytes.into());
+    report.insert("model_set".into(), m.name.clone().into());
+    report.insert("providers".into(), providers.into());
+    report.insert("iters".into(), iters.into());
+    if let Some(path) = json {
+        let text = serde_json::to_string_pretty(&serde_json::Value::Object(report))
+            .map_err(|e| Error::invalid(format!("bench: {e}")))?;
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
     }
     Ok(())
 }
