@@ -71,14 +71,32 @@ impl Files<'_> {
 /// Loads one model file of the set: sha256 checked against the manifest, names against its interface.
 /// `tileable`: its convolutions rewritten to pad circularly ([`crate::tile`]).
 fn load_model(files: &Files, spec: &ModelFile, provider: Option<Provider>, tileable: bool) -> Result<OnnxModel> {
+    let t = std::time::Instant::now();
     let bytes = files.model(spec)?;
+    let read = t.elapsed();
     let bytes = if tileable { crate::tile::circular(&bytes)?.into() } else { bytes };
     let names = |t: &[crate::manifest::TensorSpec]| t.iter().map(|t| t.name.clone()).collect();
     let in_shapes: Vec<&[i64]> = spec.inputs.iter().map(|t| t.shape.as_slice()).collect();
     let out_shapes: Vec<&[i64]> = spec.outputs.iter().map(|t| t.shape.as_slice()).collect();
     let what = format!("{} ({}{})", spec.kind, spec.file, if tileable { ", tileable" } else { "" });
     let (inputs, outputs) = (names(&spec.inputs), names(&spec.outputs));
-    OnnxModel::create(&bytes, what, provider, inputs, outputs, Some((&in_shapes, &out_shapes)), "the manifest")
+    let model = OnnxModel::create(
+        &bytes,
+        what.clone(),
+        provider,
+        inputs,
+        outputs,
+        Some((&in_shapes, &out_shapes)),
+        "the manifest",
+    )?;
+    crate::log_at!(
+        crate::log::Level::Info,
+        "{what}: {:.1} MB read and checked in {:.0} ms, session made in {:.0} ms",
+        bytes.len() as f64 / 1e6,
+        read.as_secs_f64() * 1e3,
+        (t.elapsed() - read).as_secs_f64() * 1e3
+    );
+    Ok(model)
 }
 
 /// The sessions of tileable output: the U-Net and the VAE decoder with circular padding.
@@ -191,45 +209,65 @@ impl ModelSet {
         provider: Option<Provider>,
         tileable: bool,
     ) -> Result<ModelSet> {
-        let vae = match &manifest.vae {
-            Some(spec) => Some(Vae {
-                encoder: load_model(files, &spec.encoder, provider, false)?,
-                decoder: load_model(files, &spec.decoder, provider, false)?,
-            }),
-            None => None,
+        let load_vae_unet = || -> Result<(Option<Vae>, Option<OnnxModel>)> {
+            let vae = match &manifest.vae {
+                Some(spec) => Some(Vae {
+                    encoder: load_model(files, &spec.encoder, provider, false)?,
+                    decoder: load_model(files, &spec.decoder, provider, false)?,
+                }),
+                None => None,
+            };
+            let unet = match &manifest.unet {
+                Some(spec) => Some(load_model(files, &spec.model, provider, false)?),
+                None => None,
+            };
+            Ok((vae, unet))
         };
-        let unet = match &manifest.unet {
-            Some(spec) => Some(load_model(files, &spec.model, provider, false)?),
-            None => None,
-        };
-        let text = match manifest.unet.as_ref().and_then(|u| u.text.as_ref()) {
-            Some(t) => {
-                let enc = match files {
-                    Files::Dir(dir) => TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256)),
-                    Files::Pack { pack, label } => {
-                        TextEncoder::open_in_pack(pack, PACK_TEXT_ENCODER, label, provider, Some(&t.encoder_sha256))
-                    }
+        let text_spec = manifest.unet.as_ref().and_then(|u| u.text.as_ref());
+        let load_text = || -> Result<Option<TextEncoder>> {
+            let Some(t) = text_spec else { return Ok(None) };
+            let enc = match files {
+                Files::Dir(dir) => TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256)),
+                Files::Pack { pack, label } => {
+                    TextEncoder::open_in_pack(pack, PACK_TEXT_ENCODER, label, provider, Some(&t.encoder_sha256))
                 }
-                .map_err(|e| match e {
-                    Error::ModelNotFound { path, reason } => Error::ModelNotFound {
-                        path,
-                        reason: format!(
-                            "{reason} (the set's text encoder: make it with `scripts/setup.sh text` then \
-                             `mirage text-encoder export`, or `make demo`)"
-                        ),
-                    },
-                    other => other,
-                })?;
-                if TEXT_WIDTH != t.width as usize {
-                    return Err(Error::model(format!(
-                        "the set's U-Net expects {}-wide text embeddings, its text encoder gives {TEXT_WIDTH}",
-                        t.width
-                    )));
-                }
-                Some(enc)
             }
-            None => None,
+            .map_err(|e| match e {
+                Error::ModelNotFound { path, reason } => Error::ModelNotFound {
+                    path,
+                    reason: format!(
+                        "{reason} (the set's text encoder: make it with `scripts/setup.sh text` then \
+                         `mirage text-encoder export`, or `make demo`)"
+                    ),
+                },
+                other => other,
+            })?;
+            if TEXT_WIDTH != t.width as usize {
+                return Err(Error::model(format!(
+                    "the set's U-Net expects {}-wide text embeddings, its text encoder gives {TEXT_WIDTH}",
+                    t.width
+                )));
+            }
+            Ok(Some(enc))
         };
+        // The text encoder (the largest model: about three quarters of a text-to-image set's load time) loads
+        // on a thread of its own while the VAE and the U-Net load here: sessions are created in parallel. Errors
+        // are reported in the fixed order VAE, U-Net, text encoder, whatever finished first.
+        let (vae_unet, text) = std::thread::scope(|scope| {
+            let spawned = match text_spec {
+                Some(_) => std::thread::Builder::new().name("mirage-load".into()).spawn_scoped(scope, load_text).ok(),
+                None => None,
+            };
+            let vae_unet = load_vae_unet();
+            let text = match spawned {
+                Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                // No text encoder, or no thread could be started: load it here.
+                None => load_text(),
+            };
+            (vae_unet, text)
+        });
+        let (vae, unet) = vae_unet?;
+        let text = text?;
         let set = ModelSet {
             dir: dir.to_path_buf(),
             origin,

@@ -159,6 +159,7 @@ impl TextEncoder {
                 reason: "text-encoder directory does not exist".into(),
             });
         }
+        let t = std::time::Instant::now();
         let descriptor = EncoderDescriptor::load(dir)?;
         let onnx = read_checked(
             &dir.join(&descriptor.onnx_file),
@@ -170,7 +171,16 @@ impl TextEncoder {
         let tok_path = dir.join(&descriptor.tokenizer_file);
         let tok_bytes =
             read_checked(&tok_path, MAX_TOKENIZER_BYTES, &descriptor.tokenizer_sha256, "tokenizer", DESCRIPTOR_FILE)?;
-        Self::from_checked(dir, descriptor, &onnx, &tok_bytes, provider, expected_onnx_sha256)
+        let read = t.elapsed();
+        let enc = Self::from_checked(dir, descriptor, &onnx, &tok_bytes, provider, expected_onnx_sha256)?;
+        crate::log_at!(
+            Level::Info,
+            "text encoder: {:.1} MB read and checked in {:.0} ms, tokenizer and session made in {:.0} ms",
+            (onnx.len() + tok_bytes.len()) as f64 / 1e6,
+            read.as_secs_f64() * 1e3,
+            (t.elapsed() - read).as_secs_f64() * 1e3
+        );
+        Ok(enc)
     }
 
     /// Opens the encoder held in a model pack under `prefix` (e.g. "text_encoder/"): the same three files,
