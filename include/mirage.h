@@ -275,6 +275,15 @@ typedef struct MirageRuntimeOptions {
      * in every process). Copied; need not outlive the call.
      */
     const char *tensorrt_cache_dir;
+    /**
+     * Folder (UTF-8; made when first needed) of a cache of verified model-file digests, or NULL (the
+     * default) for none: every load then hashes every file. With it, a file whose device, inode, size,
+     * mtime and ctime are unchanged since its digest was verified is not hashed again (the text encoder's
+     * 90 MB cost about 0.1 s a start); a file changed in any way, even with its mtime restored, is hashed
+     * again. A damaged or unwritable cache only costs the hashing, never a load. Copied; need not outlive
+     * the call.
+     */
+    const char *digest_cache_dir;
 } MirageRuntimeOptions;
 
 /**
@@ -796,14 +805,15 @@ const char *mirage_provider_name(MirageProvider provider);
 
 /**
  * Fills `options` with the defaults (search for ONNX Runtime, AUTO provider, not strict, ORT's thread
- * count, log warnings to stderr). Pass `sizeof(MirageRuntimeOptions)` as `struct_size`: the library
+ * count, log warnings to stderr, no TensorRT cache, no digest cache). Pass `sizeof(MirageRuntimeOptions)` as `struct_size`: the library
  * writes exactly that many bytes, zeroing what it does not know, so a host built against an older or
  * newer header is handled (see `mirage_runtime_init`).
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT when `options` is NULL or `struct_size` is smaller than this
  * library's struct and not the size of an earlier version of it.
  */
-MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options, size_t struct_size);
+MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options,
+                                         size_t struct_size);
 
 /**
  * Sets up the process-wide runtime: loads ONNX Runtime and installs the log callback. Optional: contexts

@@ -10,6 +10,7 @@
 //! - [`image`]: pixel buffers, conversions to and from model tensors, PNG/GIF I/O, grids.
 //! - [`pixels`]: writing images into host-owned buffers (formats, strides, row order, alpha, resize).
 //! - [`latent`]: the VAE's sampling layer, draws from the prior, slerp walks, `.npy` noise files.
+//! - [`digests`]: the optional cache of verified file digests (skips re-hashing unchanged model files).
 //! - [`manifest`]: `models/<set>/manifest.json`, validated before any model file is opened.
 //! - [`runtime`]: finding and loading libonnxruntime, execution-provider choice and fallback.
 //! - [`tile`]: rewriting a graph's convolutions to pad circularly (tileable output), at load time.
@@ -29,6 +30,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod capi;
+pub mod digests;
 pub mod error;
 #[cfg(feature = "export")]
 pub mod export;

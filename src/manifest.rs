@@ -285,13 +285,28 @@ impl Manifest {
 /// Reads the regular file `path` (at most `max_bytes`) and checks it against the `sha256` that `listed_in`
 /// gives for it: the one way every model-set file is read (ONNX models, the text encoder's files).
 pub fn read_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, listed_in: &str) -> Result<Vec<u8>> {
+    let cache = crate::runtime::digest_cache_dir();
+    let before = cache.and_then(|_| crate::digests::Stamp::of(path));
     let bytes = read_regular(path, max_bytes, what, &format!("the {what} listed in {listed_in}"))?;
+    // A digest recorded for this very file, unchanged since (before and after the read): no need to hash.
+    let unchanged = || before.is_some() && crate::digests::Stamp::of(path) == before;
+    if let (Some(dir), Some(st)) = (cache, &before) {
+        if crate::digests::lookup(dir, path, st).is_some_and(|d| d.eq_ignore_ascii_case(sha256)) && unchanged() {
+            crate::log_at!(crate::log::Level::Debug, "{what}: sha256 taken from the digest cache");
+            return Ok(bytes);
+        }
+    }
     let got = sha256_hex(&bytes);
     if got != sha256 {
         return Err(Error::model(format!(
             "{}: sha256 mismatch ({listed_in} {sha256}, file {got}): the {what} is corrupt or from another set",
             quote_path(path)
         )));
+    }
+    if let (Some(dir), Some(st)) = (cache, &before) {
+        if unchanged() {
+            crate::digests::store(dir, path, st, &got);
+        }
     }
     Ok(bytes)
 }

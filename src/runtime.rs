@@ -75,6 +75,9 @@ pub struct RuntimeOptions {
     pub tensorrt_fp16: bool,
     /// TensorRT: folder for the engine and timing caches (None = no cache, engines are rebuilt per process).
     pub tensorrt_cache_dir: Option<PathBuf>,
+    /// Folder of the cache of verified model-file digests ([`crate::digests`]); None = hash every file on
+    /// every load.
+    pub digest_cache_dir: Option<PathBuf>,
 }
 
 impl RuntimeOptions {
@@ -82,6 +85,11 @@ impl RuntimeOptions {
     pub fn validate(&self) -> Result<()> {
         crate::limits::check_threads(self.intra_threads, "intra_threads")
     }
+}
+
+/// The digest cache folder of the initialised runtime, if it has one (none before `init`).
+pub fn digest_cache_dir() -> Option<&'static Path> {
+    RUNTIME.get().and_then(|rt| rt.options.digest_cache_dir.as_deref())
 }
 
 /// The loaded ONNX Runtime.

@@ -293,3 +293,34 @@ fn pack_noise_size_repeat_and_tileable_flags() {
     let (ok, _, err) = gen(d, &["--tileable"], &t("x.png"));
     assert!(!ok && err.contains("cannot make tileable images"), "{err}");
 }
+
+/// The digest cache: a first run records the digests of the files it verified, a second run reuses them, and
+/// a model file changed since (same size) is still refused by its sha256, never served from the cache.
+#[test]
+fn the_digest_cache_never_hides_a_changed_file() {
+    let (tmp, dir) = tiny_set();
+    let d = dir.to_str().unwrap();
+    let cache = tmp.path().join("digests");
+    let c = cache.to_str().unwrap();
+    let out = tmp.path().join("s.png");
+    let sample = |cache: &str| {
+        run(&["--digest-cache", cache, "vae", "sample", "--models", d, "--count", "1", "-o", out.to_str().unwrap()])
+    };
+    let (ok, _, err) = sample(c);
+    assert!(ok, "{err}");
+    let entries = std::fs::read_dir(&cache).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(entries, 2, "one entry per verified model file (encoder, decoder)");
+    let (ok, _, err) = sample(c);
+    assert!(ok, "{err}");
+    // Same size, other bytes: refused with the sha256 message, cache or not.
+    let m = mirage::manifest::Manifest::load(&dir).unwrap();
+    let decoder = dir.join(&m.vae.unwrap().decoder.file);
+    let mut bytes = std::fs::read(&decoder).unwrap();
+    let at = bytes.len() / 2;
+    bytes[at] ^= 0x40;
+    std::fs::write(&decoder, &bytes).unwrap();
+    let (ok, _, err) = sample(c);
+    assert!(!ok && err.contains("sha256 mismatch"), "{err}");
+    let (ok, _, err) = sample("off");
+    assert!(!ok && err.contains("sha256 mismatch"), "{err}");
+}

@@ -252,6 +252,7 @@ fn rows() -> Vec<Row> {
                 ("options", REFUSED),
                 ("options.ort_library_path", Accepted(already, "NULL searches the documented places")),
                 ("options.tensorrt_cache_dir", Accepted(already, "NULL: no engine cache")),
+                ("options.digest_cache_dir", Accepted(already, "NULL: no digest cache")),
             ],
             // The runtime of this process is up (the fixture's context started it): a valid call is told so.
             valid: already,
@@ -260,6 +261,7 @@ fn rows() -> Vec<Row> {
                 mirage_runtime_options_init(&mut o, size_of::<MirageRuntimeOptions>());
                 let cache = c"/tmp";
                 o.tensorrt_cache_dir = c(w, "options.tensorrt_cache_dir", cache.as_ptr());
+                o.digest_cache_dir = c(w, "options.digest_cache_dir", cache.as_ptr());
                 let lib = c"/nonexistent/libonnxruntime.so";
                 o.ort_library_path = c(w, "options.ort_library_path", lib.as_ptr());
                 Got::Status(mirage_runtime_init(c(w, "options", &o)))

@@ -924,6 +924,9 @@ namespace Mirage
         public bool TensorRtFp16 { get; set; }
         /// <summary>TensorRT: folder for the engine and timing caches; null = none.</summary>
         public string TensorRtCacheDir { get; set; }
+        /// <summary>Folder of verified model-file digests, so that unchanged files are not hashed again by
+        /// later processes; null (the default) = hash every file on every load.</summary>
+        public string DigestCacheDir { get; set; }
     }
 
     /// <summary>Process-wide things: the library's version, names of statuses and providers, and the
@@ -989,6 +992,8 @@ namespace Mirage
                     ? IntPtr.Zero : pins.Pin(Utf8.ToNative(options.OrtLibraryPath, "OrtLibraryPath"));
                 native.tensorrt_cache_dir = options.TensorRtCacheDir == null
                     ? IntPtr.Zero : pins.Pin(Utf8.ToNative(options.TensorRtCacheDir, "TensorRtCacheDir"));
+                native.digest_cache_dir = options.DigestCacheDir == null
+                    ? IntPtr.Zero : pins.Pin(Utf8.ToNative(options.DigestCacheDir, "DigestCacheDir"));
                 native.provider = (uint)options.Provider;
                 native.strict = options.Strict ? (byte)1 : (byte)0;
                 native.intra_threads = (uint)options.IntraThreads;
@@ -2019,6 +2024,7 @@ namespace Mirage
         public uint log_level;
         public byte tensorrt_fp16;
         public IntPtr tensorrt_cache_dir;
+        public IntPtr digest_cache_dir;
     }
 
     [StructLayout(LayoutKind.Sequential)]

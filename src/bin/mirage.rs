@@ -41,6 +41,25 @@ struct RtArgs {
     /// Intra-op threads per model, 0..=256 (0 = one per core). Results do not depend on it.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
+    /// Folder of the cache of verified model-file digests (unchanged files are not hashed again on the next
+    /// start), or "off". Default: $XDG_CACHE_HOME/mirage/digests, else ~/.cache/mirage/digests.
+    #[arg(long, global = true)]
+    digest_cache: Option<String>,
+}
+
+impl RtArgs {
+    /// The digest cache folder the flags and the environment give (None: off, or no home to put it in).
+    fn digest_cache(&self) -> Option<PathBuf> {
+        match self.digest_cache.as_deref() {
+            Some("off") => None,
+            Some(dir) => Some(PathBuf::from(dir)),
+            None => std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".cache")))
+                .map(|c| c.join("mirage").join("digests")),
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -473,6 +492,7 @@ fn run(cli: Cli) -> Result<()> {
         provider: Provider::parse(&cli.rt.provider)?,
         strict: cli.rt.strict,
         intra_threads: cli.rt.threads,
+        digest_cache_dir: cli.rt.digest_cache(),
         ..Default::default()
     };
     mirage::limits::check_threads(cli.rt.threads, "--threads")?;

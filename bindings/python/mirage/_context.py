@@ -959,7 +959,7 @@ _last_options: Optional[MirageRuntimeOptions] = None
 
 
 def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threads=0, log_level="warn",
-                 log_callback=None, tensorrt_fp16=False, tensorrt_cache_dir=None) -> None:
+                 log_callback=None, tensorrt_fp16=False, tensorrt_cache_dir=None, digest_cache_dir=None) -> None:
     """Sets up ONNX Runtime for the process (``mirage_runtime_init``); optional, and only before the first
     Context unless the options equal the defaults (then it only replaces the log callback and level).
 
@@ -968,6 +968,8 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
     session (0: ONNX Runtime's default). `log_level`: "debug", "info", "warn", "error". `log_callback(level,
     message)`: receives the library's (and ONNX Runtime's) log lines, level as a name, from any thread; it
     must be quick and must not call mirage; exceptions it raises are ignored. None logs to stderr.
+    `digest_cache_dir`: a folder where verified model-file digests are kept, so that unchanged files are not
+    hashed again by later processes (None: hash every file on every load).
     """
     global _last_options
     lib = _native.load_library()
@@ -986,6 +988,7 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
         o.log_level = _uint(log_level, "log_level")
     o.tensorrt_fp16 = bool(tensorrt_fp16)
     o.tensorrt_cache_dir = None if tensorrt_cache_dir is None else _path(tensorrt_cache_dir, "tensorrt_cache_dir")
+    o.digest_cache_dir = None if digest_cache_dir is None else _path(digest_cache_dir, "digest_cache_dir")
     _callable(log_callback, "log_callback")
     with _runtime_lock:
         if log_callback is not None:

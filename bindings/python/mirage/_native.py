@@ -113,6 +113,7 @@ class MirageRuntimeOptions(Structure):
         ("log_level", MirageLogLevel),
         ("tensorrt_fp16", c_bool),
         ("tensorrt_cache_dir", c_char_p),
+        ("digest_cache_dir", c_char_p),
     ]
 
 
