@@ -296,18 +296,8 @@ pub unsafe extern "C" fn mirage_interpolate(
     boundary::run(|| {
         // SAFETY: valid pointers when not NULL, by the caller's promise.
         let (call, result) = unsafe { (Call::new(ctx, params, false)?, boundary::out(out, "out")?) };
-        call.set.require_text()?;
-        if !(2..=MAX_BATCH).contains(&prompt_count) {
-            return Err(Error::invalid(format!("prompt_count is {prompt_count}: 2..={MAX_BATCH} prompts are needed")));
-        }
         // SAFETY: `prompt_count` string pointers (caller's promise).
-        let ptrs = unsafe { slice(prompts, prompt_count, "prompts") }?;
-        let prompts = ptrs
-            .iter()
-            .enumerate()
-            // SAFETY: NUL-terminated when not NULL (caller's promise); NULL is refused by `utf8`.
-            .map(|(k, &ptr)| unsafe { utf8(ptr, &format!("prompts[{k}]")) }.map(str::to_string))
-            .collect::<Result<Vec<_>>>()?;
+        let prompts = unsafe { call.walk_prompts(prompts, prompt_count) }?;
         result.write(call.run(Op::Interpolate { prompts, frames: frames as usize }, None)?);
         Ok(())
     })
@@ -553,6 +543,29 @@ impl Call {
                 pipeline::plan_interpolate(set, &prompts, negative, frames, Some(g), &p).map_err(noise_error)
             }
         }
+    }
+
+    /// The prompts of a walk (`mirage_interpolate` and its job): 2 to 1024 UTF-8 strings, on a
+    /// text-conditioned set.
+    ///
+    /// # Safety
+    /// `prompts` is NULL or holds `prompt_count` pointers, each NULL or NUL-terminated (the caller's promise).
+    pub(crate) unsafe fn walk_prompts(
+        &self,
+        prompts: *const *const c_char,
+        prompt_count: usize,
+    ) -> Result<Vec<String>> {
+        self.set.require_text()?;
+        if !(2..=MAX_BATCH).contains(&prompt_count) {
+            return Err(Error::invalid(format!("prompt_count is {prompt_count}: 2..={MAX_BATCH} prompts are needed")));
+        }
+        // SAFETY: `prompt_count` string pointers (caller's promise).
+        let ptrs = unsafe { slice(prompts, prompt_count, "prompts") }?;
+        ptrs.iter()
+            .enumerate()
+            // SAFETY: NUL-terminated when not NULL (caller's promise); NULL is refused by `utf8`.
+            .map(|(k, &ptr)| unsafe { utf8(ptr, &format!("prompts[{k}]")) }.map(str::to_string))
+            .collect()
     }
 
     /// The set the call runs on.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::boundary::out as out_ptr;
-use super::boundary::{self, handle, handle_type, read_params, slice, take, utf8, Handle};
+use super::boundary::{self, handle, handle_type, read_params, slice, take, Handle};
 use super::context::MirageContext;
 use super::diffusion::{host_images, Call, MirageDiffusionParams, Op};
 use super::image::{
@@ -18,7 +18,6 @@ use super::status::MirageStatus;
 use crate::error::{Error, Result};
 use crate::image::{from_model, to_model};
 use crate::jobs::{Job, JobState, Output};
-use crate::limits::MAX_BATCH;
 use crate::model_set::ModelSet;
 
 /// A submitted operation: made by the `mirage_job_*` submit functions, freed by `mirage_job_free`. Any
@@ -238,18 +237,7 @@ pub unsafe extern "C" fn mirage_job_interpolate(
     // SAFETY: forwarded with the caller's promises; `prompt_count` string pointers.
     unsafe {
         diffusion_job(ctx, params, job_params, out, false, |call| {
-            call.set().require_text()?;
-            if !(2..=MAX_BATCH).contains(&prompt_count) {
-                return Err(Error::invalid(format!(
-                    "prompt_count is {prompt_count}: 2..={MAX_BATCH} prompts are needed"
-                )));
-            }
-            let ptrs = slice(prompts, prompt_count, "prompts")?;
-            let prompts = ptrs
-                .iter()
-                .enumerate()
-                .map(|(k, &ptr)| utf8(ptr, &format!("prompts[{k}]")).map(str::to_string))
-                .collect::<Result<Vec<_>>>()?;
+            let prompts = call.walk_prompts(prompts, prompt_count)?;
             Ok(Op::Interpolate { prompts, frames: frames as usize })
         })
     }
