@@ -498,11 +498,6 @@ impl Workers {
             job.cancel();
         }
     }
-
-    /// Jobs queued and not started.
-    pub fn queued(&self) -> usize {
-        self.shared.lock().queue.len()
-    }
 }
 
 impl Drop for Workers {

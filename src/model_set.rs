@@ -612,7 +612,8 @@ pub fn open_shared(path: &Path, provider: Option<Provider>) -> Result<Arc<ModelS
         files.extend(specs.into_iter().flatten().map(|f| path.join(&f.file)));
         if let Some(t) = m.unet.as_ref().and_then(|u| u.text.as_ref()) {
             let d = path.join(&t.encoder);
-            files.extend(["encoder.json", "text_encoder.onnx", "tokenizer.json"].iter().map(|f| d.join(f)));
+            let names = [crate::text::DESCRIPTOR_FILE, crate::text::ONNX_FILE, crate::text::TOKENIZER_FILE];
+            files.extend(names.iter().map(|f| d.join(f)));
         }
     }
     shared(format!("dir|{}", identity(&bytes, provider, &files)), || ModelSet::open_with(path, provider))
