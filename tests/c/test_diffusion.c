@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "mirage.h"
 
@@ -65,6 +66,13 @@ static bool on_progress(uint32_t step, uint32_t total, void *user_data) {
     }
     bool go_on = w->cancel_at == 0 || step < w->cancel_at;
     pthread_mutex_unlock(&w->lock);
+    /* The long generations that another thread cancels or frees under: block briefly after each step, so that
+     * the other thread gets to run. Under valgrind, which runs one thread at a time, a generation that never
+     * blocks can otherwise keep the CPU for all its 1000 steps before the canceller is scheduled. */
+    if (total >= 1000) {
+        struct timespec pause = {0, 200 * 1000};
+        nanosleep(&pause, NULL);
+    }
     return go_on;
 }
 
