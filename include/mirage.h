@@ -448,8 +448,9 @@ typedef struct MirageDiffusionParams {
      */
     uint32_t steps;
     /**
-     * "ddim" (default; also when NULL) or "dpm++2m" (DPM-Solver++ 2M: good images in fewer steps); UTF-8,
-     * case-insensitive.
+     * NULL or "" or "auto" (default): the set's own — "ddim" for mirage's sets, the folder's scheduler for a
+     * diffusers folder. "ddim", "dpm++2m" (DPM-Solver++ 2M: good images in fewer steps); diffusers folders
+     * also "dpm++2m-karras", "euler", "euler-a", "pndm", "lcm". UTF-8, case-insensitive.
      */
     const char *sampler;
     /**
@@ -1104,7 +1105,7 @@ MirageStatus mirage_vae_decode_into(const struct MirageContext *ctx,
                                     size_t count);
 
 /**
- * Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
+ * Fills `params` with the defaults: 50 steps, the set's own sampler (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
  * no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8, no prompt and no negative prompt, guidance
  * MIRAGE_GUIDANCE_DEFAULT, tileable false, noise NULL. Pass `sizeof(MirageDiffusionParams)` as
  * `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
@@ -1112,7 +1113,8 @@ MirageStatus mirage_vae_decode_into(const struct MirageContext *ctx,
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT when `params` is NULL or `struct_size` is too small.
  */
-MirageStatus mirage_diffusion_params_init(struct MirageDiffusionParams *params, size_t struct_size);
+MirageStatus mirage_diffusion_params_init(struct MirageDiffusionParams *params,
+                                          size_t struct_size);
 
 /**
  * Generates `params->count` images from noise with the set's U-Net, then decodes them (through the VAE for

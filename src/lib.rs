@@ -30,6 +30,7 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 
 pub mod capi;
+pub mod diffusers;
 pub mod digests;
 pub mod error;
 #[cfg(feature = "export")]

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 use crate::limits::{call_values, check_batch, check_finite, MAX_BATCH};
 use crate::manifest::{DiffusionSpace, Manifest, ModelFile, TextSpec};
 use crate::runtime::Provider;
+use crate::sampler::SamplerKind;
 use crate::session::{Feed, OnnxModel};
 use crate::text::{TextEncoder, TEXT_WIDTH};
 
@@ -130,6 +131,8 @@ pub struct ModelSet {
     unet: Option<OnnxModel>,
     /// The text encoder of a text-conditioned U-Net.
     text: Option<TextEncoder>,
+    /// What a diffusers-layout folder adds: its scheduler, tokenizer and the models' own interfaces.
+    diffusers: Option<crate::diffusers::Extras>,
 }
 
 /// Text embeddings in the U-Net's layout, flattened: `context` [n, tokens, width], `pooled` [n, width].
@@ -175,6 +178,9 @@ impl ModelSet {
         if path.is_file() {
             let bytes = crate::files::read_regular(path, crate::limits::MAX_PACK_BYTES, "model pack", "no such pack")?;
             return Self::open_pack(&bytes, path, Origin::PackFile(path.to_path_buf()), provider, false);
+        }
+        if crate::diffusers::is_folder(path) && !path.join(crate::manifest::MANIFEST_FILE).exists() {
+            return Self::open_diffusers(path, provider);
         }
         let manifest = Manifest::load(path)?;
         Self::open_files(&Files::Dir(path), manifest, path, Origin::Dir(path.to_path_buf()), provider, false)
@@ -277,6 +283,7 @@ impl ModelSet {
             vae,
             unet,
             text,
+            diffusers: None,
         };
         if tileable {
             set.check_tileable()?;
@@ -284,6 +291,27 @@ impl ModelSet {
             let _ = set.tiled.set(Ok(tiled));
         }
         Ok(set)
+    }
+
+    /// Opens a diffusers-layout folder ([`crate::diffusers`]).
+    fn open_diffusers(dir: &Path, provider: Option<Provider>) -> Result<ModelSet> {
+        let o = crate::diffusers::open(dir, provider)?;
+        Ok(ModelSet {
+            dir: dir.to_path_buf(),
+            origin: Origin::Dir(dir.to_path_buf()),
+            provider,
+            manifest: o.manifest,
+            tiled: std::sync::OnceLock::new(),
+            vae: Some(Vae { encoder: o.encoder, decoder: o.decoder }),
+            unet: Some(o.unet),
+            text: None,
+            diffusers: Some(o.extras),
+        })
+    }
+
+    /// Whether the set is a diffusers-layout folder (its scheduler, tokenizer and guidance rule apply).
+    pub fn is_diffusers(&self) -> bool {
+        self.diffusers.is_some()
     }
 
     /// Makes the tileable sessions now if they are not made yet (else on first use).
@@ -295,6 +323,12 @@ impl ModelSet {
     /// Whether the set's images can wrap: a latent-space set must decode each latent cell to a whole block of
     /// pixels (a decoder that crops, as the Fashion sets' 32 -> 28 does, cannot wrap at the image's edge).
     pub fn check_tileable(&self) -> Result<()> {
+        if self.diffusers.is_some() {
+            return Err(Error::Unsupported(format!(
+                "model set {:?} is a diffusers folder: tileable output is made for mirage's own sets only (so far)",
+                self.manifest.name
+            )));
+        }
         if let Some(v) = &self.manifest.vae {
             let [_, h, w] = v.latent_shape;
             let i = &self.manifest.image;
@@ -363,6 +397,9 @@ impl ModelSet {
         if let Some(t) = &self.text {
             v.push((ModelKind::TextEncoder, t.provider()));
         }
+        if let Some(d) = &self.diffusers {
+            v.push((ModelKind::TextEncoder, d.text_encoder.provider()));
+        }
         v
     }
 
@@ -394,13 +431,53 @@ impl ModelSet {
     /// Errors with Unsupported when the set's U-Net is not text-conditioned.
     pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Embeddings> {
         let spec = self.require_text()?;
-        // Opened with the set whenever the manifest has a text spec (`open_with`).
-        let enc = self.text.as_ref().ok_or_else(|| Error::Inference("text encoder not loaded".into()))?;
         if prompts.is_empty() || prompts.len() > MAX_BATCH {
             return Err(Error::invalid(format!("{} prompts: 1..={MAX_BATCH} are accepted", prompts.len())));
         }
+        if let Some(d) = &self.diffusers {
+            let (context, pooled) = d.encode_prompts(prompts, spec.width as usize)?;
+            return Ok(Embeddings { n: prompts.len(), context, pooled });
+        }
+        // Opened with the set whenever the manifest has a text spec (`open_with`).
+        let enc = self.text.as_ref().ok_or_else(|| Error::Inference("text encoder not loaded".into()))?;
         let e = enc.encode(prompts, spec.tokens as usize)?;
         Ok(Embeddings { n: prompts.len(), context: e.tokens, pooled: e.pooled })
+    }
+
+    /// The sampler `kind` stands for on this set: `Auto` becomes the set's own (DDIM with its eta for
+    /// mirage's sets, the folder's scheduler for a diffusers folder).
+    pub fn resolve_sampler(&self, kind: SamplerKind) -> Result<SamplerKind> {
+        match (kind, &self.diffusers) {
+            (SamplerKind::Auto { eta }, None) => Ok(SamplerKind::Ddim { eta }),
+            (SamplerKind::Auto { eta }, Some(d)) => match d.scheduler.default_kind()? {
+                SamplerKind::Ddim { .. } => Ok(SamplerKind::Ddim { eta }),
+                kind => Ok(kind),
+            },
+            (kind, _) => Ok(kind),
+        }
+    }
+
+    /// A run of `kind` for a generation of `steps` steps, of which the `strength` fraction is run (img2img):
+    /// on mirage's cosine schedule, or the diffusers scheduler of a diffusers folder.
+    pub fn sampler(&self, kind: SamplerKind, steps: usize, strength: f32) -> Result<Box<dyn crate::sampler::Sampler>> {
+        match &self.diffusers {
+            Some(d) => crate::sampler::discrete::build(&d.scheduler, kind, steps, strength),
+            None => {
+                let spec = self.manifest.unet.as_ref().ok_or_else(|| self.no_unet())?;
+                kind.build_cosine(spec.schedule, steps, strength)
+            }
+        }
+    }
+
+    /// Whether classifier-free guidance at scale `guidance` runs the unconditional side: mirage's sets skip
+    /// it only at exactly 1 (where it is multiplied by 0; 0 is the unconditional side alone), diffusers
+    /// folders whenever guidance <= 1, as diffusers does (the prompt alone: few-step models run at 0).
+    pub fn runs_both_sides(&self, guidance: f32) -> bool {
+        match &self.diffusers {
+            // An LCM-distilled U-Net takes the guidance as an input instead.
+            Some(d) => guidance > 1.0 && !d.embeds_guidance(),
+            None => guidance != 1.0,
+        }
     }
 
     fn vae(&self) -> Result<&Vae> {
@@ -465,6 +542,22 @@ impl ModelSet {
         text: Option<&Embeddings>,
         tileable: bool,
     ) -> Result<Vec<f32>> {
+        self.predict(x, noise_variance, n, text, tileable, 1.0)
+    }
+
+    /// The U-Net's prediction for `n` samples `x` (as the sampler scaled them) at the noise levels `levels`
+    /// (noise variances for mirage's sets, timesteps for a diffusers folder); `guidance` feeds an
+    /// LCM-distilled U-Net's guidance embedding (ignored elsewhere).
+    pub fn predict(
+        &self,
+        x: &[f32],
+        levels: &[f32],
+        n: usize,
+        text: Option<&Embeddings>,
+        tileable: bool,
+        guidance: f32,
+    ) -> Result<Vec<f32>> {
+        let noise_variance = levels;
         let plain = self.unet.as_ref().ok_or_else(|| self.no_unet())?;
         let unet = if tileable { self.tiled()?.unet.as_ref().ok_or_else(|| self.no_unet())? } else { plain };
         let [c, h, w] = self.diffusion_shape()?;
@@ -473,6 +566,26 @@ impl ModelSet {
         check_batch(n, noise_variance.len(), 1, "noise variance")?;
         check_finite(x, "diffusion sample")?;
         let shape = vec![n as i64, c as i64, h as i64, w as i64];
+        if let Some(d) = &self.diffusers {
+            let (spec, e) = match (self.text_spec(), text) {
+                (Some(spec), Some(e)) => (spec, e),
+                _ => return Err(Error::invalid("this set's U-Net needs text embeddings")),
+            };
+            let (l, wd) = (spec.tokens as usize, spec.width as usize);
+            if e.n != n {
+                return Err(Error::invalid(format!("{} text embeddings for {n} samples", e.n)));
+            }
+            check_batch(n, e.context.len(), l * wd, "token embeddings")?;
+            check_finite(&e.context, "token embeddings")?;
+            check_finite(levels, "timesteps")?;
+            let context_shape = vec![n as i64, l as i64, wd as i64];
+            let feeds = d.unet_feeds(x.to_vec(), shape, levels, e.context.clone(), context_shape, guidance);
+            let out = unet.run(feeds)?.into_iter().next().map(|o| o.data).unwrap_or_default();
+            if out.len() != x.len() {
+                return Err(Error::Inference(format!("unet returned {} values, expected {}", out.len(), x.len())));
+            }
+            return Ok(out);
+        }
         let mut inputs = vec![
             Feed::F32 { shape, data: x.to_vec() }, // x [n, C, h, w]
             Feed::F32 { shape: vec![n as i64, 1], data: noise_variance.to_vec() }, // noise_variance [n, 1]
@@ -510,6 +623,9 @@ impl ModelSet {
         let i = &self.manifest.image;
         let shape = vec![n as i64, i.channels as i64, i.height as i64, i.width as i64];
         let mut out = vae.encoder.run(vec![Feed::F32 { shape, data: images.to_vec() }])?.into_iter().map(|o| o.data);
+        if let Some(d) = &self.diffusers {
+            return d.split_encoding(out.next().unwrap_or_default(), n, self.latent_len()?);
+        }
         let (mean, logvar) = (out.next().unwrap_or_default(), out.next().unwrap_or_default());
         let want = n * self.latent_len()?;
         if mean.len() != want || logvar.len() != want {
@@ -598,6 +714,12 @@ pub fn open_shared(path: &Path, provider: Option<Provider>) -> Result<Arc<ModelS
     if path.is_file() {
         let key = identity(path.to_string_lossy().as_bytes(), provider, &[path.to_path_buf()]);
         return shared(format!("pack|{key}"), || ModelSet::open_with(path, provider));
+    }
+    if crate::diffusers::is_folder(path) && !path.join(crate::manifest::MANIFEST_FILE).exists() {
+        // No hashes to key on: the folder's path and the size and mtime of every file it is read from.
+        let parts = crate::diffusers::FILES.iter().map(|f| path.join(f)).collect::<Vec<_>>();
+        let key = identity(path.to_string_lossy().as_bytes(), provider, &parts);
+        return shared(format!("diffusers|{key}"), || ModelSet::open_with(path, provider));
     }
     let manifest_path = path.join(crate::manifest::MANIFEST_FILE);
     let bytes = match crate::files::read_regular(&manifest_path, crate::limits::MAX_MANIFEST_BYTES, "manifest", "") {

@@ -43,6 +43,10 @@ pub struct DiffusionParams {
     /// img2img, inpaint; one sample shared by every frame of an interpolation). Stochastic samplers still
     /// draw their later noise from the seed. Denoise adds no noise and refuses it.
     pub noise: Option<std::sync::Arc<[f32]>>,
+    /// The noise stochastic samplers draw between steps, in the order they draw it, instead of the seed's:
+    /// to reproduce another implementation's stochastic run value for value (e.g. diffusers' Euler
+    /// ancestral with the noise its generator gave). Too few values is an error.
+    pub step_noise: Option<std::sync::Arc<[f32]>>,
 }
 
 impl Default for DiffusionParams {
@@ -50,12 +54,13 @@ impl Default for DiffusionParams {
         // 50 DDIM steps: the lecture's and most tools' default trade-off between time and quality.
         DiffusionParams {
             steps: 50,
-            sampler: SamplerKind::Ddim { eta: 0.0 },
+            sampler: SamplerKind::Auto { eta: 0.0 },
             seed: 0,
             count: 1,
             strength: 1.0,
             tileable: false,
             noise: None,
+            step_noise: None,
         }
     }
 }
@@ -72,11 +77,14 @@ impl DiffusionParams {
         if !(self.strength.is_finite() && self.strength > 0.0 && self.strength <= 1.0) {
             return Err(Error::invalid(format!("strength is {}, must be in (0, 1]", self.strength)));
         }
-        if let SamplerKind::Ddim { eta } = self.sampler {
+        if let SamplerKind::Ddim { eta } | SamplerKind::Auto { eta } = self.sampler {
             SamplerKind::check_eta(eta)?;
         }
         if let Some(noise) = &self.noise {
             check_finite(noise, "noise")?;
+        }
+        if let Some(noise) = &self.step_noise {
+            check_finite(noise, "step_noise")?;
         }
         Ok(())
     }
@@ -230,7 +238,7 @@ pub fn plan_generate(set: &ModelSet, params: &DiffusionParams, text: Option<&Tex
     p.validate()?;
     let per = shape_len(set.diffusion_shape()?);
     let x = p.initial_noise(p.count, per)?; // [count, C, h, w]
-    Ok(Plan::single(Denoising::new(set, &p, x, None, text)?))
+    Ok(Plan::single(Denoising::new(set, &p, Start::Noise(x), None, text)?))
 }
 
 /// Frames of a walk through prompt space: `frames` images along the path through each prompt in turn
@@ -291,7 +299,7 @@ pub fn plan_interpolate(
     let noise = p.initial_noise(1, per)?; // [C, h, w]
                                           // A stochastic sampler draws its noise for the whole batch from one stream: batched frames would each
                                           // get other noise. One frame per run, all from the same seed, keeps "only the text changes".
-    let stochastic = matches!(p.sampler, SamplerKind::Ddim { eta } if eta > 0.0);
+    let stochastic = set.resolve_sampler(p.sampler)?.is_stochastic();
     let batch = if stochastic { 1 } else { params.count.max(1) };
     call_values(batch, per, "frames per batch")?;
     let out = crate::limits::try_vec(call_values(frames, set.image_len(), "frames")?, "frames")?;
@@ -301,7 +309,7 @@ pub fn plan_interpolate(
         let rows: Vec<usize> = (start..start + k).collect();
         let text = TextGuidance { cond: path.gather(&rows)?, uncond: uncond.gather(&vec![0; k])?, guidance };
         let x: Vec<f32> = (0..k).flat_map(|_| noise.iter().copied()).collect();
-        runs.push(Denoising::new(set, &DiffusionParams { count: k, ..p.clone() }, x, None, Some(&text))?);
+        runs.push(Denoising::new(set, &DiffusionParams { count: k, ..p.clone() }, Start::Noise(x), None, Some(&text))?);
     }
     Ok(Plan::new(runs, out, None))
 }
@@ -364,14 +372,8 @@ pub fn plan_image_to_image(
         return Err(Error::invalid("noise is given, but denoise adds no noise: leave it out"));
     }
     let x0 = to_diffusion(set, images, n)?; // [n, C, h, w]
-    let r = schedule(set)?.rates(p.strength);
-    let x = if add_noise {
-        let noise = p.initial_noise(n, x0.len() / n.max(1))?;
-        x0.iter().zip(&noise).map(|(&v, &e)| r.signal * v + r.noise * e).collect()
-    } else {
-        x0.iter().map(|&v| r.signal * v).collect()
-    };
-    Ok(Plan::single(Denoising::new(set, &p, x, None, text)?))
+    let eps = if add_noise { p.initial_noise(n, x0.len() / n.max(1))? } else { vec![0.0; x0.len()] };
+    Ok(Plan::single(Denoising::new(set, &p, Start::Noised { x0, eps }, None, text)?))
 }
 
 /// Fills the region where `mask` is set (one value per pixel in [0, 1], 1 = invent, `n * height * width`)
@@ -425,12 +427,11 @@ pub fn plan_inpaint(
     }
     let x0 = to_diffusion(set, images, n)?;
     let eps = p.initial_noise(n, x0.len() / n.max(1))?;
-    let r = schedule(set)?.rates(p.strength);
     // The same start as img2img: the input noised to the starting level (at strength 1 that is nearly pure
     // noise inside the mask); outside the mask the loop keeps re-imposing it.
-    let x = x0.iter().zip(&eps).map(|(&v, &e)| r.signal * v + r.noise * e).collect();
+    let start = Start::Noised { x0: x0.clone(), eps: eps.clone() };
     let known = Known { x0, invent, eps };
-    let run = Denoising::new(set, &p, x, Some(known), text)?;
+    let run = Denoising::new(set, &p, start, Some(known), text)?;
     // Keep the input's own pixels outside the mask (blended by the mask value at soft edges).
     let per = img.channels as usize * ih * iw;
     let (images, mask) = (images.to_vec(), mask.to_vec());
@@ -474,6 +475,8 @@ pub struct Plan {
     post: Option<Post>,
     total: usize,
     done: usize,
+    /// The final samples of the latest finished run (what [`Plan::samples`] shows after its last step).
+    last: Vec<f32>,
 }
 
 impl Plan {
@@ -483,7 +486,7 @@ impl Plan {
 
     fn new(runs: Vec<Denoising>, out: Vec<f32>, post: Option<Post>) -> Plan {
         let total = runs.iter().map(Denoising::steps).sum();
-        Plan { runs: runs.into(), out, post, total, done: 0 }
+        Plan { runs: runs.into(), out, post, total, done: 0, last: Vec::new() }
     }
 
     /// Sampler steps in all.
@@ -501,6 +504,15 @@ impl Plan {
         self.runs.is_empty()
     }
 
+    /// The samples after the latest step, [n, C, h, w] in normalised diffusion space (for a diffusers
+    /// folder: the scheduler's latents, as diffusers holds them between steps); empty before the first.
+    pub fn samples(&self) -> &[f32] {
+        match self.runs.front() {
+            Some(r) if r.k > 0 => &r.x,
+            _ => &self.last,
+        }
+    }
+
     /// Runs the next sampler step. The hooks see (steps done, steps in all) over the whole plan, and
     /// previews show the images of the running batch; either may cancel (`Error::Cancelled`, after which
     /// the plan should be dropped). Does nothing once every step has run.
@@ -516,6 +528,7 @@ impl Plan {
         self.done += 1;
         if run.is_done() {
             let run = self.runs.pop_front().expect("the run just stepped");
+            self.last.clone_from(&run.x);
             let images = run.finish(set)?;
             self.out.try_reserve(images.len()).map_err(|_| Error::invalid("the results do not fit in memory"))?;
             self.out.extend(images);
@@ -535,6 +548,15 @@ impl Plan {
     }
 }
 
+/// Where a run starts, in normalised diffusion space.
+enum Start {
+    /// Pure noise (a generation): unit-variance values, scaled by the sampler's initial sigma.
+    Noise(Vec<f32>),
+    /// Clean samples brought to the level of the first step with the noise `eps` (img2img, inpainting;
+    /// zeros for denoise, which adds none).
+    Noised { x0: Vec<f32>, eps: Vec<f32> },
+}
+
 /// One reverse-diffusion run (one batch) of a [`Plan`], advanced one sampler step at a time: the state
 /// between steps (the samples, the sampler's memory, its noise stream, the text embeddings) owned, so that
 /// the steps can be spread over time (a frame budget) or threads and still give exactly the images of an
@@ -547,11 +569,8 @@ struct Denoising {
     text: Option<TextGuidance>,
     /// Classifier-free guidance: the prompt rows then the unconditional rows, run as one batch of 2n.
     cond_and_uncond: Option<Embeddings>,
-    schedule: crate::schedule::CosineSchedule,
-    /// The levels of the steps, from the start level down (`steps` of them are run).
-    times: Vec<f32>,
     steps: usize,
-    sampler: Box<dyn crate::sampler::Sampler + Send>,
+    sampler: Box<dyn crate::sampler::Sampler>,
     sampler_noise: Noise,
     /// Circular padding (the tileable sessions).
     tileable: bool,
@@ -563,21 +582,28 @@ impl Denoising {
     fn new(
         set: &ModelSet,
         p: &DiffusionParams,
-        x: Vec<f32>,
+        start: Start,
         known: Option<Known>,
         text: Option<&TextGuidance>,
     ) -> Result<Denoising> {
-        let schedule = schedule(set)?;
         if p.tileable {
             set.check_tileable()?;
         }
+        let sampler = set.sampler(p.sampler, p.steps, p.strength)?;
+        let x = match start {
+            Start::Noise(eps) => {
+                let s = sampler.init_noise_sigma();
+                eps.into_iter().map(|e| s * e).collect()
+            }
+            Start::Noised { x0, eps } => sampler.noised(0, &x0, &eps),
+        };
         let n = p.count;
         let len = x.len(); // n * C * h * w
         call_values(2 * n, len / n.max(1), "samples with both sides of the guidance")?;
         let text = match (set.text_spec(), text) {
             (Some(_), None) => Some(TextGuidance::unconditional(set, n)?),
             (Some(_), Some(t)) => {
-                if t.guidance != 1.0 && 2 * n > MAX_BATCH {
+                if set.runs_both_sides(t.guidance) && 2 * n > MAX_BATCH {
                     return Err(Error::invalid(format!(
                         "count is {n} with guidance: at most {} (both sides run in one batch)",
                         MAX_BATCH / 2
@@ -595,31 +621,29 @@ impl Denoising {
             (None, None) => None,
         };
         // Classifier-free guidance runs both sides in ONE U-Net batch of 2n: x twice, prompt rows then the
-        // unconditional rows. At guidance 1 the unconditional side would be multiplied by 0: it is skipped.
-        let cond_and_uncond = text.as_ref().filter(|t| t.guidance != 1.0).map(|t| {
+        // unconditional rows. Where the set's rule says the unconditional side does not count (guidance 1
+        // for mirage's sets, <= 1 for a diffusers folder) it is not run.
+        let cond_and_uncond = text.as_ref().filter(|t| set.runs_both_sides(t.guidance)).map(|t| {
             let mut e = t.cond.clone(); // context [2n, L, W], pooled [2n, W]
             e.extend(&t.uncond);
             e
         });
-        let steps = ((p.steps as f32 * p.strength).ceil() as usize).clamp(1, p.steps);
-        let times = schedule.timesteps(steps, p.strength)?; // [steps], from p.strength down towards 0
-        let sampler = p.sampler.build(schedule);
         // Stochastic samplers draw from their own stream, so that the initial noise of a seed is the same for
         // every sampler (a seed means the same starting point, whatever the method).
-        let sampler_noise = Noise::new(p.seed ^ 0x9e37_79b9_7f4a_7c15);
-        let tileable = p.tileable;
+        let sampler_noise = match &p.step_noise {
+            Some(values) => Noise::given(values.clone()),
+            None => Noise::new(p.seed ^ 0x9e37_79b9_7f4a_7c15),
+        };
         Ok(Denoising {
             n,
             x,
             known,
             text,
             cond_and_uncond,
-            schedule,
-            times,
-            steps,
+            steps: sampler.steps(),
             sampler,
             sampler_noise,
-            tileable,
+            tileable: p.tileable,
             k: 0,
         })
     }
@@ -647,29 +671,32 @@ impl Denoising {
         }
         let (k, n, steps) = (self.k, self.n, self.steps);
         let len = self.x.len();
-        let t = self.times[k];
-        let r = self.schedule.rates(t); // signal and noise rates at t: x = signal * x0 + noise * eps
+        let input = self.sampler.input(k); // what the U-Net sees: x * scale, at this noise level
         let x = &mut self.x;
-        let eps: Vec<f32> = match (&self.cond_and_uncond, &self.text) {
+        let scaled: std::borrow::Cow<[f32]> = if input.scale == 1.0 {
+            (&x[..]).into()
+        } else {
+            x.iter().map(|&v| v * input.scale).collect::<Vec<_>>().into()
+        };
+        let out: Vec<f32> = match (&self.cond_and_uncond, &self.text) {
             (Some(e), Some(t)) => {
-                let x2: Vec<f32> = x.iter().chain(x.iter()).copied().collect(); // [2n, C, h, w]
-                let out =
-                    set.predict_noise_with(&x2, &vec![r.noise * r.noise; 2 * n], 2 * n, Some(e), self.tileable)?; // [2n, C, h, w]
+                let x2: Vec<f32> = scaled.iter().chain(scaled.iter()).copied().collect(); // [2n, C, h, w]
+                let out = set.predict(&x2, &vec![input.level; 2 * n], 2 * n, Some(e), self.tileable, t.guidance)?; // [2n, C, h, w]
                 let (c, u) = out.split_at(len); // [n, C, h, w] each: prompt rows, unconditional rows
                 c.iter().zip(u).map(|(&c, &u)| u + t.guidance * (c - u)).collect()
             }
-            _ => set.predict_noise_with(
-                x,
-                &vec![r.noise * r.noise; n],
+            _ => set.predict(
+                &scaled,
+                &vec![input.level; n],
                 n,
                 self.text.as_ref().map(|t| &t.cond),
                 self.tileable,
+                self.text.as_ref().map_or(1.0, |t| t.guidance),
             )?,
         }; // [n, C, h, w]
-        let next = if k + 1 == steps { None } else { Some(self.times[k + 1]) };
         if hooks.preview.is_some() {
             // The clean-image estimate at this step, before the sampler moves on: [n, C, h, w].
-            let x0: Vec<f32> = x.iter().zip(&eps).map(|(&v, &e)| (v - r.noise * e) / r.signal).collect();
+            let x0 = self.sampler.denoised(k, x, &out);
             let images = from_diffusion(set, &x0, n, self.tileable)?;
             if let Some(preview) = hooks.preview.as_mut() {
                 if !preview(k + 1, &images) {
@@ -677,13 +704,18 @@ impl Denoising {
                 }
             }
         }
-        self.sampler.step(x, &eps, t, next, &mut self.sampler_noise)?; // x now at level `next` (or x0 at the end)
-        if let (Some(kn), Some(tn)) = (&self.known, next) {
+        self.sampler.step(k, x, &out, &mut self.sampler_noise)?; // x now at the level of step k + 1
+        if self.sampler_noise.ran_short() {
+            return Err(Error::invalid(format!(
+                "step_noise ran out at step {} of {steps}: the sampler draws more values than were given",
+                k + 1
+            )));
+        }
+        if let (Some(kn), true) = (&self.known, k + 1 < steps) {
             // Inpainting: the known region, noised to the new level, replaces what the sampler made of it.
-            let rn = self.schedule.rates(tn);
+            let noised = self.sampler.noised(k + 1, &kn.x0, &kn.eps);
             for (i, xi) in x.iter_mut().enumerate() {
-                let noised = rn.signal * kn.x0[i] + rn.noise * kn.eps[i];
-                *xi = kn.invent[i] * *xi + (1.0 - kn.invent[i]) * noised;
+                *xi = kn.invent[i] * *xi + (1.0 - kn.invent[i]) * noised[i];
             }
         }
         self.k += 1;
@@ -714,10 +746,6 @@ impl Denoising {
 
 fn unet_spec(set: &ModelSet) -> Result<&UNetSpec> {
     set.manifest().unet.as_ref().ok_or_else(|| Error::Unsupported("model set has no diffusion U-Net".into()))
-}
-
-fn schedule(set: &ModelSet) -> Result<crate::schedule::CosineSchedule> {
-    Ok(unet_spec(set)?.schedule)
 }
 
 /// Applies `f(value, channel)` to every value of `n` NCHW samples (per-channel (de)normalisation).

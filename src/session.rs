@@ -20,6 +20,14 @@ pub(crate) enum Feed {
 /// Declared tensor shapes, one per input or output (-1 = any size).
 pub(crate) type Shapes<'a> = &'a [&'a [i64]];
 
+/// One declared input or output of a model: its name, element type (None: not a tensor) and shape.
+#[derive(Debug, Clone)]
+pub(crate) struct TensorInfo {
+    pub name: String,
+    pub ty: Option<ort::value::TensorElementType>,
+    pub shape: Vec<i64>,
+}
+
 /// One f32 output of a run.
 pub(crate) struct Output {
     pub shape: Vec<usize>,
@@ -31,6 +39,9 @@ pub(crate) struct Output {
 pub(crate) struct OnnxModel {
     session: Mutex<Session>,
     provider: Provider,
+    /// The element type of each declared input, in order: feeds are converted to it (f32 -> f16 for a
+    /// float16 export, i64 -> i32 for an int32 token input).
+    input_types: Vec<ort::value::TensorElementType>,
     /// How messages name the model, e.g. "unet (unet.onnx)".
     what: String,
     inputs: Vec<String>,
@@ -54,8 +65,20 @@ impl OnnxModel {
         declared_by: &str,
     ) -> Result<OnnxModel> {
         let loaded = runtime::global()?.session(bytes, &what, provider)?;
+        Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
+    }
+
+    /// The model of `loaded`, its names checked against `names` (None: the model's own are taken).
+    fn checked(
+        loaded: runtime::LoadedSession,
+        what: String,
+        declared: Option<(Vec<String>, Vec<String>)>,
+        shapes: Option<(Shapes, Shapes)>,
+        declared_by: &str,
+    ) -> Result<OnnxModel> {
         let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
         let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
+        let (inputs, outputs) = declared.unwrap_or_else(|| (got_in.clone(), got_out.clone()));
         if got_in != inputs || got_out != outputs {
             // Names come from the files: clipped, a hostile model or manifest may make them huge.
             return Err(Error::model(crate::limits::clip(&format!(
@@ -83,7 +106,45 @@ impl OnnxModel {
                 }
             }
         }
-        Ok(OnnxModel { session: Mutex::new(loaded.session), provider: loaded.provider, what, inputs, outputs })
+        let input_types = loaded
+            .session
+            .inputs()
+            .iter()
+            .map(|o| match o.dtype() {
+                ort::value::ValueType::Tensor { ty, .. } => *ty,
+                _ => ort::value::TensorElementType::Undefined,
+            })
+            .collect();
+        Ok(OnnxModel {
+            session: Mutex::new(loaded.session),
+            provider: loaded.provider,
+            input_types,
+            what,
+            inputs,
+            outputs,
+        })
+    }
+
+    /// Name, element type and shape (-1 = dynamic) of each input, then of each output, as the model declares
+    /// them (for interfaces that are read from the model, not from a manifest: diffusers folders).
+    pub(crate) fn interface(&self) -> (Vec<TensorInfo>, Vec<TensorInfo>) {
+        let session = self.session.lock().unwrap_or_else(|p| p.into_inner());
+        let info = |o: &ort::value::Outlet| {
+            let (ty, shape) = match o.dtype() {
+                ort::value::ValueType::Tensor { ty, shape, .. } => (Some(*ty), shape.iter().copied().collect()),
+                _ => (None, Vec::new()),
+            };
+            TensorInfo { name: o.name().to_string(), ty, shape }
+        };
+        (session.inputs().iter().map(info).collect(), session.outputs().iter().map(info).collect())
+    }
+
+    /// A session whose interface is the model's own (its declared input and output names, in order): for
+    /// models described by the model itself rather than a manifest (diffusers folders); the caller checks
+    /// the interface ([`OnnxModel::interface`]).
+    pub(crate) fn create_as_declared(bytes: &[u8], what: String, provider: Option<Provider>) -> Result<OnnxModel> {
+        let loaded = runtime::global()?.session(bytes, &what, provider)?;
+        Self::checked(loaded, what, None, None, "the model")
     }
 
     /// The execution provider the session really got.
@@ -102,10 +163,29 @@ impl OnnxModel {
             )));
         }
         let mut feed: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::with_capacity(feeds.len());
-        for (f, name) in feeds.into_iter().zip(&self.inputs) {
-            let value: SessionInputValue<'_> = match f {
-                Feed::F32 { shape, data } => Tensor::from_array((shape, data))?.into(),
-                Feed::I64 { shape, data } => Tensor::from_array((shape, data))?.into(),
+        for ((f, name), &ty) in feeds.into_iter().zip(&self.inputs).zip(&self.input_types) {
+            use ort::value::TensorElementType as T;
+            let value: SessionInputValue<'_> = match (f, ty) {
+                (Feed::F32 { shape, data }, T::Float16) => {
+                    let data: Vec<half::f16> = data.into_iter().map(half::f16::from_f32).collect();
+                    Tensor::from_array((shape, data))?.into()
+                }
+                (Feed::F32 { shape, data }, T::Int64) => {
+                    // A timestep declared int64 (optimum's U-Nets): numpy's astype, truncation toward zero.
+                    let data: Vec<i64> = data.into_iter().map(|v| v as i64).collect();
+                    Tensor::from_array((shape, data))?.into()
+                }
+                (Feed::F32 { shape, data }, _) => Tensor::from_array((shape, data))?.into(),
+                (Feed::I64 { shape, data }, T::Int32) => {
+                    let data = data
+                        .into_iter()
+                        .map(|v| {
+                            i32::try_from(v).map_err(|_| Error::invalid(format!("{name}: {v} does not fit in int32")))
+                        })
+                        .collect::<Result<Vec<i32>>>()?;
+                    Tensor::from_array((shape, data))?.into()
+                }
+                (Feed::I64 { shape, data }, _) => Tensor::from_array((shape, data))?.into(),
             };
             feed.push((name.as_str().into(), value));
         }
@@ -117,8 +197,15 @@ impl OnnxModel {
             .map(|name| {
                 let value =
                     outputs.get(name).ok_or_else(|| Error::Inference(format!("{}: no output {name:?}", self.what)))?;
-                let (shape, data) = value.try_extract_tensor::<f32>()?;
-                Ok(Output { shape: shape.iter().map(|&d| d.max(0) as usize).collect(), data: data.to_vec() })
+                let (shape, data) = match value.try_extract_tensor::<f32>() {
+                    Ok((shape, data)) => (shape, data.to_vec()),
+                    Err(_) => {
+                        // A float16 export's outputs, widened.
+                        let (shape, data) = value.try_extract_tensor::<half::f16>()?;
+                        (shape, data.iter().map(|v| v.to_f32()).collect())
+                    }
+                };
+                Ok(Output { shape: shape.iter().map(|&d| d.max(0) as usize).collect(), data })
             })
             .collect()
     }

@@ -16,6 +16,10 @@ mod text2img;
 // Tileable output: convolutions rewritten to pad circularly, against a reference and on the shipped models.
 mod tile;
 
+// Stable-Diffusion-family folders (optimum's ONNX layout): parity with diffusers per scheduler step, the CLI
+// and the C API on them, broken folders.
+mod diffusers;
+
 // The ONNX exporter and its random-weight fixture, run through ONNX Runtime (no torch needed).
 mod export;
 // The all-MiniLM-L6-v2 text encoder: export, parity with sentence-transformers, tokenisation, `mirage embed`.

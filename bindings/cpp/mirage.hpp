@@ -243,7 +243,7 @@ struct DiffusionOptions {
         guidance = p.guidance;
     }
     std::uint32_t steps;
-    std::string sampler = "ddim";  ///< "ddim" or "dpm++2m"
+    std::string sampler;  ///< empty = the set's own; "ddim", "dpm++2m" (diffusers folders also "euler", "euler-a", "pndm", "lcm", "dpm++2m-karras")
     float eta;
     std::uint64_t seed;
     std::uint32_t count;  ///< generate only

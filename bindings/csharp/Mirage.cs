@@ -433,7 +433,9 @@ namespace Mirage
         /// <summary>Classifier-free guidance in [0, 50]; <see cref="Runtime.GuidanceDefault"/> (-1, the
         /// default) = the set's own. Applies only with a prompt or negative prompt.</summary>
         public float Guidance { get; set; }
-        /// <summary>"ddim" (default, also null) or "dpm++2m", case-insensitive.</summary>
+        /// <summary>null (default) or "auto": the set's own (ddim, or a diffusers folder's scheduler);
+        /// "ddim", "dpm++2m"; diffusers folders also "dpm++2m-karras", "euler", "euler-a", "pndm", "lcm".
+        /// Case-insensitive.</summary>
         public string Sampler { get; set; }
         /// <summary>DDIM's randomness in [0, 1]; 0 (default) is deterministic.</summary>
         public float Eta { get; set; }

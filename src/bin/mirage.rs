@@ -258,8 +258,9 @@ struct DiffusionArgs {
     /// Sampler steps for a full generation.
     #[arg(long, default_value_t = 50)]
     steps: usize,
-    /// ddim | dpm++2m.
-    #[arg(long, default_value = "ddim")]
+    /// auto (the set's own: ddim for mirage's sets, the folder's scheduler for a diffusers folder) | ddim |
+    /// dpm++2m; diffusers folders also: dpm++2m-karras | euler | euler-a | pndm | lcm.
+    #[arg(long, default_value = "auto")]
     sampler: String,
     /// DDIM stochasticity: 0 deterministic, 1 as DDPM.
     #[arg(long, default_value_t = 0.0)]
@@ -276,6 +277,10 @@ struct DiffusionArgs {
     /// one image) of the set's diffusion shape.
     #[arg(long)]
     noise: Option<PathBuf>,
+    /// The noise stochastic samplers draw between steps, in their order, instead of the seed's: a float32
+    /// .npy (any shape): to reproduce another implementation's stochastic run value for value.
+    #[arg(long)]
+    step_noise: Option<PathBuf>,
     /// Resize each image to WxH (e.g. 256x256) before writing it.
     #[arg(long)]
     size: Option<String>,
@@ -328,14 +333,13 @@ impl PromptArgs {
 
 impl DiffusionArgs {
     fn params(&self, count: usize, strength: f32) -> Result<DiffusionParams> {
-        let noise = match &self.noise {
-            None => None,
-            Some(path) => {
-                let bytes = mirage::files::read_regular(path, 1 << 30, "--noise", "no such file")?;
-                let (_, values) = latent::read_npy(&bytes).map_err(|e| e.prefixed("--noise: "))?;
-                Some(std::sync::Arc::from(values))
-            }
+        let npy = |path: &Option<PathBuf>, flag: &str| -> Result<Option<std::sync::Arc<[f32]>>> {
+            let Some(path) = path else { return Ok(None) };
+            let bytes = mirage::files::read_regular(path, 1 << 30, flag, "no such file")?;
+            let (_, values) = latent::read_npy(&bytes).map_err(|e| e.prefixed(&format!("{flag}: ")))?;
+            Ok(Some(std::sync::Arc::from(values)))
         };
+        let (noise, step_noise) = (npy(&self.noise, "--noise")?, npy(&self.step_noise, "--step-noise")?);
         let p = DiffusionParams {
             steps: self.steps,
             sampler: SamplerKind::parse(&self.sampler, self.eta).map_err(|e| e.prefixed("--"))?,
@@ -344,6 +348,7 @@ impl DiffusionArgs {
             strength,
             tileable: self.tileable,
             noise,
+            step_noise,
         };
         p.validate().map_err(|e| e.prefixed("--"))?;
         self.finish(Vec::new())?;
@@ -741,6 +746,17 @@ fn info(models: &Path) -> Result<()> {
             let i = &m.image;
             println!("model set {:?} at {}", m.name, models.display());
             println!("  image {}x{}x{} (mean {}, std {})", i.width, i.height, i.channels, i.mean, i.std);
+            if set.is_diffusers() {
+                let own = set.resolve_sampler(mirage::sampler::SamplerKind::Auto { eta: 0.0 })?;
+                println!(
+                    "  diffusers folder: scheduler {} (default sampler {})",
+                    m.training["scheduler"].as_str().unwrap_or("?"),
+                    own.name()
+                );
+            }
+            if let Some(t) = set.text_spec() {
+                println!("  text: {} tokens x {} wide, default guidance {}", t.tokens, t.width, t.guidance);
+            }
             if let Some(v) = &m.vae {
                 let ratio = (i.width * i.height * i.channels) as f64 / v.latent_shape.iter().product::<u32>() as f64;
                 println!("  vae latent {:?} ({ratio:.2}x fewer values than pixels)", v.latent_shape);

@@ -41,8 +41,9 @@ pub struct MirageDiffusionParams {
     /// Sampler steps of a full generation, 1 to 1000; default 50. img2img and inpaint run the `strength`
     /// fraction of them (at least one).
     pub steps: u32,
-    /// "ddim" (default; also when NULL) or "dpm++2m" (DPM-Solver++ 2M: good images in fewer steps); UTF-8,
-    /// case-insensitive.
+    /// NULL or "" or "auto" (default): the set's own — "ddim" for mirage's sets, the folder's scheduler for a
+    /// diffusers folder. "ddim", "dpm++2m" (DPM-Solver++ 2M: good images in fewer steps); diffusers folders
+    /// also "dpm++2m-karras", "euler", "euler-a", "pndm", "lcm". UTF-8, case-insensitive.
     pub sampler: *const c_char,
     /// DDIM's randomness in [0, 1]: 0 (default) is deterministic, 1 as stochastic as DDPM. Must be 0 to 1
     /// for any sampler; dpm++2m ignores it.
@@ -99,7 +100,7 @@ pub struct MirageDiffusionParams {
 /// `MirageDiffusionParams::guidance` value that selects the model set's own guidance scale.
 pub const MIRAGE_GUIDANCE_DEFAULT: f32 = -1.0;
 
-/// Fills `params` with the defaults: 50 steps, "ddim" (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
+/// Fills `params` with the defaults: 50 steps, the set's own sampler (`sampler` NULL), eta 0, seed 0, count 1, strength 1,
 /// no callbacks, user_data NULL, format MIRAGE_PIXEL_RGBA8, no prompt and no negative prompt, guidance
 /// MIRAGE_GUIDANCE_DEFAULT, tileable false, noise NULL. Pass `sizeof(MirageDiffusionParams)` as
 /// `struct_size`; the struct_size rule is that of `mirage_runtime_init`. img2img and inpaint callers then
@@ -430,8 +431,7 @@ impl Call {
             Ok(if p.is_null() { String::new() } else { unsafe { utf8(p, name) }?.to_string() })
         };
         let name = text(host.sampler, "params->sampler")?;
-        let sampler = SamplerKind::parse(if name.is_empty() { "ddim" } else { &name }, host.eta)
-            .map_err(|e| e.prefixed("params->"))?;
+        let sampler = SamplerKind::parse(&name, host.eta).map_err(|e| e.prefixed("params->"))?;
         let prompt = if with_prompt { text(host.prompt, "params->prompt")? } else { String::new() };
         let negative = text(host.negative_prompt, "params->negative_prompt")?;
         let channels = channels_of(host.format, "params->format")?;
@@ -503,6 +503,7 @@ impl Call {
             strength,
             tileable: c.tileable,
             noise: self.noise.clone(),
+            step_noise: None,
         };
         p.validate().map_err(|e| e.prefixed("params->"))?;
         Ok(p)

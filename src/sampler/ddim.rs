@@ -2,7 +2,7 @@
 //! eta = 0 follows the deterministic path; eta > 0 replaces part of the predicted noise with fresh noise
 //! (eta = 1 matches the variance of DDPM's ancestral sampling).
 
-use super::{check, predict_x0, Sampler};
+use super::{check, predict_x0, CosineStep};
 use crate::error::Result;
 use crate::rng::Noise;
 use crate::schedule::CosineSchedule;
@@ -18,7 +18,7 @@ impl Ddim {
     }
 }
 
-impl Sampler for Ddim {
+impl CosineStep for Ddim {
     fn step(&mut self, x: &mut [f32], eps: &[f32], t: f32, t_next: Option<f32>, noise: &mut Noise) -> Result<()> {
         check(x, eps)?;
         let r = self.schedule.rates(t);

@@ -3,7 +3,7 @@
 //!   x' = (noise' / noise) x + signal' (1 - e^-h) D,
 //! where D is the x_0 estimate, extrapolated from the previous step's estimate when there is one.
 
-use super::{check, predict_x0, Sampler};
+use super::{check, predict_x0, CosineStep};
 use crate::error::Result;
 use crate::rng::Noise;
 use crate::schedule::CosineSchedule;
@@ -20,7 +20,7 @@ impl DpmSolverPp2m {
     }
 }
 
-impl Sampler for DpmSolverPp2m {
+impl CosineStep for DpmSolverPp2m {
     fn step(&mut self, x: &mut [f32], eps: &[f32], t: f32, t_next: Option<f32>, _noise: &mut Noise) -> Result<()> {
         check(x, eps)?;
         let r = self.schedule.rates(t);

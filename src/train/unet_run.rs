@@ -427,13 +427,12 @@ pub fn sample(
     let len = (c * h * w) as usize;
     let mut noise = Noise::new(seed);
     let mut x = noise.normals(n * len);
-    let times = schedule.timesteps(steps, 1.0)?;
-    let mut sampler = SamplerKind::Ddim { eta: 0.0 }.build(schedule);
+    let mut sampler = SamplerKind::Ddim { eta: 0.0 }.build_cosine(schedule, steps, 1.0)?;
     let device = model.device();
     for k in 0..steps {
-        let nr = schedule.rates(times[k]).noise;
+        let nv = sampler.input(k).level; // the noise variance at this step
         let xt = Tensor::f_from_slice(&x).map_err(torch_err("sample"))?.view([n as i64, c, h, w]).to_device(device);
-        let nv = Tensor::full([n as i64, 1], (nr * nr) as f64, (Kind::Float, device));
+        let nv = Tensor::full([n as i64, 1], nv as f64, (Kind::Float, device));
         let eps = match text {
             // Classifier-free guidance as the runtime does it: the prompt rows and the empty-prompt rows
             // (`text` holds 2n rows) in one batch.
@@ -446,8 +445,7 @@ pub fn sample(
         };
         let eps = eps.to_device(Device::Cpu).reshape([-1]);
         let eps = Vec::<f32>::try_from(&eps).map_err(torch_err("sample"))?;
-        let next = times.get(k + 1).copied().filter(|_| k + 1 < steps);
-        sampler.step(&mut x, &eps, times[k], next, &mut noise)?;
+        sampler.step(k, &mut x, &eps, &mut noise)?;
     }
     let plane = (h * w) as usize;
     for (i, v) in x.iter_mut().enumerate() {

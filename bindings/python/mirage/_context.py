@@ -618,14 +618,15 @@ class Context:
             raise failure
         return _take_batch(lib, out.value)
 
-    def generate(self, prompt=None, negative=None, count=1, steps=None, seed=0, guidance=None, sampler="ddim",
+    def generate(self, prompt=None, negative=None, count=1, steps=None, seed=0, guidance=None, sampler=None,
                  *, eta=0.0, format=None, tileable=False, noise=None, on_progress=None,
                  on_preview=None) -> List[Image]:
         """`count` new images from noise (``mirage_generate``).
 
         `prompt` (text-conditioned sets) is what to draw, `negative` what to steer away from; `guidance` the
         classifier-free guidance scale (None: the set's own). `steps` defaults to the library's 50; `sampler`
-        is "ddim" or "dpm++2m", `eta` DDIM's randomness (0: deterministic). The same arguments and `seed` give
+        None is the set's own (ddim, or a diffusers folder's scheduler), else "ddim", "dpm++2m" (diffusers
+        folders also "dpm++2m-karras", "euler", "euler-a", "pndm", "lcm"), `eta` DDIM's randomness (0: deterministic). The same arguments and `seed` give
         the same pixels. `tileable=True` makes images that wrap seamlessly at their edges. `noise` replaces the
         initial noise drawn from `seed`: float32 latents shaped (count, c, h, w) (the set's diffusion shape,
         ``info.latent_shape``), a numpy array or a :class:`mirage.Tensor`, copied during the call.
@@ -668,7 +669,7 @@ class Context:
                              on_preview, total, noise)
 
     def img2img(self, images, prompt=None, negative=None, strength=0.6, steps=None, seed=0, guidance=None,
-                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False, noise=None,
+                sampler=None, *, eta=0.0, format=None, resize=False, convert=False, tileable=False, noise=None,
                 on_progress=None, on_preview=None) -> List[Image]:
         """Re-imagines each image (``mirage_img2img``): pushes it `strength` (0, 1] of the way into noise and
         denoises it again, running that fraction of `steps`. One result per input, in order.
@@ -684,7 +685,7 @@ class Context:
                               on_progress=on_progress, on_preview=on_preview)
 
     def denoise(self, images, prompt=None, negative=None, strength=0.1, steps=None, seed=0, guidance=None,
-                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
+                sampler=None, *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
                 on_progress=None, on_preview=None) -> List[Image]:
         """Removes noise from each image without adding any (``mirage_denoise``): `strength` is the input's
         noise level (0.05 to 0.2 for mild noise). Arguments as :meth:`img2img` (no `noise`: nothing random is
@@ -705,7 +706,7 @@ class Context:
         return hosts, mask_list
 
     def inpaint(self, images, masks, prompt=None, negative=None, strength=1.0, steps=None, seed=0, guidance=None,
-                sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False, noise=None,
+                sampler=None, *, eta=0.0, format=None, resize=False, convert=False, tileable=False, noise=None,
                 on_progress=None, on_preview=None) -> List[Image]:
         """Fills the masked region of each image (``mirage_inpaint``): mask 255 = invent, 0 = keep, between =
         blend. `masks`: one mask per image, or one for all; grey images of the images' size (a numpy bool
@@ -732,7 +733,7 @@ class Context:
             raise TypeError(f"prompts must be a list of strings, not {what}") from None
         return [_text(s, f"prompts[{k}]") for k, s in enumerate(prompts)]
 
-    def interpolate(self, prompts, frames, negative=None, steps=None, seed=0, guidance=None, sampler="ddim", *,
+    def interpolate(self, prompts, frames, negative=None, steps=None, seed=0, guidance=None, sampler=None, *,
                     eta=0.0, batch=1, format=None, tileable=False, noise=None, on_progress=None) -> List[Image]:
         """`frames` images morphing along `prompts` (at least 2) in turn, all from the noise of `seed`
         (``mirage_interpolate``; text-conditioned sets). `batch` frames run per U-Net batch. `on_progress`
@@ -780,7 +781,7 @@ class Context:
             raise
 
     def submit_generate(self, prompt=None, negative=None, count=1, steps=None, seed=0, guidance=None,
-                        sampler="ddim", *, eta=0.0, format=None, tileable=False, noise=None, mode="workers",
+                        sampler=None, *, eta=0.0, format=None, tileable=False, noise=None, mode="workers",
                         previews=False) -> "_job.Job":
         """Submits :meth:`generate` as a :class:`mirage.Job` and returns at once (``mirage_job_generate``; the
         arguments are checked and the prompts encoded now). `mode`: "workers" (the context's worker threads
@@ -804,7 +805,7 @@ class Context:
                             previews, n, p.format)
 
     def submit_img2img(self, images, prompt=None, negative=None, strength=0.6, steps=None, seed=0, guidance=None,
-                       sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
+                       sampler=None, *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
                        noise=None, mode="workers", previews=False) -> "_job.Job":
         """Submits :meth:`img2img` as a job (the images are read now). `mode` and `previews` as in
         :meth:`submit_generate`."""
@@ -814,7 +815,7 @@ class Context:
                                      tileable=tileable, noise=noise, mode=mode, previews=previews)
 
     def submit_denoise(self, images, prompt=None, negative=None, strength=0.1, steps=None, seed=0, guidance=None,
-                       sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
+                       sampler=None, *, eta=0.0, format=None, resize=False, convert=False, tileable=False,
                        mode="workers", previews=False) -> "_job.Job":
         """Submits :meth:`denoise` as a job. `mode` and `previews` as in :meth:`submit_generate`."""
         return self._submit_image_op("denoise", self._lib.mirage_job_denoise, images, strength=strength, steps=steps,
@@ -823,7 +824,7 @@ class Context:
                                      tileable=tileable, noise=None, mode=mode, previews=previews)
 
     def submit_inpaint(self, images, masks, prompt=None, negative=None, strength=1.0, steps=None, seed=0,
-                       guidance=None, sampler="ddim", *, eta=0.0, format=None, resize=False, convert=False,
+                       guidance=None, sampler=None, *, eta=0.0, format=None, resize=False, convert=False,
                        tileable=False, noise=None, mode="workers", previews=False) -> "_job.Job":
         """Submits :meth:`inpaint` as a job (images and masks are read now). `mode` and `previews` as in
         :meth:`submit_generate`."""
@@ -836,7 +837,7 @@ class Context:
         return self._submit("inpaint", lambda ctx, params, jp, out: fn(ctx, arr, marr, n, params, jp, out), p,
                             noise, mode, previews, n, p.format)
 
-    def submit_interpolate(self, prompts, frames, negative=None, steps=None, seed=0, guidance=None, sampler="ddim",
+    def submit_interpolate(self, prompts, frames, negative=None, steps=None, seed=0, guidance=None, sampler=None,
                            *, eta=0.0, batch=1, format=None, tileable=False, noise=None, mode="workers",
                            previews=False) -> "_job.Job":
         """Submits :meth:`interpolate` as a job (the prompts are encoded now). `mode` and `previews` as in
