@@ -217,6 +217,16 @@ fn own_library_dir() -> Option<PathBuf> {
     path.parent().map(Path::to_path_buf)
 }
 
+/// Where a model is read from.
+#[derive(Clone, Copy)]
+pub enum ModelSource<'a> {
+    /// Bytes the caller has read (and checked).
+    Bytes(&'a [u8]),
+    /// A file ONNX Runtime reads itself: for a model whose weights sit in external data files beside it,
+    /// which ONNX Runtime finds relative to the model's path.
+    File(&'a Path),
+}
+
 /// A session and the provider it really got.
 pub struct LoadedSession {
     pub session: Session,
@@ -249,6 +259,11 @@ impl Runtime {
     /// Creates a session from model bytes on the requested provider (None = the runtime's default),
     /// falling back to CPU unless strict. `what` names the model in log lines and errors.
     pub fn session(&self, bytes: &[u8], what: &str, provider: Option<Provider>) -> Result<LoadedSession> {
+        self.session_from(ModelSource::Bytes(bytes), what, provider)
+    }
+
+    /// [`Runtime::session`] from bytes or from a file.
+    pub fn session_from(&self, source: ModelSource, what: &str, provider: Option<Provider>) -> Result<LoadedSession> {
         let want = provider.unwrap_or(self.options.provider);
         let order: &[Provider] = match want {
             Provider::Auto => &[Provider::TensorRt, Provider::Cuda, Provider::Cpu],
@@ -268,7 +283,7 @@ impl Runtime {
                     reasons.join("; ")
                 )));
             }
-            match self.try_session(bytes, what, p) {
+            match self.try_session(source, what, p) {
                 Ok(session) => {
                     if p != want && want != Provider::Auto {
                         log_at!(
@@ -289,7 +304,7 @@ impl Runtime {
         Err(Error::Unsupported(format!("{what}: no execution provider could run it: {}", reasons.join("; "))))
     }
 
-    fn try_session(&self, bytes: &[u8], what: &str, p: Provider) -> std::result::Result<Session, TryError> {
+    fn try_session(&self, source: ModelSource, what: &str, p: Provider) -> std::result::Result<Session, TryError> {
         let be = |e: ort::Error<SessionBuilder>| {
             TryError::Model(Error::InvalidModel(format!("{what}: {}", crate::limits::clip(&e.to_string()))))
         };
@@ -322,7 +337,11 @@ impl Runtime {
             }
             Provider::Cpu | Provider::Auto => {}
         }
-        b.commit_from_memory(bytes).map_err(|e| {
+        let committed = match source {
+            ModelSource::Bytes(bytes) => b.commit_from_memory(bytes),
+            ModelSource::File(path) => b.commit_from_file(path),
+        };
+        committed.map_err(|e| {
             let msg = crate::limits::clip(&e.to_string());
             if p == Provider::Cpu {
                 TryError::Model(Error::InvalidModel(format!("{what}: ONNX Runtime rejected the model: {msg}")))

@@ -142,8 +142,12 @@ impl OnnxModel {
     /// A session whose interface is the model's own (its declared input and output names, in order): for
     /// models described by the model itself rather than a manifest (diffusers folders); the caller checks
     /// the interface ([`OnnxModel::interface`]).
-    pub(crate) fn create_as_declared(bytes: &[u8], what: String, provider: Option<Provider>) -> Result<OnnxModel> {
-        let loaded = runtime::global()?.session(bytes, &what, provider)?;
+    pub(crate) fn create_as_declared(
+        source: runtime::ModelSource,
+        what: String,
+        provider: Option<Provider>,
+    ) -> Result<OnnxModel> {
+        let loaded = runtime::global()?.session_from(source, &what, provider)?;
         Self::checked(loaded, what, None, None, "the model")
     }
 

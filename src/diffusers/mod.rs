@@ -52,6 +52,10 @@ pub const FILES: &[&str] = &[
     "vae_decoder/model.onnx",
 ];
 
+/// The largest external weight file (`model.onnx_data`) a model may have: a float32 SDXL-sized U-Net is
+/// about 10 GB.
+const MAX_EXTERNAL_BYTES: u64 = 16 << 30;
+
 /// The largest JSON file of a folder that is read.
 const MAX_CONFIG_BYTES: u64 = 4 << 20;
 
@@ -159,22 +163,28 @@ fn sample_size(unet: &Value) -> Result<(u64, u64)> {
 fn load(dir: &Path, part: &str, provider: Option<Provider>) -> Result<OnnxModel> {
     let path = dir.join(part).join("model.onnx");
     let t = std::time::Instant::now();
-    let bytes =
-        crate::files::read_regular(&path, crate::limits::MAX_MODEL_BYTES, "ONNX model", "missing from the folder")?;
-    if dir.join(part).join("model.onnx_data").exists() {
-        return Err(Error::Unsupported(format!(
-            "{}: the model keeps its weights in an external data file (model.onnx_data); mirage reads single-file \
-             models: export in float16 (`optimum-cli export onnx --dtype fp16`, under 2 GB per model)",
-            quote_path(&path)
-        )));
-    }
     let what = format!("{part} ({part}/model.onnx)");
-    let model = OnnxModel::create_as_declared(&bytes, what.clone(), provider)?;
+    let external = dir.join(part).join("model.onnx_data");
+    let model = if external.exists() {
+        // Weights over protobuf's 2 GB limit (a float32 SD U-Net) sit in model.onnx_data beside the graph:
+        // ONNX Runtime reads both from the folder. Both must be regular files of sane sizes first.
+        for (f, max) in [(&path, crate::limits::MAX_MODEL_BYTES), (&external, MAX_EXTERNAL_BYTES)] {
+            let meta = std::fs::metadata(f).map_err(|e| Error::io(f, e))?;
+            if !meta.is_file() || meta.len() > max {
+                return Err(Error::model(format!("{}: not a regular file of at most {} bytes", quote_path(f), max)));
+            }
+        }
+        OnnxModel::create_as_declared(crate::runtime::ModelSource::File(&path), what.clone(), provider)?
+    } else {
+        let bytes =
+            crate::files::read_regular(&path, crate::limits::MAX_MODEL_BYTES, "ONNX model", "missing from the folder")?;
+        OnnxModel::create_as_declared(crate::runtime::ModelSource::Bytes(&bytes), what.clone(), provider)?
+    };
     crate::log_at!(
         crate::log::Level::Info,
-        "{what}: {:.1} MB read and session made in {:.0} ms",
-        bytes.len() as f64 / 1e6,
-        t.elapsed().as_secs_f64() * 1e3
+        "{what}: read and session made in {:.0} ms{}",
+        t.elapsed().as_secs_f64() * 1e3,
+        if external.exists() { " (weights in model.onnx_data)" } else { "" }
     );
     Ok(model)
 }

@@ -308,6 +308,31 @@ internal static class MirageTests
             lock (logs) Equal(before, logs.Count, "the old log callback is no longer called");
         });
 
+        // A Stable-Diffusion-shaped folder in optimum's ONNX layout (the repository's tiny fixture).
+        string sdDir = Path.Combine(models, "..", "tests", "fixtures", "sd", "sd15");
+        if (Directory.Exists(sdDir))
+            Test("a diffusers folder (tests/fixtures/sd/sd15): samplers, a job, a bad sampler", () =>
+            {
+                using (var sd = new Context(sdDir))
+                {
+                    Equal(64, sd.Info.Width, "SD folder width");
+                    Equal(3, sd.Info.Channels, "SD folder channels");
+                    foreach (var sampler in new[] { null, "pndm", "euler-a", "dpm++2m-karras", "lcm" })
+                    {
+                        var images = sd.Generate(new GenerateOptions { Prompt = "a red cube", Negative = "blue", Steps = 3, Count = 2, Sampler = sampler });
+                        Equal(2, images.Length, "images with sampler " + (sampler ?? "null"));
+                    }
+                    var o = new GenerateOptions { Prompt = "a red cube", Steps = 3, Seed = 4, Sampler = "euler" };
+                    using (var job = sd.SubmitGenerate(o))
+                    {
+                        job.Wait();
+                        using (var b = job.TakeImages()) Check(Same(b.ToImages(), sd.Generate(o)), "a job = the blocking call on a diffusers folder");
+                    }
+                    Fails(Status.InvalidArgument, "an unknown sampler", () => sd.Generate(new GenerateOptions { Steps = 3, Sampler = "heun" }), "heun");
+                }
+            });
+        else Console.WriteLine("skip diffusers folder: " + sdDir + " not found");
+
         if (Directory.Exists(emojiDir))
             Test("emoji: Tileable (blocking, job, prepared, from memory)", () => RunTileable(emojiDir, packs));
         if (Directory.Exists(emojiDir))
