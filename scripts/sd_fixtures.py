@@ -11,7 +11,8 @@ What it makes (everything under tests/fixtures/sd/, see the README.md there):
                original CLIP BPE file.
   sd21-v/      SD-2.1-shaped: pad token "!" (id 0), EulerAncestral with v_prediction.
   turbo/       SD-Turbo-shaped: the sd21-v models (same files), Euler with "trailing" spacing.
-  sd15-fp16/   sd15's ONNX models converted to float16 (weights and graph inputs/outputs).
+  sd15-fp16/   sd15's models in float16 (weights and every float graph input/output, the timestep too),
+               exported from the half-precision torch modules as `optimum-cli export onnx --dtype fp16` does.
   reference/   tokens.json, embeddings.json (+ .npy), schedulers.json, pipelines.json (+ .npy/.png).
 
 The CLIP vocabulary: no model hub is reachable, so the original CLIP BPE merges file
@@ -24,7 +25,10 @@ dynamic axes (optimum-onnx 0.1.0 pins transformers<4.58 / huggingface-hub<1, whi
 cannot import with). References: diffusers' own StableDiffusionPipeline / StableDiffusionImg2ImgPipeline
 whose text_encoder / unet / vae are replaced by ONNX Runtime sessions of the exported files, wrapped the
 way optimum's ORTDiffusionPipeline wraps them (inputs cast to the session's dtypes, outputs to torch);
-every case is also run with the PyTorch modules and the differences are printed and stored.
+every case is also run with the PyTorch modules and the differences are printed and stored. (Checked
+once in a second venv with optimum-onnx 0.1.0 + diffusers 0.36.0 + transformers 4.57.6: its exporter
+gives the same interfaces and numbers, and its ORTStableDiffusion(Img2Img)Pipeline loaded from these
+folders reproduces every pipelines.json reference bit for bit; see the README.)
 
 Environment (CPython 3.11; run from the repository root; nothing of it goes in the repo):
 
@@ -33,13 +37,15 @@ Environment (CPython 3.11; run from the repository root; nothing of it goes in t
   /work/sdref-venv/bin/pip install $W/torch-2.11.0-cp311-cp311-manylinux_2_28_x86_64.whl
       # with its dependencies: the CUDA build's libtorch needs cudnn/cublas/... even on CPU (about 4.5 GB)
   /work/sdref-venv/bin/pip install diffusers==0.42.1 transformers==5.23.0 onnx==1.23.2 \
-      $W/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl onnxscript onnxconverter-common \
-      numpy pillow ftfy regex
+      $W/onnxruntime-1.31.1-cp311-cp311-manylinux_2_28_x86_64.whl onnxscript numpy pillow ftfy regex
+      # (ftfy + regex only for the report-only cross-check with the original CLIP tokenizer)
   /work/sdref-venv/bin/python scripts/sd_fixtures.py            # everything
   /work/sdref-venv/bin/python scripts/sd_fixtures.py --only tokens,schedulers   # the cheap parts
 
-Stages (--only, comma separated): tokens, schedulers, models, embeddings, pipelines.
-Run time: about 2 minutes on 2 CPU cores (models + references); tokens and schedulers take seconds.
+Stages (--only, comma separated): tokens, schedulers, models, embeddings, pipelines. embeddings and
+pipelines read the torch weights that models leaves in --work (default /tmp/sdref-work).
+Run time: about 30 seconds on 2 CPU cores (plus the venv: about 2 minutes of pip); every output is
+byte-for-byte the same on a rerun.
 Run once by hand, not by CI.
 """
 
@@ -51,8 +57,6 @@ import gzip
 import hashlib
 import inspect
 import json
-import math
-import os
 import shutil
 import subprocess
 import sys
@@ -231,13 +235,6 @@ def config_json(config) -> dict:
     return c
 
 
-def seed_all(seed: int):
-    import torch
-
-    torch.manual_seed(seed)
-    np.random.seed(seed)
-
-
 # ----------------------------------------------------------------------------------------------
 # CLIP tokenizer files
 
@@ -362,7 +359,6 @@ def stage_tokens(args, work):
             mod = importlib.util.module_from_spec(spec)
             spec.loader.exec_module(mod)
             st = mod.SimpleTokenizer(str(bpe))
-            hf = toks["sd15"][1]
             for i, prompt in enumerate(PROMPTS):
                 a = [49406] + st.encode(prompt)[:75] + [49407]
                 b = [x for x in result["sd15"]["ids"][i]]
@@ -609,10 +605,6 @@ def build_torch_models(flavour: str):
         unet.conv_out.weight.mul_(3.0)
         vae.decoder.conv_out.weight.mul_(1.2)
     return text, unet, vae
-
-
-class _TextWrap:
-    pass
 
 
 def export_onnx(model, args, path: Path, input_names, output_names, dynamic_axes):
@@ -909,7 +901,7 @@ def stage_embeddings(args, work):
                        "shape": list(hs.shape), "dtype": "float32", "output": "last_hidden_state",
                        "max_abs_diff_onnx_vs_torch": diff}
         log(f"embeddings {folder}: shape {hs.shape}, |onnx - torch| max {diff:.3g}")
-    write_json(REF / "embeddings.json", doc, indent=1)
+    write_json(REF / "embeddings.json", doc)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -1026,7 +1018,6 @@ def run_pipeline(folder, kind, sampler, prompt, negative, guidance, steps, stren
 
 
 def stage_pipelines(args, work):
-    import torch
     from PIL import Image
     from transformers import CLIPTokenizer
 
