@@ -1,7 +1,8 @@
 /*
  * Stable-Diffusion-family folders (optimum's ONNX layout) through the C API from C: the same calls as for
  * mirage's own sets. A reference generation of diffusers reproduced from its initial noise; every sampler;
- * the job API against the blocking call; img2img, inpaint, interpolate; a few-step folder without guidance;
+ * the job API against the blocking call; img2img, inpaint, denoise with previews, the VAE alone, interpolate;
+ * a few-step folder without guidance;
  * cancel; and the errors of a broken folder and an unknown sampler.
  *
  * Run by tests/diffusers.rs (c_program_runs_the_folders) as:
@@ -42,6 +43,14 @@ static bool count_steps(uint32_t step, uint32_t total, void *user_data) {
     (void)user_data;
     (void)total;
     steps_seen = step;
+    return true;
+}
+
+static unsigned previews;
+
+static bool count_previews(uint32_t step, const MirageImage *images, size_t count, void *user_data) {
+    (void)user_data;
+    if (step >= 1 && count == 1 && images != NULL && images[0].width == SIDE) previews++;
     return true;
 }
 
@@ -169,6 +178,31 @@ int main(int argc, char **argv) {
             }
     CHECK(kept && changed, "inpaint: right half kept %d, left half changed %d", kept, changed);
     mirage_image_batch_free(out);
+
+    /* denoise (no noise added), with a preview after every step. */
+    q = base_params();
+    q.sampler = "ddim";
+    q.strength = 0.3f;
+    q.preview = count_previews;
+    out = NULL;
+    EXPECT_OK(mirage_denoise(ctx, &input, 1, &q, &out));
+    CHECK(out != NULL && pixels(out, 0) != NULL, "denoise: an image");
+    CHECK(previews == 2, "denoise at 0.3 of 8 steps: 2 steps previewed, saw %u", previews); /* int(8 * 0.3) */
+    mirage_image_batch_free(out);
+
+    /* The VAE alone: encode to the latent distribution, decode its mean. */
+    MirageLatent *mean = NULL, *logvar = NULL;
+    EXPECT_OK(mirage_vae_encode(ctx, &input, 1, &mean, &logvar));
+    uint32_t lshape[4] = {0};
+    EXPECT_OK(mirage_latent_shape(mean, lshape));
+    CHECK(lshape[0] == 1 && lshape[1] == 4 && lshape[2] == 8 && lshape[3] == 8, "latent shape %u %u %u %u", lshape[0],
+          lshape[1], lshape[2], lshape[3]);
+    out = NULL;
+    EXPECT_OK(mirage_vae_decode(ctx, mean, MIRAGE_PIXEL_RGB8, &out));
+    CHECK(out != NULL && pixels(out, 0) != NULL, "vae decode: a 64x64 image");
+    mirage_image_batch_free(out);
+    mirage_latent_free(mean);
+    mirage_latent_free(logvar);
 
     /* A walk between two prompts. */
     const char *walk[] = {"a red cube", "a blue sphere"};
