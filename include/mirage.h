@@ -444,7 +444,8 @@ typedef struct MirageDiffusionParams {
     size_t struct_size;
     /**
      * Sampler steps of a full generation, 1 to 1000; default 50. img2img and inpaint run the `strength`
-     * fraction of them (at least one).
+     * fraction of them (at least one; a diffusers folder runs `int(steps * strength)` as diffusers does, and
+     * refuses 0, and its PNDM scheduler makes one U-Net call more than its steps: `progress` counts calls).
      */
     uint32_t steps;
     /**

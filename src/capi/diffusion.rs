@@ -39,7 +39,8 @@ pub struct MirageDiffusionParams {
     /// sizeof(MirageDiffusionParams) as the host was compiled; set by `mirage_diffusion_params_init`.
     pub struct_size: usize,
     /// Sampler steps of a full generation, 1 to 1000; default 50. img2img and inpaint run the `strength`
-    /// fraction of them (at least one).
+    /// fraction of them (at least one; a diffusers folder runs `int(steps * strength)` as diffusers does, and
+    /// refuses 0, and its PNDM scheduler makes one U-Net call more than its steps: `progress` counts calls).
     pub steps: u32,
     /// NULL or "" or "auto" (default): the set's own — "ddim" for mirage's sets, the folder's scheduler for a
     /// diffusers folder. "ddim", "dpm++2m" (DPM-Solver++ 2M: good images in fewer steps); diffusers folders

@@ -358,6 +358,12 @@ pub(crate) fn open(dir: &Path, provider: Option<Provider>) -> Result<Opened> {
                 ))
             }
         };
+        if unet_inputs.contains(&input)
+            || (matches!(input, UNetInput::Timestep { .. })
+                && unet_inputs.iter().any(|i| matches!(i, UNetInput::Timestep { .. })))
+        {
+            return Err(mismatch("unet", format!("input {:?} appears twice", clip(&t.name)), &ins, &outs));
+        }
         unet_inputs.push(input);
     }
     for need in [UNetInput::Sample, UNetInput::EncoderHiddenStates] {
@@ -489,13 +495,17 @@ impl Extras {
         guidance: f32,
     ) -> Vec<Feed> {
         let n = shape[0];
+        // Each input appears once (checked at open): the big buffers are moved, not copied.
+        let (mut x, mut context) = (Some(x), Some(context));
         self.unet_inputs
             .iter()
             .map(|i| match *i {
-                UNetInput::Sample => Feed::F32 { shape: shape.clone(), data: x.clone() },
+                UNetInput::Sample => Feed::F32 { shape: shape.clone(), data: x.take().unwrap_or_default() },
                 UNetInput::Timestep { rank1: true } => Feed::F32 { shape: vec![n], data: levels.to_vec() },
                 UNetInput::Timestep { rank1: false } => Feed::F32 { shape: vec![], data: vec![levels[0]] },
-                UNetInput::EncoderHiddenStates => Feed::F32 { shape: context_shape.clone(), data: context.clone() },
+                UNetInput::EncoderHiddenStates => {
+                    Feed::F32 { shape: context_shape.clone(), data: context.take().unwrap_or_default() }
+                }
                 UNetInput::TimestepCond => {
                     let d = self.time_cond_dim.unwrap_or(0);
                     let e = guidance_embedding(guidance - 1.0, d);
