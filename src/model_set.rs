@@ -766,6 +766,12 @@ pub fn open_memory_shared(bytes: &[u8], provider: Option<Provider>, tileable: bo
 /// [`PACK_TEXT_ENCODER`] (checked against its descriptor). The manifest goes in as it is.
 pub fn pack_set(dir: &Path) -> Result<Vec<u8>> {
     use crate::limits::{MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_TOKENIZER_BYTES};
+    if crate::diffusers::is_folder(dir) && !dir.join(crate::manifest::MANIFEST_FILE).exists() {
+        return Err(Error::Unsupported(format!(
+            "{} is a diffusers folder: packs hold mirage's own model sets; open the folder itself",
+            crate::limits::quote_path(dir)
+        )));
+    }
     let manifest_path = dir.join(crate::manifest::MANIFEST_FILE);
     let manifest_bytes = crate::files::read_regular(
         &manifest_path,

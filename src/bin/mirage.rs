@@ -920,12 +920,13 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
         report.insert("text_encoder_ms_per_prompt".into(), ms(enc[0]).into());
     }
     // A bare session of the same U-Net file, fed exactly what the pipeline feeds it: mirage's overhead.
+    // (A diffusers folder's U-Net takes other inputs, in its own types: its steps are timed without it.)
     let bare = match &m.unet {
-        Some(u) => {
+        Some(u) if !set.is_diffusers() => {
             let bytes = mirage::manifest::Manifest::read_model(set.dir(), &u.model)?;
             Some(std::cell::RefCell::new(runtime::global()?.session(&bytes, "bench: bare U-Net", None)?.session))
         }
-        None => None,
+        _ => None,
     };
     let mut rows = Vec::new();
     for &b in batches {
@@ -950,14 +951,29 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
         );
         row.insert("vae_encode_ms".into(), ms(enc[0]).into());
         row.insert("vae_decode_ms".into(), ms(dec[0]).into());
-        if let Some(session) = &bare {
+        if set.has_unet() {
             // The pipeline: a plan of enough steps, stepped one at a time.
             let p = DiffusionParams { steps: (iters + 3).min(1000), count: b, ..Default::default() };
             let guidance = text(b)?;
-            let guided = guidance.is_some() && pipeline::resolve_guidance(&set, None)? != 1.0;
+            let guided = guidance.is_some() && set.runs_both_sides(pipeline::resolve_guidance(&set, None)?);
             let rows_per = if guided { 2 * b } else { b };
             let mut plan = pipeline::plan_generate(&set, &p, guidance.as_ref())?;
             let step = time_ms(iters.min(997), || plan.step(&set, &mut Hooks::default()))?;
+            let per_image = (50.0 * step[0] + dec[0]) / b as f64;
+            row.insert("unet_batch".into(), rows_per.into());
+            row.insert("step_ms".into(), ms(step[0]).into());
+            row.insert("ms_per_50_step_image".into(), ms(per_image).into());
+            let Some(session) = &bare else {
+                println!(
+                    "    sampler step: mirage {:.3} ms (p10 {:.3}, p90 {:.3}) (U-Net batch {rows_per}); a finished 50-step \
+                     image {per_image:.2} ms",
+                    step[0],
+                    step[1],
+                    step[2]
+                );
+                rows.push(serde_json::Value::Object(row));
+                continue;
+            };
             // The same U-Net run on a bare session: inputs of the shapes the pipeline builds.
             let [c, h, w] = set.diffusion_shape()?;
             let mut feeds: Vec<(String, ort::value::DynValue)> = Vec::new();
@@ -984,7 +1000,6 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
                 Ok(())
             })?;
             let overhead = (step[0] - bare_ms[0]) / bare_ms[0] * 100.0;
-            let per_image = (50.0 * step[0] + dec[0]) / b as f64;
             println!(
                 "    sampler step: mirage {:.3} ms (p10 {:.3}, p90 {:.3}), bare ONNX Runtime U-Net run {:.3} ms (U-Net batch \
                  {rows_per}): overhead {overhead:+.1} %; a finished 50-step image {per_image:.2} ms",
@@ -993,11 +1008,8 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
                 step[2],
                 bare_ms[0]
             );
-            row.insert("unet_batch".into(), rows_per.into());
-            row.insert("step_ms".into(), ms(step[0]).into());
             row.insert("bare_unet_run_ms".into(), ms(bare_ms[0]).into());
             row.insert("overhead_percent".into(), ((overhead * 10.0).round() / 10.0).into());
-            row.insert("ms_per_50_step_image".into(), ms(per_image).into());
         }
         rows.push(serde_json::Value::Object(row));
     }
@@ -1009,8 +1021,12 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
         model_bytes += std::fs::metadata(set.dir().join(&f.file)).map_or(0, |md| md.len());
     }
     if let Some(t) = m.unet.as_ref().and_then(|u| u.text.as_ref()) {
-        model_bytes +=
-            std::fs::metadata(set.dir().join(&t.encoder).join(mirage::text::ONNX_FILE)).map_or(0, |md| md.len());
+        model_bytes += std::fs::metadata(set.dir().join(&t.encoder).join(if set.is_diffusers() {
+            "model.onnx"
+        } else {
+            mirage::text::ONNX_FILE
+        }))
+        .map_or(0, |md| md.len());
     }
     let rss = peak_rss();
     println!("  peak RSS {:.1} MB for {:.1} MB of models", rss as f64 / 1e6, model_bytes as f64 / 1e6);
