@@ -13,6 +13,10 @@ What it makes (everything under tests/fixtures/sd/, see the README.md there):
   turbo/       SD-Turbo-shaped: the sd21-v models (same files), Euler with "trailing" spacing.
   sd15-fp16/   sd15's models in float16 (weights and every float graph input/output, the timestep too),
                exported from the half-precision torch modules as `optimum-cli export onnx --dtype fp16` does.
+  lcm/         LCM-distilled SD-1.5-shaped: sd15's tokenizer, text encoder and VAE (the same files), a U-Net
+               with time_cond_proj_dim 32 (extra ONNX input timestep_cond [batch_size, 32], the guidance-scale
+               embedding), LCM_Dreamshaper_v7's LCMScheduler config, LatentConsistencyModelPipeline's
+               model_index.json.
   reference/   tokens.json, embeddings.json (+ .npy), schedulers.json, pipelines.json (+ .npy/.png).
 
 The CLIP vocabulary: no model hub is reachable, so the original CLIP BPE merges file
@@ -23,12 +27,13 @@ way Hugging Face's CLIP tokenizer files are built.
 Exporter: torch.onnx.export (TorchScript exporter, opset 18) into exactly optimum's names, dtypes and
 dynamic axes (optimum-onnx 0.1.0 pins transformers<4.58 / huggingface-hub<1, which diffusers 0.42.1
 cannot import with). References: diffusers' own StableDiffusionPipeline / StableDiffusionImg2ImgPipeline
-whose text_encoder / unet / vae are replaced by ONNX Runtime sessions of the exported files, wrapped the
-way optimum's ORTDiffusionPipeline wraps them (inputs cast to the session's dtypes, outputs to torch);
-every case is also run with the PyTorch modules and the differences are printed and stored. (Checked
-once in a second venv with optimum-onnx 0.1.0 + diffusers 0.36.0 + transformers 4.57.6: its exporter
-gives the same interfaces and numbers, and its ORTStableDiffusion(Img2Img)Pipeline loaded from these
-folders reproduces every pipelines.json reference bit for bit; see the README.)
+(LatentConsistencyModelPipeline for lcm/) whose text_encoder / unet / vae are replaced by ONNX Runtime
+sessions of the exported files, wrapped the way optimum's ORTDiffusionPipeline wraps them (inputs cast to
+the session's dtypes, outputs to torch); every case is also run with the PyTorch modules and the
+differences are printed and stored. (Checked once in a second venv with optimum-onnx 0.1.0 + diffusers
+0.36.0 + transformers 4.57.6: its exporter gives the same interfaces and numbers, and its
+ORTStableDiffusion(Img2Img)Pipeline / ORTLatentConsistencyModelPipeline loaded from these folders
+reproduces every pipelines.json reference bit for bit; see the README.)
 
 Environment (CPython 3.11; run from the repository root; nothing of it goes in the repo):
 
@@ -128,8 +133,32 @@ TURBO_SCHEDULER = {
     "use_karras_sigmas": False,
 }
 
+# SimianLuo/LCM_Dreamshaper_v7's scheduler config (an LCM-distilled SD 1.5 model), as remembered (no hub
+# access here to re-check it); only LCMScheduler's own keys matter to the sampling.
+LCM_SCHEDULER = {
+    "_class_name": "LCMScheduler",
+    "_diffusers_version": "0.22.0.dev0",
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "beta_start": 0.00085,
+    "clip_sample": False,
+    "clip_sample_range": 1.0,
+    "dynamic_thresholding_ratio": 0.995,
+    "num_train_timesteps": 1000,
+    "original_inference_steps": 50,
+    "prediction_type": "epsilon",
+    "rescale_betas_zero_snr": False,
+    "sample_max_value": 1.0,
+    "set_alpha_to_one": True,
+    "steps_offset": 1,
+    "thresholding": False,
+    "timestep_scaling": 10.0,
+    "timestep_spacing": "leading",
+    "trained_betas": None,
+}
+
 FOLDER_SCHEDULER = {"sd15": SD15_SCHEDULER, "sd15-fp16": SD15_SCHEDULER, "sd21-v": SD21V_SCHEDULER,
-                    "turbo": TURBO_SCHEDULER}
+                    "turbo": TURBO_SCHEDULER, "lcm": LCM_SCHEDULER}
 
 # mirage sampler name -> (diffusers class name, from_config overrides)
 SAMPLERS = {
@@ -576,6 +605,10 @@ FLAVOURS = {
     # SD 2.1: OpenCLIP ViT-H text tower (gelu), linear projections, upcast attention, head dim 8 everywhere
     "sd21-v": dict(seed=2100, text=dict(hidden_act="gelu"),
                    unet=dict(attention_head_dim=(2, 4), use_linear_projection=True, upcast_attention=True)),
+    # LCM-distilled SD 1.5 (LCM_Dreamshaper_v7's U-Net has time_cond_proj_dim 256): sd15's text encoder and
+    # VAE (same seeds, so the same weights), a U-Net of sd15's sizes plus the guidance-embedding projection
+    "lcm": dict(seed=1500, unet_seed=1503, text=dict(hidden_act="quick_gelu"),
+                unet=dict(attention_head_dim=2, time_cond_proj_dim=32)),
 }
 
 
@@ -592,7 +625,7 @@ def build_torch_models(flavour: str):
     if hasattr(text, "set_attn_implementation"):
         text.set_attn_implementation("eager")
     assert text.config._attn_implementation == "eager", text.config._attn_implementation
-    torch.manual_seed(f["seed"] + 1)
+    torch.manual_seed(f.get("unet_seed", f["seed"] + 1))
     unet = UNet2DConditionModel(**UNET, **f["unet"]).eval()
     torch.manual_seed(f["seed"] + 2)
     vae = AutoencoderKL(**VAE).eval()
@@ -688,6 +721,34 @@ def export_models(d: Path, text, unet, vae, dtype):
                  "sample": {0: "batch_size", 2: f"latent_height * {f}", 3: f"latent_width * {f}"}})
 
 
+def export_lcm_unet(d: Path, unet):
+    """An LCM-distilled U-Net as optimum's "unet-2d-condition" config exports it when the U-Net config has
+    time_cond_proj_dim: the inputs ordered by UNet2DConditionModel.forward's signature, so timestep_cond
+    (dynamic axes {0: "batch_size"}) comes after encoder_hidden_states."""
+    import torch
+
+    class LcmUnetExp(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, sample, timestep, encoder_hidden_states, timestep_cond):
+            return self.m(sample, timestep, encoder_hidden_states=encoder_hidden_states, timestep_cond=timestep_cond,
+                          return_dict=False)[0]
+
+    unet = copy.deepcopy(unet)
+    g = torch.Generator().manual_seed(0)
+    dummy = (torch.randn(2, 4, 8, 8, generator=g), torch.tensor(981.0),
+             torch.randn(2, MAX_LEN, TEXT["hidden_size"], generator=g),
+             torch.randn(2, unet.config.time_cond_proj_dim, generator=g))
+    export_onnx(LcmUnetExp(unet), dummy, d / "unet" / "model.onnx",
+                ["sample", "timestep", "encoder_hidden_states", "timestep_cond"], ["out_sample"],
+                {"sample": {0: "batch_size", 2: "height", 3: "width"},
+                 "encoder_hidden_states": {0: "batch_size", 1: "sequence_length"},
+                 "timestep_cond": {0: "batch_size"},
+                 "out_sample": {0: "batch_size", 2: "height", 3: "width"}})
+
+
 def stage_models(args, work):
     import torch
     from diffusers import StableDiffusionPipeline
@@ -742,6 +803,29 @@ def stage_models(args, work):
     mi["scheduler"] = ["diffusers", "EulerDiscreteScheduler"]
     write_json(d / "model_index.json", mi, indent=2)
     log(f"wrote {d}")
+
+    # lcm: sd15's tokenizer, text encoder and VAE (the same files), an LCM U-Net, LCM_Dreamshaper_v7's scheduler
+    from diffusers import LatentConsistencyModelPipeline
+
+    text, unet, vae = build_torch_models("lcm")
+    sd15 = torch.load(work / "torch-sd15.pt")
+    for part, m in (("text", text), ("vae", vae)):  # same seeds and configs as sd15: the same weights
+        assert all(torch.equal(v, sd15[part][k]) for k, v in m.state_dict().items()), part
+    d = OUT / "lcm"
+    if d.exists():
+        shutil.rmtree(d)
+    shutil.copytree(OUT / "sd15", d)
+    shutil.rmtree(d / "unet")
+    sched = make_scheduler(LCM_SCHEDULER, None)
+    pipe = LatentConsistencyModelPipeline(vae=vae, text_encoder=text, tokenizer=toks["sd15"][1], unet=unet,
+                                          scheduler=sched, safety_checker=None, feature_extractor=None,
+                                          requires_safety_checker=False)
+    pipe.save_config(str(d))
+    write_json(d / "scheduler" / "scheduler_config.json", LCM_SCHEDULER, indent=2)
+    export_lcm_unet(d, unet)
+    unet.save_config(str(d / "unet"))
+    torch.save({"text": text.state_dict(), "unet": unet.state_dict(), "vae": vae.state_dict()}, work / "torch-lcm.pt")
+    log(f"exported {d}")
     describe_models()
 
 
@@ -756,7 +840,7 @@ def ort_session(path: Path):
 
 def describe_models():
     info = {}
-    for folder in ("sd15", "sd21-v", "turbo", "sd15-fp16"):
+    for folder in ("sd15", "sd21-v", "turbo", "sd15-fp16", "lcm"):
         for part in ("text_encoder", "unet", "vae_encoder", "vae_decoder"):
             s = ort_session(OUT / folder / part / "model.onnx")
             info[f"{folder}/{part}"] = {
@@ -844,7 +928,9 @@ def make_ort_components(folder: Path, torch_configs):
 
         def forward(self, sample, timestep, encoder_hidden_states, timestep_cond=None, cross_attention_kwargs=None,
                     added_cond_kwargs=None, return_dict=True):
-            o = self.run(sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states)
+            # timestep_cond: only read when the graph has the input (an LCM U-Net)
+            o = self.run(sample=sample, timestep=timestep, encoder_hidden_states=encoder_hidden_states,
+                         timestep_cond=timestep_cond)
             return (o["out_sample"],)
 
     class OrtVae(Base):
@@ -877,7 +963,7 @@ def load_torch_models(flavour, work):
     return text, unet, vae
 
 
-FLAVOUR_OF = {"sd15": "sd15", "sd15-fp16": "sd15", "sd21-v": "sd21-v", "turbo": "sd21-v"}
+FLAVOUR_OF = {"sd15": "sd15", "sd15-fp16": "sd15", "sd21-v": "sd21-v", "turbo": "sd21-v", "lcm": "lcm"}
 
 
 def stage_embeddings(args, work):
@@ -953,10 +1039,14 @@ PIPE_CASES = [
     ("turbo-4", "turbo", "text2img", "auto", "a cinematic shot of a baby racoon", "", 0.0, 4, 1.0, 0.0, 42, 1),
     ("sd15-fp16-pndm", "sd15-fp16", "text2img", "auto", "a photo of an astronaut riding a horse on mars",
      "blurry, low quality", 7.5, 8, 1.0, 0.0, 11, 1),
+    # LatentConsistencyModelPipeline: no CFG batch, guidance_scale - 1 goes in through timestep_cond
+    ("lcm-4", "lcm", "text2img", "auto", "a lighthouse on a cliff at dawn", "", 8.0, 4, 1.0, 0.0, 51, 1),
+    ("lcm-2-batch2", "lcm", "text2img", "auto", "a bowl of ramen, studio lighting", "", 3.0, 2, 1.0, 0.0, 52, 2),
 ]
 
 I2I_MODULE = "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img"
 T2I_MODULE = "diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion"
+LCM_MODULE = "diffusers.pipelines.latent_consistency_models.pipeline_latent_consistency_text2img"
 
 
 def run_pipeline(folder, kind, sampler, prompt, negative, guidance, steps, strength, eta, seed, n, components, tok,
@@ -964,11 +1054,17 @@ def run_pipeline(folder, kind, sampler, prompt, negative, guidance, steps, stren
     import importlib
 
     import torch
-    from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
+    from diffusers import LatentConsistencyModelPipeline, StableDiffusionImg2ImgPipeline, StableDiffusionPipeline
 
     text, unet, vae = components
     sched = make_scheduler(FOLDER_SCHEDULER[folder], sampler)
-    cls = StableDiffusionPipeline if kind == "text2img" else StableDiffusionImg2ImgPipeline
+    # the folder's own pipeline class (model_index.json), as DiffusionPipeline.from_pretrained picks it
+    lcm = json.loads((OUT / folder / "model_index.json").read_text())["_class_name"] == "LatentConsistencyModelPipeline"
+    if lcm:
+        assert kind == "text2img" and not negative and eta == 0.0
+        cls = LatentConsistencyModelPipeline
+    else:
+        cls = StableDiffusionPipeline if kind == "text2img" else StableDiffusionImg2ImgPipeline
     pipe = cls(vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched, safety_checker=None,
                feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -984,6 +1080,8 @@ def run_pipeline(folder, kind, sampler, prompt, negative, guidance, steps, stren
     kw = dict(prompt=prompt, negative_prompt=negative or None, guidance_scale=guidance, num_inference_steps=steps,
               eta=eta, generator=gen, num_images_per_prompt=n, output_type="np", callback_on_step_end=cb,
               callback_on_step_end_tensor_inputs=["latents"])
+    if lcm:  # its __call__ takes neither (no negative prompts; the scheduler's step has no eta)
+        del kw["negative_prompt"], kw["eta"]
     i2i = importlib.import_module(I2I_MODULE)
     sched_mod = type(sched).__module__
     orig_retrieve = i2i.retrieve_latents
@@ -995,13 +1093,13 @@ def run_pipeline(folder, kind, sampler, prompt, negative, guidance, steps, stren
         i2i.retrieve_latents = lambda enc, generator=None, sample_mode="sample": orig_retrieve(
             enc, generator=generator, sample_mode="argmax")
     try:
-        with NoiseRecorder(sched_mod, I2I_MODULE, T2I_MODULE) as rec:
+        with NoiseRecorder(sched_mod, I2I_MODULE, T2I_MODULE, LCM_MODULE) as rec:
             with torch.no_grad():
                 img = pipe(**kw).images
     finally:
         i2i.retrieve_latents = orig_retrieve
     step_noise = rec.of(sched_mod)
-    pipe_noise = rec.of(I2I_MODULE) + rec.of(T2I_MODULE)
+    pipe_noise = rec.of(I2I_MODULE) + rec.of(T2I_MODULE) + rec.of(LCM_MODULE)
     return {
         "image": np.ascontiguousarray(np.asarray(img, dtype=np.float32).transpose(0, 3, 1, 2)),
         "step_latents": torch.stack(steps_lat).numpy() if steps_lat else None,
@@ -1094,7 +1192,10 @@ def stage_pipelines(args, work):
                  "sample_mode='argmax'), times vae scaling_factor, then add_noise(., init_noise, timesteps[:1]). "
                  "step_noise = every randn_tensor draw of the scheduler, flattened in order. step_latents = "
                  "latents after each scheduler step [unet calls, n, 4, h, w]. image = output_type='np' as NCHW "
-                 "float32 in [0, 1] before rounding; image_png is that rounded, for viewing.",
+                 "float32 in [0, 1] before rounding; image_png is that rounded, for viewing. Folders whose "
+                 "model_index.json names LatentConsistencyModelPipeline (lcm) run that pipeline: no CFG batch, "
+                 "timestep_cond = get_guidance_scale_embedding(guidance - 1, time_cond_proj_dim) for every sample, "
+                 "the image decoded from the last step's denoised sample (= its latents).",
         "scheduler_rule": SCHEDULER_RULE,
         "cases": cases,
     }

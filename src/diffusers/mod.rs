@@ -553,14 +553,15 @@ impl Extras {
 }
 
 /// diffusers' guidance-scale embedding of LCM U-Nets (`get_guidance_scale_embedding`): `w * 1000` through
-/// sinusoids of `dim` frequencies, sines then cosines (zero-padded to an odd `dim`).
+/// sinusoids of `dim` frequencies, sines then cosines (zero-padded to an odd `dim`). In f32, as diffusers
+/// computes it (f64 here moved the latents by 1e-6 relative).
 fn guidance_embedding(w: f32, dim: usize) -> Vec<f32> {
     let half = dim / 2;
-    let w = w as f64 * 1000.0;
-    let step = if half > 1 { (10000f64).ln() / (half as f64 - 1.0) } else { 0.0 };
-    let freqs: Vec<f64> = (0..half).map(|i| (-(i as f64) * step).exp()).collect();
-    let mut e: Vec<f32> = freqs.iter().map(|f| (w * f).sin() as f32).collect();
-    e.extend(freqs.iter().map(|f| (w * f).cos() as f32));
+    let w = w * 1000.0;
+    let step = if half > 1 { 10000f32.ln() / (half as f32 - 1.0) } else { 0.0 };
+    let args: Vec<f32> = (0..half).map(|i| w * (i as f32 * -step).exp()).collect();
+    let mut e: Vec<f32> = args.iter().map(|a| a.sin()).collect();
+    e.extend(args.iter().map(|a| a.cos()));
     e.resize(dim, 0.0);
     e
 }
