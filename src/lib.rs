@@ -53,6 +53,7 @@ pub mod runtime;
 pub mod sampler;
 pub mod schedule;
 pub mod session;
+pub mod session_cache;
 pub mod text;
 pub mod tile;
 #[cfg(feature = "train")]

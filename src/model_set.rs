@@ -81,15 +81,22 @@ fn load_model(files: &Files, spec: &ModelFile, provider: Option<Provider>, tilea
     let out_shapes: Vec<&[i64]> = spec.outputs.iter().map(|t| t.shape.as_slice()).collect();
     let what = format!("{} ({}{})", spec.kind, spec.file, if tileable { ", tileable" } else { "" });
     let (inputs, outputs) = (names(&spec.inputs), names(&spec.outputs));
-    let model = OnnxModel::create(
-        &bytes,
-        what.clone(),
-        provider,
-        inputs,
-        outputs,
-        Some((&in_shapes, &out_shapes)),
-        "the manifest",
-    )?;
+    let shapes = Some((in_shapes.as_slice(), out_shapes.as_slice()));
+    let model = if tileable {
+        OnnxModel::create(&bytes, what.clone(), provider, inputs, outputs, shapes, "the manifest")?
+    } else {
+        // The bytes match the manifest's sha256 (checked above): their optimized graph may be cached.
+        OnnxModel::create_verified(
+            &bytes,
+            &spec.sha256,
+            what.clone(),
+            provider,
+            inputs,
+            outputs,
+            shapes,
+            "the manifest",
+        )?
+    };
     crate::log_at!(
         crate::log::Level::Info,
         "{what}: {:.1} MB read and checked in {:.0} ms, session made in {:.0} ms",

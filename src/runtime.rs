@@ -75,8 +75,8 @@ pub struct RuntimeOptions {
     pub tensorrt_fp16: bool,
     /// TensorRT: folder for the engine and timing caches (None = no cache, engines are rebuilt per process).
     pub tensorrt_cache_dir: Option<PathBuf>,
-    /// Folder of the cache of verified model-file digests ([`crate::digests`]); None = hash every file on
-    /// every load.
+    /// Folder of the load cache: verified model-file digests ([`crate::digests`]) and, on CPU, optimized
+    /// graphs ([`crate::session_cache`]); None = hash every file and optimize every graph on every load.
     pub digest_cache_dir: Option<PathBuf>,
 }
 
@@ -118,6 +118,12 @@ pub fn init(options: &RuntimeOptions) -> Result<&'static Runtime> {
     }
     let library = load_library(options.ort_library.as_deref())?;
     let logger: ort::logging::LoggerFunction = std::sync::Arc::new(|level, category, _id, _loc, msg| {
+        // The session cache saves optimized graphs on purpose, keyed by this CPU (crate::session_cache): ONNX
+        // Runtime's warning that such a graph is hardware-specific is expected, not news for the host.
+        if msg.starts_with("Serializing optimized model with Graph Optimization level greater than") {
+            log_at!(Level::Debug, "onnxruntime [{category}]: {msg}");
+            return;
+        }
         let level = match level {
             ort::logging::LogLevel::Verbose => return,
             ort::logging::LogLevel::Info => Level::Debug,
@@ -262,6 +268,32 @@ impl Runtime {
         self.session_from(ModelSource::Bytes(bytes), what, provider)
     }
 
+    /// [`Runtime::session`] for bytes whose sha256 the caller has verified: on CPU, with a load cache folder
+    /// (`digest_cache_dir`), ONNX Runtime's optimized form of the model is kept in its `sessions/` folder and
+    /// loaded instead of optimizing the graph again ([`crate::session_cache`]).
+    pub fn session_verified(
+        &self,
+        bytes: &[u8],
+        sha256: &str,
+        what: &str,
+        provider: Option<Provider>,
+    ) -> Result<LoadedSession> {
+        let want = provider.unwrap_or(self.options.provider);
+        let cpu_only = want == Provider::Cpu || (want == Provider::Auto && self.available_providers() == ["cpu"]);
+        match (&self.options.digest_cache_dir, cpu_only) {
+            (Some(dir), true) => crate::session_cache::session(self, dir, bytes, sha256, what),
+            _ => self.session(bytes, what, provider),
+        }
+    }
+
+    /// A CPU session with the given graph tuning (see [`crate::session_cache`]).
+    pub(crate) fn cpu_session(&self, bytes: &[u8], what: &str, tune: &Tune) -> Result<Session> {
+        self.try_session(ModelSource::Bytes(bytes), what, Provider::Cpu, tune).map_err(|e| match e {
+            TryError::Model(e) => e,
+            TryError::Unavailable(r) => Error::Unsupported(format!("{what}: {r}")),
+        })
+    }
+
     /// [`Runtime::session`] from bytes or from a file.
     pub fn session_from(&self, source: ModelSource, what: &str, provider: Option<Provider>) -> Result<LoadedSession> {
         let want = provider.unwrap_or(self.options.provider);
@@ -283,7 +315,7 @@ impl Runtime {
                     reasons.join("; ")
                 )));
             }
-            match self.try_session(source, what, p) {
+            match self.try_session(source, what, p, &Tune::default()) {
                 Ok(session) => {
                     if p != want && want != Provider::Auto {
                         log_at!(
@@ -304,12 +336,23 @@ impl Runtime {
         Err(Error::Unsupported(format!("{what}: no execution provider could run it: {}", reasons.join("; "))))
     }
 
-    fn try_session(&self, source: ModelSource, what: &str, p: Provider) -> std::result::Result<Session, TryError> {
+    fn try_session(
+        &self,
+        source: ModelSource,
+        what: &str,
+        p: Provider,
+        tune: &Tune,
+    ) -> std::result::Result<Session, TryError> {
         let be = |e: ort::Error<SessionBuilder>| {
             TryError::Model(Error::InvalidModel(format!("{what}: {}", crate::limits::clip(&e.to_string()))))
         };
         let mut b = Session::builder(&self.env).map_err(|e| TryError::Model(Error::Inference(e.to_string())))?;
-        b = b.with_optimization_level(GraphOptimizationLevel::Level3).map_err(be)?;
+        let level = if tune.preoptimized { GraphOptimizationLevel::Disable } else { GraphOptimizationLevel::Level3 };
+        b = b.with_optimization_level(level).map_err(be)?;
+        if let Some(path) = &tune.save_to {
+            b = b.with_config_entry("session.save_model_format", "ORT").map_err(be)?;
+            b = b.with_optimized_model_path(path).map_err(be)?;
+        }
         if self.options.intra_threads > 0 {
             b = b.with_intra_threads(self.options.intra_threads).map_err(be)?;
         }
@@ -350,6 +393,14 @@ impl Runtime {
             }
         })
     }
+}
+
+/// How a session's graph is prepared: optimized now (the default), already optimized (an ORT-format model
+/// from the session cache), and whether to save the optimized form.
+#[derive(Default)]
+pub(crate) struct Tune {
+    pub preoptimized: bool,
+    pub save_to: Option<PathBuf>,
 }
 
 enum TryError {

@@ -68,6 +68,23 @@ impl OnnxModel {
         Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
     }
 
+    /// [`OnnxModel::create`] for bytes whose sha256 the caller has verified: their optimized graph may come
+    /// from the session cache ([`crate::session_cache`]).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn create_verified(
+        bytes: &[u8],
+        sha256: &str,
+        what: String,
+        provider: Option<Provider>,
+        inputs: Vec<String>,
+        outputs: Vec<String>,
+        shapes: Option<(Shapes, Shapes)>,
+        declared_by: &str,
+    ) -> Result<OnnxModel> {
+        let loaded = runtime::global()?.session_verified(bytes, sha256, &what, provider)?;
+        Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
+    }
+
     /// The model of `loaded`, its names checked against `names` (None: the model's own are taken).
     fn checked(
         loaded: runtime::LoadedSession,

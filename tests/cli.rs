@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::{mirage_bin, tiny_set};
+use crate::util::{mirage_bin, tiny_diffusion_set, tiny_set};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(mirage_bin()).args(args).output().expect("running mirage");
@@ -308,8 +308,11 @@ fn the_digest_cache_never_hides_a_changed_file() {
     };
     let (ok, _, err) = sample(c);
     assert!(ok, "{err}");
-    let entries = std::fs::read_dir(&cache).map(|r| r.count()).unwrap_or(0);
-    assert_eq!(entries, 2, "one entry per verified model file (encoder, decoder)");
+    let digests = |cache: &std::path::Path| {
+        std::fs::read_dir(cache)
+            .map(|r| r.flatten().filter(|e| e.path().extension() == Some("digest".as_ref())).count())
+    };
+    assert_eq!(digests(&cache).unwrap_or(0), 2, "one entry per verified model file (encoder, decoder)");
     let (ok, _, err) = sample(c);
     assert!(ok, "{err}");
     // Same size, other bytes: refused with the sha256 message, cache or not.
@@ -323,4 +326,55 @@ fn the_digest_cache_never_hides_a_changed_file() {
     assert!(!ok && err.contains("sha256 mismatch"), "{err}");
     let (ok, _, err) = sample("off");
     assert!(!ok && err.contains("sha256 mismatch"), "{err}");
+}
+
+/// The session cache (the load cache folder's `sessions/`): the first run saves each model's optimized graph,
+/// later runs load it and give the same pixels; a damaged entry is never loaded (the model is optimized
+/// again and the entry rewritten), and a cache that cannot be written costs nothing but the saving.
+#[test]
+fn the_session_cache_gives_the_same_images_and_survives_damage() {
+    let (tmp, dir) = tiny_diffusion_set();
+    let d = dir.to_str().unwrap();
+    let cache = tmp.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let gen = |cache: &str, out: &str| {
+        let out = tmp.path().join(out);
+        let args =
+            ["--digest-cache", cache, "--provider", "cpu", "generate", "--models", d, "--count", "2", "--steps", "3"];
+        let (ok, _, err) = run(&[&args[..], &["--quiet", "-o", out.to_str().unwrap()]].concat());
+        assert!(ok, "{err}");
+        std::fs::read(out).unwrap()
+    };
+    let plain = gen("off", "plain.png");
+    assert_eq!(gen(c, "first.png"), plain, "saving the optimized graphs changed the images");
+    let sessions = cache.join("sessions");
+    let entries = |ext: &str| -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(&sessions)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension() == Some(ext.as_ref()))
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(entries("ort").len(), 3, "one entry per model of the set (VAE encoder, decoder, U-Net)");
+    assert_eq!(entries("sha256").len(), 3);
+    assert_eq!(gen(c, "cached.png"), plain, "the cached optimized graphs changed the images");
+    // Damage every entry: each is refused by its digest, optimized again and rewritten.
+    for e in entries("ort") {
+        let mut b = std::fs::read(&e).unwrap();
+        let at = b.len() / 3;
+        b[at] ^= 0x55;
+        std::fs::write(&e, b).unwrap();
+    }
+    assert_eq!(gen(c, "damaged.png"), plain);
+    for e in entries("ort") {
+        let digest = std::fs::read_to_string(e.with_extension("sha256")).unwrap();
+        assert_eq!(mirage::manifest::sha256_hex(&std::fs::read(&e).unwrap()), digest.trim(), "{e:?} not rewritten");
+    }
+    // A cache folder that cannot be created (a file stands in its way).
+    let blocked = tmp.path().join("blocked");
+    std::fs::write(&blocked, b"not a folder").unwrap();
+    assert_eq!(gen(blocked.to_str().unwrap(), "blocked.png"), plain);
 }

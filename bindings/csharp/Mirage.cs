@@ -926,8 +926,9 @@ namespace Mirage
         public bool TensorRtFp16 { get; set; }
         /// <summary>TensorRT: folder for the engine and timing caches; null = none.</summary>
         public string TensorRtCacheDir { get; set; }
-        /// <summary>Folder of verified model-file digests, so that unchanged files are not hashed again by
-        /// later processes; null (the default) = hash every file on every load.</summary>
+        /// <summary>Folder of the load cache: verified model-file digests, so that unchanged files are not
+        /// hashed again by later processes, and (on CPU) each model's optimized graph; null (the default) =
+        /// hash and optimize on every load.</summary>
         public string DigestCacheDir { get; set; }
     }
 

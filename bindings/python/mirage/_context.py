@@ -970,7 +970,8 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
     message)`: receives the library's (and ONNX Runtime's) log lines, level as a name, from any thread; it
     must be quick and must not call mirage; exceptions it raises are ignored. None logs to stderr.
     `digest_cache_dir`: a folder where verified model-file digests are kept, so that unchanged files are not
-    hashed again by later processes (None: hash every file on every load).
+    hashed again by later processes, and (on CPU) each model's optimized graph, so that later processes create
+    their sessions faster (None: hash and optimize on every load).
     """
     global _last_options
     lib = _native.load_library()
