@@ -112,5 +112,5 @@ sanitize: setup-runtime
 header:
 	MIRAGE_BLESS=1 $(CARGO) test --features $(FEATURES_TEST) --test tests header
 
-$(MINILM): .deps/minilm/model.safetensors
+$(MINILM): .deps/minilm/model.safetensors src/export/minilm.rs
 	$(MIRAGE_BIN) text-encoder export --from .deps/minilm --out models/minilm

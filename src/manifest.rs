@@ -69,6 +69,19 @@ pub struct VaeSpec {
     /// The architecture the trainer used (opaque to the runtime; the exporter and trainer read it).
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub architecture: serde_json::Value,
+    /// Whether decoding points of the prior N(0, I) is meant to give images (`"prior": "sampleable"`,
+    /// a VAE trained and measured for it) or not (absent: the latent is an autoencoder's, to be sampled by
+    /// diffusion; random latents decode to blobs). Optional, so older manifests load unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prior: Option<Prior>,
+}
+
+/// What the VAE's latent prior is good for (see [`VaeSpec::prior`]).
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Prior {
+    /// N(0, I) latents decode to images of the data set (measured: see the set's model card).
+    Sampleable,
 }
 
 /// Where the diffusion model works.
@@ -426,6 +439,7 @@ mod tests {
                     vec![TensorSpec::new("image", &[-1, 1, 28, 28])],
                 ),
                 architecture: serde_json::Value::Null,
+                prior: None,
             }),
             unet: None,
             training: serde_json::Value::Null,

@@ -15,7 +15,7 @@ use crate::manifest::{DiffusionSpace, Manifest, ModelFile, TextSpec};
 use crate::runtime::Provider;
 use crate::sampler::SamplerKind;
 use crate::session::{Feed, OnnxModel};
-use crate::text::{TextEncoder, TEXT_WIDTH};
+use crate::text::{Precision, TextEncoder, TEXT_WIDTH};
 
 /// Which model of a set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,21 +182,46 @@ impl ModelSet {
     /// Opens `path` — a model-set directory or a pack file (`mirage pack`) — on `provider` (None = the
     /// runtime's default): reads and validates the manifest, checks every file's sha256, creates the sessions.
     pub fn open_with(path: &Path, provider: Option<Provider>) -> Result<ModelSet> {
+        Self::open_with_precision(path, provider, Precision::Fp32)
+    }
+
+    /// [`ModelSet::open_with`] with the text encoder at `precision` ([`Precision::Int8`]: its int8 export,
+    /// a quarter of the bytes to read and load; mirage's text-conditioned sets only).
+    pub fn open_with_precision(path: &Path, provider: Option<Provider>, precision: Precision) -> Result<ModelSet> {
         if path.is_file() {
             let bytes = crate::files::read_regular(path, crate::limits::MAX_PACK_BYTES, "model pack", "no such pack")?;
-            return Self::open_pack(&bytes, path, Origin::PackFile(path.to_path_buf()), provider, false);
+            let origin = Origin::PackFile(path.to_path_buf());
+            return Self::open_pack(&bytes, path, origin, provider, false, precision);
         }
         if crate::diffusers::is_folder(path) && !path.join(crate::manifest::MANIFEST_FILE).exists() {
+            if precision != Precision::Fp32 {
+                return Err(Error::Unsupported(format!(
+                    "{}: a diffusers folder's text encoder runs as exported; the {} precision is for mirage's own sets",
+                    crate::limits::quote_path(path),
+                    precision.name()
+                )));
+            }
             return Self::open_diffusers(path, provider);
         }
         let manifest = Manifest::load(path)?;
-        Self::open_files(&Files::Dir(path), manifest, path, Origin::Dir(path.to_path_buf()), provider, false)
+        let origin = Origin::Dir(path.to_path_buf());
+        Self::open_files(&Files::Dir(path), manifest, path, origin, provider, false, precision)
     }
 
     /// Opens a pack held in memory (read during the call, nothing of it kept). The tileable sessions
     /// cannot be made later from a buffer that is gone: `tileable` makes them now.
     pub fn open_memory(bytes: &[u8], provider: Option<Provider>, tileable: bool) -> Result<ModelSet> {
-        Self::open_pack(bytes, Path::new("<memory pack>"), Origin::Memory, provider, tileable)
+        Self::open_memory_with(bytes, provider, tileable, Precision::Fp32)
+    }
+
+    /// [`ModelSet::open_memory`] with the text encoder at `precision` (see [`ModelSet::open_with_precision`]).
+    pub fn open_memory_with(
+        bytes: &[u8],
+        provider: Option<Provider>,
+        tileable: bool,
+        precision: Precision,
+    ) -> Result<ModelSet> {
+        Self::open_pack(bytes, Path::new("<memory pack>"), Origin::Memory, provider, tileable, precision)
     }
 
     fn open_pack(
@@ -205,13 +230,14 @@ impl ModelSet {
         origin: Origin,
         provider: Option<Provider>,
         tileable: bool,
+        precision: Precision,
     ) -> Result<ModelSet> {
         let pack = crate::pack::Pack::parse(bytes).map_err(|e| prefix_model(e, label))?;
         let text = std::str::from_utf8(pack.entry(crate::manifest::MANIFEST_FILE)?).map_err(|e| {
             Error::model(format!("{}: manifest.json is not UTF-8 ({e})", crate::limits::quote_path(label)))
         })?;
         let manifest = Manifest::parse(text).map_err(|e| prefix_model(e, label))?;
-        Self::open_files(&Files::Pack { pack: &pack, label }, manifest, label, origin, provider, tileable)
+        Self::open_files(&Files::Pack { pack: &pack, label }, manifest, label, origin, provider, tileable, precision)
     }
 
     fn open_files(
@@ -221,6 +247,7 @@ impl ModelSet {
         origin: Origin,
         provider: Option<Provider>,
         tileable: bool,
+        precision: Precision,
     ) -> Result<ModelSet> {
         let load_vae_unet = || -> Result<(Option<Vae>, Option<OnnxModel>)> {
             let vae = match &manifest.vae {
@@ -240,10 +267,20 @@ impl ModelSet {
         let load_text = || -> Result<Option<TextEncoder>> {
             let Some(t) = text_spec else { return Ok(None) };
             let enc = match files {
-                Files::Dir(dir) => TextEncoder::open(&dir.join(&t.encoder), provider, Some(&t.encoder_sha256)),
-                Files::Pack { pack, label } => {
-                    TextEncoder::open_in_pack(pack, PACK_TEXT_ENCODER, label, provider, Some(&t.encoder_sha256))
-                }
+                Files::Dir(dir) => TextEncoder::open_with_precision(
+                    &dir.join(&t.encoder),
+                    provider,
+                    Some(&t.encoder_sha256),
+                    precision,
+                ),
+                Files::Pack { pack, label } => TextEncoder::open_in_pack_with_precision(
+                    pack,
+                    PACK_TEXT_ENCODER,
+                    label,
+                    provider,
+                    Some(&t.encoder_sha256),
+                    precision,
+                ),
             }
             .map_err(|e| match e {
                 Error::ModelNotFound { path, reason } => Error::ModelNotFound {
@@ -718,21 +755,28 @@ fn shared(key: String, open: impl FnOnce() -> Result<ModelSet>) -> Result<Arc<Mo
 /// [`ModelSet::open_with`], sharing the sessions of an identical set already open in this process (same
 /// manifest, provider and unchanged files): what two contexts on one model set get.
 pub fn open_shared(path: &Path, provider: Option<Provider>) -> Result<Arc<ModelSet>> {
+    open_shared_with(path, provider, Precision::Fp32)
+}
+
+/// [`open_shared`] with the text encoder at `precision`: sets opened at different precisions are not shared.
+pub fn open_shared_with(path: &Path, provider: Option<Provider>, precision: Precision) -> Result<Arc<ModelSet>> {
+    let open = || ModelSet::open_with_precision(path, provider, precision);
+    let p = precision.name();
     if path.is_file() {
         let key = identity(path.to_string_lossy().as_bytes(), provider, &[path.to_path_buf()]);
-        return shared(format!("pack|{key}"), || ModelSet::open_with(path, provider));
+        return shared(format!("pack|{p}|{key}"), open);
     }
     if crate::diffusers::is_folder(path) && !path.join(crate::manifest::MANIFEST_FILE).exists() {
         // No hashes to key on: the folder's path and the size and mtime of every file it is read from.
         let parts = crate::diffusers::FILES.iter().map(|f| path.join(f)).collect::<Vec<_>>();
         let key = identity(path.to_string_lossy().as_bytes(), provider, &parts);
-        return shared(format!("diffusers|{key}"), || ModelSet::open_with(path, provider));
+        return shared(format!("diffusers|{p}|{key}"), open);
     }
     let manifest_path = path.join(crate::manifest::MANIFEST_FILE);
     let bytes = match crate::files::read_regular(&manifest_path, crate::limits::MAX_MANIFEST_BYTES, "manifest", "") {
         Ok(b) => b,
         // Errors are the open's own (it says what is wrong, with the usual wording).
-        Err(_) => return ModelSet::open_with(path, provider).map(Arc::new),
+        Err(_) => return open().map(Arc::new),
     };
     let mut files = vec![manifest_path];
     if let Ok(m) = Manifest::parse(&String::from_utf8_lossy(&bytes)) {
@@ -741,22 +785,36 @@ pub fn open_shared(path: &Path, provider: Option<Provider>) -> Result<Arc<ModelS
         files.extend(specs.into_iter().flatten().map(|f| path.join(&f.file)));
         if let Some(t) = m.unet.as_ref().and_then(|u| u.text.as_ref()) {
             let d = path.join(&t.encoder);
-            let names = [crate::text::DESCRIPTOR_FILE, crate::text::ONNX_FILE, crate::text::TOKENIZER_FILE];
+            let names = [
+                crate::text::DESCRIPTOR_FILE,
+                crate::text::ONNX_FILE,
+                crate::text::INT8_ONNX_FILE,
+                crate::text::TOKENIZER_FILE,
+            ];
             files.extend(names.iter().map(|f| d.join(f)));
         }
     }
-    shared(format!("dir|{}", identity(&bytes, provider, &files)), || ModelSet::open_with(path, provider))
+    shared(format!("dir|{p}|{}", identity(&bytes, provider, &files)), open)
 }
 
 /// [`ModelSet::open_memory`], sharing as [`open_shared`] does: a buffer holding the same manifest (whose
 /// sha256s fix every model file) gives the sessions already loaded.
 pub fn open_memory_shared(bytes: &[u8], provider: Option<Provider>, tileable: bool) -> Result<Arc<ModelSet>> {
+    open_memory_shared_with(bytes, provider, tileable, Precision::Fp32)
+}
+
+/// [`open_memory_shared`] with the text encoder at `precision`.
+pub fn open_memory_shared_with(
+    bytes: &[u8],
+    provider: Option<Provider>,
+    tileable: bool,
+    precision: Precision,
+) -> Result<Arc<ModelSet>> {
     let manifest =
         crate::pack::Pack::parse(bytes).and_then(|p| p.entry(crate::manifest::MANIFEST_FILE).map(|m| m.to_vec()));
-    let Ok(manifest) = manifest else { return ModelSet::open_memory(bytes, provider, tileable).map(Arc::new) };
-    let set = shared(format!("memory|{}", identity(&manifest, provider, &[])), || {
-        ModelSet::open_memory(bytes, provider, tileable)
-    })?;
+    let open = || ModelSet::open_memory_with(bytes, provider, tileable, precision);
+    let Ok(manifest) = manifest else { return open().map(Arc::new) };
+    let set = shared(format!("memory|{}|{}", precision.name(), identity(&manifest, provider, &[])), open)?;
     if tileable {
         set.check_tileable()?;
     }

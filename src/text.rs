@@ -4,7 +4,10 @@
 //!
 //! An encoder directory holds three files: `text_encoder.onnx`, `tokenizer.json` and `encoder.json`
 //! ([`EncoderDescriptor`]), which names the other two with their sha256 so that a corrupt or swapped file
-//! is refused at [`TextEncoder::open`], as a model set's manifest does for its models.
+//! is refused at [`TextEncoder::open`], as a model set's manifest does for its models. Exports since the
+//! int8 path add a fourth, `text_encoder.int8.onnx` (the descriptor's `int8`, [`Int8Model`]): the same
+//! graph with int8 word embeddings and f16 linear weights, 34 MB instead of 90, opened by
+//! [`TextEncoder::open_with_precision`] with [`Precision::Int8`].
 
 use std::path::{Path, PathBuf};
 
@@ -31,6 +34,7 @@ pub const MIN_CONTEXT: usize = 2;
 
 /// File names inside an encoder directory.
 pub const ONNX_FILE: &str = "text_encoder.onnx";
+pub const INT8_ONNX_FILE: &str = "text_encoder.int8.onnx";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 pub const DESCRIPTOR_FILE: &str = "encoder.json";
 
@@ -42,6 +46,47 @@ pub const INPUT_IDS: &str = "input_ids";
 pub const ATTENTION_MASK: &str = "attention_mask";
 pub const TOKEN_EMBEDDINGS: &str = "token_embeddings";
 pub const SENTENCE_EMBEDDING: &str = "sentence_embedding";
+
+/// The precision a [`TextEncoder`] runs at: which of the encoder directory's ONNX files its session is made
+/// from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    /// `text_encoder.onnx`: f32 weights, the reference (parity with sentence-transformers to 1e-4).
+    #[default]
+    Fp32,
+    /// The descriptor's `int8` file: int8 word embeddings and f16 linear weights (38% of the bytes), f32
+    /// arithmetic ([`crate::export::minilm::INT8_SCHEME`]). Embeddings within cosine 0.999 of the f32
+    /// file's; less to read, hash and load, so a faster cold start; steady-state encodes run at f32 speed.
+    Int8,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::Fp32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+
+    /// "fp32" or "int8" (any case).
+    pub fn parse(s: &str) -> Result<Precision> {
+        match s.to_ascii_lowercase().as_str() {
+            "fp32" => Ok(Precision::Fp32),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(Error::invalid(format!("unknown text-encoder precision {} (fp32 | int8)", quote(s)))),
+        }
+    }
+}
+
+/// `encoder.json`'s `int8`: the reduced-precision export of the same encoder ([`Precision::Int8`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Int8Model {
+    /// [`INT8_ONNX_FILE`] as exported.
+    pub onnx_file: String,
+    pub onnx_sha256: String,
+    /// How the weights were quantised, for people ([`crate::export::minilm::INT8_SCHEME`]).
+    pub scheme: String,
+}
 
 /// `encoder.json`: what an encoder directory holds and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +113,10 @@ pub struct EncoderDescriptor {
     pub inputs: Vec<String>,
     /// Graph output names, in order.
     pub outputs: Vec<String>,
+    /// The int8 file, when the export wrote one (exports before the int8 path did not; such a descriptor
+    /// still loads, and only [`Precision::Int8`] is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub int8: Option<Int8Model>,
 }
 
 impl EncoderDescriptor {
@@ -103,14 +152,23 @@ impl EncoderDescriptor {
                 self.inputs, self.outputs
             ));
         }
-        for f in [&self.onnx_file, &self.tokenizer_file] {
+        let int8 = self.int8.as_ref();
+        for f in [&self.onnx_file, &self.tokenizer_file].into_iter().chain(int8.map(|q| &q.onnx_file)) {
             if f.is_empty() || f.contains(['/', '\\']) || f == ".." || f == "." {
                 return Err(format!("file name {f:?} must be a plain name inside the encoder directory"));
             }
         }
-        for h in [&self.onnx_sha256, &self.tokenizer_sha256] {
+        for h in [&self.onnx_sha256, &self.tokenizer_sha256].into_iter().chain(int8.map(|q| &q.onnx_sha256)) {
             if h.len() != 64 || !h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
                 return Err(format!("sha256 {h:?} must be 64 lower-case hex digits"));
+            }
+        }
+        if let Some(q) = int8 {
+            if [&self.onnx_file, &self.tokenizer_file].contains(&&q.onnx_file) || q.onnx_file == DESCRIPTOR_FILE {
+                return Err(format!("int8 file name {:?} must differ from the encoder's other files", q.onnx_file));
+            }
+            if q.scheme.trim().is_empty() || q.scheme.len() > 1000 || q.scheme.chars().any(char::is_control) {
+                return Err("int8 scheme must be a non-empty line of at most 1000 bytes".into());
             }
         }
         Ok(())
@@ -122,6 +180,7 @@ impl EncoderDescriptor {
 pub struct TextEncoder {
     dir: PathBuf,
     descriptor: EncoderDescriptor,
+    precision: Precision,
     tokenizer: tokenizers::Tokenizer,
     model: OnnxModel,
     cls_id: u32,
@@ -152,7 +211,23 @@ impl TextEncoder {
     /// Opens the encoder directory `dir` (`text_encoder.onnx`, `tokenizer.json`, `encoder.json`): checks
     /// both files against the descriptor's sha256 (and the ONNX file against `expected_onnx_sha256` when
     /// given), loads the tokenizer, and creates the session on `provider` (None = the runtime's default).
+    /// [`TextEncoder::open_with_precision`] with [`Precision::Fp32`].
     pub fn open(dir: &Path, provider: Option<Provider>, expected_onnx_sha256: Option<&str>) -> Result<TextEncoder> {
+        Self::open_with_precision(dir, provider, expected_onnx_sha256, Precision::Fp32)
+    }
+
+    /// [`TextEncoder::open`] at `precision`. With [`Precision::Int8`] the session is made from the
+    /// descriptor's `int8` file, checked against the sha256 the descriptor lists for it; the f32 file is
+    /// neither read nor needed. `expected_onnx_sha256` still names the f32 file (a model set's manifest pins
+    /// that one: it is the encoder's identity) and must equal the descriptor's `onnx_sha256`, which binds the
+    /// int8 file listed beside it. A descriptor without `int8` (an export older than the int8 path) is
+    /// [`Error::Unsupported`]: re-export with `mirage text-encoder export`.
+    pub fn open_with_precision(
+        dir: &Path,
+        provider: Option<Provider>,
+        expected_onnx_sha256: Option<&str>,
+        precision: Precision,
+    ) -> Result<TextEncoder> {
         if !dir.is_dir() {
             return Err(Error::ModelNotFound {
                 path: dir.to_path_buf(),
@@ -161,21 +236,36 @@ impl TextEncoder {
         }
         let t = std::time::Instant::now();
         let descriptor = EncoderDescriptor::load(dir)?;
-        let onnx = read_checked(
-            &dir.join(&descriptor.onnx_file),
-            MAX_MODEL_BYTES,
-            &descriptor.onnx_sha256,
-            "text encoder model",
-            DESCRIPTOR_FILE,
-        )?;
+        let onnx = match precision {
+            Precision::Fp32 => read_checked(
+                &dir.join(&descriptor.onnx_file),
+                MAX_MODEL_BYTES,
+                &descriptor.onnx_sha256,
+                "text encoder model",
+                DESCRIPTOR_FILE,
+            )?,
+            Precision::Int8 => {
+                // The identity first: a wrong encoder is refused before 34 MB are read.
+                check_identity(dir, &descriptor, expected_onnx_sha256)?;
+                let q = int8_model(dir, &descriptor)?;
+                read_checked(
+                    &dir.join(&q.onnx_file),
+                    MAX_MODEL_BYTES,
+                    &q.onnx_sha256,
+                    "int8 text encoder model",
+                    DESCRIPTOR_FILE,
+                )?
+            }
+        };
         let tok_path = dir.join(&descriptor.tokenizer_file);
         let tok_bytes =
             read_checked(&tok_path, MAX_TOKENIZER_BYTES, &descriptor.tokenizer_sha256, "tokenizer", DESCRIPTOR_FILE)?;
         let read = t.elapsed();
-        let enc = Self::from_checked(dir, descriptor, &onnx, &tok_bytes, provider, expected_onnx_sha256)?;
+        let enc = Self::from_checked(dir, descriptor, &onnx, &tok_bytes, provider, expected_onnx_sha256, precision)?;
         crate::log_at!(
             Level::Info,
-            "text encoder: {:.1} MB read and checked in {:.0} ms, tokenizer and session made in {:.0} ms",
+            "text encoder ({}): {:.1} MB read and checked in {:.0} ms, tokenizer and session made in {:.0} ms",
+            precision.name(),
             (onnx.len() + tok_bytes.len()) as f64 / 1e6,
             read.as_secs_f64() * 1e3,
             (t.elapsed() - read).as_secs_f64() * 1e3
@@ -184,13 +274,17 @@ impl TextEncoder {
     }
 
     /// Opens the encoder held in a model pack under `prefix` (e.g. "text_encoder/"): the same three files,
-    /// each checked against its sha256 in the descriptor. `label` names the pack in messages.
-    pub(crate) fn open_in_pack(
+    /// each checked against its sha256 in the descriptor. `label` names the pack in messages. At `precision`
+    /// as [`TextEncoder::open_with_precision`]: with [`Precision::Int8`] the pack must hold the descriptor's
+    /// int8 file under `prefix` (a pack written without it is [`Error::Unsupported`]); the f32 file is not
+    /// read.
+    pub(crate) fn open_in_pack_with_precision(
         pack: &crate::pack::Pack<'_>,
         prefix: &str,
         label: &Path,
         provider: Option<Provider>,
         expected_onnx_sha256: Option<&str>,
+        precision: Precision,
     ) -> Result<TextEncoder> {
         let dir = label.join(prefix.trim_end_matches('/'));
         let named = |m: String| Error::model(format!("{}: {m}", quote_path(&dir.join(DESCRIPTOR_FILE))));
@@ -209,12 +303,28 @@ impl TextEncoder {
             }
             Ok(b)
         };
-        let onnx = file(&descriptor.onnx_file, &descriptor.onnx_sha256, "text encoder model")?;
+        let onnx = match precision {
+            Precision::Fp32 => file(&descriptor.onnx_file, &descriptor.onnx_sha256, "text encoder model")?,
+            Precision::Int8 => {
+                check_identity(&dir, &descriptor, expected_onnx_sha256)?;
+                let q = int8_model(&dir, &descriptor)?;
+                if !pack.contains(&format!("{prefix}{}", q.onnx_file)) {
+                    return Err(Error::Unsupported(format!(
+                        "{}: the pack holds no int8 text encoder ({}): pack the set again from an encoder exported \
+                         with `mirage text-encoder export`, or open it at fp32",
+                        quote_path(label),
+                        q.onnx_file
+                    )));
+                }
+                file(&q.onnx_file, &q.onnx_sha256, "int8 text encoder model")?
+            }
+        };
         let tok = file(&descriptor.tokenizer_file, &descriptor.tokenizer_sha256, "tokenizer")?;
-        Self::from_checked(&dir, descriptor.clone(), onnx, tok, provider, expected_onnx_sha256)
+        Self::from_checked(&dir, descriptor.clone(), onnx, tok, provider, expected_onnx_sha256, precision)
     }
 
-    /// The encoder from its descriptor and the two files, already checked against the descriptor.
+    /// The encoder from its descriptor and the two files, already checked against the descriptor (`onnx`
+    /// is the file of `precision`).
     fn from_checked(
         dir: &Path,
         descriptor: EncoderDescriptor,
@@ -222,18 +332,9 @@ impl TextEncoder {
         tok_bytes: &[u8],
         provider: Option<Provider>,
         expected_onnx_sha256: Option<&str>,
+        precision: Precision,
     ) -> Result<TextEncoder> {
-        if let Some(want) = expected_onnx_sha256 {
-            // The bytes were checked against the descriptor's sha256: comparing the two digests is enough
-            // (hashing the 90 MB model a second time cost about 0.2 s of every start).
-            let got = &descriptor.onnx_sha256;
-            if !got.eq_ignore_ascii_case(want) {
-                return Err(Error::model(format!(
-                    "{}: sha256 mismatch (expected {want}, file {got}): not the text encoder asked for",
-                    quote_path(&dir.join(&descriptor.onnx_file))
-                )));
-            }
-        }
+        check_identity(dir, &descriptor, expected_onnx_sha256)?;
         let tok_path = dir.join(&descriptor.tokenizer_file);
         let mut tokenizer = tokenizers::Tokenizer::from_bytes(tok_bytes)
             .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", quote_path(&tok_path))))?;
@@ -253,10 +354,21 @@ impl TextEncoder {
         };
         let (cls_id, sep_id, pad_id) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
 
-        let what = format!("text encoder ({})", descriptor.onnx_file);
+        let file = match (precision, &descriptor.int8) {
+            (Precision::Int8, Some(q)) => &q.onnx_file,
+            _ => &descriptor.onnx_file,
+        };
+        let what = format!("text encoder ({file})");
         let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
+        let t = std::time::Instant::now();
         let model = OnnxModel::create(onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE)?;
-        Ok(TextEncoder { dir: dir.to_path_buf(), descriptor, tokenizer, model, cls_id, sep_id, pad_id })
+        log_at!(Level::Debug, "text encoder ({file}): session made in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        Ok(TextEncoder { dir: dir.to_path_buf(), descriptor, precision, tokenizer, model, cls_id, sep_id, pad_id })
+    }
+
+    /// The precision the encoder was opened at.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// The execution provider the session really got.
@@ -357,6 +469,33 @@ impl TextEmbedding {
     }
 }
 
+/// Refuses an encoder whose f32 file is not `expected` (the sha256 a model set's manifest pins).
+fn check_identity(dir: &Path, descriptor: &EncoderDescriptor, expected: Option<&str>) -> Result<()> {
+    if let Some(want) = expected {
+        // The bytes were checked against the descriptor's sha256: comparing the two digests is enough
+        // (hashing the 90 MB model a second time cost about 0.2 s of every start).
+        let got = &descriptor.onnx_sha256;
+        if !got.eq_ignore_ascii_case(want) {
+            return Err(Error::model(format!(
+                "{}: sha256 mismatch (expected {want}, file {got}): not the text encoder asked for",
+                quote_path(&dir.join(&descriptor.onnx_file))
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The descriptor's int8 entry, or why int8 cannot be had from this export.
+fn int8_model<'a>(dir: &Path, descriptor: &'a EncoderDescriptor) -> Result<&'a Int8Model> {
+    descriptor.int8.as_ref().ok_or_else(|| {
+        Error::Unsupported(format!(
+            "{}: this text-encoder export has no int8 model (it predates the int8 path): re-export it with \
+             `mirage text-encoder export`, or use precision fp32",
+            quote_path(&dir.join(DESCRIPTOR_FILE))
+        ))
+    })
+}
+
 fn check_context(context_len: usize) -> Result<()> {
     if !(MIN_CONTEXT..=MAX_CONTEXT).contains(&context_len) {
         return Err(Error::invalid(format!(
@@ -374,6 +513,57 @@ mod tests {
     fn encoder_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
         check::<TextEncoder>();
+    }
+
+    fn descriptor() -> EncoderDescriptor {
+        EncoderDescriptor {
+            format_version: DESCRIPTOR_VERSION,
+            model: "m".into(),
+            source_package: "p".into(),
+            source_sha256: "0".repeat(64),
+            width: TEXT_WIDTH,
+            max_context: MAX_CONTEXT,
+            pooling: "mean".into(),
+            onnx_file: ONNX_FILE.into(),
+            onnx_sha256: "a".repeat(64),
+            tokenizer_file: TOKENIZER_FILE.into(),
+            tokenizer_sha256: "b".repeat(64),
+            inputs: vec![INPUT_IDS.into(), ATTENTION_MASK.into()],
+            outputs: vec![TOKEN_EMBEDDINGS.into(), SENTENCE_EMBEDDING.into()],
+            int8: None,
+        }
+    }
+
+    #[test]
+    fn text_descriptor_int8_entry_is_optional_and_checked() {
+        // Without int8: written without the key (as before the int8 path), and read back.
+        let d = descriptor();
+        let json = serde_json::to_string(&d).unwrap();
+        assert!(!json.contains("int8"));
+        assert_eq!(serde_json::from_str::<EncoderDescriptor>(&json).unwrap(), d);
+        assert!(d.validate().is_ok());
+        let int8 = Int8Model { onnx_file: INT8_ONNX_FILE.into(), onnx_sha256: "c".repeat(64), scheme: "s".into() };
+        let with = EncoderDescriptor { int8: Some(int8.clone()), ..descriptor() };
+        assert!(with.validate().is_ok());
+        assert_eq!(serde_json::from_str::<EncoderDescriptor>(&serde_json::to_string(&with).unwrap()).unwrap(), with);
+        let bad = |q: Int8Model| EncoderDescriptor { int8: Some(q), ..descriptor() }.validate().unwrap_err();
+        assert!(bad(Int8Model { onnx_file: "../x".into(), ..int8.clone() }).contains("plain name"));
+        assert!(bad(Int8Model { onnx_file: ONNX_FILE.into(), ..int8.clone() }).contains("differ"));
+        assert!(bad(Int8Model { onnx_file: DESCRIPTOR_FILE.into(), ..int8.clone() }).contains("differ"));
+        assert!(bad(Int8Model { onnx_sha256: "C".repeat(64), ..int8.clone() }).contains("hex"));
+        assert!(bad(Int8Model { scheme: " ".into(), ..int8.clone() }).contains("scheme"));
+        assert!(bad(Int8Model { scheme: "a\nb".into(), ..int8 }).contains("scheme"));
+    }
+
+    #[test]
+    fn text_precision_names_round_trip() {
+        for p in [Precision::Fp32, Precision::Int8] {
+            assert_eq!(Precision::parse(p.name()).unwrap(), p);
+        }
+        assert_eq!(Precision::parse("Int8").unwrap(), Precision::Int8);
+        assert_eq!(Precision::default(), Precision::Fp32);
+        let e = Precision::parse("fp16").unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)) && e.to_string().contains("fp32 | int8"), "{e}");
     }
 
     #[test]

@@ -259,6 +259,16 @@ fn params_struct_size_rules() {
                 "not the size of any version",
             );
         }
+        // Version 2 ended at `tileable` (the int8 text encoder's `precision` came after): accepted, precision
+        // defaulted.
+        let end2 = std::mem::offset_of!(MirageContextParams, tileable) + 1;
+        let v2 = end2.div_ceil(8) * 8;
+        let mut two = [0xEEu8; 48];
+        assert_ok(mirage_context_params_init(two.as_mut_ptr().cast(), v2));
+        assert!(two[v2..].iter().all(|&b| b == 0xEE), "init wrote past the host's version 2 struct");
+        two[8..12].copy_from_slice(&MIRAGE_PROVIDER_CPU.to_ne_bytes());
+        assert_ok(mirage_context_new(dir1.as_ptr(), two.as_ptr().cast(), &mut ctx));
+        mirage_context_free(ctx);
         // The diffusion params' first version ended at `guidance` (tileable and noise came with the job API).
         let end = std::mem::offset_of!(MirageDiffusionParams, guidance) + 4;
         let v1 = end.div_ceil(8) * 8;

@@ -127,6 +127,32 @@ enum EvalCommand {
     /// (Fashion-MNIST), or nearest-real-emoji top-1/top-5, the negative prompt's effect and interpolation
     /// smoothness (emoji).
     Adherence(AdherenceArgs),
+    /// Quality of a VAE's prior samples (N(0, I) latents decoded by the runtime): FID and KID against the
+    /// test set next to the train-vs-test floor, the share the classifier is sure of (max probability >=
+    /// 0.5), their class balance, and the runtime's reconstruction PSNR.
+    Prior(PriorArgs),
+}
+
+#[derive(Args)]
+struct PriorArgs {
+    /// Classifier directory (from `classifier train`).
+    #[arg(long, default_value_os_t = vae_run::PriorEvalConfig::default().classifier)]
+    classifier: PathBuf,
+    /// The model set whose VAE is sampled.
+    #[arg(long, default_value_os_t = vae_run::PriorEvalConfig::default().set)]
+    set: PathBuf,
+    #[arg(long, default_value_os_t = vae_run::PriorEvalConfig::default().data)]
+    data: PathBuf,
+    /// Generated, test and training images each.
+    #[arg(long, default_value_t = vae_run::PriorEvalConfig::default().count)]
+    count: usize,
+    #[arg(long, default_value_t = vae_run::PriorEvalConfig::default().seed)]
+    seed: u64,
+    #[arg(long, default_value_t = vae_run::PriorEvalConfig::default().threads)]
+    threads: usize,
+    /// Write the report here as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -340,9 +366,14 @@ struct TrainArgs {
     lr: f64,
     #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
     weight_decay: f64,
-    /// Weight of the KL term against the per-image sum of squared errors.
+    /// Weight of the KL term against the per-image sum of squared errors in model space ([-1, 1]). beta =
+    /// 2 sigma^2 makes the loss the negative ELBO of a Gaussian decoder with std sigma in model space
+    /// (0.08: sigma 0.2, i.e. 0.1 of the pixel range).
     #[arg(long, default_value_t = TrainConfig::default().beta)]
     beta: f64,
+    /// KL annealing: raise the KL weight linearly to --beta over this many steps (0: off).
+    #[arg(long, default_value_t = TrainConfig::default().kl_warmup_steps)]
+    kl_warmup_steps: u64,
     #[arg(long, default_value_t = TrainConfig::default().warmup_steps)]
     warmup_steps: u64,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
@@ -386,6 +417,10 @@ struct ExportArgs {
     /// Skip the ONNX Runtime vs tch parity check (when no ONNX Runtime library is at hand).
     #[arg(long)]
     skip_parity: bool,
+    /// Declare the set's prior sampleable in its manifest (`"prior": "sampleable"`): only for a VAE whose
+    /// N(0, I) samples were measured to be images (`mirage-train eval prior`).
+    #[arg(long)]
+    sampleable_prior: bool,
     #[arg(long, default_value_t = TrainConfig::default().threads)]
     threads: usize,
 }
@@ -402,6 +437,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 lr: a.lr,
                 weight_decay: a.weight_decay,
                 beta: a.beta,
+                kl_warmup_steps: a.kl_warmup_steps,
                 warmup_steps: a.warmup_steps,
                 seed: a.seed,
                 threads: a.threads,
@@ -422,7 +458,15 @@ fn run(cli: Cli) -> mirage::Result<()> {
         }
         Command::Vae { command: VaeCommand::Export(a) } => {
             mirage::train::set_threads(a.threads)?;
-            let m = vae_run::export_checkpoint(&a.ckpt, &a.out, &a.name, a.eval.as_deref(), a.skip_parity)?;
+            let prior = a.sampleable_prior.then_some(mirage::manifest::Prior::Sampleable);
+            let m = vae_run::export_checkpoint_with_prior(
+                &a.ckpt,
+                &a.out,
+                &a.name,
+                a.eval.as_deref(),
+                a.skip_parity,
+                prior,
+            )?;
             let parity = m.training.get("parity_max_abs_diff").map(|p| format!(", parity {p}")).unwrap_or_default();
             println!("exported model set {:?} to {}{parity}", m.name, a.out.display());
         }
@@ -508,6 +552,18 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 kid_subset_size: a.kid_subset_size,
             };
             print_json(&fid::evaluate(&cfg, a.json.as_deref())?)?;
+        }
+        Command::Eval { command: EvalCommand::Prior(a) } => {
+            let cfg = vae_run::PriorEvalConfig {
+                classifier: a.classifier,
+                set: a.set,
+                data: a.data,
+                count: a.count,
+                seed: a.seed,
+                threads: a.threads,
+                ..vae_run::PriorEvalConfig::default()
+            };
+            print_json(&vae_run::evaluate_prior(&cfg, a.json.as_deref())?)?;
         }
         Command::Eval { command: EvalCommand::Adherence(a) } => {
             let cfg = adherence::AdherenceConfig {

@@ -41,10 +41,21 @@ struct RtArgs {
     /// Intra-op threads per model, 0..=256 (0 = one per core). Results do not depend on it.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
-    /// Folder of the cache of verified model-file digests (unchanged files are not hashed again on the next
-    /// start), or "off". Default: $XDG_CACHE_HOME/mirage/digests, else ~/.cache/mirage/digests.
+    /// Folder of the load cache: verified model-file digests (unchanged files are not hashed again on the next
+    /// start) and, on CPU, each model's optimized graph (sessions/), or "off". Default:
+    /// $XDG_CACHE_HOME/mirage/digests, else ~/.cache/mirage/digests.
     #[arg(long, global = true)]
     digest_cache: Option<String>,
+    /// TensorRT: build fp16 engines.
+    #[arg(long, global = true)]
+    tensorrt_fp16: bool,
+    /// The text encoder's precision: fp32 | int8 (its reduced export: int8 embedding table, f16 linear
+    /// weights, f32 arithmetic; 38 % of the bytes, a faster start; embeddings within cosine 0.999 of fp32's).
+    #[arg(long, global = true, default_value = "fp32")]
+    precision: String,
+    /// TensorRT: folder for the engine and timing caches (engines are otherwise rebuilt in every process).
+    #[arg(long, global = true)]
+    tensorrt_cache: Option<PathBuf>,
 }
 
 impl RtArgs {
@@ -88,8 +99,8 @@ enum Cmd {
     Bench {
         #[command(flatten)]
         m: ModelsArg,
-        /// Images per call (repeat the flag for several: --batch 1 --batch 4).
-        #[arg(long, default_values_t = [1, 4, 16])]
+        /// Images per call: a list (--batch 1,4,16) or the flag repeated.
+        #[arg(long, value_delimiter = ',', default_values_t = [1, 4, 16])]
         batch: Vec<usize>,
         /// Timed calls of each kind (after 3 untimed warm-up calls); medians are reported.
         #[arg(long, default_value_t = 50)]
@@ -476,6 +487,17 @@ enum VaeCmd {
         #[arg(short, long)]
         output: PathBuf,
     },
+    /// The latent plane of a set with a 2-D latent (e.g. models/fashion-vae/2d): a size x size grid of
+    /// decoded points at the N(0, 1) quantiles 0.05..0.95 of each axis (z1 left to right, z2 bottom to top).
+    Map {
+        #[command(flatten)]
+        m: ModelsArg,
+        /// Points per axis, 2..=64.
+        #[arg(long, default_value_t = 20)]
+        size: usize,
+        #[arg(short, long)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -489,6 +511,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// The text encoder's precision every set of this process opens with (`--precision`).
+static PRECISION: std::sync::OnceLock<mirage::text::Precision> = std::sync::OnceLock::new();
+
+/// Opens a model set (directory, pack or diffusers folder) with the process's `--precision`.
+fn open_set(path: &Path) -> Result<ModelSet> {
+    ModelSet::open_with_precision(path, None, PRECISION.get().copied().unwrap_or_default())
+}
+
 fn run(cli: Cli) -> Result<()> {
     let level = if cli.rt.verbose { mirage::log::Level::Info } else { mirage::log::Level::Warn };
     mirage::log::set_sink(None, level);
@@ -498,16 +528,19 @@ fn run(cli: Cli) -> Result<()> {
         strict: cli.rt.strict,
         intra_threads: cli.rt.threads,
         digest_cache_dir: cli.rt.digest_cache(),
-        ..Default::default()
+        tensorrt_fp16: cli.rt.tensorrt_fp16,
+        tensorrt_cache_dir: cli.rt.tensorrt_cache.clone(),
     };
     mirage::limits::check_threads(cli.rt.threads, "--threads")?;
+    let precision = mirage::text::Precision::parse(&cli.rt.precision).map_err(|e| e.prefixed("--precision: "))?;
+    let _ = PRECISION.set(precision);
     runtime::init(&options)?;
     match cli.cmd {
         Cmd::Info { m } => info(&m.models),
         Cmd::Bench { m, batch, iters, json } => bench(&m.models, &batch, iters, json.as_deref()),
         Cmd::Generate { m, d, t, count, scale, output } => {
             check_scale(scale)?;
-            let set = ModelSet::open(&m.models)?;
+            let set = open_set(&m.models)?;
             let n = count * t.rows();
             let p = d.params(n, 1.0)?;
             let text = t.guidance(&set, count)?;
@@ -523,7 +556,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::Interpolate { m, d, prompts, negative, guidance, frames, batch, delay_ms, scale, output } => {
             check_scale(scale)?;
-            let set = ModelSet::open(&m.models)?;
+            let set = open_set(&m.models)?;
             let g = pipeline::resolve_guidance(&set, guidance).map_err(|e| e.prefixed("--"))?;
             let p = d.params(batch.max(1), 1.0)?;
             let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
@@ -547,7 +580,7 @@ fn run(cli: Cli) -> Result<()> {
             image_to_image(&m.models, &d, strength, &input, &output, pipeline::img2img)
         }
         Cmd::Inpaint { m, d, strength, input, mask, output } => {
-            let set = ModelSet::open(&m.models)?;
+            let set = open_set(&m.models)?;
             let image = load_for(&set, &input)?;
             let mask_img = Image::load(&mask)?.to_channels(1)?;
             if (mask_img.width, mask_img.height) != (image.width, image.height) {
@@ -570,7 +603,7 @@ fn run(cli: Cli) -> Result<()> {
         Cmd::Embed { encoder, tokens, context, prompts } => embed(&encoder, tokens, context, &prompts),
         Cmd::Vae { cmd } => match cmd {
             VaeCmd::Reconstruct { m, input, output, sample, seed } => {
-                let set = ModelSet::open(&m.models)?;
+                let set = open_set(&m.models)?;
                 let image = load_for(&set, &input)?;
                 let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
                 let (mean, logvar) = set.encode(&x, 1)?;
@@ -580,7 +613,7 @@ fn run(cli: Cli) -> Result<()> {
                 save(&out, &output)
             }
             VaeCmd::Encode { m, input, output } => {
-                let set = ModelSet::open(&m.models)?;
+                let set = open_set(&m.models)?;
                 let image = load_for(&set, &input)?;
                 let (mean, logvar) = set.encode(&img::to_model(&[image], &set.manifest().image)?, 1)?;
                 let json = serde_json::json!({
@@ -599,7 +632,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
             VaeCmd::Decode { m, input, output, seed } => {
-                let set = ModelSet::open(&m.models)?;
+                let set = open_set(&m.models)?;
                 let text = std::fs::read_to_string(&input).map_err(|e| Error::io(&input, e))?;
                 let v: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", input.display())))?;
@@ -621,17 +654,19 @@ fn run(cli: Cli) -> Result<()> {
                 save(&out, &output)
             }
             VaeCmd::Sample { m, count, seed, output } => {
-                let set = ModelSet::open(&m.models)?;
+                let set = open_set(&m.models)?;
+                warn_unsampleable(&set);
                 let z = latent::prior_latents(set.latent_len()?, count, seed)?;
                 let images = decode_images(&set, &z, count)?;
                 let cols = (count as f64).sqrt().ceil() as usize;
                 save(&img::grid(&images, cols, 2, 0)?, &output)
             }
             VaeCmd::Walk { m, frames, walks, seed, output } => {
-                let set = ModelSet::open(&m.models)?;
+                let set = open_set(&m.models)?;
                 if !(2..=256).contains(&frames) || !(1..=64).contains(&walks) {
                     return Err(Error::invalid("walk: --frames must be 2..=256 and --walks 1..=64"));
                 }
+                warn_unsampleable(&set);
                 let len = set.latent_len()?;
                 let ends = latent::prior_latents(len, walks + 1, seed)?;
                 let mut z = Vec::with_capacity(walks * frames * len);
@@ -644,6 +679,7 @@ fn run(cli: Cli) -> Result<()> {
                 let images = decode_images(&set, &z, walks * frames)?;
                 save(&img::grid(&images, frames, 2, 0)?, &output)
             }
+            VaeCmd::Map { m, size, output } => vae_map(&m.models, size, &output),
         },
     }
 }
@@ -661,7 +697,7 @@ fn image_to_image(
     output: &Path,
     op: ImageToImage,
 ) -> Result<()> {
-    let set = ModelSet::open(models)?;
+    let set = open_set(models)?;
     let image = load_for(&set, input)?;
     let p = d.params(1, strength)?;
     let x = img::to_model(std::slice::from_ref(&image), &set.manifest().image)?;
@@ -678,7 +714,7 @@ fn pack(dir: &Path, output: &Path) -> Result<()> {
     }
     std::fs::write(output, &buf).map_err(|e| Error::io(output, e))?;
     // The pack must open as the directory does (every checksum, every session).
-    ModelSet::open(output)?;
+    open_set(output)?;
     let entries = mirage::pack::Pack::parse(&buf)?.len();
     println!(
         "wrote {} ({entries} entries, {:.1} MB) from {} in {:.2} s; it opens as a model set",
@@ -740,7 +776,7 @@ fn info(models: &Path) -> Result<()> {
     println!("onnxruntime: {}", rt.library().display());
     println!("  {}", runtime::version_string());
     println!("  providers in this build: {}", rt.available_providers().join(", "));
-    match ModelSet::open(models) {
+    match open_set(models) {
         Ok(set) => {
             let m = set.manifest();
             let i = &m.image;
@@ -781,7 +817,7 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32)
     if count == 0 || count > 256 {
         return Err(Error::invalid("demo: --count must be 1..=256"));
     }
-    let set = ModelSet::open(models)?;
+    let set = open_set(models)?;
     let spec = set.manifest().image.clone();
     let test = mirage::fashion::load(data, mirage::fashion::Split::Test, Some(count))?;
     let originals: Vec<Image> =
@@ -883,7 +919,7 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
     let ms = |v: f64| (v * 1000.0).round() / 1000.0;
     // Open to first image: what a host pays before its first picture (the runtime is already up).
     let t = std::time::Instant::now();
-    let set = ModelSet::open(models)?;
+    let set = open_set(models)?;
     let opened = t.elapsed().as_secs_f64() * 1e3;
     let prompt = if set.text_spec().is_some() { "a red apple" } else { "" };
     let text = |n: usize| -> Result<Option<pipeline::TextGuidance>> {
@@ -1042,6 +1078,84 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
         std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
     }
     Ok(())
+}
+
+/// `vae sample` and `vae walk` on a set whose manifest does not declare its prior sampleable: say so.
+fn warn_unsampleable(set: &ModelSet) {
+    let sampleable = set.manifest().vae.as_ref().and_then(|v| v.prior) == Some(mirage::manifest::Prior::Sampleable);
+    if !sampleable {
+        eprintln!(
+            "mirage: warning: model set {:?} does not declare a sampleable prior (no \"prior\": \"sampleable\" in its \
+             manifest): its VAE was not made for decoding N(0, I) points, which may give blobs rather than images. \
+             Generate with `mirage generate` (diffusion) where the set has a U-Net, or use a set made for sampling \
+             such as models/fashion-vae.",
+            set.manifest().name
+        );
+    }
+}
+
+/// `mirage vae map`: decodes a size x size grid over the latent plane of a 2-D-latent set.
+fn vae_map(models: &Path, size: usize, output: &Path) -> Result<()> {
+    if !(2..=64).contains(&size) {
+        return Err(Error::invalid(format!("map: --size must be 2..=64, got {size}")));
+    }
+    let set = open_set(models)?;
+    if set.latent_len()? != 2 {
+        return Err(Error::invalid(format!(
+            "map: model set {:?} has a latent of shape {:?}; the map needs a 2-D latent (e.g. models/fashion-vae/2d)",
+            set.manifest().name,
+            set.latent_shape()?
+        )));
+    }
+    warn_unsampleable(&set);
+    let q: Vec<f32> = (0..size).map(|i| normal_quantile(0.05 + 0.9 * i as f64 / (size - 1) as f64) as f32).collect();
+    let mut z = Vec::with_capacity(size * size * 2);
+    for row in 0..size {
+        for &z1 in &q {
+            // Top row: the largest z2, so that the picture is the plane with z2 pointing up.
+            z.extend([z1, q[size - 1 - row]]);
+        }
+    }
+    let images = decode_images(&set, &z, size * size)?;
+    save(&img::grid(&images, size, 0, 0)?, output)
+}
+
+/// The standard normal distribution's quantile function for p in (0, 1): Acklam's rational approximation
+/// (relative error below 1.2e-9).
+fn normal_quantile(p: f64) -> f64 {
+    const A: [f64; 6] = [
+        -3.969683028665376e1,
+        2.209460984245205e2,
+        -2.759285104469687e2,
+        1.383_577_518_672_69e2,
+        -3.066479806614716e1,
+        2.506628277459239,
+    ];
+    const B: [f64; 5] =
+        [-5.447609879822406e1, 1.615858368580409e2, -1.556989798598866e2, 6.680131188771972e1, -1.328068155288572e1];
+    const C: [f64; 6] = [
+        -7.784894002430293e-3,
+        -3.223964580411365e-1,
+        -2.400758277161838,
+        -2.549732539343734,
+        4.374664141464968,
+        2.938163982698783,
+    ];
+    const D: [f64; 4] = [7.784695709041462e-3, 3.224671290700398e-1, 2.445134137142996, 3.754408661907416];
+    let tail = |q: f64| {
+        (((((C[0] * q + C[1]) * q + C[2]) * q + C[3]) * q + C[4]) * q + C[5])
+            / ((((D[0] * q + D[1]) * q + D[2]) * q + D[3]) * q + 1.0)
+    };
+    if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((A[0] * r + A[1]) * r + A[2]) * r + A[3]) * r + A[4]) * r + A[5]) * q
+            / (((((B[0] * r + B[1]) * r + B[2]) * r + B[3]) * r + B[4]) * r + 1.0)
+    }
 }
 
 fn load_for(set: &ModelSet, path: &Path) -> Result<Image> {

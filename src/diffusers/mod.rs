@@ -416,6 +416,7 @@ pub(crate) fn open(dir: &Path, provider: Option<Provider>) -> Result<Opened> {
             encoder: model_file("vae_encoder", "vae_encoder", &encoder),
             decoder: model_file("vae_decoder", "vae_decoder", &decoder),
             architecture: Value::Null,
+            prior: None,
         }),
         unet: Some(UNetSpec {
             model: model_file("unet", "unet", &unet),

@@ -75,6 +75,10 @@ pub enum Dim {
 pub enum ElemType {
     F32,
     I64,
+    /// Signed 8-bit integers: quantised weights (see [`GraphBuilder::initializer_i8`]).
+    I8,
+    /// IEEE half precision: weights stored at 16 bits (see [`GraphBuilder::initializer_f16`]).
+    F16,
 }
 
 /// Builds one ONNX graph; [`GraphBuilder::finish`] wraps it into a model.
@@ -199,6 +203,46 @@ impl GraphBuilder {
         t.data_type = DataType::FLOAT as i32;
         // raw_data (little-endian bytes) is the compact encoding; float_data would cost a varint tag per value.
         t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.initializers.push(t);
+        Ok(name.to_string())
+    }
+
+    /// Adds an int8 initializer (quantised weights) of the given shape; `data` is row-major. The values go in
+    /// `raw_data`, one byte each: a quarter of the f32 bytes.
+    pub fn initializer_i8(&mut self, name: &str, shape: &[i64], data: &[i8]) -> Result<String> {
+        let n = element_count(name, shape)?;
+        if n != data.len() {
+            return Err(Error::model(format!(
+                "onnx export: initializer {name:?} of shape {shape:?} needs {n} values, got {}",
+                data.len()
+            )));
+        }
+        self.define(name)?;
+        let mut t = TensorProto::new();
+        t.name = name.to_string();
+        t.dims = shape.to_vec();
+        t.data_type = DataType::INT8 as i32;
+        t.raw_data = data.iter().map(|&v| v as u8).collect();
+        self.initializers.push(t);
+        Ok(name.to_string())
+    }
+
+    /// Adds a float16 initializer of the given shape from f32 values (each rounded to the nearest f16, ties
+    /// to even: the same bytes on every machine); `data` is row-major, stored as little-endian `raw_data`.
+    pub fn initializer_f16(&mut self, name: &str, shape: &[i64], data: &[f32]) -> Result<String> {
+        let n = element_count(name, shape)?;
+        if n != data.len() {
+            return Err(Error::model(format!(
+                "onnx export: initializer {name:?} of shape {shape:?} needs {n} values, got {}",
+                data.len()
+            )));
+        }
+        self.define(name)?;
+        let mut t = TensorProto::new();
+        t.name = name.to_string();
+        t.dims = shape.to_vec();
+        t.data_type = DataType::FLOAT16 as i32;
+        t.raw_data = data.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
         self.initializers.push(t);
         Ok(name.to_string())
     }
@@ -451,6 +495,8 @@ fn typed_value_info(name: &str, elem: ElemType, dims: &[Dim]) -> Result<ValueInf
     tensor.elem_type = match elem {
         ElemType::F32 => DataType::FLOAT,
         ElemType::I64 => DataType::INT64,
+        ElemType::I8 => DataType::INT8,
+        ElemType::F16 => DataType::FLOAT16,
     } as i32;
     tensor.shape = MessageField::some(tshape);
     let mut ty = TypeProto::new();
@@ -532,6 +578,39 @@ mod tests {
         assert_eq!(g.output[0].name, "y");
         // Graph outputs are produced by a node of that name (here the renaming Identity).
         assert!(g.node.iter().any(|n| n.output.iter().any(|o| o == "y")));
+    }
+
+    #[test]
+    fn int8_initializers_hold_one_byte_per_value() {
+        let mut b = GraphBuilder::new("t");
+        let ids = b.typed_input("ids", ElemType::I64, &[Dim::Named("N")]).unwrap();
+        let table = b.initializer_i8("table", &[3, 2], &[-127, 0, 1, 127, -1, 5]).unwrap();
+        assert!(b.initializer_i8("short", &[3, 2], &[1]).is_err());
+        let rows = b.node("Gather", &[&table, &ids], vec![("axis", Attr::Int(0))]).unwrap();
+        b.typed_output(&rows, "rows", ElemType::I8, &[Dim::Named("N"), Dim::Fixed(2)]).unwrap();
+        let m = ModelProto::parse_from_bytes(&encode(&b.finish().unwrap()).unwrap()).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        let t = &g.initializer[0];
+        assert_eq!((t.data_type, t.dims.clone()), (DataType::INT8 as i32, vec![3, 2]));
+        assert_eq!(t.raw_data, vec![0x81, 0, 1, 0x7f, 0xff, 5]);
+        let out = g.output[0].type_.as_ref().unwrap().tensor_type().elem_type;
+        assert_eq!(out, DataType::INT8 as i32);
+    }
+
+    #[test]
+    fn f16_initializers_round_to_nearest() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.typed_input("x", ElemType::F16, &[Dim::Fixed(3)]).unwrap();
+        // 1 + 2^-11 is halfway between two f16 values: ties to even (1.0); 65520 overflows to infinity.
+        let w = b.initializer_f16("w", &[3], &[1.0 + 1.0 / 2048.0, -2.5, 0.1]).unwrap();
+        assert!(b.initializer_f16("short", &[2], &[1.0]).is_err());
+        let y = b.add(&x, &w).unwrap();
+        b.typed_output(&y, "y", ElemType::F16, &[Dim::Fixed(3)]).unwrap();
+        let m = ModelProto::parse_from_bytes(&encode(&b.finish().unwrap()).unwrap()).unwrap();
+        let t = &m.graph.as_ref().unwrap().initializer[0];
+        assert_eq!(t.data_type, DataType::FLOAT16 as i32);
+        let got: Vec<u16> = t.raw_data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        assert_eq!(got, vec![0x3c00, 0xc100, 0x2e66]);
     }
 
     #[test]

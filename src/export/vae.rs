@@ -34,7 +34,9 @@ use serde::{Deserialize, Serialize};
 
 use super::onnx::{encode, GraphBuilder};
 use crate::error::{Error, Result};
-use crate::manifest::{sha256_hex, ImageSpec, Manifest, ModelFile, TensorSpec, VaeSpec, FORMAT_VERSION, MANIFEST_FILE};
+use crate::manifest::{
+    sha256_hex, ImageSpec, Manifest, ModelFile, Prior, TensorSpec, VaeSpec, FORMAT_VERSION, MANIFEST_FILE,
+};
 use crate::rng::Noise;
 
 /// Weights by name (the trainer's VarStore paths, e.g. "enc.conv_in.weight"): (shape, row-major data).
@@ -65,6 +67,14 @@ pub struct VaeArch {
     /// Bounds of the encoder's log-variance, applied identically in training and in ONNX (Clip).
     pub logvar_min: f32,
     pub logvar_max: f32,
+    /// A dense latent of `latent_channels` values, described to the runtime as [d, 1, 1]: the lecture's
+    /// VAE (strided convolutions only, flatten, a dense layer to mean and log-variance; the decoder a dense
+    /// layer, reshape, transposed convolutions). Its dense layers are convolutions whose kernel covers the
+    /// whole last feature map (encoder) or whose 1x1 input spreads over it (decoder), which is exactly
+    /// flatten + Linear (weights [2d, C, k, k] = torch's Linear [2d, C*k*k] in C, H, W order) and needs
+    /// no Flatten/Reshape nodes. Absent (false) in older manifests and checkpoints: the spatial VAE.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dense: bool,
 }
 
 impl VaeArch {
@@ -89,7 +99,45 @@ impl VaeArch {
             // training, tight enough that exp(logvar) cannot overflow when an early step goes wild.
             logvar_min: -30.0,
             logvar_max: 20.0,
+            dense: false,
         }
+    }
+
+    /// The sampleable Fashion-MNIST VAE (`models/fashion-vae`): the lecture's dense-latent layout, d = 32.
+    ///
+    /// ```text
+    /// encoder  image [N,1,28,28] -pad 2 with -1-> [N,1,32,32]
+    ///          level0.down 3x3/2 1->32 + SiLU      [N,32,16,16]
+    ///          level1.down 3x3/2 32->64 + SiLU     [N,64,8,8]
+    ///          level2.down 3x3/2 64->128 + SiLU    [N,128,4,4]
+    ///          dense 4x4 (= flatten + Linear 2048->2d)  [N,2d,1,1] -> mean, logvar [N,d,1,1]
+    /// decoder  latent [N,d,1,1]
+    ///          dense 4x4 transposed (= Linear d->2048 + reshape) + SiLU  [N,128,4,4]
+    ///          level2.up 4x4/2 128->64 + SiLU      [N,64,8,8]
+    ///          level1.up 4x4/2 64->32 + SiLU       [N,32,16,16]
+    ///          level0.up 4x4/2 32->32 + SiLU       [N,32,32,32]
+    ///          conv_out 3x3 32->1, tanh            [N,1,32,32] -crop 2-> image [N,1,28,28]
+    /// ```
+    pub fn fashion_dense() -> Self {
+        VaeArch {
+            // The lecture's (Keras) widths: 32, 64, 128 with a stride-2 convolution each.
+            widths: vec![32, 64, 128],
+            // d = 32: enough for recognisable garments; with the full KL the unused dimensions fall back to the
+            // prior by themselves (see models/fashion-vae/README.md for the measurements).
+            latent_channels: 32,
+            dense: true,
+            ..Self::fashion()
+        }
+    }
+
+    /// [`VaeArch::fashion_dense`] with a 2-D latent, for the latent-plane map (`mirage vae map`).
+    pub fn fashion_2d() -> Self {
+        VaeArch { latent_channels: 2, ..Self::fashion_dense() }
+    }
+
+    /// A very small dense VAE, for fast tests.
+    pub fn tiny_dense() -> Self {
+        VaeArch { widths: vec![4, 8, 8], latent_channels: 3, dense: true, ..Self::fashion() }
     }
 
     /// The emoji VAE: 32x32 RGBA (straight alpha) -> 4x8x8 latents (16x fewer values than pixels x
@@ -123,14 +171,36 @@ impl VaeArch {
         }
     }
 
-    /// The architecture called `name` ("fashion", "emoji" or "tiny"), for command-line flags.
+    /// The architecture called `name` ("fashion", "fashion-dense", "fashion-2d", "emoji", "tiny" or
+    /// "tiny-dense"), for command-line flags.
     pub fn by_name(name: &str) -> Result<Self> {
         match name {
             "fashion" => Ok(Self::fashion()),
+            "fashion-dense" => Ok(Self::fashion_dense()),
+            "fashion-2d" => Ok(Self::fashion_2d()),
             "emoji" => Ok(Self::emoji()),
             "tiny" => Ok(Self::tiny()),
-            other => Err(Error::invalid(format!("unknown VAE architecture {other:?} (fashion | emoji | tiny)"))),
+            "tiny-dense" => Ok(Self::tiny_dense()),
+            other => Err(Error::invalid(format!(
+                "unknown VAE architecture {other:?} (fashion | fashion-dense | fashion-2d | emoji | tiny | tiny-dense)"
+            ))),
         }
+    }
+
+    /// Halvings of the resolution: one per level after the first (spatial), one per level (dense).
+    fn halvings(&self) -> usize {
+        if self.dense {
+            self.widths.len()
+        } else {
+            self.widths.len().max(1) - 1
+        }
+    }
+
+    /// (height, width) of the encoder's last feature map.
+    fn bottom_size(&self) -> (i64, i64) {
+        let f = 1i64 << self.halvings();
+        let (ph, pw) = self.padded_size();
+        (ph / f, pw / f)
     }
 
     /// Checks that the sizes fit together.
@@ -148,10 +218,13 @@ impl VaeArch {
         if self.latent_channels < 1 {
             return bad("latent_channels must be positive".into());
         }
-        let f = 1i64 << (self.widths.len() - 1);
+        let f = 1i64 << self.halvings();
         let (ph, pw) = self.padded_size();
         if ph % f != 0 || pw % f != 0 {
             return bad(format!("padded size {pw}x{ph} must be divisible by {f} for {} levels", self.widths.len()));
+        }
+        if self.dense && ph != pw {
+            return bad(format!("a dense latent needs a square image after padding, not {pw}x{ph}"));
         }
         let bounds_ok = self.logvar_min.is_finite() && self.logvar_max.is_finite() && self.logvar_min < self.logvar_max;
         if !bounds_ok || !self.pad_value.is_finite() {
@@ -167,13 +240,18 @@ impl VaeArch {
 
     /// Latent shape without the batch: [channels, height, width].
     pub fn latent_shape(&self) -> [i64; 3] {
-        let f = 1i64 << (self.widths.len().max(1) - 1);
-        let (ph, pw) = self.padded_size();
-        [self.latent_channels, ph / f, pw / f]
+        if self.dense {
+            return [self.latent_channels, 1, 1];
+        }
+        let (h, w) = self.bottom_size();
+        [self.latent_channels, h, w]
     }
 
     /// The encoder's layers in order (pad before, split and clamp after are not layers).
     pub fn encoder_plan(&self) -> Vec<ConvLayer> {
+        if self.dense {
+            return self.dense_encoder_plan();
+        }
         let w = &self.widths;
         let (mut h, mut wd) = self.padded_size();
         let mut plan = vec![ConvLayer::conv("enc.conv_in", self.channels, w[0], 3, 1, true, (h, wd))];
@@ -190,8 +268,55 @@ impl VaeArch {
         plan
     }
 
+    /// [`VaeArch::encoder_plan`] of a dense VAE: a stride-2 convolution per level, then the dense layer.
+    fn dense_encoder_plan(&self) -> Vec<ConvLayer> {
+        let (mut h, mut wd) = self.padded_size();
+        let mut plan = Vec::new();
+        let mut c = self.channels;
+        for (i, &next) in self.widths.iter().enumerate() {
+            (h, wd) = (h / 2, wd / 2);
+            plan.push(ConvLayer::conv(&format!("enc.level{i}.down"), c, next, 3, 2, true, (h, wd)));
+            c = next;
+        }
+        // A kernel as large as the feature map, no padding: one output pixel = flatten + Linear.
+        plan.push(ConvLayer {
+            padding: 0,
+            ..ConvLayer::conv("enc.dense", c, 2 * self.latent_channels, h, 1, false, (1, 1))
+        });
+        plan
+    }
+
+    /// [`VaeArch::decoder_plan`] of a dense VAE: the dense layer, then a transposed convolution per level.
+    fn dense_decoder_plan(&self) -> Vec<ConvLayer> {
+        let w = &self.widths;
+        let (mut h, mut wd) = self.bottom_size();
+        let top = w.len() - 1;
+        // A 1x1 input through a transposed convolution with a kernel as large as the feature map (stride 1,
+        // no padding): Linear d -> C*h*w and a reshape to [C, h, w].
+        let mut plan = vec![ConvLayer {
+            name: "dec.dense".into(),
+            kind: LayerKind::ConvTranspose,
+            c_in: self.latent_channels,
+            c_out: w[top],
+            kernel: h,
+            stride: 1,
+            padding: 0,
+            silu: true,
+            out_size: (h, wd),
+        }];
+        for i in (0..w.len()).rev() {
+            (h, wd) = (h * 2, wd * 2);
+            plan.push(ConvLayer::up(&format!("dec.level{i}.up"), w[i], w[i.saturating_sub(1)], (h, wd)));
+        }
+        plan.push(ConvLayer::conv("dec.conv_out", w[0], self.channels, 3, 1, false, (h, wd)));
+        plan
+    }
+
     /// The decoder's layers in order (tanh and crop after them are not layers).
     pub fn decoder_plan(&self) -> Vec<ConvLayer> {
+        if self.dense {
+            return self.dense_decoder_plan();
+        }
         let w = &self.widths;
         let [_, mut h, mut wd] = self.latent_shape();
         let top = w.len() - 1;
@@ -371,6 +496,19 @@ pub fn export_vae(
     name: &str,
     training: serde_json::Value,
 ) -> Result<Manifest> {
+    export_vae_with_prior(arch, weights, dir, name, training, None)
+}
+
+/// [`export_vae`], recording in the manifest what the set's prior is good for (`vae.prior`): pass
+/// `Some(Prior::Sampleable)` only for a VAE whose N(0, I) samples were measured to be images.
+pub fn export_vae_with_prior(
+    arch: &VaeArch,
+    weights: &Weights,
+    dir: &Path,
+    name: &str,
+    training: serde_json::Value,
+    prior: Option<Prior>,
+) -> Result<Manifest> {
     let enc = encode(&encoder_graph(arch, weights)?.finish()?)?;
     let dec = encode(&decoder_graph(arch, weights)?.finish()?)?;
     let [cz, lh, lw] = arch.latent_shape();
@@ -406,6 +544,7 @@ pub fn export_vae(
             },
             architecture: serde_json::to_value(arch)
                 .map_err(|e| Error::invalid(format!("VAE export: architecture to JSON: {e}")))?,
+            prior,
         }),
         unet: None,
         training,
@@ -432,8 +571,10 @@ pub fn random_weights(arch: &VaeArch, seed: u64) -> Weights {
     let mut noise = Noise::new(seed);
     let mut out = Weights::new();
     for l in arch.encoder_plan().iter().chain(&arch.decoder_plan()) {
-        // A transposed conv with stride s feeds each output pixel from c_in * k² / s² taps.
-        let taps = l.c_in * l.kernel * l.kernel / (l.stride * l.stride).max(1);
+        // A transposed conv with stride s feeds each output pixel from c_in * k² / s² taps (a dense layer's,
+        // from a 1x1 input, from c_in).
+        let taps =
+            if l.name == "dec.dense" { l.c_in } else { l.c_in * l.kernel * l.kernel / (l.stride * l.stride).max(1) };
         let std = (2.0 / taps.max(1) as f32).sqrt();
         for (name, shape) in l.parameters() {
             let n = shape.iter().product::<i64>() as usize;
@@ -475,6 +616,28 @@ mod tests {
         assert!(VaeArch::by_name("huge").is_err());
         let mut bad = VaeArch::tiny();
         bad.pad = 1; // 30 does not halve twice
+        assert!(bad.validate().is_err());
+    }
+
+    #[test]
+    fn dense_shapes_and_old_architectures_without_the_field() {
+        let a = VaeArch::fashion_dense();
+        a.validate().unwrap();
+        assert_eq!(a.latent_shape(), [32, 1, 1]);
+        let enc = a.encoder_plan();
+        assert_eq!(enc[enc.len() - 2].out_size, (4, 4));
+        assert_eq!((enc.last().unwrap().kernel, enc.last().unwrap().c_out), (4, 64));
+        let dec = a.decoder_plan();
+        assert_eq!((dec[0].name.as_str(), dec[0].out_size), ("dec.dense", (4, 4)));
+        assert_eq!(dec.last().unwrap().out_size, (32, 32));
+        assert_eq!(VaeArch::fashion_2d().latent_shape(), [2, 1, 1]);
+        assert_eq!(VaeArch::by_name("fashion-2d").unwrap(), VaeArch::fashion_2d());
+        // The spatial architectures serialise without the field, and JSON without it is spatial.
+        let json = serde_json::to_value(VaeArch::fashion()).unwrap();
+        assert!(json.get("dense").is_none());
+        assert_eq!(serde_json::from_value::<VaeArch>(json).unwrap(), VaeArch::fashion());
+        let mut bad = VaeArch::fashion_dense();
+        bad.width = 24; // 28x32 after padding: not square
         assert!(bad.validate().is_err());
     }
 

@@ -23,7 +23,7 @@ use super::run_loop::{
 use super::vae::{losses, weights_of, Vae};
 use super::{load_varstore, max_abs_diff, read_json, scalar, set_threads, torch_err, write_json};
 use crate::error::{Error, Result};
-use crate::export::vae::{export_vae, VaeArch};
+use crate::export::vae::{export_vae_with_prior, VaeArch};
 use crate::image::{from_model, grid, Image};
 use crate::manifest::{ImageSpec, Manifest, MANIFEST_FILE};
 use crate::rng::Noise;
@@ -56,6 +56,11 @@ pub struct TrainConfig {
     /// issue ranks reconstruction PSNR first: with beta = 1 the KL of 192 informative latents (hundreds of
     /// nats) would outweigh an SSE of ~8 and blur everything; 1e-3 still keeps latents near N(0, I) in scale.
     pub beta: f64,
+    /// KL annealing: the KL weight rises linearly from beta / kl_warmup_steps to beta over this many
+    /// steps (0: beta from the start). Lets the decoder learn to use the latent before the KL term pulls
+    /// the posteriors onto the prior.
+    #[serde(default)]
+    pub kl_warmup_steps: u64,
     /// Linear learning-rate warm-up steps before the cosine decay (see [`super::lr_at`]).
     pub warmup_steps: u64,
     /// The cosine decay ends at `lr * final_lr_ratio`.
@@ -84,6 +89,7 @@ impl Default for TrainConfig {
             lr: 2e-3,
             weight_decay: 1e-4,
             beta: 1e-3,
+            kl_warmup_steps: 0,
             warmup_steps: 300,
             final_lr_ratio: 0.05,
             seed: 0,
@@ -245,12 +251,12 @@ impl run_loop::Trainer for VaeTrainer<'_> {
     }
 
     /// Reconstruction SSE + beta KL per image, z sampled from q(z|x).
-    fn loss(&mut self, batch: &[i64], _step: u64) -> Result<Loss> {
+    fn loss(&mut self, batch: &[i64], step: u64) -> Result<Loss> {
         let idx = Tensor::from_slice(batch).to_device(self.device);
         let x = self.images.index_select(0, &idx); // [B, C, H, W]
         let (recon, mean, logvar) = self.model.forward(&x, true);
         let (rec, kl) = losses(&x, &recon, &mean, &logvar);
-        let loss = &rec + &kl * self.cfg.beta;
+        let loss = &rec + &kl * kl_weight(self.cfg, step);
         Ok(Loss { loss, terms: vec![("recon", rec), ("kl", kl)] })
     }
 
@@ -290,6 +296,14 @@ impl run_loop::Trainer for VaeTrainer<'_> {
         self.last_eval = Some(report);
         Ok(Some(Report { line, message }))
     }
+}
+
+/// The KL weight at `step` (0-based): beta, ramped up linearly over `kl_warmup_steps` when set.
+pub fn kl_weight(cfg: &TrainConfig, step: u64) -> f64 {
+    if cfg.kl_warmup_steps == 0 {
+        return cfg.beta;
+    }
+    cfg.beta * ((step + 1) as f64 / cfg.kl_warmup_steps as f64).min(1.0)
 }
 
 /// Evaluates `model` on `set` (batches of 500, no gradients). With z = mean for the reconstructions behind
@@ -455,6 +469,19 @@ pub fn export_checkpoint(
     eval_json: Option<&Path>,
     skip_parity: bool,
 ) -> Result<Manifest> {
+    export_checkpoint_with_prior(ckpt, out, name, eval_json, skip_parity, None)
+}
+
+/// [`export_checkpoint`], recording `prior` in the manifest (`vae.prior`; see
+/// [`crate::manifest::VaeSpec::prior`]).
+pub fn export_checkpoint_with_prior(
+    ckpt: &Path,
+    out: &Path,
+    name: &str,
+    eval_json: Option<&Path>,
+    skip_parity: bool,
+    prior: Option<crate::manifest::Prior>,
+) -> Result<Manifest> {
     let device = Device::Cpu;
     let (vs, model, state) = load_checkpoint(ckpt, device)?;
     let weights = weights_of(&vs)?;
@@ -471,7 +498,7 @@ pub fn export_checkpoint(
         "config": state.config,
         "eval": eval,
     });
-    let mut manifest = export_vae(&model.arch, &weights, out, name, training.clone())?;
+    let mut manifest = export_vae_with_prior(&model.arch, &weights, out, name, training.clone(), prior)?;
     if !skip_parity {
         let parity = check_parity(&model, device, out, 8, 1234)?;
         if parity.max() > PARITY_TOLERANCE {
@@ -488,4 +515,210 @@ pub fn export_checkpoint(
         Manifest::load(out)?;
     }
     Ok(manifest)
+}
+
+/// What `mirage-train eval prior` is configured by: the quality of a VAE's prior samples, N(0, I) latents
+/// decoded by the runtime (ONNX Runtime, as users get them), in the classifier's feature space.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+pub struct PriorEvalConfig {
+    /// Classifier directory (`mirage-train classifier train --out`).
+    pub classifier: PathBuf,
+    /// The model set whose VAE decoder makes the images.
+    pub set: PathBuf,
+    pub data: PathBuf,
+    /// Generated, test and training images each: 2 000 as `eval fid`, so the floor is the same figure.
+    pub count: usize,
+    /// Batch k of [`super::fid::BATCH`] latents uses seed + k ([`crate::latent::prior_latents`], the same
+    /// draws as `mirage vae sample --seed`); the real images and KID subsets are chosen as `eval fid` does.
+    pub seed: u64,
+    pub threads: usize,
+    pub kid_subsets: usize,
+    pub kid_subset_size: usize,
+}
+
+impl Default for PriorEvalConfig {
+    fn default() -> Self {
+        let f = super::fid::FidConfig::default();
+        PriorEvalConfig {
+            classifier: f.classifier,
+            set: PathBuf::from("models/fashion-vae"),
+            data: f.data,
+            count: f.count,
+            seed: f.seed,
+            threads: f.threads,
+            kid_subsets: f.kid_subsets,
+            kid_subset_size: f.kid_subset_size,
+        }
+    }
+}
+
+/// What `eval prior` reports (and writes as JSON).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PriorReport {
+    /// "fashion-classifier-penultimate", as `eval fid`.
+    pub features: String,
+    pub classifier_test_accuracy: f64,
+    pub set: PathBuf,
+    /// The set's latent shape and what its manifest says of its prior.
+    pub latent_shape: [u32; 3],
+    pub prior: Option<crate::manifest::Prior>,
+    pub count: usize,
+    pub seed: u64,
+    /// Prior samples against test images, and training images against the same test images (the floor).
+    pub generated_vs_test: super::fid::Distances,
+    pub train_vs_test: super::fid::Distances,
+    /// generated_vs_test.fid / train_vs_test.fid.
+    pub fid_over_floor: f64,
+    /// Share of prior samples whose most likely class has a softmax probability >= 0.5 (the classifier is
+    /// "sure" of something), and the same share for the test images (the reference).
+    pub confident_fraction: f64,
+    pub test_confident_fraction: f64,
+    /// Mean over samples of the largest class probability.
+    pub mean_max_probability: f64,
+    /// Fraction of prior samples per predicted class, in label order (see `class_names`), and its entropy
+    /// in bits (log2 10 = 3.32 when balanced).
+    pub class_fractions: Vec<f64>,
+    pub class_names: Vec<String>,
+    pub class_entropy_bits: f64,
+    pub test_class_fractions: Vec<f64>,
+    /// Reconstruction through the runtime (encode, decode the mean) of the `count` test images: PSNR of
+    /// the pooled MSE on the [0, 1] scale, after 8-bit rounding.
+    pub recon_psnr_db: f64,
+    pub generate_s: f64,
+    pub ms_per_image: f64,
+    pub total_s: f64,
+}
+
+/// `count` prior samples decoded by `set`: batch k of [`super::fid::BATCH`] from
+/// `prior_latents(len, batch, seed + k)`, rounded to 8 bits as a saved PNG is: [count, C, H, W] in [-1, 1].
+pub fn prior_samples(set: &crate::model_set::ModelSet, count: usize, seed: u64) -> Result<Tensor> {
+    let len = set.latent_len()?;
+    let i = &set.manifest().image;
+    let mut pixels = Vec::with_capacity(count * set.image_len());
+    for (k, start) in (0..count).step_by(super::fid::BATCH).enumerate() {
+        let n = super::fid::BATCH.min(count - start);
+        let z = crate::latent::prior_latents(len, n, seed.wrapping_add(k as u64))?;
+        pixels.extend(to_8bit(&set.decode(&z, n)?));
+    }
+    let shape = [count as i64, i.channels as i64, i.height as i64, i.width as i64];
+    Ok(Tensor::f_from_slice(&pixels).map_err(torch_err("prior samples"))?.view(shape))
+}
+
+/// Model-space values -> the nearest of the 256 grey levels, back in model space (mean = std = 0.5).
+fn to_8bit(v: &[f32]) -> impl Iterator<Item = f32> + '_ {
+    v.iter().map(|&v| ((v * 0.5 + 0.5) * 255.0).round().clamp(0.0, 255.0) / 127.5 - 1.0)
+}
+
+/// `n` images of `split`, chosen as `eval fid` chooses them (seeded permutation, without replacement).
+fn pick_real(dir: &Path, split: Split, n: usize, seed: u64) -> Result<Tensor> {
+    let all = data::load(dir, split, None)?;
+    let total = all.len() as usize;
+    if n > total {
+        return Err(Error::invalid(format!("--count {n} exceeds the {total} images of the {split:?} split")));
+    }
+    let pick = super::batches::permutation(total, seed);
+    Ok(all.images.index_select(0, &Tensor::from_slice(&pick[..n])))
+}
+
+/// (fraction per class, entropy in bits, fraction with max probability >= 0.5, mean max probability) of
+/// the classifier's verdicts on `x`.
+fn verdicts(model: &super::classifier::Classifier, x: &Tensor) -> Result<(Vec<f64>, f64, f64, f64)> {
+    let _guard = tch::no_grad_guard();
+    let n = x.size()[0];
+    let mut maxp = Vec::new();
+    for start in (0..n).step_by(500) {
+        let xb = x.narrow(0, start, 500.min(n - start));
+        maxp.push(model.forward(&xb).softmax(1, Kind::Float)); // [b, classes]
+    }
+    let p = Tensor::cat(&maxp, 0);
+    let (top, pred) = p.max_dim(1, false);
+    let counts = pred.bincount::<Tensor>(None, model.arch.classes).to_kind(Kind::Double) / n as f64;
+    let fractions = Vec::<f64>::try_from(&counts).map_err(torch_err("class fractions"))?;
+    let entropy = fractions.iter().filter(|&&q| q > 0.0).map(|&q| -q * q.log2()).sum();
+    let confident = scalar(&top.ge(0.5).to_kind(Kind::Double).mean(Kind::Double))?;
+    let mean_top = scalar(&top.to_kind(Kind::Double).mean(Kind::Double))?;
+    Ok((fractions, entropy, confident, mean_top))
+}
+
+/// `mirage-train eval prior`: FID/KID of `count` prior samples of the set's VAE against the test set,
+/// next to the train-vs-test floor; the classifier's verdicts on them; the runtime's reconstruction PSNR.
+pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<PriorReport> {
+    if cfg.count < 2 {
+        return Err(Error::invalid("--count must be at least 2"));
+    }
+    super::set_threads(cfg.threads)?;
+    let start = std::time::Instant::now();
+    let (model, _vs, ckpt) = super::classifier::load(&cfg.classifier)?;
+    if !crate::runtime::is_initialised() {
+        crate::runtime::init(&crate::runtime::RuntimeOptions { intra_threads: cfg.threads, ..Default::default() })?;
+    }
+    let set = crate::model_set::ModelSet::open(&cfg.set)?;
+    let spec = set.manifest().image.clone();
+    if (spec.channels, spec.height, spec.width) != (1, 28, 28) || spec.mean != 0.5 || spec.std != 0.5 {
+        return Err(Error::invalid(format!("model set {} does not make Fashion-MNIST images", cfg.set.display())));
+    }
+    // The same real images as `eval fid` with the same seed, so the floor is the same figure.
+    let test = pick_real(&cfg.data, Split::Test, cfg.count, cfg.seed ^ 0x7465_7374)?;
+    let train = pick_real(&cfg.data, Split::Train, cfg.count, cfg.seed ^ 0x7472_6169)?;
+
+    let t_gen = std::time::Instant::now();
+    let generated = prior_samples(&set, cfg.count, cfg.seed)?;
+    let generate_s = t_gen.elapsed().as_secs_f64();
+
+    let (f_gen, _) = model.embed(&generated);
+    let (f_test, _) = model.embed(&test);
+    let (f_train, _) = model.embed(&train);
+    let dist = |a: &Tensor, b: &Tensor| -> Result<super::fid::Distances> {
+        Ok(super::fid::Distances {
+            fid: super::fid::fid(a, b)?,
+            kid: super::fid::kid(a, b, cfg.kid_subsets, cfg.kid_subset_size, cfg.seed)?,
+        })
+    };
+    let generated_vs_test = dist(&f_gen, &f_test)?;
+    let train_vs_test = dist(&f_train, &f_test)?;
+    let (class_fractions, class_entropy_bits, confident_fraction, mean_max_probability) = verdicts(&model, &generated)?;
+    let (test_class_fractions, _, test_confident_fraction, _) = verdicts(&model, &test)?;
+
+    // Reconstruction through the runtime, mean latent, 8-bit output.
+    let n = cfg.count;
+    let x = Vec::<f32>::try_from(&test.reshape([-1])).map_err(torch_err("test images"))?;
+    let mut sq = 0.0f64;
+    for s in (0..n).step_by(super::fid::BATCH) {
+        let b = super::fid::BATCH.min(n - s);
+        let il = set.image_len();
+        let xb = &x[s * il..(s + b) * il];
+        let (mean, _) = set.encode(xb, b)?;
+        let y: Vec<f32> = to_8bit(&set.decode(&mean, b)?).collect();
+        sq += y.iter().zip(xb).map(|(a, b)| ((a - b) as f64 / 2.0).powi(2)).sum::<f64>();
+    }
+    let recon_psnr_db = -10.0 * (sq / x.len() as f64).max(1e-12).log10();
+
+    let vae = set.manifest().vae.as_ref().ok_or_else(|| Error::invalid("model set has no VAE"))?;
+    let report = PriorReport {
+        features: "fashion-classifier-penultimate".into(),
+        classifier_test_accuracy: ckpt.test_accuracy,
+        set: cfg.set.clone(),
+        latent_shape: vae.latent_shape,
+        prior: vae.prior,
+        count: cfg.count,
+        seed: cfg.seed,
+        fid_over_floor: generated_vs_test.fid / train_vs_test.fid.max(1e-12),
+        generated_vs_test,
+        train_vs_test,
+        confident_fraction,
+        test_confident_fraction,
+        mean_max_probability,
+        class_fractions,
+        class_names: crate::fashion::CLASSES.iter().map(|s| s.to_string()).collect(),
+        class_entropy_bits,
+        test_class_fractions,
+        recon_psnr_db,
+        generate_s,
+        ms_per_image: 1e3 * generate_s / cfg.count as f64,
+        total_s: start.elapsed().as_secs_f64(),
+    };
+    if let Some(path) = json {
+        write_json(path, &report)?;
+    }
+    Ok(report)
 }
