@@ -470,11 +470,13 @@ struct ContextOptions {
         workers = p.workers;
         max_queued_jobs = p.max_queued_jobs;
         tileable = p.tileable;
+        precision = p.precision;
     }
     MirageProvider provider;        ///< MIRAGE_PROVIDER_DEFAULT = the runtime's
     std::uint32_t workers;          ///< threads that run the jobs, 1 to MIRAGE_MAX_WORKERS (default 1)
     std::uint32_t max_queued_jobs;  ///< jobs not yet started before MIRAGE_ERR_BUSY (default 64)
     bool tileable;                  ///< prepare the tileable sessions now (needed for a context from memory)
+    MiragePrecision precision;      ///< the text encoder's: MIRAGE_PRECISION_FP32 (default) or _INT8
 };
 
 namespace detail {
@@ -486,6 +488,7 @@ inline MirageContextParams context_params(const ContextOptions &o) {
     p.workers = o.workers;
     p.max_queued_jobs = o.max_queued_jobs;
     p.tileable = o.tileable;
+    p.precision = o.precision;
     return p;
 }
 

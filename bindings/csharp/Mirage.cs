@@ -490,6 +490,16 @@ namespace Mirage
         /// <summary>Prepare the tileable sessions now (see <see cref="GenerateOptions.Tileable"/>); needed for
         /// tileable images from a context opened from memory. Default false.</summary>
         public bool Tileable { get; set; }
+        /// <summary>The text encoder's precision: Fp32 (default) or Int8, its reduced export (34 MB instead of
+        /// 90 MB, a faster start, embeddings within cosine 0.999 of Fp32's).</summary>
+        public Precision Precision { get; set; }
+    }
+
+    /// <summary>MIRAGE_PRECISION_*: the precision of a context's text encoder.</summary>
+    public enum Precision : uint
+    {
+        Fp32 = 0,
+        Int8 = 1,
     }
 
     /// <summary>Options of a job (MirageJobParams).</summary>
@@ -1119,6 +1129,7 @@ namespace Mirage
             p.workers = (uint)o.Workers;
             p.max_queued_jobs = (uint)o.MaxQueuedJobs;
             p.tileable = o.Tileable ? (byte)1 : (byte)0;
+            p.precision = (uint)o.Precision;
             return p;
         }
 
@@ -2038,6 +2049,7 @@ namespace Mirage
         public uint workers;
         public uint max_queued_jobs;
         public byte tileable;
+        public uint precision;
     }
 
     [StructLayout(LayoutKind.Sequential)]

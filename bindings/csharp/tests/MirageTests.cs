@@ -214,7 +214,7 @@ internal static class MirageTests
             Tuple.Create("MIRAGE_LOG_", typeof(LogLevel)), Tuple.Create("MIRAGE_MODEL_", typeof(ModelKind)),
             Tuple.Create("MIRAGE_PIXEL_", typeof(PixelFormat)), Tuple.Create("MIRAGE_FILTER_", typeof(Filter)),
             Tuple.Create("MIRAGE_TARGET_", typeof(TargetFlags)), Tuple.Create("MIRAGE_JOB_", typeof(JobMode)),
-            Tuple.Create("MIRAGE_JOB_", typeof(JobState)),
+            Tuple.Create("MIRAGE_JOB_", typeof(JobState)), Tuple.Create("MIRAGE_PRECISION_", typeof(Precision)),
         };
         foreach (var p in prefixes)
         {

@@ -59,6 +59,9 @@ LOG_INFO = 1
 LOG_WARN = 2
 LOG_ERROR = 3
 
+PRECISION_FP32 = 0
+PRECISION_INT8 = 1
+
 MODEL_VAE_ENCODER = 1
 MODEL_VAE_DECODER = 2
 MODEL_UNET = 3
@@ -124,6 +127,7 @@ class MirageContextParams(Structure):
         ("workers", c_uint32),
         ("max_queued_jobs", c_uint32),
         ("tileable", c_bool),
+        ("precision", c_uint32),
     ]
 
 

@@ -48,6 +48,13 @@ class DiffusersFolderTest(unittest.TestCase):
         with self.assertRaises(mirage.InvalidArgument):
             self.ctx.generate("a red cube", steps=3, sampler="heun")
 
+    def test_precision_is_checked(self):
+        with self.assertRaises(mirage.InvalidArgument):
+            mirage.Context(os.path.join(SD, "sd15"), precision="fp8")
+        with self.assertRaises(mirage.Error) as caught:  # a diffusers folder's encoder runs as exported
+            mirage.Context(os.path.join(SD, "sd15"), precision="int8")
+        self.assertIn("int8", str(caught.exception))
+
     def test_a_broken_folder_names_the_problem(self):
         with tempfile.TemporaryDirectory() as tmp:
             folder = os.path.join(tmp, "sd15")
