@@ -32,6 +32,9 @@ mod train;
 // Quality figures: Fréchet distance and KID against closed forms, a tiny classifier + `eval fid` run.
 #[cfg(feature = "train")]
 mod quality;
+// The sampleable VAE (models/fashion-vae, dense latent): dense export parity, prior samples are garments
+// (and blobs fail the same check), `mirage vae map`, the manifest's `vae.prior`.
+mod vae_prior;
 // The captioned data sets: `mirage-train prepare emoji|fashion` on the real data, held-out emoji kept out.
 #[cfg(feature = "train")]
 mod prepare;

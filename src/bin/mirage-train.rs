@@ -9,6 +9,7 @@
 //! mirage-train unet export --ckpt out/fashion-unet --set models/fashion
 //! mirage-train classifier train --out out/classifier [--epochs 5 --batch-size 128 --lr 2e-3 ...]
 //! mirage-train eval fid --classifier out/classifier --set models/fashion [--count 2000 --steps 50 --json F]
+//! mirage-train eval prior --classifier out/classifier --set models/fashion-vae [--count 2000 --json F]
 //! ```
 //! `mirage-train prepare emoji|fashion --out DIR` writes a captioned data set's captions, contact sheet and
 //! counts for a look (the trainers read the data themselves).
@@ -348,7 +349,9 @@ impl RunArgs {
 struct TrainArgs {
     #[command(flatten)]
     run: RunArgs,
-    /// Architecture: fashion (shipped), emoji (32x32 RGBA, with --data .deps/emoji) or tiny (tests).
+    /// Architecture: fashion (models/fashion: spatial 3x8x8 latent), fashion-dense (models/fashion-vae: the
+    /// lecture's dense latent of 32, a sampleable prior), fashion-2d (its 2-D variant), emoji (32x32 RGBA, with
+    /// --data .deps/emoji), tiny or tiny-dense (tests).
     #[arg(long, default_value_t = TrainConfig::default().arch)]
     arch: String,
     /// Override the architecture's channel widths, full resolution first (e.g. 16,32,64).

@@ -3,7 +3,8 @@
 //! - [`run_loop`]: the training loop the trainers share (batches, learning rate, AdamW, metrics log,
 //!   sample grids, checkpoints, resuming); [`batches`]: which images each step sees.
 //! - [`vae`]: the VAE in tch (same layer plan and weight names as [`crate::export::vae`]) and its losses;
-//!   [`vae_run`]: `mirage-train vae train | eval | export`: its training, evaluation, export.
+//!   [`vae_run`]: `mirage-train vae train | eval | export`: its training, evaluation, export, and
+//!   `mirage-train eval prior`: the quality of a VAE's prior samples (a sampleable set's measure).
 //! - [`unet`]: the diffusion U-Net in tch (same block plan and weight names as [`crate::export::unet`]);
 //!   [`unet_run`]: `mirage-train unet train | export`: diffusion training on VAE latents, export;
 //!   [`unet_data`]: its data: latents (cached), caption embeddings, caption and group-balanced draws.

@@ -1,5 +1,6 @@
-//! `mirage-train vae train | eval | export`. Training is [`super::run_loop`] with the VAE's loss (per-image
-//! reconstruction SSE + beta KL), grids and checkpoints.
+//! `mirage-train vae train | eval | export` and `mirage-train eval prior`. Training is [`super::run_loop`]
+//! with the VAE's loss (per-image reconstruction SSE + beta KL, optionally annealed), grids and checkpoints;
+//! [`evaluate_prior`] measures a set's prior samples (FID/KID against the floor, the classifier's verdicts).
 //!
 //! A training run writes into its `--out` directory:
 //! - `checkpoint.safetensors` + `checkpoint.json`: the latest weights and the state to resume from
@@ -34,7 +35,8 @@ const CKPT_STATE: &str = "checkpoint.json";
 /// Everything a training run is configured by (stored in each checkpoint).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 pub struct TrainConfig {
-    /// Architecture name ("fashion" or "tiny", see [`VaeArch::by_name`]).
+    /// Architecture name ("fashion", "fashion-dense", "fashion-2d", "emoji", "tiny", "tiny-dense"; see
+    /// [`VaeArch::by_name`]).
     pub arch: String,
     /// Overrides the architecture's channel widths (for experiments; the checkpoint stores the result).
     #[serde(default)]
