@@ -335,6 +335,18 @@ fn cli_runs_the_folders() {
     assert!(edited.is_file());
     let info = run(&[s("info"), s("--models"), sd15.into()]);
     assert!(info.contains("PNDMScheduler") && info.contains("64x64x3"), "{info}");
+    // The float16 folder runs on the CPU (inputs cast as the model declares); on a provider this machine
+    // cannot run, strict mode refuses it with the reason instead of falling back.
+    let fp16 = sd_dir().join("sd15-fp16");
+    let o = std::process::Command::new(mirage_bin())
+        .args([s("--provider"), s("cuda"), s("--strict"), s("info"), s("--models"), fp16.clone().into()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    if !o.status.success() {
+        assert!(err.contains("cuda") && err.contains("unavailable"), "{err}");
+    }
+    run(&[s("info"), s("--models"), fp16.into()]);
 }
 
 /// tests/c/test_sd.c: the C API on the folders, from a C program compiled against the header.
