@@ -64,16 +64,15 @@ impl OnnxModel {
         shapes: Option<(Shapes, Shapes)>,
         declared_by: &str,
     ) -> Result<OnnxModel> {
-        let loaded = runtime::global()?.session(bytes, &what, provider)?;
-        Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
+        Self::create_verified(bytes, None, what, provider, inputs, outputs, shapes, declared_by)
     }
 
-    /// [`OnnxModel::create`] for bytes whose sha256 the caller has verified: their optimized graph may come
-    /// from the session cache ([`crate::session_cache`]).
+    /// [`OnnxModel::create`]; with the sha256 the caller verified the bytes against, their optimized graph may
+    /// come from the session cache ([`crate::session_cache`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_verified(
         bytes: &[u8],
-        sha256: &str,
+        sha256: Option<&str>,
         what: String,
         provider: Option<Provider>,
         inputs: Vec<String>,
@@ -81,7 +80,11 @@ impl OnnxModel {
         shapes: Option<(Shapes, Shapes)>,
         declared_by: &str,
     ) -> Result<OnnxModel> {
-        let loaded = runtime::global()?.session_verified(bytes, sha256, &what, provider)?;
+        let rt = runtime::global()?;
+        let loaded = match sha256 {
+            Some(sha) => rt.session_verified(bytes, sha, &what, provider)?,
+            None => rt.session(bytes, &what, provider)?,
+        };
         Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
     }
 

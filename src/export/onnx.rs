@@ -189,20 +189,33 @@ impl GraphBuilder {
 
     /// Adds an f32 initializer (a weight) of the given shape; `data` is row-major.
     pub fn initializer(&mut self, name: &str, shape: &[i64], data: &[f32]) -> Result<String> {
+        // raw_data (little-endian bytes) is the compact encoding; float_data would cost a varint tag per value.
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.raw_initializer(name, shape, data.len(), DataType::FLOAT, raw)
+    }
+
+    /// Adds an initializer of `count` values of `data_type` given as its little-endian `raw_data`, after
+    /// checking the count against the shape and the name against those already defined.
+    fn raw_initializer(
+        &mut self,
+        name: &str,
+        shape: &[i64],
+        count: usize,
+        data_type: DataType,
+        raw: Vec<u8>,
+    ) -> Result<String> {
         let n = element_count(name, shape)?;
-        if n != data.len() {
+        if n != count {
             return Err(Error::model(format!(
-                "onnx export: initializer {name:?} of shape {shape:?} needs {n} values, got {}",
-                data.len()
+                "onnx export: initializer {name:?} of shape {shape:?} needs {n} values, got {count}"
             )));
         }
         self.define(name)?;
         let mut t = TensorProto::new();
         t.name = name.to_string();
         t.dims = shape.to_vec();
-        t.data_type = DataType::FLOAT as i32;
-        // raw_data (little-endian bytes) is the compact encoding; float_data would cost a varint tag per value.
-        t.raw_data = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        t.data_type = data_type as i32;
+        t.raw_data = raw;
         self.initializers.push(t);
         Ok(name.to_string())
     }
@@ -210,41 +223,15 @@ impl GraphBuilder {
     /// Adds an int8 initializer (quantised weights) of the given shape; `data` is row-major. The values go in
     /// `raw_data`, one byte each: a quarter of the f32 bytes.
     pub fn initializer_i8(&mut self, name: &str, shape: &[i64], data: &[i8]) -> Result<String> {
-        let n = element_count(name, shape)?;
-        if n != data.len() {
-            return Err(Error::model(format!(
-                "onnx export: initializer {name:?} of shape {shape:?} needs {n} values, got {}",
-                data.len()
-            )));
-        }
-        self.define(name)?;
-        let mut t = TensorProto::new();
-        t.name = name.to_string();
-        t.dims = shape.to_vec();
-        t.data_type = DataType::INT8 as i32;
-        t.raw_data = data.iter().map(|&v| v as u8).collect();
-        self.initializers.push(t);
-        Ok(name.to_string())
+        let raw = data.iter().map(|&v| v as u8).collect();
+        self.raw_initializer(name, shape, data.len(), DataType::INT8, raw)
     }
 
     /// Adds a float16 initializer of the given shape from f32 values (each rounded to the nearest f16, ties
     /// to even: the same bytes on every machine); `data` is row-major, stored as little-endian `raw_data`.
     pub fn initializer_f16(&mut self, name: &str, shape: &[i64], data: &[f32]) -> Result<String> {
-        let n = element_count(name, shape)?;
-        if n != data.len() {
-            return Err(Error::model(format!(
-                "onnx export: initializer {name:?} of shape {shape:?} needs {n} values, got {}",
-                data.len()
-            )));
-        }
-        self.define(name)?;
-        let mut t = TensorProto::new();
-        t.name = name.to_string();
-        t.dims = shape.to_vec();
-        t.data_type = DataType::FLOAT16 as i32;
-        t.raw_data = data.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
-        self.initializers.push(t);
-        Ok(name.to_string())
+        let raw = data.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+        self.raw_initializer(name, shape, data.len(), DataType::FLOAT16, raw)
     }
 
     /// Adds an int64 initializer (shapes, pads, slice bounds) under a fresh name made from `hint`.
