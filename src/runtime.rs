@@ -347,8 +347,17 @@ impl Runtime {
             TryError::Model(Error::InvalidModel(format!("{what}: {}", crate::limits::clip(&e.to_string()))))
         };
         let mut b = Session::builder(&self.env).map_err(|e| TryError::Model(Error::Inference(e.to_string())))?;
-        let level = if tune.preoptimized { GraphOptimizationLevel::Disable } else { GraphOptimizationLevel::Level3 };
+        let level = if tune.preoptimized {
+            GraphOptimizationLevel::Disable
+        } else if tune.basic {
+            GraphOptimizationLevel::Level1
+        } else {
+            GraphOptimizationLevel::Level3
+        };
         b = b.with_optimization_level(level).map_err(be)?;
+        if let Some(prefix) = &tune.profile_to {
+            b = b.with_profiling(prefix).map_err(be)?;
+        }
         if let Some(path) = &tune.save_to {
             b = b.with_config_entry("session.save_model_format", "ORT").map_err(be)?;
             b = b.with_optimized_model_path(path).map_err(be)?;
@@ -396,11 +405,15 @@ impl Runtime {
 }
 
 /// How a session's graph is prepared: optimized now (the default), already optimized (an ORT-format model
-/// from the session cache), and whether to save the optimized form.
+/// from the session cache), and whether to save the optimized form; for measuring (`crate::bench`), basic
+/// optimizations only (no layout rewrites or fusions: the graph keeps its own operators and shapes) and a
+/// profile written to files starting with `profile_to`.
 #[derive(Default)]
 pub(crate) struct Tune {
     pub preoptimized: bool,
     pub save_to: Option<PathBuf>,
+    pub basic: bool,
+    pub profile_to: Option<PathBuf>,
 }
 
 enum TryError {

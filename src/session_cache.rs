@@ -54,7 +54,7 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
     let k = key(sha256);
     let (ort_path, digest_path) = (dir.join(format!("{k}.ort")), dir.join(format!("{k}.sha256")));
     if let Some(ort_bytes) = read_entry(&ort_path, &digest_path) {
-        let tune = Tune { preoptimized: true, save_to: None };
+        let tune = Tune { preoptimized: true, ..Tune::default() };
         match rt.cpu_session(&ort_bytes, what, &tune) {
             Ok(session) => {
                 log_at!(Level::Debug, "{what}: optimized graph taken from the session cache");
@@ -68,7 +68,7 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
         let tmp = dir.join(format!(".{k}.{}.{:?}.tmp.ort", std::process::id(), std::thread::current().id()));
         tmp
     });
-    let tune = Tune { preoptimized: false, save_to: saved.clone() };
+    let tune = Tune { save_to: saved.clone(), ..Tune::default() };
     let session = match rt.cpu_session(bytes, what, &tune) {
         Ok(s) => s,
         Err(e) => {

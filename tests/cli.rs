@@ -47,6 +47,15 @@ fn info_sample_walk_encode_decode_reconstruct() {
         assert!(batches[1][key].as_f64().is_some(), "{key} missing: {v}");
     }
     assert!(v["open_to_first_image_ms"].as_f64().unwrap() > 0.0 && v["peak_rss_bytes"].as_u64().unwrap() > 0);
+    // The arithmetic, read off ONNX Runtime's profile: every counted operator scales with the batch, so batch 3
+    // is exactly three times batch 1; and the rates beside the machine's sgemm.
+    let gflop = |i: usize| batches[i]["unet_gflop"].as_f64().unwrap();
+    assert!(gflop(0) > 0.0 && (gflop(1) / gflop(0) - 3.0).abs() < 1e-9, "{v}");
+    assert!(v["sgemm_gflops_onnxruntime"].as_f64().unwrap() > 0.0 && batches[1]["step_gflops"].as_f64().is_some());
+    // The tests' mirage is built with the trainer: the same U-Net in libtorch, its weights read back from the
+    // set's unet.onnx (parity proves they are the same weights), timed at the same batch.
+    assert!(v["libtorch_parity_max_abs_diff"].as_f64().unwrap() < 1e-4, "{v}");
+    assert!(batches[1]["libtorch_forward_ms"].as_f64().unwrap() > 0.0 && v["sgemm_gflops_libtorch"].as_f64().is_some());
     let (ok, _, err) = run(&["bench", "--models", d, "--batch", "0"]);
     assert!(!ok && err.contains("--batch must be 1..=256"), "{err}");
 

@@ -118,3 +118,23 @@ fn tiny_run_trains_resumes_evaluates_and_exports() {
     let z = vec![0.0f32; opened.latent_len().unwrap()];
     assert_eq!(opened.decode(&z, 1).unwrap().len(), 784);
 }
+
+/// `mirage-train bench`: one timed training step of each architecture, as a table and as JSON.
+#[test]
+fn bench_times_a_training_step_of_each_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let json = tmp.path().join("bench.json");
+    let out = mirage_train(&["bench", "--iters", "1", "--threads", "1", "--json", json.to_str().unwrap()]);
+    assert!(out.contains("sgemm 1024^3") && out.contains("unet text (emoji latent)"), "{out}");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 5, "{v}");
+    for s in steps {
+        assert!(s["step_ms"][0].as_f64().unwrap() > 0.0 && s["parameters"].as_i64().unwrap() > 100_000, "{s}");
+    }
+    let err = std::process::Command::new(env!("CARGO_BIN_EXE_mirage-train"))
+        .args(["bench", "--iters", "0"])
+        .output()
+        .unwrap();
+    assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("--iters must be 1..=10000"));
+}

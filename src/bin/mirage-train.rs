@@ -53,6 +53,19 @@ enum Command {
     },
     /// A captioned data set for text-to-image: writes captions.jsonl, sheet.png and stats.json into --out.
     Prepare(PrepareArgs),
+    /// One training step (forward, loss, backward, AdamW) of each architecture the trainer makes, on random data
+    /// of the training shapes, in libtorch on this machine.
+    Bench {
+        /// Timed steps of each (after 3 untimed ones); medians are reported.
+        #[arg(long, default_value_t = 10)]
+        iters: usize,
+        /// libtorch intra-op threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Also write the figures as JSON to this file.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
     /// Export the pretrained text encoder (all-MiniLM-L6-v2 from `scripts/setup.sh text`) to ONNX: the same
     /// exporter as `mirage text-encoder export`, which needs no torch and so runs in the demo's set-up.
     TextEncoder {
@@ -69,6 +82,9 @@ enum Command {
 enum PrepareSet {
     /// Noto emoji 64x64 RGBA with captions from their names, labels and tags (.deps/emoji).
     Emoji,
+    /// Emoji v2: the same emoji in several art styles (--styles), 64x64 RGBA, captions with style words.
+    #[value(name = "emoji-v2")]
+    EmojiV2,
     /// Fashion-MNIST with captions per class.
     Fashion,
 }
@@ -81,8 +97,11 @@ struct PrepareArgs {
     #[arg(long)]
     out: PathBuf,
     /// The source data (default: .deps/emoji, or the Fashion-MNIST directory).
-    #[arg(long)]
+    #[arg(long, alias = "data")]
     source: Option<PathBuf>,
+    /// emoji-v2 only: the styles, comma-separated (noto, twemoji, openmoji, line-art; or all).
+    #[arg(long, default_value = "noto,twemoji,openmoji")]
+    styles: String,
 }
 
 #[derive(Subcommand)]
@@ -583,6 +602,37 @@ fn run(cli: Cli) -> mirage::Result<()> {
             print_json(&adherence::evaluate(&cfg, a.json.as_deref())?)?;
         }
         Command::Prepare(a) => prepare(a)?,
+        Command::Bench { iters, threads, json } => {
+            if !(1..=10_000).contains(&iters) {
+                return Err(mirage::Error::invalid("bench: --iters must be 1..=10000"));
+            }
+            mirage::train::set_threads(threads)?;
+            let sgemm = mirage::train::bench::sgemm_gflops(1024, 10);
+            println!("libtorch, {threads} threads: sgemm 1024^3 {sgemm:.1} GFLOP/s (best of 10); {iters} timed steps each, medians (p10-p90)");
+            let rows = mirage::train::bench::train_steps(iters)?;
+            for r in &rows {
+                println!(
+                    "  {:<26} batch {:>3}, {:>9} parameters: {:>8.1} ms per step ({:.1}-{:.1}), {:>7.1} images/s",
+                    r.model,
+                    r.batch,
+                    r.parameters,
+                    r.step_ms[0],
+                    r.step_ms[1],
+                    r.step_ms[2],
+                    r.batch as f64 / r.step_ms[0] * 1e3
+                );
+            }
+            println!(
+                "  (PyTorch from Python is not measured beside it: the repository has no Python copy of these \
+                 architectures to time)"
+            );
+            if let Some(path) = json {
+                mirage::train::write_json(
+                    &path,
+                    &serde_json::json!({ "threads": threads, "iters": iters, "sgemm_gflops": sgemm, "steps": rows }),
+                )?;
+            }
+        }
         Command::TextEncoder { from, out } => {
             let r = mirage::export::minilm::export_minilm(&from, &out)?;
             println!(
@@ -604,7 +654,7 @@ fn print_json(r: &impl serde::Serialize) -> mirage::Result<()> {
     Ok(())
 }
 
-/// `prepare emoji|fashion`: writes the set's files and prints a summary.
+/// `prepare emoji|emoji-v2|fashion`: writes the set's files and prints a summary.
 fn prepare(a: PrepareArgs) -> mirage::Result<()> {
     use mirage::train::captions;
     match a.set {
@@ -620,6 +670,32 @@ fn prepare(a: PrepareArgs) -> mirage::Result<()> {
                 captions::EMOJI_HELD_OUT.len(),
                 s["captions"],
                 s["skipped"],
+                s["load_seconds"].as_f64().unwrap_or(0.0)
+            );
+        }
+        PrepareSet::EmojiV2 => {
+            use mirage::train::emoji_styles;
+            let src = a.source.unwrap_or_else(|| PathBuf::from(captions::EMOJI_DIR));
+            let styles = emoji_styles::parse_styles(&a.styles)?;
+            let s = emoji_styles::prepare_emoji_v2(&src, &a.out, &styles)?;
+            let per: Vec<String> = styles
+                .iter()
+                .map(|st| {
+                    let c = &s["per_style"][st.id()];
+                    format!("{st} {} + {} held out", c["train"], c["held_out"])
+                })
+                .collect();
+            println!(
+                "emoji v2: {} images ({} training, {} held out) of {} concepts, {} in every style; {}; \
+                 {} captions ({} with style words); loaded in {:.1} s",
+                s["images"],
+                s["train_images"],
+                s["held_out_images"],
+                s["concepts"],
+                s["matched_in_all_styles"],
+                per.join(", "),
+                s["captions"],
+                s["captions_with_style_words"],
                 s["load_seconds"].as_f64().unwrap_or(0.0)
             );
         }

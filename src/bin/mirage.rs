@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use mirage::bench::{peak_rss, time_ms};
 use mirage::image::{self as img, Image};
 use mirage::latent;
 use mirage::model_set::ModelSet;
@@ -882,32 +883,6 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32)
     Ok(())
 }
 
-/// Median, 10th and 90th percentile of `iters` timed calls of `f` (after 3 untimed ones), in ms.
-fn time_ms(iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<[f64; 3]> {
-    for _ in 0..3 {
-        f()?;
-    }
-    let mut ms = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t = std::time::Instant::now();
-        f()?;
-        ms.push(t.elapsed().as_secs_f64() * 1e3);
-    }
-    ms.sort_by(f64::total_cmp);
-    let q = |f: f64| ms[((ms.len() - 1) as f64 * f).round() as usize];
-    Ok([q(0.5), q(0.1), q(0.9)])
-}
-
-/// This process's peak resident memory (VmHWM), in bytes; 0 where /proc is missing.
-fn peak_rss() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
 fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) -> Result<()> {
     if iters == 0 || iters > 100_000 {
         return Err(Error::invalid("bench: --iters must be 1..=100000"));
@@ -943,6 +918,27 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
     let providers: Vec<String> = set.providers().iter().map(|(k, p)| format!("{}={}", k.name(), p.name())).collect();
     let m = set.manifest();
     println!("model set {:?}; {}; {iters} timed calls each, medians (p10-p90)", m.name, providers.join(", "));
+    // What the machine's multiply units do at best: ONNX Runtime's sgemm (and libtorch's, in a build with
+    // the trainer), 1024 x 1024 x 1024, best of 10.
+    let sgemm = mirage::bench::sgemm_gflops(1024, 10)?;
+    report.insert("sgemm_gflops_onnxruntime".into(), ms(sgemm).into());
+    #[cfg(feature = "train")]
+    let torch = {
+        let g = mirage::train::bench::sgemm_gflops(1024, 10);
+        report.insert("sgemm_gflops_libtorch".into(), ms(g).into());
+        println!("  sgemm 1024^3 (best of 10): ONNX Runtime {sgemm:.1} GFLOP/s, libtorch {g:.1} GFLOP/s");
+        let t = mirage::train::bench::TorchUNet::from_set(&set)?;
+        if let Some(t) = &t {
+            println!("  libtorch U-Net: the trainer's module with the weights of the set's unet.onnx (max |ORT - libtorch| {:.1e})", t.parity);
+            report.insert("libtorch_parity_max_abs_diff".into(), (t.parity as f64).into());
+        }
+        t
+    };
+    #[cfg(not(feature = "train"))]
+    println!(
+        "  sgemm 1024^3 (best of 10): ONNX Runtime {sgemm:.1} GFLOP/s (no libtorch column: this mirage was built \
+         without the trainer; `make bench` builds it with --features train)"
+    );
     println!(
         "  open {opened:.0} ms{}",
         match (first, report.get("warm_50_step_image_ms")) {
@@ -960,7 +956,8 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
     let bare = match &m.unet {
         Some(u) if !set.is_diffusers() => {
             let bytes = mirage::manifest::Manifest::read_model(set.dir(), &u.model)?;
-            Some(std::cell::RefCell::new(runtime::global()?.session(&bytes, "bench: bare U-Net", None)?.session))
+            let session = runtime::global()?.session(&bytes, "bench: bare U-Net", None)?.session;
+            Some((bytes, std::cell::RefCell::new(session)))
         }
         _ => None,
     };
@@ -999,7 +996,7 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
             row.insert("unet_batch".into(), rows_per.into());
             row.insert("step_ms".into(), ms(step[0]).into());
             row.insert("ms_per_50_step_image".into(), ms(per_image).into());
-            let Some(session) = &bare else {
+            let Some((unet_bytes, session)) = &bare else {
                 println!(
                     "    sampler step: mirage {:.3} ms (p10 {:.3}, p90 {:.3}) (U-Net batch {rows_per}); a finished 50-step \
                      image {per_image:.2} ms",
@@ -1046,6 +1043,31 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
             );
             row.insert("bare_unet_run_ms".into(), ms(bare_ms[0]).into());
             row.insert("overhead_percent".into(), ((overhead * 10.0).round() / 10.0).into());
+            // The arithmetic of that run, and the rate mirage's step achieved next to the sgemm rate.
+            let flops = mirage::bench::count_flops(unet_bytes, "bench: U-Net (profiled)", &feeds)?;
+            let rate = flops.total / (step[0] * 1e-3) / 1e9;
+            println!(
+                "    U-Net run: {:.3} GFLOP (convolutions and matrix products, {} of {} nodes); mirage's step runs at \
+                 {rate:.1} GFLOP/s, {:.0} % of ONNX Runtime's sgemm rate",
+                flops.total / 1e9,
+                flops.counted,
+                flops.nodes,
+                rate / sgemm * 100.0
+            );
+            row.insert("unet_gflop".into(), (flops.total / 1e9).into());
+            row.insert("step_gflops".into(), ms(rate).into());
+            #[cfg(feature = "train")]
+            if let Some(t) = &torch {
+                let tm = t.time_forward(rows_per, iters)?;
+                println!(
+                    "    libtorch forward of the same U-Net: {:.3} ms (p10 {:.3}, p90 {:.3}): {:.2}x the bare ONNX Runtime run",
+                    tm[0],
+                    tm[1],
+                    tm[2],
+                    tm[0] / bare_ms[0]
+                );
+                row.insert("libtorch_forward_ms".into(), ms(tm[0]).into());
+            }
         }
         rows.push(serde_json::Value::Object(row));
     }
@@ -1065,7 +1087,12 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
         .map_or(0, |md| md.len());
     }
     let rss = peak_rss();
-    println!("  peak RSS {:.1} MB for {:.1} MB of models", rss as f64 / 1e6, model_bytes as f64 / 1e6);
+    println!(
+        "  peak RSS {:.1} MB for {:.1} MB of models{}",
+        rss as f64 / 1e6,
+        model_bytes as f64 / 1e6,
+        if cfg!(feature = "train") { " (this build also loads libtorch and its U-Net copy)" } else { "" }
+    );
     report.insert("batches".into(), rows.into());
     report.insert("peak_rss_bytes".into(), rss.into());
     report.insert("model_bytes".into(), model_bytes.into());

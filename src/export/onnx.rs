@@ -434,6 +434,34 @@ pub fn encode(model: &ModelProto) -> Result<Vec<u8>> {
     model.write_to_bytes().map_err(|e| Error::model(format!("onnx export: protobuf encoding failed: {e}")))
 }
 
+/// The float32 initializers of an ONNX model (the reverse of [`GraphBuilder::initializer`]): name ->
+/// (shape, values). Our exporters name them by the trainer's VarStore paths, so this reads an exported model
+/// back into its tch module. Initializers of other types (int64 constants, int8, f16) are skipped.
+pub fn read_initializers(bytes: &[u8]) -> Result<super::vae::Weights> {
+    let model = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::model(format!("onnx: not a model ({e})")))?;
+    let mut out = super::vae::Weights::new();
+    for t in &model.graph.initializer {
+        if t.data_type != DataType::FLOAT as i32 {
+            continue;
+        }
+        let count = element_count(&t.name, &t.dims)?;
+        let values: Vec<f32> = if t.raw_data.is_empty() {
+            t.float_data.clone()
+        } else {
+            t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        };
+        if values.len() != count {
+            return Err(Error::model(format!(
+                "onnx: initializer {:?} holds {} values for {count}",
+                t.name,
+                values.len()
+            )));
+        }
+        out.insert(t.name.clone(), (t.dims.clone(), values));
+    }
+    Ok(out)
+}
+
 fn element_count(name: &str, shape: &[i64]) -> Result<usize> {
     shape.iter().try_fold(1usize, |acc, &d| {
         usize::try_from(d)

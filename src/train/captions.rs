@@ -103,7 +103,7 @@ impl CaptionedSet {
         Image::new(self.width, self.height, self.channels, self.pixels_of(i).to_vec())
     }
 
-    fn push(&mut self, name: String, captions: Vec<String>, label: u32, pixels: &[u8]) {
+    pub(crate) fn push(&mut self, name: String, captions: Vec<String>, label: u32, pixels: &[u8]) {
         self.names.push(name);
         self.captions.push(captions);
         self.labels.push(label);
@@ -148,6 +148,8 @@ struct DsEntry {
     #[serde(default)]
     has_img_google: bool,
     #[serde(default)]
+    has_img_twitter: bool,
+    #[serde(default)]
     skin_variations: Option<BTreeMap<String, DsSkin>>,
 }
 
@@ -157,6 +159,8 @@ struct DsSkin {
     image: String,
     #[serde(default)]
     has_img_google: bool,
+    #[serde(default)]
+    has_img_twitter: bool,
 }
 
 // The parts of emojibase's en/data.json that we read (skins carry no tags: they take their base's).
@@ -179,9 +183,9 @@ struct Item {
     path: PathBuf,
 }
 
-/// Code points as the join key: upper-case, without the emoji variation selector FE0F, which the two
+/// Code points as the join key: upper-case, without the emoji variation selector FE0F, which the
 /// packages write differently ("0023-FE0F-20E3" against "0023-20E3").
-fn join_key(hex: &str) -> String {
+pub(crate) fn join_key(hex: &str) -> String {
     hex.split('-').map(str::to_ascii_uppercase).filter(|p| p != "FE0F").collect::<Vec<_>>().join("-")
 }
 
@@ -208,11 +212,11 @@ fn id_of(e: &DsEntry) -> String {
 }
 
 /// Lower-case, single spaces, trimmed.
-fn clean(s: &str) -> String {
+pub(crate) fn clean(s: &str) -> String {
     s.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-fn article(word: &str) -> &'static str {
+pub(crate) fn article(word: &str) -> &'static str {
     match word.chars().next() {
         Some('a' | 'e' | 'i' | 'o' | 'u') => "an",
         _ => "a",
@@ -220,7 +224,7 @@ fn article(word: &str) -> &'static str {
 }
 
 /// Pushes `c` (cleaned) unless empty or already there.
-fn add(out: &mut Vec<String>, c: &str) {
+pub(crate) fn add(out: &mut Vec<String>, c: &str) {
     let c = clean(c);
     if !c.is_empty() && !out.contains(&c) {
         out.push(c);
@@ -287,13 +291,38 @@ fn emoji_captions(p: &CaptionParts) -> Vec<String> {
     out
 }
 
-/// Loads the emoji of `dir` (`.deps/emoji`: `emoji.json`, `en/data.json`, `img/google/64/*.png`), with
-/// every skin-tone variant that has an image, split into training and [`EMOJI_HELD_OUT`] sets, both
-/// sorted by name. Images are 64x64 straight RGBA, with the colour of fully transparent pixels set to 0.
-///
-/// Errors: a missing or malformed JSON file, an unreadable PNG, a PNG that is not 64x64 (each naming
-/// the file), an unknown skin-tone code, two entries with one name.
-pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
+/// One emoji (or one skin-tone variant) of emoji-datasource's `emoji.json`, with its captions, before any
+/// style's image is looked for.
+pub(crate) struct Variant {
+    /// The id: short name plus skin-tone suffix (`thumbsup_tone2`).
+    pub name: String,
+    /// The id of the base emoji (`thumbsup`), what [`EMOJI_HELD_OUT`] lists.
+    pub base: String,
+    /// emoji-datasource's category ("People & Body").
+    pub category: String,
+    /// The style-free captions ([`emoji_captions`]).
+    pub captions: Vec<String>,
+    /// The CLDR label ("thumbs up: medium-light skin tone").
+    pub label: String,
+    /// The label as a noun phrase ("thumbs up with medium-light skin tone").
+    pub phrase: String,
+    /// The code points as emoji-datasource writes them ("1F44D-1F3FC").
+    pub unified: String,
+    /// The image file name in emoji-datasource's `img/<set>/64/`.
+    pub image: String,
+    pub has_google: bool,
+    pub has_twitter: bool,
+}
+
+/// Every emoji of `emoji.json`, skin-tone variants included, in file order, with captions.
+pub(crate) struct Catalogue {
+    pub variants: Vec<Variant>,
+    /// Variants whose labels and tags came from emoji.json alone (not in emojibase's en/data.json).
+    pub without_emojibase: usize,
+}
+
+/// Reads `emoji.json` and `en/data.json` of `dir` and makes every variant's captions.
+pub(crate) fn emoji_catalogue(dir: &Path) -> Result<Catalogue> {
     let ds: Vec<DsEntry> = read_json_file(&dir.join("emoji.json"), "run scripts/setup.sh emoji")?;
     let eb: Vec<EbEntry> = read_json_file(&dir.join("en/data.json"), "run scripts/setup.sh emoji")?;
     let mut labels: HashMap<String, (&str, &[String])> = HashMap::new();
@@ -303,9 +332,7 @@ pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
             labels.insert(join_key(&s.hexcode), (&s.label, &e.tags));
         }
     }
-    let img_dir = dir.join("img/google/64");
-    let mut items = Vec::new();
-    let mut skipped = Vec::new();
+    let mut variants = Vec::new();
     let mut without_emojibase = 0;
     for e in &ds {
         let base = id_of(e);
@@ -317,8 +344,15 @@ pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
                 (if unicode_name.is_empty() { base.replace(['_', '-'], " ") } else { unicode_name.clone() }, &[])
             }
         };
-        let mut variants =
-            vec![(base.clone(), base_label.clone(), String::new(), &e.unified, &e.image, e.has_img_google)];
+        let mut these = vec![(
+            base.clone(),
+            base_label.clone(),
+            String::new(),
+            &e.unified,
+            &e.image,
+            e.has_img_google,
+            e.has_img_twitter,
+        )];
         for (codes, s) in e.skin_variations.iter().flatten() {
             let tones = codes
                 .split('-')
@@ -335,18 +369,17 @@ pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
                     format!("{base_label}: {tone}")
                 }
             };
-            variants.push((format!("{base}{suffix}"), label, tone, &s.unified, &s.image, s.has_img_google));
+            these.push((
+                format!("{base}{suffix}"),
+                label,
+                tone,
+                &s.unified,
+                &s.image,
+                s.has_img_google,
+                s.has_img_twitter,
+            ));
         }
-        for (name, label, tone, unified, image, has_img) in variants {
-            let path = img_dir.join(image);
-            if !has_img {
-                skipped.push(format!("{name}: no Google image ({unified})"));
-                continue;
-            }
-            if !path.is_file() {
-                skipped.push(format!("{name}: {} missing", path.display()));
-                continue;
-            }
+        for (name, label, tone, unified, image, has_google, has_twitter) in these {
             let captions = emoji_captions(&CaptionParts {
                 label: &label,
                 base_label: &base_label,
@@ -357,16 +390,55 @@ pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
                 subcategory: &e.subcategory,
                 tone: &tone,
             });
-            items.push(Item { name, base: base.clone(), category: e.category.clone(), captions, path });
+            let phrase = if tone.is_empty() { base_label.clone() } else { format!("{base_label} with {tone}") };
+            variants.push(Variant {
+                name,
+                base: base.clone(),
+                category: e.category.clone(),
+                captions,
+                label: clean(&label),
+                phrase,
+                unified: unified.clone(),
+                image: image.clone(),
+                has_google,
+                has_twitter,
+            });
         }
     }
+    Ok(Catalogue { variants, without_emojibase })
+}
+
+/// Loads the emoji of `dir` (`.deps/emoji`: `emoji.json`, `en/data.json`, `img/google/64/*.png`), with
+/// every skin-tone variant that has an image, split into training and [`EMOJI_HELD_OUT`] sets, both
+/// sorted by name. Images are 64x64 straight RGBA, with the colour of fully transparent pixels set to 0.
+///
+/// Errors: a missing or malformed JSON file, an unreadable PNG, a PNG that is not 64x64 (each naming
+/// the file), an unknown skin-tone code, two entries with one name.
+pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
+    let cat = emoji_catalogue(dir)?;
+    let img_dir = dir.join("img/google/64");
+    let mut items = Vec::new();
+    let mut skipped = Vec::new();
+    for v in cat.variants {
+        let path = img_dir.join(&v.image);
+        if !v.has_google {
+            skipped.push(format!("{}: no Google image ({})", v.name, v.unified));
+            continue;
+        }
+        if !path.is_file() {
+            skipped.push(format!("{}: {} missing", v.name, path.display()));
+            continue;
+        }
+        items.push(Item { name: v.name, base: v.base, category: v.category, captions: v.captions, path });
+    }
+    let without_emojibase = cat.without_emojibase;
     items.sort_by(|a, b| a.name.cmp(&b.name));
     if let Some(w) = items.windows(2).find(|w| w[0].name == w[1].name) {
         return Err(Error::invalid(format!("emoji.json: two images named {:?}", w[0].name)));
     }
     let categories: Vec<String> =
         items.iter().map(|i| i.category.clone()).collect::<BTreeSet<_>>().into_iter().collect();
-    let pixels = load_pngs(&items)?;
+    let pixels = decode_parallel(&items, |item| load_emoji_png(&item.path))?;
     let empty = CaptionedSet {
         width: EMOJI_SIZE,
         height: EMOJI_SIZE,
@@ -385,14 +457,15 @@ pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
     Ok(EmojiData { train, held_out, skipped, held_out_missing, without_emojibase })
 }
 
-fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path, hint: &str) -> Result<T> {
+pub(crate) fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path, hint: &str) -> Result<T> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::io(path, std::io::Error::new(e.kind(), format!("{e} ({hint})"))))?;
     serde_json::from_str(&text).map_err(|e| Error::invalid(format!("{}: {e}", path.display())))
 }
 
-/// Decodes every item's PNG, in order, on up to 4 threads (decoding is most of `load_emoji`'s time).
-fn load_pngs(items: &[Item]) -> Result<Vec<u8>> {
+/// Decodes every item's 64x64 RGBA image with `decode`, in order, on up to 4 threads (decoding is most of
+/// `load_emoji`'s time), into one buffer.
+pub(crate) fn decode_parallel<T: Sync>(items: &[T], decode: impl Fn(&T) -> Result<Vec<u8>> + Sync) -> Result<Vec<u8>> {
     let per = (EMOJI_SIZE * EMOJI_SIZE * 4) as usize;
     let mut out = vec![0u8; items.len() * per];
     if items.is_empty() {
@@ -400,6 +473,7 @@ fn load_pngs(items: &[Item]) -> Result<Vec<u8>> {
     }
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4);
     let chunk = items.len().div_ceil(threads);
+    let decode = &decode;
     std::thread::scope(|s| {
         let jobs: Vec<_> = items
             .chunks(chunk)
@@ -407,14 +481,14 @@ fn load_pngs(items: &[Item]) -> Result<Vec<u8>> {
             .map(|(its, dst)| {
                 s.spawn(move || -> Result<()> {
                     for (item, d) in its.iter().zip(dst.chunks_exact_mut(per)) {
-                        d.copy_from_slice(&load_emoji_png(&item.path)?);
+                        d.copy_from_slice(&decode(item)?);
                     }
                     Ok(())
                 })
             })
             .collect();
         jobs.into_iter()
-            .try_for_each(|j| j.join().unwrap_or_else(|_| Err(Error::invalid("PNG decoding thread panicked"))))
+            .try_for_each(|j| j.join().unwrap_or_else(|_| Err(Error::invalid("image decoding thread panicked"))))
     })?;
     Ok(out)
 }
@@ -516,7 +590,7 @@ pub fn contact_sheet(set: &CaptionedSet, max: usize) -> Result<Image> {
     crate::image::grid(&images, 16, 2, 255)
 }
 
-fn over_checkerboard(img: &Image) -> Result<Image> {
+pub(crate) fn over_checkerboard(img: &Image) -> Result<Image> {
     let mut data = Vec::with_capacity((img.width * img.height * 3) as usize);
     for (k, p) in img.data.chunks_exact(4).enumerate() {
         let (x, y) = (k as u32 % img.width, k as u32 / img.width);
@@ -528,7 +602,12 @@ fn over_checkerboard(img: &Image) -> Result<Image> {
 }
 
 /// Writes `captions.jsonl` lines for `set` (name, label, category, captions, held_out).
-fn write_caption_lines(out: &mut impl Write, set: &CaptionedSet, held_out: bool, path: &Path) -> Result<usize> {
+pub(crate) fn write_caption_lines(
+    out: &mut impl Write,
+    set: &CaptionedSet,
+    held_out: bool,
+    path: &Path,
+) -> Result<usize> {
     let mut count = 0;
     for i in 0..set.len() {
         let line = json!({

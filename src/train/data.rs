@@ -1,5 +1,7 @@
-//! The trainers' data as tensors: Fashion-MNIST (read by [`crate::fashion`]) and the Noto emoji, in model
-//! space [-1, 1], with captions for the text-conditioned U-Net.
+//! The trainers' data as tensors: Fashion-MNIST (read by [`crate::fashion`]) and the emoji, in model
+//! space [-1, 1], with captions for the text-conditioned U-Net. The emoji come in two versions
+//! ([`EmojiVersion`]): v1, the Noto emoji (what `models/emoji` was trained on, and what [`load_for_shape`]
+//! gives), and v2, several art styles at 64x64 ([`super::emoji_styles`], [`load_emoji_for`]).
 
 use std::path::Path;
 
@@ -67,9 +69,56 @@ pub fn load_for_shape(dir: &Path, split: Split, limit: Option<usize>, shape: [i6
     }
 }
 
+/// Which emoji data a trainer reads: what a `--data-version v1|v2` and `--styles noto,twemoji,openmoji`
+/// pair of options would select ([`EmojiVersion::from_args`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum EmojiVersion {
+    /// The Noto emoji alone, names without a style (`thumbsup_tone2`): the data of `models/emoji`.
+    #[default]
+    V1,
+    /// Emoji v2: these styles (at least one, in [`super::emoji_styles::EmojiStyle::ALL`] order), names
+    /// `<style>.<name>`, captions with and without style words.
+    V2(Vec<super::emoji_styles::EmojiStyle>),
+}
+
+impl EmojiVersion {
+    /// From a version ("v1", "v2"; "1", "2") and an optional comma-separated style list (v2 only; default
+    /// [`super::emoji_styles::DEFAULT_STYLES`]).
+    pub fn from_args(version: &str, styles: Option<&str>) -> Result<Self> {
+        match (version.trim_start_matches('v'), styles) {
+            ("1", None) => Ok(EmojiVersion::V1),
+            ("1", Some(_)) => Err(Error::invalid("--styles needs emoji data version 2 (v1 is Noto only)")),
+            ("2", None) => Ok(EmojiVersion::V2(super::emoji_styles::DEFAULT_STYLES.to_vec())),
+            ("2", Some(list)) => Ok(EmojiVersion::V2(super::emoji_styles::parse_styles(list)?)),
+            _ => Err(Error::invalid(format!("unknown emoji data version {version:?} (v1 or v2)"))),
+        }
+    }
+}
+
+/// Loads the emoji of `dir` (`.deps/emoji`) in `version` as a [N, 4, size, size] model-space set: the
+/// training split, or for [`Split::Test`] the held-out emoji (in every style for v2). `size` divides 64; 64
+/// keeps the images as they are. v1 at size 32 is what [`load_for_shape`] gives for [4, 32, 32].
+pub fn load_emoji_for(
+    dir: &Path,
+    split: Split,
+    limit: Option<usize>,
+    size: u32,
+    version: &EmojiVersion,
+) -> Result<Captioned> {
+    let (train, held_out) = match version {
+        EmojiVersion::V1 => super::captions::load_emoji(dir)?,
+        EmojiVersion::V2(styles) => {
+            let d = super::emoji_styles::load_emoji_styles(dir, styles)?;
+            (d.train, d.held_out)
+        }
+    };
+    emoji_dataset(if split == Split::Train { &train } else { &held_out }, size, limit)
+}
+
 /// The emoji (64x64 straight-alpha RGBA) as a [N, 4, size, size] model-space tensor. Downscaling averages
 /// premultiplied colour (so that transparent pixels, whose colour is meaningless, do not darken the edges),
-/// then divides by the averaged alpha again; fully transparent results get colour 0.
+/// then divides by the averaged alpha again; fully transparent results get colour 0. At `size` 64 every
+/// value is exactly (pixel / 255 - 0.5) / 0.5.
 pub fn emoji_dataset(set: &super::captions::CaptionedSet, size: u32, limit: Option<usize>) -> Result<Captioned> {
     let (w, h, c) = (set.width as usize, set.height as usize, set.channels as usize);
     if c != 4 || w != h || size == 0 || w % size as usize != 0 {
@@ -83,7 +132,17 @@ pub fn emoji_dataset(set: &super::captions::CaptionedSet, size: u32, limit: Opti
     }
     let (s, f) = (size as usize, w / size as usize);
     let mut out = vec![0f32; n * 4 * s * s];
-    for i in 0..n {
+    if f == 1 {
+        // No filtering: straight pixels (transparent ones already have colour 0), HWC -> CHW.
+        for i in 0..n {
+            for (k, p) in set.pixels[i * per..(i + 1) * per].chunks_exact(4).enumerate() {
+                for ch in 0..4 {
+                    out[(i * 4 + ch) * s * s + k] = p[ch] as f32 / 255.0 * 2.0 - 1.0;
+                }
+            }
+        }
+    }
+    for i in (0..n).filter(|_| f > 1) {
         let img = &set.pixels[i * per..(i + 1) * per];
         for y in 0..s {
             for x in 0..s {

@@ -20,9 +20,11 @@
 
 pub mod adherence;
 pub mod batches;
+pub mod bench;
 pub mod captions;
 pub mod classifier;
 pub mod data;
+pub mod emoji_styles;
 pub mod fid;
 pub mod run_loop;
 pub mod unet;
