@@ -1096,11 +1096,24 @@ MirageStatus mirage_vae_sample(const struct MirageContext *ctx,
  *
  * Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `ctx` or `out`, `count` 0 or over 1024),
  * MIRAGE_ERR_UNSUPPORTED (no VAE).
+ *
+ * Decoded, these points are images only on a set made for it: see `mirage_context_prior_sampleable`.
  */
 MirageStatus mirage_vae_sample_prior(const struct MirageContext *ctx,
                                      size_t count,
                                      uint64_t seed,
                                      struct MirageLatent **out);
+
+/**
+ * Whether the set's VAE was made for decoding points of its prior N(0, I) (`"prior": "sampleable"` in the
+ * set's manifest, e.g. models/fashion-vae): `*sampleable` is true when `mirage_vae_sample_prior` +
+ * `mirage_vae_decode` give images, false when they may give blobs (a VAE trained for reconstruction and for
+ * diffusion in its latent space; such a set draws new images with `mirage_generate`). Hosts can offer
+ * prior sampling and latent walks only where it is true, or warn.
+ *
+ * Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument), MIRAGE_ERR_UNSUPPORTED (the set has no VAE).
+ */
+MirageStatus mirage_context_prior_sampleable(const struct MirageContext *ctx, bool *sampleable);
 
 /**
  * Decodes latents into images of `format` (converted from the set's channels: grey is replicated into

@@ -529,6 +529,14 @@ impl ModelSet {
         Ok(self.manifest.vae.as_ref().ok_or_else(|| Error::Unsupported("model set has no VAE".into()))?.latent_shape)
     }
 
+    /// Whether the set's VAE was made for decoding points of the prior N(0, I) (its manifest says
+    /// `"prior": "sampleable"`): elsewhere such points decode to blobs rather than images. Errors when the set
+    /// has no VAE.
+    pub fn prior_sampleable(&self) -> Result<bool> {
+        let vae = self.manifest.vae.as_ref().ok_or_else(|| Error::Unsupported("model set has no VAE".into()))?;
+        Ok(vae.prior == Some(crate::manifest::Prior::Sampleable))
+    }
+
     /// Floats in one latent.
     pub fn latent_len(&self) -> Result<usize> {
         Ok(self.latent_shape()?.iter().map(|&d| d as usize).product())

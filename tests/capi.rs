@@ -162,6 +162,12 @@ fn null_and_malformed_arguments_are_refused_with_their_names() {
         assert_err(mirage_latent_shape(null(), shape.as_mut_ptr()), MIRAGE_ERR_INVALID_ARGUMENT, "latent is NULL");
         assert_err(mirage_latent_data(null(), &mut null(), &mut 0), MIRAGE_ERR_INVALID_ARGUMENT, "latent is NULL");
         assert_err(mirage_vae_sample_prior(null(), 1, 1, &mut latent), MIRAGE_ERR_INVALID_ARGUMENT, "ctx is NULL");
+        let mut sampleable = false;
+        assert_err(
+            mirage_context_prior_sampleable(null(), &mut sampleable),
+            MIRAGE_ERR_INVALID_ARGUMENT,
+            "ctx is NULL",
+        );
         assert_err(
             mirage_vae_decode(null(), null(), MIRAGE_PIXEL_RGB8, &mut batch),
             MIRAGE_ERR_INVALID_ARGUMENT,

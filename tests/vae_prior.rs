@@ -69,13 +69,34 @@ fn dense_latent_goes_through_runtime_capi_and_cli() {
     let c = std::ffi::CString::new(dir.to_str().unwrap()).unwrap();
     let mut ctx = std::ptr::null_mut();
     let mut shape = [0u32; 3];
+    let mut sampleable = true;
     // SAFETY: valid pointers; the context is freed once.
     unsafe {
         assert_eq!(mirage::capi::mirage_context_new(c.as_ptr(), std::ptr::null(), &mut ctx), mirage::capi::MIRAGE_OK);
         assert_eq!(mirage::capi::mirage_context_latent_shape(ctx, shape.as_mut_ptr()), mirage::capi::MIRAGE_OK);
+        // No "prior" in this manifest: hosts are told not to offer prior sampling.
+        assert_eq!(mirage::capi::mirage_context_prior_sampleable(ctx, &mut sampleable), mirage::capi::MIRAGE_OK);
+        assert_eq!(
+            mirage::capi::mirage_context_prior_sampleable(ctx, std::ptr::null_mut()),
+            mirage::capi::MIRAGE_ERR_INVALID_ARGUMENT
+        );
         mirage::capi::mirage_context_free(ctx);
     }
     assert_eq!(shape, [3, 1, 1]);
+    assert!(!sampleable);
+    assert!(!set.prior_sampleable().unwrap());
+    // The shipped set made for sampling says so, through the same call.
+    let c = std::ffi::CString::new(repo("models/fashion-vae").to_str().unwrap()).unwrap();
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(mirage::capi::mirage_context_new(c.as_ptr(), std::ptr::null(), &mut ctx), mirage::capi::MIRAGE_OK);
+        assert_eq!(mirage::capi::mirage_context_prior_sampleable(ctx, &mut sampleable), mirage::capi::MIRAGE_OK);
+        mirage::capi::mirage_context_free(ctx);
+    }
+    assert!(sampleable);
+    let info = Command::new(mirage_bin()).args(["info", "--models"]).arg(repo("models/fashion-vae")).output().unwrap();
+    let out = String::from_utf8_lossy(&info.stdout);
+    assert!(info.status.success() && out.contains("prior sampleable"), "{out}");
 
     let d = dir.to_str().unwrap();
     let out = tmp.path().join("s.png");

@@ -560,6 +560,12 @@ public:
         detail::check(mirage_context_latent_shape(p_.get(), s.data()));
         return s;
     }
+    // Whether prior samples decode to images on this set (see mirage_context_prior_sampleable).
+    bool prior_sampleable() const {
+        bool b = false;
+        detail::check(mirage_context_prior_sampleable(p_.get(), &b));
+        return b;
+    }
     MirageProvider provider(MirageModelKind kind) const {
         MirageProvider p = MIRAGE_PROVIDER_DEFAULT;
         detail::check(mirage_context_provider(p_.get(), kind, &p));

@@ -398,6 +398,9 @@ namespace Mirage
         public int Channels { get; internal set; }
         /// <summary>{channels, height, width} of one latent; null when the set has no VAE.</summary>
         public int[] LatentShape { get; internal set; }
+        /// <summary>Whether the set's VAE was made for decoding prior samples (SamplePrior + Decode give images,
+        /// e.g. models/fashion-vae); false where they may give blobs or where the set has no VAE.</summary>
+        public bool PriorSampleable { get; internal set; }
         /// <summary>The provider each model of the set really runs on; only the models it has.</summary>
         public IDictionary<ModelKind, Provider> Providers { get; internal set; }
         /// <summary>The text conditioning; null when the set is not text-conditioned.</summary>
@@ -1192,6 +1195,12 @@ namespace Mirage
                 uint status = Native.mirage_context_latent_shape(handle, shape);
                 if (status == (uint)Status.Ok) info.LatentShape = new[] { (int)shape[0], (int)shape[1], (int)shape[2] };
                 else if (status != (uint)Status.Unsupported) throw Interop.Error(status);
+                if (info.LatentShape != null)
+                {
+                    bool sampleable;
+                    Interop.Check(Native.mirage_context_prior_sampleable(handle, out sampleable));
+                    info.PriorSampleable = sampleable;
+                }
 
                 var providers = new Dictionary<ModelKind, Provider>();
                 foreach (ModelKind kind in new[] { ModelKind.VaeEncoder, ModelKind.VaeDecoder, ModelKind.Unet, ModelKind.TextEncoder })
@@ -2224,6 +2233,9 @@ namespace Mirage
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern uint mirage_context_latent_shape(ContextHandle ctx, [Out] uint[] shape);
+
+        [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
+        internal static extern uint mirage_context_prior_sampleable(ContextHandle ctx, [MarshalAs(UnmanagedType.I1)] out bool sampleable);
 
         [DllImport(Lib, CallingConvention = CallingConvention.Cdecl, ExactSpelling = true)]
         internal static extern uint mirage_context_provider(ContextHandle ctx, uint kind, out uint provider);

@@ -370,7 +370,8 @@ struct TrainArgs {
     run: RunArgs,
     /// Architecture: fashion (models/fashion: spatial 3x8x8 latent), fashion-dense (models/fashion-vae: the
     /// lecture's dense latent of 32, a sampleable prior), fashion-2d (its 2-D variant), emoji (32x32 RGBA, with
-    /// --data .deps/emoji), tiny or tiny-dense (tests).
+    /// --data .deps/emoji), emoji64 (64x64 RGBA, latent 8x8x8) or emoji64-16 (latent 16x16x4) with
+    /// --emoji-data v2, tiny or tiny-dense (tests).
     #[arg(long, default_value_t = TrainConfig::default().arch)]
     arch: String,
     /// Override the architecture's channel widths, full resolution first (e.g. 16,32,64).
@@ -396,6 +397,14 @@ struct TrainArgs {
     /// KL annealing: raise the KL weight linearly to --beta over this many steps (0: off).
     #[arg(long, default_value_t = TrainConfig::default().kl_warmup_steps)]
     kl_warmup_steps: u64,
+    /// Emoji data version: v1 (Noto at 32 px, the shipped models/emoji) or v2 (several art styles at 64 px,
+    /// models/emoji/DATA-v2.md; with --arch emoji64 or emoji64-16).
+    #[arg(long, default_value_t = TrainConfig::default().emoji_data)]
+    emoji_data: String,
+    /// The v2 styles: a comma-separated list of noto, twemoji, openmoji, line-art, or "all" (default: the
+    /// three colour styles).
+    #[arg(long)]
+    styles: Option<String>,
     #[arg(long, default_value_t = TrainConfig::default().warmup_steps)]
     warmup_steps: u64,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
@@ -460,6 +469,8 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 weight_decay: a.weight_decay,
                 beta: a.beta,
                 kl_warmup_steps: a.kl_warmup_steps,
+                emoji_data: a.emoji_data,
+                styles: a.styles,
                 warmup_steps: a.warmup_steps,
                 seed: a.seed,
                 threads: a.threads,

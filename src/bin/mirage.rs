@@ -796,7 +796,15 @@ fn info(models: &Path) -> Result<()> {
             }
             if let Some(v) = &m.vae {
                 let ratio = (i.width * i.height * i.channels) as f64 / v.latent_shape.iter().product::<u32>() as f64;
-                println!("  vae latent {:?} ({ratio:.2}x fewer values than pixels)", v.latent_shape);
+                println!(
+                    "  vae latent {:?} ({ratio:.2}x fewer values than pixels); prior {}",
+                    v.latent_shape,
+                    if set.prior_sampleable()? {
+                        "sampleable (vae sample / walk give images)"
+                    } else {
+                        "not declared sampleable (vae sample / walk may give blobs; generate draws images)"
+                    }
+                );
             }
             for (kind, p) in set.providers() {
                 println!("  {}: {}", kind.name(), p.name());
@@ -1109,8 +1117,7 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
 
 /// `vae sample` and `vae walk` on a set whose manifest does not declare its prior sampleable: say so.
 fn warn_unsampleable(set: &ModelSet) {
-    let sampleable = set.manifest().vae.as_ref().and_then(|v| v.prior) == Some(mirage::manifest::Prior::Sampleable);
-    if !sampleable {
+    if !set.prior_sampleable().unwrap_or(true) {
         eprintln!(
             "mirage: warning: model set {:?} does not declare a sampleable prior (no \"prior\": \"sampleable\" in its \
              manifest): its VAE was not made for decoding N(0, I) points, which may give blobs rather than images. \

@@ -109,6 +109,8 @@ pub unsafe extern "C" fn mirage_vae_sample(
 ///
 /// Errors: MIRAGE_ERR_INVALID_ARGUMENT (NULL `ctx` or `out`, `count` 0 or over 1024),
 /// MIRAGE_ERR_UNSUPPORTED (no VAE).
+///
+/// Decoded, these points are images only on a set made for it: see `mirage_context_prior_sampleable`.
 #[no_mangle]
 pub unsafe extern "C" fn mirage_vae_sample_prior(
     ctx: *const MirageContext,
@@ -123,6 +125,26 @@ pub unsafe extern "C" fn mirage_vae_sample_prior(
         let [c, h, w] = ctx.set.latent_shape()?;
         let z = prior_latents(ctx.set.latent_len()?, count, seed)?;
         result.write(MirageLatent::new([count as u32, c, h, w], z)?.into_raw());
+        Ok(())
+    })
+}
+
+/// Whether the set's VAE was made for decoding points of its prior N(0, I) (`"prior": "sampleable"` in the
+/// set's manifest, e.g. models/fashion-vae): `*sampleable` is true when `mirage_vae_sample_prior` +
+/// `mirage_vae_decode` give images, false when they may give blobs (a VAE trained for reconstruction and for
+/// diffusion in its latent space; such a set draws new images with `mirage_generate`). Hosts can offer
+/// prior sampling and latent walks only where it is true, or warn.
+///
+/// Errors: MIRAGE_ERR_INVALID_ARGUMENT (a NULL argument), MIRAGE_ERR_UNSUPPORTED (the set has no VAE).
+#[no_mangle]
+pub unsafe extern "C" fn mirage_context_prior_sampleable(
+    ctx: *const MirageContext,
+    sampleable: *mut bool,
+) -> MirageStatus {
+    boundary::run(|| {
+        // SAFETY: valid pointers when not NULL, by the caller's promise.
+        let (ctx, result) = unsafe { (handle(ctx, "ctx")?, boundary::out(sampleable, "sampleable")?) };
+        result.write(ctx.set.prior_sampleable()?);
         Ok(())
     })
 }

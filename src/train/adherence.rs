@@ -250,8 +250,8 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
     } else {
         let s = image.width as usize;
         let shape = [image.channels as i64, image.height as i64, image.width as i64];
-        let train = data::load_for_shape(&cfg.data, Split::Train, None, shape)?;
-        let held = data::load_for_shape(&cfg.data, Split::Test, None, shape)?;
+        let train = data::load_for_shape(&cfg.data, Split::Train, None, shape, &data::EmojiVersion::V1)?;
+        let held = data::load_for_shape(&cfg.data, Split::Test, None, shape, &data::EmojiVersion::V1)?;
         let flat = |c: &data::Captioned| -> Result<Vec<f32>> {
             Vec::<f32>::try_from(&c.data.images.reshape([-1])).map_err(super::torch_err("emoji"))
         };

@@ -47,9 +47,16 @@ pub struct Captioned {
 }
 
 /// Loads the images a model of `shape` = [channels, height, width] trains on: [1, 28, 28] is Fashion-MNIST
-/// from `dir` (test split = its 10 000 test images), 4 channels are the Noto emoji from `dir` (test split =
-/// the held-out emoji, never trained on), box-filtered down to height x width.
-pub fn load_for_shape(dir: &Path, split: Split, limit: Option<usize>, shape: [i64; 3]) -> Result<Captioned> {
+/// from `dir` (test split = its 10 000 test images), 4 channels are the emoji from `dir` (test split = the
+/// held-out emoji, never trained on) in the data version `emoji` (v1: Noto only; v2: the styles it names),
+/// box-filtered down to height x width.
+pub fn load_for_shape(
+    dir: &Path,
+    split: Split,
+    limit: Option<usize>,
+    shape: [i64; 3],
+    emoji: &EmojiVersion,
+) -> Result<Captioned> {
     match shape {
         [1, 28, 28] => {
             let data = load(dir, split, limit)?;
@@ -59,9 +66,7 @@ pub fn load_for_shape(dir: &Path, split: Split, limit: Option<usize>, shape: [i6
             Ok(Captioned { data, captions, names })
         }
         [4, h, w] if h > 0 && w > 0 && h <= 64 && w <= 64 && 64 % h == 0 && 64 % w == 0 && h == w => {
-            let (train, held_out) = super::captions::load_emoji(dir)?;
-            let set = if split == Split::Train { train } else { held_out };
-            emoji_dataset(&set, h as u32, limit)
+            load_emoji_for(dir, split, limit, h as u32, emoji)
         }
         other => Err(Error::invalid(format!(
             "no data set for images of shape {other:?} (Fashion-MNIST is [1, 28, 28], the emoji [4, s, s] with s dividing 64)"

@@ -59,7 +59,7 @@ pub(crate) fn training_data(data_dir: &Path, limit: Option<usize>, set: &ModelSe
         )));
     }
     let shape = [spec.channels as i64, spec.height as i64, spec.width as i64];
-    let loaded = data::load_for_shape(data_dir, Split::Train, limit, shape)?;
+    let loaded = data::load_for_shape(data_dir, Split::Train, limit, shape, &data::EmojiVersion::V1)?;
     let (images, captions, names) = (loaded.data, loaded.captions, loaded.names);
     let n = images.len() as usize;
     let (space, x, sha) = match &m.vae {

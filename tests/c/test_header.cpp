@@ -237,6 +237,7 @@ int main(int argc, char **argv) {
         CHECK(ctx.name() == "random");
         CHECK(ctx.provider(MIRAGE_MODEL_VAE_DECODER) == MIRAGE_PROVIDER_CPU);
         std::array<std::uint32_t, 3> ls = ctx.latent_shape();
+        CHECK(!ctx.prior_sampleable());  // a random set declares no sampleable prior
 
         std::vector<std::uint8_t> pixels(28 * 28);
         for (std::size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<std::uint8_t>(i * 7);

@@ -392,6 +392,7 @@ internal static class MirageTests
             Equal(28, info.Height, "Height");
             Equal(1, info.Channels, "Channels");
             Check(info.LatentShape != null && info.LatentShape.SequenceEqual(new[] { 3, 8, 8 }), "LatentShape 3x8x8");
+            Check(!info.PriorSampleable, "models/fashion does not declare a sampleable prior");
             Check(info.Providers.ContainsKey(ModelKind.VaeEncoder) && info.Providers.ContainsKey(ModelKind.VaeDecoder)
                 && info.Providers.ContainsKey(ModelKind.Unet), "providers of the VAE and U-Net");
             Check(!info.Providers.ContainsKey(ModelKind.TextEncoder), "no text encoder");

@@ -8,7 +8,7 @@ import math
 import os
 import threading
 from array import array
-from ctypes import POINTER, byref, c_char_p, c_float, c_size_t, c_uint32, c_void_p, sizeof
+from ctypes import POINTER, byref, c_bool, c_char_p, c_float, c_size_t, c_uint32, c_void_p, sizeof
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
@@ -362,6 +362,9 @@ class Info:
     providers: Mapping[str, str] = field(default_factory=dict)
     #: (tokens per prompt, embedding width) of a text-conditioned set; None otherwise
     text_shape: Optional[Tuple[int, int]] = None
+    #: whether the set's VAE was made for decoding prior samples (``vae_sample_prior`` + ``decode`` give images,
+    #: e.g. models/fashion-vae); False where they may give blobs or where the set has no VAE
+    prior_sampleable: bool = False
 
     @property
     def size(self) -> Tuple[int, int]:
@@ -551,6 +554,9 @@ class Context:
             else:
                 lib.check(status)
                 latent_shape = tuple(shape)
+            sampleable = c_bool(False)
+            if latent_shape is not None:
+                lib.check(lib.mirage_context_prior_sampleable(ctx, byref(sampleable)))
             providers = {}
             for kind, value in _KINDS.items():
                 p = c_uint32()
@@ -567,7 +573,7 @@ class Context:
                 lib.check(status)
                 text_shape = (tokens.value, width.value)
         return Info(buf.value.decode("utf-8", "replace"), w.value, h.value, c.value, latent_shape, providers,
-                    text_shape)
+                    text_shape, sampleable.value)
 
     @property
     def info(self) -> Info:

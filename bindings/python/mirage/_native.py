@@ -215,6 +215,7 @@ FUNCTIONS = {
     "mirage_context_cancel": (MirageStatus, [_P]),
     "mirage_context_image_size": (MirageStatus, [_P, _U32P, _U32P, _U32P]),
     "mirage_context_latent_shape": (MirageStatus, [_P, _U32P]),
+    "mirage_context_prior_sampleable": (MirageStatus, [_P, POINTER(c_bool)]),
     "mirage_context_provider": (MirageStatus, [_P, MirageModelKind, POINTER(MirageProvider)]),
     "mirage_context_name": (MirageStatus, [_P, c_void_p, c_size_t, POINTER(c_size_t)]),
     "mirage_image_batch_count": (c_size_t, [_P]),

@@ -23,6 +23,7 @@ class FashionTest(unittest.TestCase):
         self.assertEqual((info.name, info.width, info.height, info.channels), ("fashion", 28, 28, 1))
         self.assertEqual(info.size, (28, 28))
         self.assertEqual(info.latent_shape, (3, 8, 8))
+        self.assertFalse(info.prior_sampleable)  # models/fashion: a latent for diffusion, not for sampling
         self.assertIsNone(info.text_shape)
         self.assertFalse(info.text_conditioned)
         self.assertEqual(set(info.providers), {"vae_encoder", "vae_decoder", "unet"})
