@@ -336,8 +336,10 @@ impl TextEncoder {
     ) -> Result<TextEncoder> {
         check_identity(dir, &descriptor, expected_onnx_sha256)?;
         let tok_path = dir.join(&descriptor.tokenizer_file);
+        let t = std::time::Instant::now();
         let mut tokenizer = tokenizers::Tokenizer::from_bytes(tok_bytes)
             .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", quote_path(&tok_path))))?;
+        log_at!(Level::Debug, "text encoder: tokenizer built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
         // The shipped tokenizer.json pads and truncates to 128; context length is the caller's choice here,
         // so both are done by hand in `encode`.
         tokenizer.with_padding(None);
@@ -359,6 +361,10 @@ impl TextEncoder {
             _ => &descriptor.onnx_file,
         };
         let what = format!("text encoder ({file})");
+        // Not through the session cache (Runtime::session_verified): measured, its ORT-format entry of this encoder
+        // is 55 MB (int8: the optimizer turns the int8/f16 weights back into f32) or 90 MB (fp32), and checking
+        // that entry's digest on load cost more than optimizing the graph again (int8 session 320-420 ms against
+        // 180-260 ms, fp32 550-590 ms).
         let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
         let t = std::time::Instant::now();
         let model = OnnxModel::create(onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE)?;

@@ -120,9 +120,14 @@ fn demo_on_real_fashion_mnist() {
         run(&["demo", "--models", dir.to_str().unwrap(), "--count", "8", "-o", out.to_str().unwrap()]);
     assert!(ok, "{err}");
     assert!(stdout.contains("mean PSNR"), "{stdout}");
+    // The samples row comes from the shipped VAE made for sampling (models/fashion-vae, the default).
+    assert!(stdout.contains("prior samples of models/fashion-vae"), "{stdout}");
     let g = mirage::image::Image::load(&out).unwrap();
     // 8 originals + 8 reconstructions + 8 samples, 8 columns -> 3 rows.
     assert_eq!((g.width, g.height), (8 * 30 + 2, 3 * 30 + 2));
+    let args = ["demo", "--models", dir.to_str().unwrap(), "--count", "8", "--prior-models", "no/such/set", "-o"];
+    let (ok, stdout, err) = run(&[&args[..], &[out.to_str().unwrap()]].concat());
+    assert!(ok && stdout.contains("not made for sampling"), "{stdout}{err}");
 
     // With a U-Net the demo adds diffusion samples, noisy test images and their denoised versions.
     let (tmp, dir) = crate::util::tiny_diffusion_set();

@@ -36,9 +36,10 @@ struct RtArgs {
     /// Fail instead of falling back to CPU when the provider is unavailable.
     #[arg(long, global = true)]
     strict: bool,
-    /// Log informational lines (which provider each model got, where ONNX Runtime was found).
-    #[arg(short, long, global = true)]
-    verbose: bool,
+    /// Log informational lines (which provider each model got, where ONNX Runtime was found, load times);
+    /// twice (-vv) also debug lines (each load step's time, the session cache's hits).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     /// Intra-op threads per model, 0..=256 (0 = one per core). Results do not depend on it.
     #[arg(long, global = true, default_value_t = 0)]
     threads: usize,
@@ -227,6 +228,10 @@ enum Cmd {
         /// Denoising row: img2img strength used to remove it.
         #[arg(long, default_value_t = 0.1)]
         denoise_strength: f32,
+        /// The random-samples row decodes prior samples of this set when it exists and declares a sampleable
+        /// prior (the VAE made for sampling); else of --models' own VAE.
+        #[arg(long, default_value = "models/fashion-vae")]
+        prior_models: PathBuf,
         #[arg(short, long, default_value = "out/demo.png")]
         output: PathBuf,
     },
@@ -521,7 +526,11 @@ fn open_set(path: &Path) -> Result<ModelSet> {
 }
 
 fn run(cli: Cli) -> Result<()> {
-    let level = if cli.rt.verbose { mirage::log::Level::Info } else { mirage::log::Level::Warn };
+    let level = match cli.rt.verbose {
+        0 => mirage::log::Level::Warn,
+        1 => mirage::log::Level::Info,
+        _ => mirage::log::Level::Debug,
+    };
     mirage::log::set_sink(None, level);
     let options = RuntimeOptions {
         ort_library: cli.rt.ort_lib.clone(),
@@ -597,8 +606,8 @@ fn run(cli: Cli) -> Result<()> {
             save(&d.finish(img::from_model(&y, 1, &set.manifest().image)?)?.remove(0), &output)
         }
         Cmd::Pack { dir, output } => pack(&dir, &output),
-        Cmd::Demo { models, data, count, seed, noise, denoise_strength, output } => {
-            demo(&models, &data, count, seed, (noise, denoise_strength), &output)
+        Cmd::Demo { models, data, count, seed, noise, denoise_strength, prior_models, output } => {
+            demo(&models, &prior_models, &data, count, seed, (noise, denoise_strength), &output)
         }
         Cmd::TextEncoder { cmd: TextEncoderCmd::Export { from, out } } => text_encoder_export(&from, &out),
         Cmd::Embed { encoder, tokens, context, prompts } => embed(&encoder, tokens, context, &prompts),
@@ -818,7 +827,15 @@ fn info(models: &Path) -> Result<()> {
     }
 }
 
-fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32), output: &Path) -> Result<()> {
+fn demo(
+    models: &Path,
+    prior_models: &Path,
+    data: &Path,
+    count: usize,
+    seed: u64,
+    denoise: (f32, f32),
+    output: &Path,
+) -> Result<()> {
     let (sigma, strength) = denoise;
     if !(sigma.is_finite() && (0.0..=1.0).contains(&sigma)) {
         return Err(Error::invalid("demo: --noise must be in [0, 1]"));
@@ -834,7 +851,18 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32)
     let n = originals.len();
     let (mean, _) = set.encode(&img::to_model(&originals, &spec)?, n)?;
     let recon = decode_images(&set, &mean, n)?;
-    let samples = decode_images(&set, &latent::prior_latents(set.latent_len()?, n, seed)?, n)?;
+    // Prior samples from the set made for sampling when it is there (and draws the same images), else from
+    // this set's own VAE, said to be blobs.
+    let prior_set = match prior_models.exists() {
+        true => Some(open_set(prior_models)?)
+            .filter(|p| p.prior_sampleable().unwrap_or(false) && p.manifest().image == spec),
+        false => None,
+    };
+    let (sampler, prior_note) = match &prior_set {
+        Some(p) => (p, format!("prior samples of {} (a VAE made for sampling)", prior_models.display())),
+        None => (&set, format!("decoded from random latents of {}'s VAE (not made for sampling)", models.display())),
+    };
+    let samples = decode_images(sampler, &latent::prior_latents(sampler.latent_len()?, n, seed)?, n)?;
     let psnr: f64 = originals.iter().zip(&recon).map(|(a, b)| img::psnr(a, b)).sum::<Result<f64>>()? / n as f64;
     // Rows of 8: originals, their reconstructions, then random samples.
     let cols = n.min(8);
@@ -884,8 +912,8 @@ fn demo(models: &Path, data: &Path, count: usize, seed: u64, denoise: (f32, f32)
     let g = img::grid(&cells, cols, 2, 40)?;
     save(&g, output)?;
     println!(
-        "wrote {} ({n} test images and their reconstructions, mean PSNR {psnr:.2} dB; {n} decoded from random \
-         latents (seed {seed}){diffusion})",
+        "wrote {} ({n} test images and their reconstructions, mean PSNR {psnr:.2} dB; {n} {prior_note} (seed \
+         {seed}){diffusion})",
         output.display(),
     );
     Ok(())
