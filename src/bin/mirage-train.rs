@@ -246,7 +246,7 @@ struct FidArgs {
 enum UNetCommand {
     /// Train a U-Net on the latents of a model set's VAE (Fashion-MNIST encoded), with checkpoints,
     /// metrics and DDIM sample grids in --out.
-    Train(UNetTrainArgs),
+    Train(Box<UNetTrainArgs>),
     /// Export a checkpoint's EMA weights as unet.onnx into the model set it was trained on, checking parity.
     Export(UNetExportArgs),
 }
@@ -255,6 +255,8 @@ enum UNetCommand {
 struct UNetTrainArgs {
     #[command(flatten)]
     run: RunArgs,
+    #[command(flatten)]
+    emoji: EmojiDataArgs,
     /// The model set whose VAE encodes the training images (and decodes the grids).
     #[arg(long)]
     set: PathBuf,
@@ -364,6 +366,25 @@ impl RunArgs {
     }
 }
 
+/// Which emoji data a training run reads (VAE and U-Net alike).
+#[derive(Args)]
+struct EmojiDataArgs {
+    /// Emoji data version: v1 (Noto at 32 px, the shipped models/emoji) or v2 (several art styles at 64 px,
+    /// models/emoji/DATA-v2.md; VAE archs emoji64 or emoji64-16).
+    #[arg(long, default_value = "v1")]
+    emoji_data: String,
+    /// The v2 styles: a comma-separated list of noto, twemoji, openmoji, line-art, or "all" (default: the
+    /// three colour styles).
+    #[arg(long)]
+    styles: Option<String>,
+}
+
+impl EmojiDataArgs {
+    fn choice(self) -> mirage::train::data::EmojiChoice {
+        mirage::train::data::EmojiChoice { emoji_data: self.emoji_data, styles: self.styles }
+    }
+}
+
 #[derive(Args)]
 struct TrainArgs {
     #[command(flatten)]
@@ -397,14 +418,8 @@ struct TrainArgs {
     /// KL annealing: raise the KL weight linearly to --beta over this many steps (0: off).
     #[arg(long, default_value_t = TrainConfig::default().kl_warmup_steps)]
     kl_warmup_steps: u64,
-    /// Emoji data version: v1 (Noto at 32 px, the shipped models/emoji) or v2 (several art styles at 64 px,
-    /// models/emoji/DATA-v2.md; with --arch emoji64 or emoji64-16).
-    #[arg(long, default_value_t = TrainConfig::default().emoji_data)]
-    emoji_data: String,
-    /// The v2 styles: a comma-separated list of noto, twemoji, openmoji, line-art, or "all" (default: the
-    /// three colour styles).
-    #[arg(long)]
-    styles: Option<String>,
+    #[command(flatten)]
+    emoji: EmojiDataArgs,
     #[arg(long, default_value_t = TrainConfig::default().warmup_steps)]
     warmup_steps: u64,
     #[arg(long, default_value_t = TrainConfig::default().seed)]
@@ -469,8 +484,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 weight_decay: a.weight_decay,
                 beta: a.beta,
                 kl_warmup_steps: a.kl_warmup_steps,
-                emoji_data: a.emoji_data,
-                styles: a.styles,
+                emoji: a.emoji.choice(),
                 warmup_steps: a.warmup_steps,
                 seed: a.seed,
                 threads: a.threads,
@@ -525,6 +539,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 uncond_prob: a.uncond_prob,
                 guidance: a.guidance,
                 balance_groups: a.balance_groups,
+                emoji: a.emoji.choice(),
                 ..unet_run::TrainConfig::default()
             };
             let s = unet_run::train(&cfg, &a.run.out, a.run.resume)?;

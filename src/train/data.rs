@@ -76,6 +76,52 @@ pub fn load_for_shape(
 
 /// Which emoji data a trainer reads: what a `--data-version v1|v2` and `--styles noto,twemoji,openmoji`
 /// pair of options would select ([`EmojiVersion::from_args`]).
+/// Which emoji data a training run reads, as its config and checkpoint record it (flattened into them as
+/// `emoji_data` and `styles`; absent in checkpoints older than v2: v1).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, PartialEq)]
+pub struct EmojiChoice {
+    /// "v1" (Noto, what the shipped models/emoji was trained on) or "v2" (several art styles); ignored for
+    /// Fashion-MNIST.
+    #[serde(default = "EmojiChoice::v1")]
+    pub emoji_data: String,
+    /// The v2 styles (comma-separated, or "all"); None: v2's default three.
+    #[serde(default)]
+    pub styles: Option<String>,
+}
+
+impl Default for EmojiChoice {
+    fn default() -> Self {
+        EmojiChoice { emoji_data: Self::v1(), styles: None }
+    }
+}
+
+impl EmojiChoice {
+    fn v1() -> String {
+        "v1".into()
+    }
+
+    /// The data version this names (an error for an unknown version or styles with v1).
+    pub fn version(&self) -> Result<EmojiVersion> {
+        EmojiVersion::from_args(&self.emoji_data, self.styles.as_deref())
+    }
+
+    /// What the data is, for a manifest's `training.data` of an emoji set of `size` px.
+    pub fn describe(&self, size: i64) -> String {
+        match self.version() {
+            Ok(EmojiVersion::V2(styles)) => format!(
+                "emoji v2: Noto (Apache-2.0), Twemoji (CC-BY 4.0) and OpenMoji (CC-BY-SA 4.0) art from npm \
+                 emoji-datasource-google@16.0.0, emoji-datasource-twitter@16.0.0 and openmoji@17.0.0, styles {}, \
+                 {size}x{size} RGBA, held-out emoji excluded (models/emoji/DATA-v2.md)",
+                styles.iter().map(|s| s.id()).collect::<Vec<_>>().join(",")
+            ),
+            _ => format!(
+                "Noto emoji (Google, Apache-2.0) from npm emoji-datasource-google@16.0.0, 64x64 RGBA box-filtered to \
+                 {size}x{size}, held-out emoji excluded"
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum EmojiVersion {
     /// The Noto emoji alone, names without a style (`thumbsup_tone2`): the data of `models/emoji`.
@@ -185,4 +231,34 @@ pub fn emoji_dataset(set: &super::captions::CaptionedSet, size: u32, limit: Opti
         captions: set.captions[..n].to_vec(),
         names: set.names[..n].to_vec(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::vae_run::TrainConfig;
+
+    #[test]
+    fn emoji_choice_is_flattened_into_configs_and_old_checkpoints_read_as_v1() {
+        let cfg = TrainConfig {
+            emoji: EmojiChoice { emoji_data: "v2".into(), styles: Some("noto,twemoji".into()) },
+            ..TrainConfig::default()
+        };
+        let v = serde_json::to_value(&cfg).unwrap();
+        assert_eq!((v["emoji_data"].as_str(), v["styles"].as_str()), (Some("v2"), Some("noto,twemoji")));
+        assert!(v.get("emoji").is_none(), "flattened: {v}");
+        let back: TrainConfig = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(back, cfg);
+        assert!(matches!(back.emoji.version().unwrap(), EmojiVersion::V2(s) if s.len() == 2));
+        assert!(back.emoji.describe(64).contains("styles noto,twemoji, 64x64 RGBA"));
+        // A checkpoint written before v2 has neither key: v1, the Noto data.
+        let mut old = v;
+        old.as_object_mut().unwrap().retain(|k, _| k != "emoji_data" && k != "styles");
+        let old: TrainConfig = serde_json::from_value(old).unwrap();
+        assert_eq!(old.emoji, EmojiChoice::default());
+        assert_eq!(old.emoji.version().unwrap(), EmojiVersion::V1);
+        assert!(old.emoji.describe(32).starts_with("Noto emoji"));
+        let bad = EmojiChoice { emoji_data: "v1".into(), styles: Some("noto".into()) };
+        assert!(bad.version().is_err());
+    }
 }

@@ -49,7 +49,13 @@ pub(crate) struct TrainingData {
 /// Loads the set's training images from `data_dir` (Fashion-MNIST or the emoji, by the set's image shape;
 /// the first `limit`) and, when the set has a VAE, encodes them (the mean of q(z|x), batches of 256 on ONNX
 /// Runtime), caching the latents in `out`; measures the per-channel mean and std.
-pub(crate) fn training_data(data_dir: &Path, limit: Option<usize>, set: &ModelSet, out: &Path) -> Result<TrainingData> {
+pub(crate) fn training_data(
+    data_dir: &Path,
+    limit: Option<usize>,
+    emoji: &data::EmojiVersion,
+    set: &ModelSet,
+    out: &Path,
+) -> Result<TrainingData> {
     let m = set.manifest();
     let spec = &m.image;
     if spec.mean != 0.5 || spec.std != 0.5 {
@@ -59,7 +65,7 @@ pub(crate) fn training_data(data_dir: &Path, limit: Option<usize>, set: &ModelSe
         )));
     }
     let shape = [spec.channels as i64, spec.height as i64, spec.width as i64];
-    let loaded = data::load_for_shape(data_dir, Split::Train, limit, shape, &data::EmojiVersion::V1)?;
+    let loaded = data::load_for_shape(data_dir, Split::Train, limit, shape, emoji)?;
     let (images, captions, names) = (loaded.data, loaded.captions, loaded.names);
     let n = images.len() as usize;
     let (space, x, sha) = match &m.vae {

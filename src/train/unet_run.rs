@@ -107,6 +107,9 @@ pub struct TrainConfig {
     /// emoji with one image (the red apple) is drawn twice as often.
     #[serde(default)]
     pub balance_groups: bool,
+    /// The emoji data (v1 or v2 and its styles); ignored for Fashion-MNIST.
+    #[serde(flatten)]
+    pub emoji: data::EmojiChoice,
 }
 
 fn default_uncond_prob() -> f64 {
@@ -141,6 +144,7 @@ impl Default for TrainConfig {
             uncond_prob: default_uncond_prob(),
             guidance: default_guidance(),
             balance_groups: false,
+            emoji: data::EmojiChoice::default(),
         }
     }
 }
@@ -234,7 +238,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<Summary> {
     claim_run_dir(out, CKPT_STATE, resume)?;
     let device = Device::cuda_if_available();
     let set = ModelSet::open(&cfg.set)?;
-    let mut data = training_data(&cfg.data, cfg.limit, &set, out)?;
+    let mut data = training_data(&cfg.data, cfg.limit, &cfg.emoji.version()?, &set, out)?;
     let shape = [data.x.size()[1], data.x.size()[2], data.x.size()[3]];
     let arch = UNetArch::by_name(&cfg.arch, shape)?;
     arch.validate()?;
@@ -581,12 +585,16 @@ pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool) -> Result<M
         (None, _, _) => None,
     };
     let data = if manifest.image.channels == 4 {
-        "Noto emoji (npm emoji-datasource-google@16.0.0, Apache-2.0) with captions from their names, emojibase \
-         labels and tags (npm emojibase-data@17.0.0); held-out emoji excluded; encoded by this set's VAE"
+        format!(
+            "{} with captions from their names, emojibase labels and tags (npm emojibase-data@17.0.0); encoded by \
+             this set's VAE",
+            state.config.emoji.describe(manifest.image.width as i64)
+        )
     } else if state.arch.text.is_some() {
-        "Fashion-MNIST (Zalando, MIT) with captions from its 10 class names; encoded by this set's VAE"
+        "Fashion-MNIST (Zalando, MIT) with captions from its 10 class names; encoded by this set's VAE".into()
     } else {
         "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: training images encoded by this set's VAE"
+            .into()
     };
     let mut training = serde_json::json!({
         "data": data,

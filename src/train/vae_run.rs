@@ -63,13 +63,9 @@ pub struct TrainConfig {
     /// the posteriors onto the prior.
     #[serde(default)]
     pub kl_warmup_steps: u64,
-    /// Emoji data version: "v1" (Noto, what the shipped models/emoji was trained on) or "v2" (several art
-    /// styles, `styles`); ignored for Fashion-MNIST. Absent in older checkpoints: v1.
-    #[serde(default = "emoji_v1")]
-    pub emoji_data: String,
-    /// The v2 styles (comma-separated, or "all"); None: v2's default three.
-    #[serde(default)]
-    pub styles: Option<String>,
+    /// The emoji data (v1 or v2 and its styles); ignored for Fashion-MNIST.
+    #[serde(flatten)]
+    pub emoji: data::EmojiChoice,
     /// Linear learning-rate warm-up steps before the cosine decay (see [`super::lr_at`]).
     pub warmup_steps: u64,
     /// The cosine decay ends at `lr * final_lr_ratio`.
@@ -87,17 +83,6 @@ pub struct TrainConfig {
     pub cadence: Cadence,
 }
 
-fn emoji_v1() -> String {
-    "v1".into()
-}
-
-impl TrainConfig {
-    /// The emoji data this run reads (see `emoji_data`).
-    pub fn emoji_version(&self) -> Result<data::EmojiVersion> {
-        data::EmojiVersion::from_args(&self.emoji_data, self.styles.as_deref())
-    }
-}
-
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
@@ -110,8 +95,7 @@ impl Default for TrainConfig {
             weight_decay: 1e-4,
             beta: 1e-3,
             kl_warmup_steps: 0,
-            emoji_data: emoji_v1(),
-            styles: None,
+            emoji: data::EmojiChoice::default(),
             warmup_steps: 300,
             final_lr_ratio: 0.05,
             seed: 0,
@@ -205,7 +189,7 @@ pub fn train(cfg: &TrainConfig, out: &Path, resume: bool) -> Result<TrainSummary
     let device = Device::cuda_if_available();
 
     let shape = [arch.channels, arch.height, arch.width];
-    let emoji = cfg.emoji_version()?;
+    let emoji = cfg.emoji.version()?;
     let train_set = data::load_for_shape(&cfg.data, Split::Train, cfg.limit, shape, &emoji)?.data;
     // 1 000 test images: enough for a PSNR within ~0.1 dB of the full set, cheap enough for every checkpoint.
     let test_set = data::load_for_shape(&cfg.data, Split::Test, Some(1000), shape, &emoji)?.data;
@@ -410,7 +394,7 @@ pub fn eval_checkpoint(ckpt: &Path, data_dir: &Path, limit: Option<usize>, out: 
     let (_vs, model, state) = load_checkpoint(ckpt, device)?;
     let a = &state.arch;
     let shape = [a.channels, a.height, a.width];
-    let test = data::load_for_shape(data_dir, Split::Test, limit, shape, &state.config.emoji_version()?)?.data;
+    let test = data::load_for_shape(data_dir, Split::Test, limit, shape, &state.config.emoji.version()?)?.data;
     let report = evaluate(&model, &test, device, state.config.beta, state.config.seed)?;
     if let Some(out) = out {
         write_json(out, &report)?;
@@ -468,21 +452,8 @@ pub fn check_parity(model: &Vae, device: Device, set_dir: &Path, n: usize, seed:
 
 /// What the manifest says the VAE was trained on.
 fn data_description(a: &VaeArch, cfg: &TrainConfig) -> String {
-    if a.channels == 4 && cfg.emoji_data.trim_start_matches('v') == "2" {
-        format!(
-            "emoji v2: Noto (Apache-2.0), Twemoji (CC-BY 4.0) and OpenMoji (CC-BY-SA 4.0) art from npm \
-             emoji-datasource-google@16.0.0, emoji-datasource-twitter@16.0.0 and openmoji@17.0.0, styles {}, \
-             {}x{} RGBA, held-out emoji excluded (models/emoji/DATA-v2.md)",
-            cfg.styles.as_deref().unwrap_or("noto,twemoji,openmoji"),
-            a.width,
-            a.height
-        )
-    } else if a.channels == 4 {
-        format!(
-            "Noto emoji (Google, Apache-2.0) from npm emoji-datasource-google@16.0.0, 64x64 RGBA box-filtered to \
-             {}x{}, held-out emoji excluded",
-            a.width, a.height
-        )
+    if a.channels == 4 {
+        cfg.emoji.describe(a.width)
     } else {
         "Fashion-MNIST (Zalando, MIT), Debian package dataset-fashion-mnist: 60 000 training images".into()
     }
