@@ -77,6 +77,11 @@ pub struct CaptionedSet {
 }
 
 impl CaptionedSet {
+    /// An empty set of emoji-sized RGBA images (EMOJI_SIZE square) with these category labels.
+    pub fn empty_emoji(categories: Vec<String>) -> CaptionedSet {
+        CaptionedSet { width: EMOJI_SIZE, height: EMOJI_SIZE, channels: 4, categories, ..CaptionedSet::default() }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.names.len()
@@ -439,13 +444,7 @@ pub fn load_emoji_report(dir: &Path) -> Result<EmojiData> {
     let categories: Vec<String> =
         items.iter().map(|i| i.category.clone()).collect::<BTreeSet<_>>().into_iter().collect();
     let pixels = decode_parallel(&items, |item| load_emoji_png(&item.path))?;
-    let empty = CaptionedSet {
-        width: EMOJI_SIZE,
-        height: EMOJI_SIZE,
-        channels: 4,
-        categories: categories.clone(),
-        ..CaptionedSet::default()
-    };
+    let empty = CaptionedSet::empty_emoji(categories.clone());
     let (mut train, mut held_out) = (empty.clone(), empty);
     for (item, px) in items.iter().zip(pixels.chunks_exact((EMOJI_SIZE * EMOJI_SIZE * 4) as usize)) {
         let label = categories.binary_search(&item.category).unwrap_or(0) as u32;

@@ -278,13 +278,7 @@ pub fn load_emoji_styles(dir: &Path, styles: &[EmojiStyle]) -> Result<StyledEmoj
         .collect::<std::collections::BTreeSet<_>>()
         .into_iter()
         .collect();
-    let empty = CaptionedSet {
-        width: EMOJI_SIZE,
-        height: EMOJI_SIZE,
-        channels: 4,
-        categories: categories.clone(),
-        ..CaptionedSet::default()
-    };
+    let empty = CaptionedSet::empty_emoji(categories.clone());
     let (mut train, mut held_out) = (empty.clone(), empty);
     for (j, px) in jobs.iter().zip(pixels.chunks_exact((EMOJI_SIZE * EMOJI_SIZE * 4) as usize)) {
         let v = &cat.variants[j.concept];
