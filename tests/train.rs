@@ -138,3 +138,54 @@ fn bench_times_a_training_step_of_each_architecture() {
         .unwrap();
     assert!(!err.status.success() && String::from_utf8_lossy(&err.stderr).contains("--iters must be 1..=10000"));
 }
+
+/// `eval adherence` on a set trained on the emoji v2 data (here: a random-weight 64 px RGBA set whose manifest
+/// says so): matching against every style's real images, style adherence per style, diversity across seeds.
+#[test]
+fn adherence_reads_a_v2_set_against_every_style() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("v2");
+    let arch = VaeArch { channels: 4, height: 64, width: 64, pad: 0, ..VaeArch::tiny() };
+    mirage::export::vae::write_random_set(&dir, &arch, 5).unwrap();
+    let m = mirage::manifest::Manifest::load(&dir).unwrap();
+    let [c, h, w] = m.vae.unwrap().latent_shape;
+    let enc = crate::util::text_encoder_dir();
+    let onnx = std::fs::read(enc.join("text_encoder.onnx")).unwrap();
+    let spec = mirage::manifest::TextSpec {
+        encoder: enc.to_str().unwrap().to_string(),
+        encoder_sha256: mirage::manifest::sha256_hex(&onnx),
+        width: 384,
+        tokens: 8,
+        guidance: 2.0,
+    };
+    let unet = mirage::export::unet::UNetArch::tiny_text(c as i64, h as i64, w as i64, 384, 8);
+    mirage::export::unet::add_random_unet_with_text(&dir, &unet, 3, Some(spec)).unwrap();
+    // What `unet export` records of a run on `--emoji-data v2 --styles noto,twemoji`.
+    let path = dir.join("manifest.json");
+    let mut v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    v["training"]["unet"]["config"] = serde_json::json!({"emoji_data": "v2", "styles": "noto,twemoji"});
+    std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap()).unwrap();
+
+    let cfg = mirage::train::adherence::AdherenceConfig {
+        set: dir,
+        data: std::path::PathBuf::from(mirage::train::captions::EMOJI_DIR),
+        prompts: 10,
+        steps: 2,
+        ..Default::default()
+    };
+    let r = mirage::train::adherence::evaluate(&cfg, None).unwrap();
+    assert_eq!(r.emoji_data.as_deref(), Some("v2: noto,twemoji"));
+    // Every style's real images are candidates: 3 758 training + 28 held-out emoji in each of two styles.
+    assert_eq!(r.seen.as_ref().unwrap().candidates, 2 * (3758 + 28));
+    let styles = r.style_adherence.as_ref().unwrap();
+    assert_eq!(styles.iter().map(|s| s.0.as_str()).collect::<Vec<_>>(), ["noto", "twemoji"]);
+    for (_, share, m) in styles {
+        assert!((0.0..=1.0).contains(share) && m.prompts == 2, "{styles:?}");
+        // The style prompts name their style.
+        assert!(m.examples.iter().all(|(p, _)| p.contains("noto") || p.contains("twemoji")), "{m:?}");
+    }
+    let d = r.diversity.as_ref().unwrap();
+    assert_eq!((d.prompts, d.seeds), (16, 8));
+    assert_eq!(d.nearest_styles.iter().map(|s| s.1).sum::<usize>(), 16 * 8);
+    assert!(d.real_pairwise > 0.0 && d.ratio.is_finite() && (0.0..=1.0).contains(&d.all_styles_share), "{d:?}");
+}

@@ -20,6 +20,18 @@
 //! - *Interpolation smoothness*: 24 frames from "a cat face" to "a dog face" (fixed noise); the change
 //!   between consecutive frames (mean absolute difference of the RGBA values, [0, 1] scale); reported: the
 //!   largest change over the median one (1 would be perfectly even; a jump shows as a large ratio).
+//!
+//! Sets trained on the emoji v2 data (several art styles; the set's manifest records `emoji_data` "v2" in
+//! its U-Net's training config) are read against the real images of every style of every emoji, and a
+//! generated image matches when the nearest real ones show the named emoji in any style. Also:
+//! - *Style adherence*: per style, `--prompts` / 5 emoji (at most 100) prompted with the caption that names
+//!   the style ("thumbs up, twemoji style"): the share whose nearest real image is of that style (chance:
+//!   1 / styles), and the emoji's top-5 under those prompts.
+//! - *Diversity*: 16 training emoji, evenly spaced, 8 seeds each of the style-free caption: the mean
+//!   pairwise feature distance between the 8 images, over the mean pairwise distance between that emoji's
+//!   real images across styles (aim: at least 0.5); the styles of the 8 images' nearest real images (aim:
+//!   every style appears when no style is asked for), as counts and as the share of emoji for which all
+//!   styles appeared.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -27,7 +39,8 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tch::{Device, Kind, Tensor};
 
-use super::data::{self, Split};
+use super::data::{self, EmojiVersion, Split};
+use super::emoji_styles::{split_styled_name, STYLE_CAPTIONS_PER_IMAGE};
 use super::{captions, classifier, set_threads, write_json};
 use crate::error::{Error, Result};
 use crate::model_set::ModelSet;
@@ -99,7 +112,52 @@ pub struct AdherenceReport {
     /// Emoji: largest over median frame-to-frame change of a 24-frame interpolation.
     pub interpolation_max_over_median: Option<f64>,
     pub interpolation_median_change: Option<f64>,
+    /// Emoji v2: the data version and styles the set was trained on.
+    #[serde(default)]
+    pub emoji_data: Option<String>,
+    /// Emoji v2: per asked style, the share of images whose nearest real image is of that style, and the
+    /// prompt matching under those prompts.
+    #[serde(default)]
+    pub style_adherence: Option<Vec<(String, f64, Matching)>>,
+    /// Emoji v2: variety across seeds of one prompt.
+    #[serde(default)]
+    pub diversity: Option<Diversity>,
     pub total_s: f64,
+}
+
+/// Variety of the images of one style-free prompt across seeds (emoji v2 sets).
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Diversity {
+    pub prompts: usize,
+    pub seeds: usize,
+    /// Mean pairwise feature distance between a prompt's generated images (averaged over prompts).
+    pub generated_pairwise: f64,
+    /// Mean pairwise feature distance between the same emoji's real images across styles.
+    pub real_pairwise: f64,
+    /// generated_pairwise / real_pairwise (aim: >= 0.5).
+    pub ratio: f64,
+    /// How often each style is the nearest real image's, over all prompts and seeds.
+    pub nearest_styles: Vec<(String, usize)>,
+    /// The share of prompts for which every style appeared among the seeds' nearest real images.
+    pub all_styles_share: f64,
+}
+
+/// The emoji data the set's U-Net was trained on, as its manifest records it (v1 when it does not say).
+fn emoji_data_of(set: &ModelSet) -> Result<EmojiVersion> {
+    let t = &set.manifest().training;
+    let cfg = if t["unet"]["config"].is_object() { &t["unet"]["config"] } else { &t["config"] };
+    let choice: data::EmojiChoice = serde_json::from_value(cfg.clone()).unwrap_or_default();
+    choice.version()
+}
+
+/// The emoji an image name shows: `twemoji.thumbsup` and v1's `thumbsup` both show `thumbsup`.
+fn concept(name: &str) -> &str {
+    split_styled_name(name).map_or(name, |(_, c)| c)
+}
+
+/// The style of an image name (`twemoji.thumbsup` -> twemoji); "" for v1 names.
+fn style_id(name: &str) -> &'static str {
+    split_styled_name(name).map_or("", |(s, _)| s.id())
 }
 
 /// Generates one image per prompt (batches of 32), model space, flattened.
@@ -160,29 +218,65 @@ fn matching(
     seed: u64,
     s: usize,
 ) -> Result<Matching> {
+    Ok(matching_nearest(set, prompts, refs, names, g, steps, seed, s)?.0)
+}
+
+/// [`matching`], also giving each prompt's nearest real image (an index into `refs`). An image matches its
+/// prompt's emoji in any style ([`concept`]).
+#[allow(clippy::too_many_arguments)]
+fn matching_nearest(
+    set: &ModelSet,
+    prompts: &[(String, String)],
+    refs: &[Vec<f32>],
+    names: &[String],
+    g: f32,
+    steps: usize,
+    seed: u64,
+    s: usize,
+) -> Result<(Matching, Vec<usize>)> {
     let texts: Vec<&str> = prompts.iter().map(|(_, p)| p.as_str()).collect();
     let x = generate(set, &texts, "", g, steps, seed)?;
     let feats = emoji_features(&x, prompts.len(), s);
     let (mut top1, mut top5) = (0usize, 0usize);
     let mut examples = Vec::new();
+    let mut nearest = Vec::with_capacity(prompts.len());
     for (k, (name, prompt)) in prompts.iter().enumerate() {
         let mut d: Vec<(f32, usize)> = refs.iter().enumerate().map(|(j, r)| (dist2(&feats[k], r), j)).collect();
         d.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let rank = d.iter().position(|&(_, j)| &names[j] == name);
+        let rank = d.iter().position(|&(_, j)| concept(&names[j]) == concept(name));
         top1 += usize::from(rank == Some(0));
         top5 += usize::from(rank.is_some_and(|r| r < 5));
         if examples.len() < 12 {
             examples.push((prompt.clone(), names[d[0].1].clone()));
         }
+        nearest.push(d[0].1);
     }
     let n = prompts.len().max(1) as f64;
-    Ok(Matching {
+    let m = Matching {
         prompts: prompts.len(),
         top1: top1 as f64 / n,
         top5: top5 as f64 / n,
         candidates: refs.len(),
         examples,
-    })
+    };
+    Ok((m, nearest))
+}
+
+/// Mean pairwise Euclidean distance of a group of feature vectors (0 for fewer than two).
+fn mean_pairwise(group: &[&Vec<f32>]) -> f64 {
+    let mut sum = 0.0;
+    let mut pairs = 0usize;
+    for i in 0..group.len() {
+        for j in i + 1..group.len() {
+            sum += (dist2(group[i], group[j]) as f64).sqrt();
+            pairs += 1;
+        }
+    }
+    if pairs == 0 {
+        0.0
+    } else {
+        sum / pairs as f64
+    }
 }
 
 /// Fraction of opaque pixels that are yellow, over model-space RGBA images.
@@ -225,6 +319,9 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
         yellow_with_negative: None,
         interpolation_max_over_median: None,
         interpolation_median_change: None,
+        emoji_data: None,
+        style_adherence: None,
+        diversity: None,
         total_s: 0.0,
     };
     if image.channels == 1 {
@@ -250,8 +347,9 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
     } else {
         let s = image.width as usize;
         let shape = [image.channels as i64, image.height as i64, image.width as i64];
-        let train = data::load_for_shape(&cfg.data, Split::Train, None, shape, &data::EmojiVersion::V1)?;
-        let held = data::load_for_shape(&cfg.data, Split::Test, None, shape, &data::EmojiVersion::V1)?;
+        let version = emoji_data_of(&set)?;
+        let train = data::load_for_shape(&cfg.data, Split::Train, None, shape, &version)?;
+        let held = data::load_for_shape(&cfg.data, Split::Test, None, shape, &version)?;
         let flat = |c: &data::Captioned| -> Result<Vec<f32>> {
             Vec::<f32>::try_from(&c.data.images.reshape([-1])).map_err(super::torch_err("emoji"))
         };
@@ -266,6 +364,75 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
         let unseen: Vec<(String, String)> =
             held.names.iter().zip(&held.captions).map(|(nm, c)| (nm.clone(), c[0].clone())).collect();
         report.held_out = Some(matching(&set, &unseen, &refs, &names, g, cfg.steps, cfg.seed ^ 1, s)?);
+        if let EmojiVersion::V2(styles) = &version {
+            report.emoji_data = Some(format!("v2: {}", styles.iter().map(|s| s.id()).collect::<Vec<_>>().join(",")));
+            // Style adherence: the caption that names the style, for emoji evenly spaced over each style's images.
+            let mut per_style = Vec::new();
+            for (si, style) in styles.iter().enumerate() {
+                let idx: Vec<usize> = (0..n).filter(|&i| style_id(&train.names[i]) == style.id()).collect();
+                let m = (cfg.prompts / 5).clamp(1, 100).min(idx.len().max(1));
+                let prompts: Vec<(String, String)> = (0..m)
+                    .map(|k| idx[k * idx.len() / m])
+                    .map(|i| {
+                        let caps = &train.captions[i];
+                        (train.names[i].clone(), caps[caps.len().saturating_sub(STYLE_CAPTIONS_PER_IMAGE)].clone())
+                    })
+                    .collect();
+                let seed = cfg.seed ^ (0x5700 + si as u64);
+                let (matched, nearest) = matching_nearest(&set, &prompts, &refs, &names, g, cfg.steps, seed, s)?;
+                let hits = nearest.iter().filter(|&&j| style_id(&names[j]) == style.id()).count();
+                per_style.push((style.id().to_string(), hits as f64 / prompts.len().max(1) as f64, matched));
+            }
+            report.style_adherence = Some(per_style);
+            // Diversity: 8 seeds of 16 style-free prompts.
+            let (count, seeds) = (16usize, 8usize);
+            let concepts: Vec<&str> = {
+                let mut c: Vec<&str> = train.names.iter().map(|nm| concept(nm)).collect();
+                c.sort_unstable();
+                c.dedup();
+                (0..count.min(c.len())).map(|k| c[k * c.len() / count.min(c.len())]).collect()
+            };
+            let mut prompts = Vec::new();
+            for c in &concepts {
+                let i = (0..n).find(|&i| concept(&train.names[i]) == *c).unwrap_or(0);
+                for _ in 0..seeds {
+                    prompts.push((train.names[i].clone(), train.captions[i][0].clone()));
+                }
+            }
+            let texts: Vec<&str> = prompts.iter().map(|(_, p)| p.as_str()).collect();
+            let x = generate(&set, &texts, "", g, cfg.steps, cfg.seed ^ 0xd1)?;
+            let feats = emoji_features(&x, prompts.len(), s);
+            let (mut generated, mut real, mut all_styles) = (0.0, 0.0, 0usize);
+            let mut counts: Vec<(String, usize)> = styles.iter().map(|s| (s.id().to_string(), 0)).collect();
+            for (k, c) in concepts.iter().enumerate() {
+                let group: Vec<&Vec<f32>> = feats[k * seeds..(k + 1) * seeds].iter().collect();
+                generated += mean_pairwise(&group);
+                let reals: Vec<&Vec<f32>> =
+                    (0..n).filter(|&i| concept(&train.names[i]) == *c).map(|i| &refs[i]).collect();
+                real += mean_pairwise(&reals);
+                let mut seen_styles = std::collections::BTreeSet::new();
+                for f in &group {
+                    let j = refs.iter().enumerate().map(|(j, r)| (dist2(f, r), j)).min_by(|a, b| a.0.total_cmp(&b.0));
+                    let j = j.map_or(0, |(_, j)| j);
+                    let st = style_id(&names[j]);
+                    seen_styles.insert(st);
+                    if let Some(e) = counts.iter_mut().find(|(id, _)| id == st) {
+                        e.1 += 1;
+                    }
+                }
+                all_styles += usize::from(seen_styles.len() == styles.len());
+            }
+            let (generated, real) = (generated / concepts.len() as f64, real / concepts.len() as f64);
+            report.diversity = Some(Diversity {
+                prompts: concepts.len(),
+                seeds,
+                generated_pairwise: generated,
+                real_pairwise: real,
+                ratio: generated / real.max(1e-12),
+                nearest_styles: counts,
+                all_styles_share: all_styles as f64 / concepts.len() as f64,
+            });
+        }
 
         let faces = vec!["a face"; 64];
         let plain = generate(&set, &faces, "", g, cfg.steps, cfg.seed ^ 2)?;
