@@ -334,6 +334,15 @@ fn rows() -> Vec<Row> {
             },
         },
         Row {
+            export: "mirage_context_prior_sampleable",
+            nulls: &[("ctx", REFUSED), ("sampleable", REFUSED)],
+            valid: ok,
+            call: |fx, w| unsafe {
+                let mut b = false;
+                Got::Status(mirage_context_prior_sampleable(c(w, "ctx", fx.ctx), m(w, "sampleable", &mut b)))
+            },
+        },
+        Row {
             export: "mirage_context_provider",
             nulls: &[("ctx", REFUSED), ("provider", REFUSED)],
             valid: ok,

@@ -853,10 +853,20 @@ fn demo(
     let recon = decode_images(&set, &mean, n)?;
     // Prior samples from the set made for sampling when it is there (and draws the same images), else from
     // this set's own VAE, said to be blobs.
-    let prior_set = match prior_models.exists() {
-        true => Some(open_set(prior_models)?)
-            .filter(|p| p.prior_sampleable().unwrap_or(false) && p.manifest().image == spec),
-        false => None,
+    let prior_set = if prior_models.exists() {
+        match open_set(prior_models) {
+            Ok(p) => Some(p).filter(|p| p.prior_sampleable().unwrap_or(false) && p.manifest().image == spec),
+            Err(e) => {
+                eprintln!(
+                    "mirage: warning: {}: {e}; the samples row uses {}'s own VAE",
+                    prior_models.display(),
+                    models.display()
+                );
+                None
+            }
+        }
+    } else {
+        None
     };
     let (sampler, prior_note) = match &prior_set {
         Some(p) => (p, format!("prior samples of {} (a VAE made for sampling)", prior_models.display())),
