@@ -206,25 +206,11 @@ fn dist2(a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
-/// Generates each prompt's image and ranks the real emoji (`refs`, with `names`) by feature distance.
-#[allow(clippy::too_many_arguments)]
-fn matching(
-    set: &ModelSet,
-    prompts: &[(String, String)],
-    refs: &[Vec<f32>],
-    names: &[String],
-    g: f32,
-    steps: usize,
-    seed: u64,
-    s: usize,
-) -> Result<Matching> {
-    Ok(matching_nearest(set, prompts, refs, names, g, steps, seed, s)?.0)
-}
-
-/// [`matching`], also giving each prompt's nearest real image (an index into `refs`). An image matches its
+/// Generates each prompt's image and ranks the real emoji (`refs`, with `names`) by feature distance: the
+/// top-1 / top-5 matching, and each prompt's nearest real image (an index into `refs`). An image matches its
 /// prompt's emoji in any style ([`concept`]).
 #[allow(clippy::too_many_arguments)]
-fn matching_nearest(
+fn matching(
     set: &ModelSet,
     prompts: &[(String, String)],
     refs: &[Vec<f32>],
@@ -360,10 +346,10 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
         let k = cfg.prompts.clamp(1, n);
         let seen: Vec<(String, String)> =
             (0..k).map(|i| i * n / k).map(|i| (train.names[i].clone(), train.captions[i][0].clone())).collect();
-        report.seen = Some(matching(&set, &seen, &refs, &names, g, cfg.steps, cfg.seed, s)?);
+        report.seen = Some(matching(&set, &seen, &refs, &names, g, cfg.steps, cfg.seed, s)?.0);
         let unseen: Vec<(String, String)> =
             held.names.iter().zip(&held.captions).map(|(nm, c)| (nm.clone(), c[0].clone())).collect();
-        report.held_out = Some(matching(&set, &unseen, &refs, &names, g, cfg.steps, cfg.seed ^ 1, s)?);
+        report.held_out = Some(matching(&set, &unseen, &refs, &names, g, cfg.steps, cfg.seed ^ 1, s)?.0);
         if let EmojiVersion::V2(styles) = &version {
             report.emoji_data = Some(format!("v2: {}", styles.iter().map(|s| s.id()).collect::<Vec<_>>().join(",")));
             // Style adherence: the caption that names the style, for emoji evenly spaced over each style's images.
@@ -379,7 +365,7 @@ pub fn evaluate(cfg: &AdherenceConfig, json: Option<&Path>) -> Result<AdherenceR
                     })
                     .collect();
                 let seed = cfg.seed ^ (0x5700 + si as u64);
-                let (matched, nearest) = matching_nearest(&set, &prompts, &refs, &names, g, cfg.steps, seed, s)?;
+                let (matched, nearest) = matching(&set, &prompts, &refs, &names, g, cfg.steps, seed, s)?;
                 let hits = nearest.iter().filter(|&&j| style_id(&names[j]) == style.id()).count();
                 per_style.push((style.id().to_string(), hits as f64 / prompts.len().max(1) as f64, matched));
             }
