@@ -526,15 +526,19 @@ impl ModelSet {
 
     /// Latent shape [C, h, w] (errors when the set has no VAE).
     pub fn latent_shape(&self) -> Result<[u32; 3]> {
-        Ok(self.manifest.vae.as_ref().ok_or_else(|| Error::Unsupported("model set has no VAE".into()))?.latent_shape)
+        Ok(self.vae_spec()?.latent_shape)
+    }
+
+    /// The manifest's VAE (errors when the set has none).
+    fn vae_spec(&self) -> Result<&crate::manifest::VaeSpec> {
+        self.manifest.vae.as_ref().ok_or_else(|| Error::Unsupported("model set has no VAE".into()))
     }
 
     /// Whether the set's VAE was made for decoding points of the prior N(0, I) (its manifest says
     /// `"prior": "sampleable"`): elsewhere such points decode to blobs rather than images. Errors when the set
     /// has no VAE.
     pub fn prior_sampleable(&self) -> Result<bool> {
-        let vae = self.manifest.vae.as_ref().ok_or_else(|| Error::Unsupported("model set has no VAE".into()))?;
-        Ok(vae.prior == Some(crate::manifest::Prior::Sampleable))
+        Ok(self.vae_spec()?.prior == Some(crate::manifest::Prior::Sampleable))
     }
 
     /// Floats in one latent.
