@@ -207,6 +207,21 @@ pub struct TextEmbedding {
     pub ids: Vec<Vec<u32>>,
 }
 
+/// The tokenizer from `tokenizer.json`'s bytes (`path` names it in errors), with padding and truncation off:
+/// the shipped file pads and truncates to 128, and the context length is the caller's choice here, so both
+/// are done by hand in [`TextEncoder::encode`].
+fn tokenizer(bytes: &[u8], path: &Path) -> Result<tokenizers::Tokenizer> {
+    let t = std::time::Instant::now();
+    let mut tokenizer = tokenizers::Tokenizer::from_bytes(bytes)
+        .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", quote_path(path))))?;
+    log_at!(Level::Debug, "text encoder: tokenizer built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| Error::model(format!("{}: disabling truncation: {e}", quote_path(path))))?;
+    Ok(tokenizer)
+}
+
 impl TextEncoder {
     /// Opens the encoder directory `dir` (`text_encoder.onnx`, `tokenizer.json`, `encoder.json`): checks
     /// both files against the descriptor's sha256 (and the ONNX file against `expected_onnx_sha256` when
@@ -336,26 +351,6 @@ impl TextEncoder {
     ) -> Result<TextEncoder> {
         check_identity(dir, &descriptor, expected_onnx_sha256)?;
         let tok_path = dir.join(&descriptor.tokenizer_file);
-        let t = std::time::Instant::now();
-        let mut tokenizer = tokenizers::Tokenizer::from_bytes(tok_bytes)
-            .map_err(|e| Error::model(format!("{}: not a usable tokenizer: {e}", quote_path(&tok_path))))?;
-        log_at!(Level::Debug, "text encoder: tokenizer built in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
-        // The shipped tokenizer.json pads and truncates to 128; context length is the caller's choice here,
-        // so both are done by hand in `encode`.
-        tokenizer.with_padding(None);
-        tokenizer
-            .with_truncation(None)
-            .map_err(|e| Error::model(format!("{}: disabling truncation: {e}", quote_path(&tok_path))))?;
-        let special = |t: &str| {
-            tokenizer.token_to_id(t).ok_or_else(|| {
-                Error::model(format!(
-                    "{}: the vocabulary has no {t} token (not a BERT tokenizer)",
-                    quote_path(&tok_path)
-                ))
-            })
-        };
-        let (cls_id, sep_id, pad_id) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
-
         let file = match (precision, &descriptor.int8) {
             (Precision::Int8, Some(q)) => &q.onnx_file,
             _ => &descriptor.onnx_file,
@@ -366,9 +361,36 @@ impl TextEncoder {
         // that entry's digest on load cost more than optimizing the graph again (int8 session 320-420 ms against
         // 180-260 ms, fp32 550-590 ms).
         let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
-        let t = std::time::Instant::now();
-        let model = OnnxModel::create(onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE)?;
-        log_at!(Level::Debug, "text encoder ({file}): session made in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+        let make_session = || {
+            let t = std::time::Instant::now();
+            let model = OnnxModel::create(onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE);
+            log_at!(Level::Debug, "text encoder ({file}): session made in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
+            model
+        };
+        // The tokenizer (about 90 ms: `tokenizers` building its WordPiece model from the JSON) is built on a
+        // thread of its own while the session is made here; errors in the order tokenizer, session.
+        let (tokenizer, model) = std::thread::scope(|scope| {
+            let spawned = std::thread::Builder::new()
+                .name("mirage-tokenizer".into())
+                .spawn_scoped(scope, || tokenizer(tok_bytes, &tok_path))
+                .ok();
+            let model = make_session();
+            let tokenizer = match spawned {
+                Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                None => tokenizer(tok_bytes, &tok_path),
+            };
+            (tokenizer, model)
+        });
+        let (tokenizer, model) = (tokenizer?, model?);
+        let special = |t: &str| {
+            tokenizer.token_to_id(t).ok_or_else(|| {
+                Error::model(format!(
+                    "{}: the vocabulary has no {t} token (not a BERT tokenizer)",
+                    quote_path(&tok_path)
+                ))
+            })
+        };
+        let (cls_id, sep_id, pad_id) = (special("[CLS]")?, special("[SEP]")?, special("[PAD]")?);
         Ok(TextEncoder { dir: dir.to_path_buf(), descriptor, precision, tokenizer, model, cls_id, sep_id, pad_id })
     }
 

@@ -137,6 +137,14 @@ impl UNetArch {
         }
     }
 
+    /// The text-conditioned U-Net for 16x16 latents (emoji v2's 4x16x16): one more halving than
+    /// [`UNetArch::text_latent`] (16x16 -> 8x8 -> 4x4 -> 2x2 middle) with narrower full-resolution levels,
+    /// so a step costs about what the 8x8 text U-Net's did instead of the 3-4x that layout costs at 16x16
+    /// (`mirage-train bench`); cross-attention from 8x8 down, as there.
+    pub fn text_latent_deep(shape: [i64; 3], tokens: i64) -> Self {
+        UNetArch { widths: vec![32, 64, 96, 128], ..Self::text_latent(shape, tokens) }
+    }
+
     /// A very small U-Net of the same structure for tests and the random fixture, on [c, h, w] inputs
     /// (h and w even).
     pub fn tiny(c: i64, h: i64, w: i64) -> Self {
@@ -176,11 +184,12 @@ impl UNetArch {
             // 24 tokens: the emoji captions run to 20 ("a people & body emoji: ... medium-dark skin tone");
             // 16 would cut the skin tone off the longest.
             "text" => Ok(Self::text_latent(shape, 24)),
+            "text-deep" => Ok(Self::text_latent_deep(shape, 24)),
             // The text layout without text: the next candidate for the unconditional Fashion U-Net's FID aim.
             "wide" => Ok(UNetArch { text: None, ..Self::text_latent(shape, 24) }),
             "tiny-text" => Ok(Self::tiny_text(shape[0], shape[1], shape[2], crate::text::TEXT_WIDTH as i64, 16)),
             other => Err(Error::invalid(format!(
-                "unknown U-Net architecture {other:?} (fashion | wide | text | tiny | tiny-text)"
+                "unknown U-Net architecture {other:?} (fashion | wide | text | text-deep | tiny | tiny-text)"
             ))),
         }
     }

@@ -118,6 +118,8 @@ pub fn train_steps(iters: usize) -> Result<Vec<StepTiming>> {
     for (name, arch, batch) in [
         ("unet fashion (latent)", UNetArch::by_name("fashion", [4, 8, 8])?, 128usize),
         ("unet text (emoji latent)", UNetArch::by_name("text", [4, 8, 8])?, 64),
+        ("unet text (emoji v2 latent)", UNetArch::by_name("text", [4, 16, 16])?, 64),
+        ("unet text-deep (emoji v2 latent)", UNetArch::by_name("text-deep", [4, 16, 16])?, 64),
     ] {
         let vs = nn::VarStore::new(Device::Cpu);
         let model = UNet::new(&vs.root(), &arch)?;

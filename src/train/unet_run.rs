@@ -53,7 +53,7 @@ pub const PARITY_TOLERANCE: f32 = 1e-4;
 pub struct TrainConfig {
     /// A name of [`UNetArch::by_name`], sized to the set's latent (or image) shape: "fashion"
     /// ([`UNetArch::fashion_latent`]), "wide" (the text layout without text), "text"
-    /// ([`UNetArch::text_latent`]), "tiny" or "tiny-text" (tests).
+    /// ([`UNetArch::text_latent`]), "text-deep" ([`UNetArch::text_latent_deep`], 16x16 latents), "tiny" or "tiny-text" (tests).
     pub arch: String,
     /// The model set whose VAE encodes the training images (and decodes the sample grids).
     pub set: PathBuf,
