@@ -125,10 +125,11 @@ fn bench_times_a_training_step_of_each_architecture() {
     let tmp = tempfile::tempdir().unwrap();
     let json = tmp.path().join("bench.json");
     let out = mirage_train(&["bench", "--iters", "1", "--threads", "1", "--json", json.to_str().unwrap()]);
-    assert!(out.contains("sgemm 1024^3") && out.contains("unet text (emoji latent)"), "{out}");
+    assert!(out.contains("sgemm 1024^3") && out.contains("unet text-deep (emoji v2 latent)"), "{out}");
     let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let steps = v["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 5, "{v}");
+    // Three VAEs, four U-Nets (fashion; text at 8x8; text and text-deep at 16x16).
+    assert_eq!(steps.len(), 7, "{v}");
     for s in steps {
         assert!(s["step_ms"][0].as_f64().unwrap() > 0.0 && s["parameters"].as_i64().unwrap() > 100_000, "{s}");
     }
