@@ -367,8 +367,9 @@ impl TextEncoder {
             log_at!(Level::Debug, "text encoder ({file}): session made in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
             model
         };
-        // The tokenizer (about 90 ms: `tokenizers` building its WordPiece model from the JSON) is built on a
-        // thread of its own while the session is made here; errors in the order tokenizer, session.
+        // The tokenizer (31-37 ms alone, 84-112 ms sharing two cores with a set's loads: `tokenizers` building
+        // its WordPiece model from the JSON) is built on a thread of its own while the session is made here;
+        // errors in the order tokenizer, session.
         let (tokenizer, model) = std::thread::scope(|scope| {
             let spawned = std::thread::Builder::new()
                 .name("mirage-tokenizer".into())
