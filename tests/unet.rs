@@ -297,6 +297,20 @@ fn tiny_unet_run_trains_resumes_and_exports() {
     assert!(m.training["unet"]["parity_max_abs_diff"].as_f64().unwrap() <= 1e-4);
     assert_eq!(m.training["seed"], 1, "the VAE's training facts are kept");
     let len = 2 * 8 * 8;
-    let eps = run_unet(&set, &Noise::new(1).normals(len), &[0.5]);
+    let x = Noise::new(1).normals(len);
+    let eps = run_unet(&set, &x, &[0.5]);
     assert!(eps.iter().all(|v| v.is_finite()));
+
+    // The same checkpoint with its weights stored as f16: a smaller file, Casts ahead of f32 arithmetic,
+    // parity within the f16 tolerance, and the same outputs to about f16's precision.
+    let f32_len = std::fs::metadata(set.join("unet.onnx")).unwrap().len();
+    train(&["unet", "export", "--ckpt", run_s, "--set", set_s, "--f16-weights"]);
+    let m = Manifest::load(&set).unwrap();
+    assert_eq!(m.training["unet"]["weights_storage"], "f16");
+    assert!(m.training["unet"]["parity_max_abs_diff"].as_f64().unwrap() <= 1e-2);
+    let f16_len = std::fs::metadata(set.join("unet.onnx")).unwrap().len();
+    assert!(f16_len < f32_len, "f16 file {f16_len} bytes, f32 {f32_len}");
+    let eps16 = run_unet(&set, &x, &[0.5]);
+    let d = eps.iter().zip(&eps16).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+    assert!(d > 0.0 && d < 1e-2, "f16 weights moved eps by {d}");
 }

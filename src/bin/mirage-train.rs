@@ -323,6 +323,10 @@ struct UNetExportArgs {
     /// Skip the ONNX Runtime vs tch parity check.
     #[arg(long)]
     skip_parity: bool,
+    /// Store the weight tensors as float16 (half the file; f32 arithmetic, the Casts folded by ONNX Runtime
+    /// at load; parity tolerance 1e-2 instead of 1e-4).
+    #[arg(long)]
+    f16_weights: bool,
     #[arg(long, default_value_t = 1)]
     threads: usize,
 }
@@ -555,7 +559,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
         }
         Command::Unet { command: UNetCommand::Export(a) } => {
             mirage::train::set_threads(a.threads)?;
-            let m = unet_run::export_checkpoint(&a.ckpt, &a.set, a.skip_parity)?;
+            let m = unet_run::export_checkpoint(&a.ckpt, &a.set, a.skip_parity, a.f16_weights)?;
             let parity =
                 m.training["unet"].get("parity_max_abs_diff").map(|p| format!(", parity {p}")).unwrap_or_default();
             println!("added unet.onnx to model set {:?} in {}{parity}", m.name, a.set.display());

@@ -401,6 +401,40 @@ impl GraphBuilder {
         self.node("Reshape", &[x, &s], Vec::new())
     }
 
+    /// Stores every f32 initializer of at least `min_values` values (the weight tensors; biases and norm
+    /// parameters stay f32) as float16 under `{name}.f16`, with a Cast back to f32 named `name` at the head of
+    /// the graph: half the bytes on disk, the same f32 arithmetic (ONNX Runtime folds the Casts into f32
+    /// initializers when it creates the session). Refuses values f16 cannot hold (not finite, or beyond
+    /// 65504). Returns how many initializers were converted. [`read_initializers`] reads them back.
+    pub fn weights_to_f16(&mut self, min_values: usize) -> Result<usize> {
+        let mut converted = Vec::new();
+        for t in &mut self.initializers {
+            if t.data_type != DataType::FLOAT as i32 || element_count(&t.name, &t.dims)? < min_values {
+                continue;
+            }
+            let values = f32_values(t)?;
+            if let Some(v) = values.iter().find(|v| !v.is_finite() || v.abs() > f32::from(half::f16::MAX)) {
+                return Err(Error::model(format!("onnx export: {:?} holds {v}, which f16 cannot hold", t.name)));
+            }
+            let name = std::mem::take(&mut t.name);
+            t.name = format!("{name}{F16_SUFFIX}");
+            t.data_type = DataType::FLOAT16 as i32;
+            t.raw_data = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
+            t.float_data.clear();
+            converted.push(name);
+        }
+        let mut casts = Vec::with_capacity(converted.len());
+        for name in &converted {
+            let f16 = format!("{name}{F16_SUFFIX}");
+            self.define(&f16)?;
+            let node_name = self.fresh_name("Cast");
+            casts.push(node_proto("Cast", &node_name, &[&f16], &[name], vec![("to", Attr::Int(1))]));
+            // 1 = FLOAT
+        }
+        self.nodes.splice(0..0, casts);
+        Ok(converted.len())
+    }
+
     /// Wraps the graph into a model: IR version [`IR_VERSION`], default-domain opset [`OPSET_VERSION`],
     /// producer "mirage".
     pub fn finish(self) -> Result<ModelProto> {
@@ -434,32 +468,41 @@ pub fn encode(model: &ModelProto) -> Result<Vec<u8>> {
     model.write_to_bytes().map_err(|e| Error::model(format!("onnx export: protobuf encoding failed: {e}")))
 }
 
+/// Name suffix of a weight stored as float16 by [`GraphBuilder::weights_to_f16`].
+pub const F16_SUFFIX: &str = ".f16";
+
 /// The float32 initializers of an ONNX model (the reverse of [`GraphBuilder::initializer`]): name ->
 /// (shape, values). Our exporters name them by the trainer's VarStore paths, so this reads an exported model
-/// back into its tch module. Initializers of other types (int64 constants, int8, f16) are skipped.
+/// back into its tch module. Weights stored as f16 by [`GraphBuilder::weights_to_f16`] come back as f32 under
+/// their own names; other initializers (int64 constants, int8, other f16) are skipped.
 pub fn read_initializers(bytes: &[u8]) -> Result<super::vae::Weights> {
     let model = ModelProto::parse_from_bytes(bytes).map_err(|e| Error::model(format!("onnx: not a model ({e})")))?;
     let mut out = super::vae::Weights::new();
     for t in &model.graph.initializer {
-        if t.data_type != DataType::FLOAT as i32 {
-            continue;
-        }
-        let count = element_count(&t.name, &t.dims)?;
-        let values: Vec<f32> = if t.raw_data.is_empty() {
-            t.float_data.clone()
-        } else {
-            t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+        let name = match t.name.strip_suffix(F16_SUFFIX) {
+            Some(base) if t.data_type == DataType::FLOAT16 as i32 => base,
+            _ if t.data_type == DataType::FLOAT as i32 => t.name.as_str(),
+            _ => continue,
         };
-        if values.len() != count {
-            return Err(Error::model(format!(
-                "onnx: initializer {:?} holds {} values for {count}",
-                t.name,
-                values.len()
-            )));
-        }
-        out.insert(t.name.clone(), (t.dims.clone(), values));
+        out.insert(name.to_string(), (t.dims.clone(), f32_values(t)?));
     }
     Ok(out)
+}
+
+/// The values of an f32 or f16 initializer as f32, checked against its shape.
+fn f32_values(t: &TensorProto) -> Result<Vec<f32>> {
+    let count = element_count(&t.name, &t.dims)?;
+    let values: Vec<f32> = if t.data_type == DataType::FLOAT16 as i32 {
+        t.raw_data.chunks_exact(2).map(|b| f32::from(half::f16::from_le_bytes([b[0], b[1]]))).collect()
+    } else if t.raw_data.is_empty() {
+        t.float_data.clone()
+    } else {
+        t.raw_data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()
+    };
+    if values.len() != count {
+        return Err(Error::model(format!("onnx: initializer {:?} holds {} values for {count}", t.name, values.len())));
+    }
+    Ok(values)
 }
 
 fn element_count(name: &str, shape: &[i64]) -> Result<usize> {
@@ -626,6 +669,37 @@ mod tests {
         assert_eq!(t.data_type, DataType::FLOAT16 as i32);
         let got: Vec<u16> = t.raw_data.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
         assert_eq!(got, vec![0x3c00, 0xc100, 0x2e66]);
+    }
+
+    /// Weights of at least `min_values` values go to f16 with a Cast at the head of the graph; smaller ones
+    /// stay f32; reading back gives every weight under its own name, rounded to f16 where stored so.
+    #[test]
+    fn weights_to_f16_halves_the_large_weights_and_reads_back() {
+        let mut b = GraphBuilder::new("t");
+        let x = b.input("x", &[-1, 4]).unwrap();
+        let w = b.initializer("w", &[4, 4], &[0.1; 16]).unwrap();
+        let bias = b.initializer("b", &[4], &[0.5; 4]).unwrap();
+        let y = b.node("MatMul", &[&x, &w], vec![]).unwrap();
+        let y = b.add(&y, &bias).unwrap();
+        b.output(&y, "y", &[-1, 4]).unwrap();
+        assert_eq!(b.weights_to_f16(16).unwrap(), 1);
+        let bytes = encode(&b.finish().unwrap()).unwrap();
+        let m = ModelProto::parse_from_bytes(&bytes).unwrap();
+        let g = m.graph.as_ref().unwrap();
+        assert_eq!(g.node[0].op_type, "Cast");
+        assert_eq!((g.node[0].input[0].as_str(), g.node[0].output[0].as_str()), ("w.f16", "w"));
+        let types: Vec<(String, i32)> = g.initializer.iter().map(|t| (t.name.clone(), t.data_type)).collect();
+        assert_eq!(
+            types,
+            vec![("w.f16".to_string(), DataType::FLOAT16 as i32), ("b".to_string(), DataType::FLOAT as i32)]
+        );
+        let back = read_initializers(&bytes).unwrap();
+        assert_eq!(back["w"], (vec![4, 4], vec![f32::from(half::f16::from_f32(0.1)); 16]));
+        assert_eq!(back["b"], (vec![4], vec![0.5; 4]));
+        // What f16 cannot hold is refused, not turned into infinity.
+        let mut b = GraphBuilder::new("t");
+        b.initializer("big", &[2], &[1.0, 7e4]).unwrap();
+        assert!(b.weights_to_f16(1).unwrap_err().to_string().contains("f16 cannot hold"));
     }
 
     #[test]

@@ -606,6 +606,22 @@ pub fn unet_inputs(arch: &UNetArch) -> Vec<TensorSpec> {
     v
 }
 
+/// Smallest weight tensor stored as f16 by [`unet_bytes`]: the convolution and projection weights (the
+/// U-Nets' smallest, the 3x3 input convolution of a 3-channel latent at width 32, has 864 values) go to f16;
+/// biases, norms and embedding frequencies (at most a few hundred values) stay f32.
+pub const F16_MIN_VALUES: usize = 512;
+
+/// The bytes of `unet.onnx` for `arch` with `weights`; with `f16_weights` the weight tensors are stored as
+/// float16 ([`GraphBuilder::weights_to_f16`]: half the file, f32 arithmetic, outputs within
+/// `mirage::train::unet_run::PARITY_TOLERANCE_F16` of the f32 file's).
+pub fn unet_bytes(arch: &UNetArch, weights: &Weights, f16_weights: bool) -> Result<Vec<u8>> {
+    let mut g = unet_graph(arch, weights)?;
+    if f16_weights {
+        g.weights_to_f16(F16_MIN_VALUES)?;
+    }
+    encode(&g.finish()?)
+}
+
 /// Exports a U-Net into the EXISTING model set `set_dir`: writes `unet.onnx`, adds the `unet` entry to
 /// its manifest (keeping everything else; `training` goes under the manifest's `training["unet"]`),
 /// validates and rewrites `manifest.json`. Returns the new manifest.
@@ -613,6 +629,7 @@ pub fn unet_inputs(arch: &UNetArch) -> Vec<TensorSpec> {
 pub fn export_unet(
     arch: &UNetArch,
     weights: &Weights,
+    f16_weights: bool,
     set_dir: &Path,
     space: DiffusionSpace,
     schedule: CosineSchedule,
@@ -632,7 +649,7 @@ pub fn export_unet(
             )))
         }
     }
-    let bytes = encode(&unet_graph(arch, weights)?.finish()?)?;
+    let bytes = unet_bytes(arch, weights, f16_weights)?;
     let [c, h, w] = arch.shape();
     let x = [-1, c, h, w];
     manifest.unet = Some(UNetSpec {
@@ -727,6 +744,7 @@ pub fn add_random_unet_with_text(
     export_unet(
         arch,
         &random_unet_weights(arch, seed),
+        false,
         set_dir,
         space,
         CosineSchedule::default(),

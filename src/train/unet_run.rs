@@ -32,8 +32,7 @@ use super::unet_data::{caption_rows, caption_table, group_weights, training_data
 use super::vae::weights_of;
 use super::{load_varstore, max_abs_diff, read_json, set_threads, torch_err};
 use crate::error::{Error, Result};
-use crate::export::onnx::encode;
-use crate::export::unet::{export_unet, unet_graph, UNetArch};
+use crate::export::unet::{export_unet, unet_bytes, UNetArch};
 use crate::image::{from_model, grid, Image};
 use crate::manifest::{DiffusionSpace, ImageSpec, Manifest, TextSpec};
 use crate::model_set::ModelSet;
@@ -47,6 +46,10 @@ const CKPT_STATE: &str = "checkpoint.json";
 
 /// The largest ONNX-vs-tch difference an export accepts.
 pub const PARITY_TOLERANCE: f32 = 1e-4;
+/// The same with the weights stored as f16 (`unet export --f16-weights`): each weight off by up to 2^-11 of
+/// itself, measured on the emoji-v2 U-Net (step 4 000) as a max |eps difference| of 1.7e-3 on the 8 parity inputs,
+/// and its 50-step DDIM images at 47.3 dB PSNR from the f32 file's (16 images, the worst 41.5 dB).
+pub const PARITY_TOLERANCE_F16: f32 = 1e-2;
 
 /// Everything a U-Net training run is configured by (stored in each checkpoint).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -556,7 +559,9 @@ pub fn check_parity(model: &UNet, onnx: &[u8], n: usize, seed: u64) -> Result<f3
 /// `mirage-train unet export`: the checkpoint's EMA weights -> `unet.onnx` in the model set `set` (which
 /// must be the set the U-Net was trained on), after checking ONNX Runtime against tch (unless
 /// `skip_parity`).
-pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool) -> Result<Manifest> {
+/// With `f16_weights` the weight tensors are stored as float16 ([`crate::export::unet::unet_bytes`]) and
+/// the parity check allows [`PARITY_TOLERANCE_F16`].
+pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool, f16_weights: bool) -> Result<Manifest> {
     let (state_path, dir) = find_checkpoint(ckpt, CKPT_STATE)?;
     let state: CheckpointState = read_json(&state_path)?;
     let manifest = Manifest::load(set)?;
@@ -604,19 +609,21 @@ pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool) -> Result<M
         "weights": "EMA",
         "config": state.config,
     });
+    training["weights_storage"] = serde_json::json!(if f16_weights { "f16" } else { "f32" });
     if !skip_parity {
-        let bytes = encode(&unet_graph(&state.arch, &weights)?.finish()?)?;
+        let bytes = unet_bytes(&state.arch, &weights, f16_weights)?;
         let d = check_parity(&model, &bytes, 8, 1234)?;
-        if d > PARITY_TOLERANCE {
-            return Err(Error::model(format!(
-                "exported U-Net differs from the tch model by {d} (> {PARITY_TOLERANCE})"
-            )));
+        let tolerance = if f16_weights { PARITY_TOLERANCE_F16 } else { PARITY_TOLERANCE };
+        if d > tolerance {
+            return Err(Error::model(format!("exported U-Net differs from the tch model by {d} (> {tolerance})")));
         }
         training["parity_max_abs_diff"] = serde_json::json!(d);
+        training["parity_tolerance"] = serde_json::json!(tolerance);
     }
     export_unet(
         &state.arch,
         &weights,
+        f16_weights,
         set,
         state.space,
         state.schedule,
