@@ -407,8 +407,9 @@ impl GraphBuilder {
     /// initializers when it creates the session). Refuses values f16 cannot hold (not finite, or beyond
     /// 65504). Returns how many initializers were converted. [`read_initializers`] reads them back.
     pub fn weights_to_f16(&mut self, min_values: usize) -> Result<usize> {
-        let mut converted = Vec::new();
-        for t in &mut self.initializers {
+        // Everything is checked before anything changes: a refusal leaves the graph as it was.
+        let mut chosen = Vec::new();
+        for (k, t) in self.initializers.iter().enumerate() {
             if t.data_type != DataType::FLOAT as i32 || element_count(&t.name, &t.dims)? < min_values {
                 continue;
             }
@@ -416,23 +417,27 @@ impl GraphBuilder {
             if let Some(v) = values.iter().find(|v| !v.is_finite() || v.abs() > f32::from(half::f16::MAX)) {
                 return Err(Error::model(format!("onnx export: {:?} holds {v}, which f16 cannot hold", t.name)));
             }
-            let name = std::mem::take(&mut t.name);
-            t.name = format!("{name}{F16_SUFFIX}");
+            if self.defined.contains(&format!("{}{F16_SUFFIX}", t.name)) {
+                return Err(Error::model(format!("onnx export: {:?} already has an f16 twin", t.name)));
+            }
+            chosen.push((k, values));
+        }
+        let mut casts = Vec::with_capacity(chosen.len());
+        for (k, values) in &chosen {
+            let name = self.initializers[*k].name.clone();
+            let f16 = format!("{name}{F16_SUFFIX}");
+            self.define(&f16)?;
+            let t = &mut self.initializers[*k];
+            t.name = f16.clone();
             t.data_type = DataType::FLOAT16 as i32;
             t.raw_data = values.iter().flat_map(|&v| half::f16::from_f32(v).to_le_bytes()).collect();
             t.float_data.clear();
-            converted.push(name);
-        }
-        let mut casts = Vec::with_capacity(converted.len());
-        for name in &converted {
-            let f16 = format!("{name}{F16_SUFFIX}");
-            self.define(&f16)?;
             let node_name = self.fresh_name("Cast");
-            casts.push(node_proto("Cast", &node_name, &[&f16], &[name], vec![("to", Attr::Int(1))]));
-            // 1 = FLOAT
+            // to = 1: FLOAT.
+            casts.push(node_proto("Cast", &node_name, &[&f16], &[&name], vec![("to", Attr::Int(1))]));
         }
         self.nodes.splice(0..0, casts);
-        Ok(converted.len())
+        Ok(chosen.len())
     }
 
     /// Wraps the graph into a model: IR version [`IR_VERSION`], default-domain opset [`OPSET_VERSION`],
@@ -696,10 +701,12 @@ mod tests {
         let back = read_initializers(&bytes).unwrap();
         assert_eq!(back["w"], (vec![4, 4], vec![f32::from(half::f16::from_f32(0.1)); 16]));
         assert_eq!(back["b"], (vec![4], vec![0.5; 4]));
-        // What f16 cannot hold is refused, not turned into infinity.
+        // What f16 cannot hold is refused, not turned into infinity, and the graph is left as it was.
         let mut b = GraphBuilder::new("t");
+        b.initializer("small", &[2], &[1.0, 2.0]).unwrap();
         b.initializer("big", &[2], &[1.0, 7e4]).unwrap();
         assert!(b.weights_to_f16(1).unwrap_err().to_string().contains("f16 cannot hold"));
+        assert!(b.initializers.iter().all(|t| t.data_type == DataType::FLOAT as i32) && b.nodes.is_empty());
     }
 
     #[test]
