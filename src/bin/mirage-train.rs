@@ -261,8 +261,8 @@ struct UNetTrainArgs {
     #[arg(long)]
     set: PathBuf,
     /// Architecture, sized to the set's latent shape: fashion (shipped, unconditional), wide (the text layout,
-    /// unconditional), text (text-conditioned), text-deep
-    /// (text-conditioned, one more level: for 16x16 latents), tiny or tiny-text (tests).
+    /// unconditional), text (text-conditioned), text-deep (text-conditioned, one more level: for 16x16
+    /// latents), tiny or tiny-text (tests).
     #[arg(long, default_value_t = unet_run::TrainConfig::default().arch)]
     arch: String,
     /// The images: Fashion-MNIST's directory, or the emoji's (.deps/emoji) for an RGBA set.

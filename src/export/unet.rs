@@ -622,14 +622,13 @@ pub fn unet_bytes(arch: &UNetArch, weights: &Weights, f16_weights: bool) -> Resu
     encode(&g.finish()?)
 }
 
-/// Exports a U-Net into the EXISTING model set `set_dir`: writes `unet.onnx`, adds the `unet` entry to
-/// its manifest (keeping everything else; `training` goes under the manifest's `training["unet"]`),
-/// validates and rewrites `manifest.json`. Returns the new manifest.
+/// Exports a U-Net (its file's `bytes`, from [`unet_bytes`]) into the EXISTING model set `set_dir`: writes
+/// `unet.onnx`, adds the `unet` entry to its manifest (keeping everything else; `training` goes under the
+/// manifest's `training["unet"]`), validates and rewrites `manifest.json`. Returns the new manifest.
 #[allow(clippy::too_many_arguments)]
 pub fn export_unet(
     arch: &UNetArch,
-    weights: &Weights,
-    f16_weights: bool,
+    bytes: Vec<u8>,
     set_dir: &Path,
     space: DiffusionSpace,
     schedule: CosineSchedule,
@@ -649,7 +648,6 @@ pub fn export_unet(
             )))
         }
     }
-    let bytes = unet_bytes(arch, weights, f16_weights)?;
     let [c, h, w] = arch.shape();
     let x = [-1, c, h, w];
     manifest.unet = Some(UNetSpec {
@@ -743,8 +741,7 @@ pub fn add_random_unet_with_text(
     });
     export_unet(
         arch,
-        &random_unet_weights(arch, seed),
-        false,
+        unet_bytes(arch, &random_unet_weights(arch, seed), false)?,
         set_dir,
         space,
         CosineSchedule::default(),

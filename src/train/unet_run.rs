@@ -47,8 +47,8 @@ const CKPT_STATE: &str = "checkpoint.json";
 /// The largest ONNX-vs-tch difference an export accepts.
 pub const PARITY_TOLERANCE: f32 = 1e-4;
 /// The same with the weights stored as f16 (`unet export --f16-weights`): each weight off by up to 2^-11 of
-/// itself, measured on the emoji-v2 U-Net (step 4 000) as a max |eps difference| of 1.7e-3 on the 8 parity inputs,
-/// and its 50-step DDIM images at 47.3 dB PSNR from the f32 file's (16 images, the worst 41.5 dB).
+/// itself, measured on the emoji-v2 U-Net (step 4 000) as a max |eps difference| of 1.7e-3 on the 8 parity
+/// inputs, and its 50-step DDIM images at 47.3 dB PSNR from the f32 file's (16 images, the worst 41.5 dB).
 pub const PARITY_TOLERANCE_F16: f32 = 1e-2;
 
 /// Everything a U-Net training run is configured by (stored in each checkpoint).
@@ -56,7 +56,8 @@ pub const PARITY_TOLERANCE_F16: f32 = 1e-2;
 pub struct TrainConfig {
     /// A name of [`UNetArch::by_name`], sized to the set's latent (or image) shape: "fashion"
     /// ([`UNetArch::fashion_latent`]), "wide" (the text layout without text), "text"
-    /// ([`UNetArch::text_latent`]), "text-deep" ([`UNetArch::text_latent_deep`], 16x16 latents), "tiny" or "tiny-text" (tests).
+    /// ([`UNetArch::text_latent`]), "text-deep" ([`UNetArch::text_latent_deep`], 16x16 latents), "tiny" or
+    /// "tiny-text" (tests).
     pub arch: String,
     /// The model set whose VAE encodes the training images (and decodes the sample grids).
     pub set: PathBuf,
@@ -610,8 +611,9 @@ pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool, f16_weights
         "config": state.config,
     });
     training["weights_storage"] = serde_json::json!(if f16_weights { "f16" } else { "f32" });
+    // Built once: the bytes checked are the bytes written.
+    let bytes = unet_bytes(&state.arch, &weights, f16_weights)?;
     if !skip_parity {
-        let bytes = unet_bytes(&state.arch, &weights, f16_weights)?;
         let d = check_parity(&model, &bytes, 8, 1234)?;
         let tolerance = if f16_weights { PARITY_TOLERANCE_F16 } else { PARITY_TOLERANCE };
         if d > tolerance {
@@ -620,18 +622,7 @@ pub fn export_checkpoint(ckpt: &Path, set: &Path, skip_parity: bool, f16_weights
         training["parity_max_abs_diff"] = serde_json::json!(d);
         training["parity_tolerance"] = serde_json::json!(tolerance);
     }
-    export_unet(
-        &state.arch,
-        &weights,
-        f16_weights,
-        set,
-        state.space,
-        state.schedule,
-        state.data_mean,
-        state.data_std,
-        text,
-        training,
-    )
+    export_unet(&state.arch, bytes, set, state.space, state.schedule, state.data_mean, state.data_std, text, training)
 }
 
 /// `to` as a path relative to the directory `from` (both made absolute first), e.g. models/emoji ->
