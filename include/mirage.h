@@ -286,6 +286,16 @@ typedef struct MirageRuntimeOptions {
      * optimizing, never a load. Copied; need not outlive the call.
      */
     const char *digest_cache_dir;
+    /**
+     * Keep encoded prompts in `digest_cache_dir`'s `prompts/` (ignored without that folder; default false).
+     * A prompt drawn before, with the same text encoder, tokenizer, context length, provider, ONNX Runtime
+     * and CPU, is taken from there instead of being encoded, and a text-to-image context creates its text
+     * encoder's session only when a prompt is not there (on the CPU; a context on a GPU provider makes it at
+     * once): a host with a fixed set of prompts never loads the encoder (on CPU about three quarters of a
+     * text-to-image set's start). The encoder's files are still checked when the context is created. Entries are embeddings of the prompts (not their text), damaged
+     * ones are never used, at most 2048 are kept. Added in version 3 of this struct.
+     */
+    bool prompt_cache;
 } MirageRuntimeOptions;
 
 /**
@@ -833,7 +843,7 @@ const char *mirage_provider_name(MirageProvider provider);
 
 /**
  * Fills `options` with the defaults (search for ONNX Runtime, AUTO provider, not strict, ORT's thread
- * count, log warnings to stderr, no TensorRT cache, no digest cache). Pass `sizeof(MirageRuntimeOptions)` as `struct_size`: the library
+ * count, log warnings to stderr, no TensorRT cache, no digest cache, no prompt cache). Pass `sizeof(MirageRuntimeOptions)` as `struct_size`: the library
  * writes exactly that many bytes, zeroing what it does not know, so a host built against an older or
  * newer header is handled (see `mirage_runtime_init`).
  *

@@ -51,3 +51,36 @@ pub fn read_regular(path: &Path, max_bytes: u64, what: &str, missing: &str) -> R
     }
     Ok(bytes)
 }
+
+/// Keeps the newest `max` entries (files named `*.{ext}`) of the cache folder `dir`, removing each older
+/// entry with its `companions` (the same name with those extensions), and removes temporary files (names
+/// starting with '.' and holding ".tmp.") older than an hour: what every cache of the load cache folder does
+/// after writing an entry ([`crate::session_cache`], [`crate::prompt_cache`]). Best effort: a file that
+/// cannot be listed or removed is left.
+pub(crate) fn keep_newest(dir: &Path, ext: &str, max: usize, companions: &[&str]) {
+    let Ok(read) = std::fs::read_dir(dir) else { return };
+    let mut entries: Vec<(std::time::SystemTime, std::path::PathBuf)> = Vec::new();
+    let now = std::time::SystemTime::now();
+    for e in read.flatten() {
+        let path = e.path();
+        let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && name.contains(".tmp.") {
+            if now.duration_since(modified).is_ok_and(|age| age.as_secs() > 3600) {
+                let _ = std::fs::remove_file(&path);
+            }
+        } else if path.extension().is_some_and(|e| e == ext) {
+            entries.push((modified, path));
+        }
+    }
+    if entries.len() <= max {
+        return;
+    }
+    entries.sort();
+    for (_, path) in &entries[..entries.len() - max] {
+        let _ = std::fs::remove_file(path);
+        for c in companions {
+            let _ = std::fs::remove_file(path.with_extension(c));
+        }
+    }
+}

@@ -324,6 +324,22 @@ pub fn read_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, liste
     Ok(bytes)
 }
 
+/// Checks the regular file `path` against `sha256` as [`read_checked`] does, without keeping its bytes: with
+/// a load cache whose digest of this very file is recorded and unchanged ([`crate::digests`]), nothing is
+/// read; otherwise the file is read and hashed.
+pub fn verify_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, listed_in: &str) -> Result<()> {
+    if let Some(dir) = crate::runtime::digest_cache_dir() {
+        let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() <= max_bytes);
+        if let Some(st) = crate::digests::Stamp::of(path).filter(|_| regular) {
+            if crate::digests::lookup(dir, path, &st).is_some_and(|d| d.eq_ignore_ascii_case(sha256)) {
+                crate::log_at!(crate::log::Level::Debug, "{what}: sha256 taken from the digest cache (not read)");
+                return Ok(());
+            }
+        }
+    }
+    read_checked(path, max_bytes, sha256, what, listed_in).map(drop)
+}
+
 /// Deserialises any JSON and refuses an object that names one key twice, at any depth.
 struct NoDuplicateKeys;
 

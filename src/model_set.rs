@@ -116,6 +116,54 @@ struct Vae {
     decoder: OnnxModel,
 }
 
+/// The text encoder of a mirage text-to-image set.
+enum Text {
+    /// Made when the set was opened.
+    Ready(Box<TextEncoder>),
+    /// With the prompt cache ([`crate::prompt_cache`]): its files were checked when the set was opened; the
+    /// session is made when a prompt first misses the cache (a failure is remembered and reported each time).
+    Deferred(Box<DeferredText>),
+}
+
+struct DeferredText {
+    dir: PathBuf,
+    provider: Option<Provider>,
+    expected_sha256: String,
+    precision: Precision,
+    made: std::sync::OnceLock<std::result::Result<TextEncoder, String>>,
+}
+
+impl Text {
+    /// The provider the encoder runs on: a deferred one is only made on the CPU (see `open_files`), whose
+    /// session either loads there or fails, so it is known before it exists.
+    fn provider(&self) -> Provider {
+        match self {
+            Text::Ready(enc) => enc.provider(),
+            Text::Deferred(_) => Provider::Cpu,
+        }
+    }
+
+    /// The encoder, made now if it was deferred.
+    fn encoder(&self) -> Result<&TextEncoder> {
+        let d = match self {
+            Text::Ready(enc) => return Ok(enc),
+            Text::Deferred(d) => d,
+        };
+        let made = d.made.get_or_init(|| {
+            crate::log_at!(crate::log::Level::Info, "text encoder: a prompt is not in the prompt cache; loading it");
+            TextEncoder::open_with_precision(&d.dir, d.provider, Some(&d.expected_sha256), d.precision)
+                .map_err(|e| e.detail())
+        });
+        made.as_ref().map_err(|m| Error::model(format!("the set's text encoder did not load: {m}")))
+    }
+}
+
+/// Where a set keeps its encoded prompts, and the identity of the encoder they come from.
+struct PromptCache {
+    root: PathBuf,
+    identity: crate::prompt_cache::EncoderIdentity,
+}
+
 /// A model set opened from a directory or a pack: its manifest and ONNX sessions.
 pub struct ModelSet {
     dir: PathBuf,
@@ -127,7 +175,9 @@ pub struct ModelSet {
     vae: Option<Vae>,
     unet: Option<OnnxModel>,
     /// The text encoder of a text-conditioned U-Net.
-    text: Option<TextEncoder>,
+    text: Option<Text>,
+    /// Set when the runtime keeps encoded prompts and the set has its own text encoder.
+    prompt_cache: Option<PromptCache>,
     /// What a diffusers-layout folder adds: its scheduler, tokenizer and the models' own interfaces.
     diffusers: Option<crate::diffusers::Extras>,
 }
@@ -239,30 +289,48 @@ impl ModelSet {
         tileable: bool,
         precision: Precision,
     ) -> Result<ModelSet> {
-        let load_vae_unet = || -> Result<(Option<Vae>, Option<OnnxModel>)> {
-            let vae = match &manifest.vae {
-                Some(spec) => Some(Vae {
-                    encoder: load_model(files, &spec.encoder, provider, false)?,
-                    decoder: load_model(files, &spec.decoder, provider, false)?,
-                }),
-                None => None,
-            };
-            let unet = match &manifest.unet {
-                Some(spec) => Some(load_model(files, &spec.model, provider, false)?),
-                None => None,
-            };
-            Ok((vae, unet))
+        let load_vae = || -> Result<Option<Vae>> {
+            let Some(spec) = &manifest.vae else { return Ok(None) };
+            Ok(Some(Vae {
+                encoder: load_model(files, &spec.encoder, provider, false)?,
+                decoder: load_model(files, &spec.decoder, provider, false)?,
+            }))
         };
+        let load_unet =
+            || manifest.unet.as_ref().map(|spec| load_model(files, &spec.model, provider, false)).transpose();
         let text_spec = manifest.unet.as_ref().and_then(|u| u.text.as_ref());
-        let load_text = || -> Result<Option<TextEncoder>> {
+        // With the prompt cache, a directory's encoder is only checked now; its session waits for a prompt
+        // that is not in the cache. Packs are read once, so theirs is made now; so is a GPU session (where
+        // it runs, after a possible fallback, is only known once it exists, and hosts ask at open).
+        let rt = crate::runtime::global()?;
+        let cache_root = crate::runtime::prompt_cache_dir().map(Path::to_path_buf);
+        let defer = cache_root.is_some() && matches!(files, Files::Dir(_)) && rt.cpu_only(provider);
+        let load_text = || -> Result<Option<(Text, (String, String))>> {
             let Some(t) = text_spec else { return Ok(None) };
-            let enc = match files {
+            let made = match files {
+                Files::Dir(dir) if defer => {
+                    let dir = dir.join(&t.encoder);
+                    TextEncoder::check_files(&dir, Some(&t.encoder_sha256), precision).map(|identity| {
+                        let d = DeferredText {
+                            dir,
+                            provider,
+                            expected_sha256: t.encoder_sha256.clone(),
+                            precision,
+                            made: std::sync::OnceLock::new(),
+                        };
+                        (Text::Deferred(Box::new(d)), identity)
+                    })
+                }
                 Files::Dir(dir) => TextEncoder::open_with_precision(
                     &dir.join(&t.encoder),
                     provider,
                     Some(&t.encoder_sha256),
                     precision,
-                ),
+                )
+                .map(|enc| {
+                    let identity = enc.identity();
+                    (Text::Ready(Box::new(enc)), identity)
+                }),
                 Files::Pack { pack, label } => TextEncoder::open_in_pack_with_precision(
                     pack,
                     PACK_TEXT_ENCODER,
@@ -270,7 +338,11 @@ impl ModelSet {
                     provider,
                     Some(&t.encoder_sha256),
                     precision,
-                ),
+                )
+                .map(|enc| {
+                    let identity = enc.identity();
+                    (Text::Ready(Box::new(enc)), identity)
+                }),
             }
             .map_err(|e| match e {
                 Error::ModelNotFound { path, reason } => Error::ModelNotFound {
@@ -288,26 +360,30 @@ impl ModelSet {
                     t.width
                 )));
             }
-            Ok(Some(enc))
+            Ok(Some(made))
         };
-        // The text encoder (the largest model: about three quarters of a text-to-image set's load time) loads
-        // on a thread of its own while the VAE and the U-Net load here: sessions are created in parallel. Errors
-        // are reported in the fixed order VAE, U-Net, text encoder, whatever finished first.
-        let (vae_unet, text) = std::thread::scope(|scope| {
-            let spawned = match text_spec {
-                Some(_) => std::thread::Builder::new().name("mirage-load".into()).spawn_scoped(scope, load_text).ok(),
-                None => None,
-            };
-            let vae_unet = load_vae_unet();
-            let text = match spawned {
-                Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                // No text encoder, or no thread could be started: load it here.
-                None => load_text(),
-            };
-            (vae_unet, text)
+        // The models load on two threads: a text encoder made now (the largest model: about three quarters of a
+        // text-to-image set's load time) beside the VAE and the U-Net; otherwise the U-Net beside the VAE (and
+        // the deferred encoder's checks). Three threads on this 2-core machine made the encoder's load 50-90 ms
+        // later. Errors are reported in the fixed order VAE, U-Net, text encoder, whatever finished first.
+        let (vae, unet, text) = if text_spec.is_some() && !defer {
+            let (text, (vae, unet)) = crate::parallel::beside("mirage-load", load_text, || (load_vae(), load_unet()));
+            (vae, unet, text)
+        } else {
+            let (unet, (vae, text)) = crate::parallel::beside("mirage-load", load_unet, || (load_vae(), load_text()));
+            (vae, unet, text)
+        };
+        let (vae, unet) = (vae?, unet?);
+        let (text, identity) = text?.unzip();
+        let prompt_cache = cache_root.zip(identity).map(|(root, (onnx_sha256, tokenizer_sha256))| PromptCache {
+            root,
+            identity: crate::prompt_cache::EncoderIdentity {
+                onnx_sha256,
+                tokenizer_sha256,
+                provider: provider.unwrap_or_else(crate::runtime::default_provider).name(),
+                runtime: crate::runtime::version_string(),
+            },
         });
-        let (vae, unet) = vae_unet?;
-        let text = text?;
         let set = ModelSet {
             dir: dir.to_path_buf(),
             origin,
@@ -317,6 +393,7 @@ impl ModelSet {
             vae,
             unet,
             text,
+            prompt_cache,
             diffusers: None,
         };
         if tileable {
@@ -339,6 +416,7 @@ impl ModelSet {
             vae: Some(Vae { encoder: o.encoder, decoder: o.decoder }),
             unet: Some(o.unet),
             text: None,
+            prompt_cache: None,
             diffusers: Some(o.extras),
         })
     }
@@ -461,6 +539,17 @@ impl ModelSet {
         ))
     }
 
+    /// The set's own text encoder (None for a set without one, or a diffusers folder), made now if the
+    /// prompt cache deferred it.
+    pub fn text_encoder(&self) -> Result<Option<&TextEncoder>> {
+        self.text.as_ref().map(Text::encoder).transpose()
+    }
+
+    /// Whether encoded prompts are kept between processes for this set ([`crate::prompt_cache`]).
+    pub fn caches_prompts(&self) -> bool {
+        self.prompt_cache.is_some()
+    }
+
     /// Encodes prompts into the U-Net's text inputs (each padded or truncated to the set's token count).
     /// Errors with Unsupported when the set's U-Net is not text-conditioned.
     pub fn encode_prompts(&self, prompts: &[&str]) -> Result<Embeddings> {
@@ -472,10 +561,47 @@ impl ModelSet {
             let (context, pooled) = d.encode_prompts(prompts, spec.width as usize)?;
             return Ok(Embeddings { n: prompts.len(), context, pooled });
         }
-        // Opened with the set whenever the manifest has a text spec (`open_with`).
-        let enc = self.text.as_ref().ok_or_else(|| Error::Inference("text encoder not loaded".into()))?;
-        let e = enc.encode(prompts, spec.tokens as usize)?;
-        Ok(Embeddings { n: prompts.len(), context: e.tokens, pooled: e.pooled })
+        // Opened (or checked, when deferred) with the set whenever the manifest has a text spec.
+        let text = self.text.as_ref().ok_or_else(|| Error::Inference("text encoder not loaded".into()))?;
+        let l = spec.tokens as usize;
+        let Some(cache) = &self.prompt_cache else {
+            let e = text.encoder()?.encode(prompts, l)?;
+            return Ok(Embeddings { n: prompts.len(), context: e.tokens, pooled: e.pooled });
+        };
+        let keys: Vec<String> = prompts.iter().map(|p| crate::prompt_cache::key(&cache.identity, l, p)).collect();
+        let mut found: Vec<Option<crate::prompt_cache::Entry>> =
+            keys.iter().map(|k| crate::prompt_cache::lookup(&cache.root, k, l)).collect();
+        let missed: Vec<usize> = (0..prompts.len()).filter(|&i| found[i].is_none()).collect();
+        if !missed.is_empty() {
+            let batch: Vec<&str> = missed.iter().map(|&i| prompts[i]).collect();
+            let e = text.encoder()?.encode(&batch, l)?;
+            let row = l * TEXT_WIDTH;
+            for (j, &i) in missed.iter().enumerate() {
+                let entry = crate::prompt_cache::Entry {
+                    tokens: e.tokens[j * row..(j + 1) * row].to_vec(),
+                    pooled: e.pooled_row(j).to_vec(),
+                    truncated: e.truncated[j],
+                };
+                crate::prompt_cache::store(&cache.root, &keys[i], &entry);
+                found[i] = Some(entry);
+            }
+        }
+        let mut out = Embeddings { n: 0, context: Vec::new(), pooled: Vec::new() };
+        for (i, (p, entry)) in prompts.iter().zip(found).enumerate() {
+            let entry = entry.ok_or_else(|| Error::Inference("prompt cache: a prompt was left unencoded".into()))?;
+            // A prompt encoded just now had its warning from the encoder.
+            if entry.truncated && !missed.contains(&i) {
+                crate::text::warn_truncated(p, None, l);
+            }
+            out.extend(&Embeddings { n: 1, context: entry.tokens, pooled: entry.pooled });
+        }
+        crate::log_at!(
+            crate::log::Level::Debug,
+            "prompt cache: {} of {} prompts taken from the cache",
+            prompts.len() - missed.len(),
+            prompts.len()
+        );
+        Ok(out)
     }
 
     /// The sampler `kind` stands for on this set: `Auto` becomes the set's own (DDIM with its eta for

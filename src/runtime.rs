@@ -78,6 +78,10 @@ pub struct RuntimeOptions {
     /// Folder of the load cache: verified model-file digests ([`crate::digests`]) and, on CPU, optimized
     /// graphs ([`crate::session_cache`]); None = hash every file and optimize every graph on every load.
     pub digest_cache_dir: Option<PathBuf>,
+    /// Keep encoded prompts in the load cache folder's `prompts/` ([`crate::prompt_cache`]): a prompt drawn
+    /// before is not encoded again, and a text-to-image set creates its text encoder's session only when a
+    /// prompt is not in the cache. Needs `digest_cache_dir`; off by default.
+    pub prompt_cache: bool,
 }
 
 impl RuntimeOptions {
@@ -90,6 +94,17 @@ impl RuntimeOptions {
 /// The digest cache folder of the initialised runtime, if it has one (none before `init`).
 pub fn digest_cache_dir() -> Option<&'static Path> {
     RUNTIME.get().and_then(|rt| rt.options.digest_cache_dir.as_deref())
+}
+
+/// The default provider of the initialised runtime's sessions (Auto before `init`).
+pub fn default_provider() -> Provider {
+    RUNTIME.get().map_or(Provider::Auto, |rt| rt.options.provider)
+}
+
+/// The load cache folder that keeps encoded prompts ([`crate::prompt_cache`]), when the initialised runtime
+/// has one and `prompt_cache` is on.
+pub fn prompt_cache_dir() -> Option<&'static Path> {
+    RUNTIME.get().filter(|rt| rt.options.prompt_cache).and_then(|rt| rt.options.digest_cache_dir.as_deref())
 }
 
 /// The loaded ONNX Runtime.
@@ -262,6 +277,13 @@ impl Runtime {
         v
     }
 
+    /// Whether a session asked for on `provider` (None = the runtime's default) can only be a CPU one: CPU was
+    /// asked for, or AUTO in a build that offers nothing else.
+    pub fn cpu_only(&self, provider: Option<Provider>) -> bool {
+        let want = provider.unwrap_or(self.options.provider);
+        want == Provider::Cpu || (want == Provider::Auto && self.available_providers() == ["cpu"])
+    }
+
     /// Creates a session from model bytes on the requested provider (None = the runtime's default),
     /// falling back to CPU unless strict. `what` names the model in log lines and errors.
     pub fn session(&self, bytes: &[u8], what: &str, provider: Option<Provider>) -> Result<LoadedSession> {
@@ -278,9 +300,7 @@ impl Runtime {
         what: &str,
         provider: Option<Provider>,
     ) -> Result<LoadedSession> {
-        let want = provider.unwrap_or(self.options.provider);
-        let cpu_only = want == Provider::Cpu || (want == Provider::Auto && self.available_providers() == ["cpu"]);
-        match (&self.options.digest_cache_dir, cpu_only) {
+        match (&self.options.digest_cache_dir, self.cpu_only(provider)) {
             (Some(dir), true) => crate::session_cache::session(self, dir, bytes, sha256, what),
             _ => self.session(bytes, what, provider),
         }

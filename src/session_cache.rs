@@ -13,7 +13,7 @@
 //! [`MAX_ENTRIES`] entries are kept (the oldest go). Any failure of the cache is logged and only costs the
 //! optimization: it can never make a load fail.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use crate::error::Result;
@@ -29,7 +29,7 @@ pub const MAX_ENTRIES: usize = 64;
 const MAX_ENTRY_BYTES: u64 = crate::limits::MAX_MODEL_BYTES;
 
 /// A digest of this CPU's model name and instruction-set flags (from /proc/cpuinfo), once per process.
-fn cpu_identity() -> &'static str {
+pub(crate) fn cpu_identity() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
         let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -85,7 +85,7 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
     };
     if let Some(tmp) = saved {
         publish(&tmp, &ort_path, &digest_path, what);
-        prune(&dir);
+        crate::files::keep_newest(&dir, "ort", MAX_ENTRIES, &["sha256"]);
     }
     Ok(LoadedSession { session, provider: Provider::Cpu })
 }
@@ -113,32 +113,5 @@ fn publish(tmp: &Path, ort_path: &Path, digest_path: &Path, what: &str) {
             let _ = std::fs::remove_file(tmp);
             log_at!(Level::Debug, "{what}: the session cache could not be written ({e})");
         }
-    }
-}
-
-/// Keeps the newest [`MAX_ENTRIES`] entries of `dir` (and removes temporary files older than an hour).
-fn prune(dir: &Path) {
-    let Ok(read) = std::fs::read_dir(dir) else { return };
-    let mut entries: Vec<(std::time::SystemTime, PathBuf)> = Vec::new();
-    let now = std::time::SystemTime::now();
-    for e in read.flatten() {
-        let path = e.path();
-        let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with('.') && name.contains(".tmp.") {
-            if now.duration_since(modified).is_ok_and(|age| age.as_secs() > 3600) {
-                let _ = std::fs::remove_file(&path);
-            }
-        } else if name.ends_with(".ort") {
-            entries.push((modified, path));
-        }
-    }
-    if entries.len() <= MAX_ENTRIES {
-        return;
-    }
-    entries.sort();
-    for (_, path) in &entries[..entries.len() - MAX_ENTRIES] {
-        let _ = std::fs::remove_file(path);
-        let _ = std::fs::remove_file(path.with_extension("sha256"));
     }
 }

@@ -19,7 +19,7 @@ use crate::limits::{quote, MAX_BATCH};
 use crate::limits::{quote_path, MAX_MANIFEST_BYTES, MAX_MODEL_BYTES, MAX_TOKENIZER_BYTES};
 use crate::log::Level;
 use crate::log_at;
-use crate::manifest::read_checked;
+use crate::manifest::{read_checked, verify_checked};
 use crate::runtime::Provider;
 use crate::session::{Feed, OnnxModel};
 
@@ -205,6 +205,18 @@ pub struct TextEmbedding {
     pub token_counts: Vec<usize>,
     /// The token ids per prompt (unpadded).
     pub ids: Vec<Vec<u32>>,
+    /// Per prompt: whether it had more tokens than the context length and was truncated (with a warning).
+    pub truncated: Vec<bool>,
+}
+
+/// The warning of a prompt truncated to `context_len` tokens (`tokens`: how many it had, when known).
+pub(crate) fn warn_truncated(prompt: &str, tokens: Option<usize>, context_len: usize) {
+    let had = tokens.map_or(format!("more than {context_len}"), |n| n.to_string());
+    log_at!(
+        Level::Warn,
+        "text encoder: prompt {} has {had} tokens; truncated to the context length {context_len}",
+        quote(prompt)
+    );
 }
 
 /// The tokenizer from `tokenizer.json`'s bytes (`path` names it in errors), with padding and truncation off:
@@ -286,6 +298,48 @@ impl TextEncoder {
             (t.elapsed() - read).as_secs_f64() * 1e3
         );
         Ok(enc)
+    }
+
+    /// What [`TextEncoder::open_with_precision`] checks before it reads the model for its session: the
+    /// descriptor, the identity (`expected_onnx_sha256`) and the sha256 of the ONNX file of `precision` and of
+    /// the tokenizer, without keeping their bytes (a file whose digest the load cache verified unchanged is
+    /// not read at all). Returns the two digests checked: the encoder's identity for
+    /// [`crate::prompt_cache`]. A set that defers its encoder's session calls this at open, so that a
+    /// missing, corrupt or swapped encoder is still refused there.
+    pub(crate) fn check_files(
+        dir: &Path,
+        expected_onnx_sha256: Option<&str>,
+        precision: Precision,
+    ) -> Result<(String, String)> {
+        if !dir.is_dir() {
+            return Err(Error::ModelNotFound {
+                path: dir.to_path_buf(),
+                reason: "text-encoder directory does not exist".into(),
+            });
+        }
+        let descriptor = EncoderDescriptor::load(dir)?;
+        check_identity(dir, &descriptor, expected_onnx_sha256)?;
+        let (file, sha, what) = match precision {
+            Precision::Fp32 => (&descriptor.onnx_file, &descriptor.onnx_sha256, "text encoder model"),
+            Precision::Int8 => {
+                let q = int8_model(dir, &descriptor)?;
+                (&q.onnx_file, &q.onnx_sha256, "int8 text encoder model")
+            }
+        };
+        verify_checked(&dir.join(file), MAX_MODEL_BYTES, sha, what, DESCRIPTOR_FILE)?;
+        let tok = dir.join(&descriptor.tokenizer_file);
+        verify_checked(&tok, MAX_TOKENIZER_BYTES, &descriptor.tokenizer_sha256, "tokenizer", DESCRIPTOR_FILE)?;
+        Ok((sha.clone(), descriptor.tokenizer_sha256.clone()))
+    }
+
+    /// The sha256 of the ONNX file the session was made from and of the tokenizer (see
+    /// [`TextEncoder::check_files`]).
+    pub(crate) fn identity(&self) -> (String, String) {
+        let onnx = match (self.precision, &self.descriptor.int8) {
+            (Precision::Int8, Some(q)) => q.onnx_sha256.clone(),
+            _ => self.descriptor.onnx_sha256.clone(),
+        };
+        (onnx, self.descriptor.tokenizer_sha256.clone())
     }
 
     /// Opens the encoder held in a model pack under `prefix` (e.g. "text_encoder/"): the same three files,
@@ -370,18 +424,8 @@ impl TextEncoder {
         // The tokenizer (31-37 ms alone, 84-112 ms sharing two cores with a set's loads: `tokenizers` building
         // its WordPiece model from the JSON) is built on a thread of its own while the session is made here;
         // errors in the order tokenizer, session.
-        let (tokenizer, model) = std::thread::scope(|scope| {
-            let spawned = std::thread::Builder::new()
-                .name("mirage-tokenizer".into())
-                .spawn_scoped(scope, || tokenizer(tok_bytes, &tok_path))
-                .ok();
-            let model = make_session();
-            let tokenizer = match spawned {
-                Some(handle) => handle.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                None => tokenizer(tok_bytes, &tok_path),
-            };
-            (tokenizer, model)
-        });
+        let (tokenizer, model) =
+            crate::parallel::beside("mirage-tokenizer", || tokenizer(tok_bytes, &tok_path), make_session);
         let (tokenizer, model) = (tokenizer?, model?);
         let special = |t: &str| {
             tokenizer.token_to_id(t).ok_or_else(|| {
@@ -413,6 +457,11 @@ impl TextEncoder {
     /// Token ids of one prompt, [CLS] ... [SEP], truncated to `context_len` (keeping [SEP] last, with a
     /// warning) but not padded.
     pub fn tokenize(&self, prompt: &str, context_len: usize) -> Result<Vec<u32>> {
+        self.tokenize_flagged(prompt, context_len).map(|(ids, _)| ids)
+    }
+
+    /// [`TextEncoder::tokenize`], and whether the prompt was truncated.
+    fn tokenize_flagged(&self, prompt: &str, context_len: usize) -> Result<(Vec<u32>, bool)> {
         check_context(context_len)?;
         let enc = self
             .tokenizer
@@ -425,17 +474,13 @@ impl TextEncoder {
                 quote_path(&self.dir.join(&self.descriptor.tokenizer_file))
             )));
         }
-        if ids.len() > context_len {
-            log_at!(
-                Level::Warn,
-                "text encoder: prompt {} has {} tokens; truncated to the context length {context_len}",
-                quote(prompt),
-                ids.len()
-            );
+        let truncated = ids.len() > context_len;
+        if truncated {
+            warn_truncated(prompt, Some(ids.len()), context_len);
             ids.truncate(context_len - 1);
             ids.push(self.sep_id);
         }
-        Ok(ids)
+        Ok((ids, truncated))
     }
 
     /// Encodes a batch of prompts, each padded (or truncated, with a warning) to `context_len` tokens
@@ -445,7 +490,12 @@ impl TextEncoder {
         if prompts.is_empty() || prompts.len() > MAX_BATCH {
             return Err(Error::invalid(format!("text encoder: {} prompts; 1..={MAX_BATCH} per call", prompts.len())));
         }
-        let ids: Vec<Vec<u32>> = prompts.iter().map(|p| self.tokenize(p, context_len)).collect::<Result<_>>()?;
+        let (ids, truncated): (Vec<Vec<u32>>, Vec<bool>) = prompts
+            .iter()
+            .map(|p| self.tokenize_flagged(p, context_len))
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
         let (b, l) = (prompts.len(), context_len);
         let mut input_ids = vec![self.pad_id as i64; b * l];
         let mut mask = vec![0i64; b * l];
@@ -481,6 +531,7 @@ impl TextEncoder {
             pooled,
             token_counts: ids.iter().map(Vec::len).collect(),
             ids,
+            truncated,
         })
     }
 }

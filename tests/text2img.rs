@@ -273,3 +273,81 @@ fn the_int8_text_encoder_steers_like_fp32() {
         assert_eq!(mirage_context_new(sd.as_ptr(), &p, &mut ctx), MIRAGE_ERR_UNSUPPORTED);
     }
 }
+
+/// The prompt cache (on by default in the CLI, `MirageRuntimeOptions::prompt_cache`): a prompt drawn before
+/// loads no text encoder and gives the same image as an encode; a damaged entry is encoded again; an encoder
+/// file changed since is still refused when the set opens, cached prompts or not.
+#[test]
+fn the_prompt_cache_skips_the_encoder_and_never_serves_a_changed_encoder() {
+    use std::process::Command;
+    let (tmp, dir) = tiny_text_set();
+    let d = dir.to_str().unwrap();
+    let cache = tmp.path().join("cache");
+    let c = cache.to_str().unwrap();
+    let gen = |flags: &[&str], file: &str| {
+        let out = tmp.path().join(file);
+        let args = ["-v", "--provider", "cpu", "generate", "--models", d, "--prompt", "a red apple", "--steps", "2"];
+        let o = Command::new(crate::util::mirage_bin())
+            .args([flags, &args, &["--quiet", "-o", out.to_str().unwrap()]].concat())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).to_string();
+        assert!(o.status.success(), "{err}");
+        // The encoder's load line (read and checked, session made), logged at info level.
+        (std::fs::read(out).unwrap(), err.contains("tokenizer and session made"))
+    };
+    let (plain, loaded) = gen(&["--digest-cache", "off"], "plain.png");
+    assert!(loaded);
+    let (first, loaded) = gen(&["--digest-cache", c], "first.png");
+    assert!(loaded, "nothing cached yet: the encoder runs");
+    assert_eq!(first, plain);
+    let entries = || -> Vec<std::path::PathBuf> {
+        let mut v: Vec<_> = std::fs::read_dir(cache.join("prompts")).unwrap().flatten().map(|e| e.path()).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(entries().len(), 2, "the prompt and the empty prompt of guidance: {:?}", entries());
+    let (cached, loaded) = gen(&["--digest-cache", c], "cached.png");
+    assert!(!loaded, "both prompts were cached: the encoder must not be loaded");
+    assert_eq!(cached, plain, "the cached embeddings changed the image");
+    let (_, loaded) = gen(&["--digest-cache", c, "--no-prompt-cache"], "off.png");
+    assert!(loaded, "--no-prompt-cache encodes");
+    // A damaged entry is not used: encoded again (same image) and rewritten.
+    for e in entries() {
+        let mut b = std::fs::read(&e).unwrap();
+        let at = b.len() / 3;
+        b[at] ^= 1;
+        std::fs::write(&e, b).unwrap();
+    }
+    let (again, loaded) = gen(&["--digest-cache", c], "again.png");
+    assert!(loaded && again == plain);
+    assert!(!gen(&["--digest-cache", c], "healed.png").1, "the entries were rewritten");
+    // The encoder's tokenizer changed on disk (same size): refused at open although every prompt is cached.
+    let copy = tmp.path().join("encoder");
+    std::fs::create_dir(&copy).unwrap();
+    let src = text_encoder_dir();
+    // The 90 MB model linked, not copied (it is not changed); the files that are changed, copied.
+    std::fs::hard_link(src.join("text_encoder.onnx"), copy.join("text_encoder.onnx"))
+        .or_else(|_| std::fs::copy(src.join("text_encoder.onnx"), copy.join("text_encoder.onnx")).map(drop))
+        .unwrap();
+    for f in ["encoder.json", "tokenizer.json"] {
+        std::fs::copy(src.join(f), copy.join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(dir.join("manifest.json")).unwrap();
+    let pointed = manifest.replace(text_encoder_dir().to_str().unwrap(), copy.to_str().unwrap());
+    assert_ne!(pointed, manifest);
+    std::fs::write(dir.join("manifest.json"), pointed).unwrap();
+    assert_eq!(gen(&["--digest-cache", c], "copy.png").0, plain, "the same encoder in another folder");
+    let tok = copy.join("tokenizer.json");
+    let mut b = std::fs::read(&tok).unwrap();
+    let at = b.iter().position(|&x| x == b'[').unwrap();
+    b[at] = b'{';
+    std::fs::write(&tok, b).unwrap();
+    let o = Command::new(crate::util::mirage_bin())
+        .args(["--digest-cache", c, "generate", "--models", d, "--prompt", "a red apple", "--steps", "2", "-o"])
+        .arg(tmp.path().join("x.png"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("sha256 mismatch") && err.contains("tokenizer"), "{err}");
+}

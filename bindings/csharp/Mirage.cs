@@ -943,6 +943,10 @@ namespace Mirage
         /// hashed again by later processes, and (on CPU) each model's optimized graph; null (the default) =
         /// hash and optimize on every load.</summary>
         public string DigestCacheDir { get; set; }
+        /// <summary>Keep encoded prompts in DigestCacheDir's prompts/ (needs DigestCacheDir): a prompt drawn
+        /// before is not encoded again, and a context loads its text encoder only when a prompt is not
+        /// there. The entries are embeddings of the prompts, not their text. Default false.</summary>
+        public bool PromptCache { get; set; }
     }
 
     /// <summary>Process-wide things: the library's version, names of statuses and providers, and the
@@ -1015,6 +1019,7 @@ namespace Mirage
                 native.intra_threads = (uint)options.IntraThreads;
                 native.log_level = (uint)options.LogLevel;
                 native.tensorrt_fp16 = options.TensorRtFp16 ? (byte)1 : (byte)0;
+                native.prompt_cache = options.PromptCache ? (byte)1 : (byte)0;
                 native.log_callback = options.Log == null ? IntPtr.Zero : Callbacks.LogPointer;
                 native.log_user_data = IntPtr.Zero;
                 lock (Callbacks.LogLock)
@@ -2048,6 +2053,7 @@ namespace Mirage
         public byte tensorrt_fp16;
         public IntPtr tensorrt_cache_dir;
         public IntPtr digest_cache_dir;
+        public byte prompt_cache;
     }
 
     [StructLayout(LayoutKind.Sequential)]

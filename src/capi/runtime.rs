@@ -134,10 +134,18 @@ pub struct MirageRuntimeOptions {
     /// create the emoji U-Net's session). A damaged or unwritable cache only costs the hashing or the
     /// optimizing, never a load. Copied; need not outlive the call.
     pub digest_cache_dir: *const c_char,
+    /// Keep encoded prompts in `digest_cache_dir`'s `prompts/` (ignored without that folder; default false).
+    /// A prompt drawn before, with the same text encoder, tokenizer, context length, provider, ONNX Runtime
+    /// and CPU, is taken from there instead of being encoded, and a text-to-image context creates its text
+    /// encoder's session only when a prompt is not there (on the CPU; a context on a GPU provider makes it at
+    /// once): a host with a fixed set of prompts never loads the encoder (on CPU about three quarters of a
+    /// text-to-image set's start). The encoder's files are still checked when the context is created. Entries are embeddings of the prompts (not their text), damaged
+    /// ones are never used, at most 2048 are kept. Added in version 3 of this struct.
+    pub prompt_cache: bool,
 }
 
 /// Fills `options` with the defaults (search for ONNX Runtime, AUTO provider, not strict, ORT's thread
-/// count, log warnings to stderr, no TensorRT cache, no digest cache). Pass `sizeof(MirageRuntimeOptions)` as `struct_size`: the library
+/// count, log warnings to stderr, no TensorRT cache, no digest cache, no prompt cache). Pass `sizeof(MirageRuntimeOptions)` as `struct_size`: the library
 /// writes exactly that many bytes, zeroing what it does not know, so a host built against an older or
 /// newer header is handled (see `mirage_runtime_init`).
 ///
@@ -211,6 +219,7 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
             tensorrt_fp16: o.tensorrt_fp16,
             tensorrt_cache_dir: path(o.tensorrt_cache_dir, "options->tensorrt_cache_dir")?,
             digest_cache_dir: path(o.digest_cache_dir, "options->digest_cache_dir")?,
+            prompt_cache: o.prompt_cache,
         };
         rt.validate().map_err(|e| e.prefixed("options->"))?;
         let level = level_of(o.log_level)?;
@@ -242,9 +251,11 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
 }
 
 impl boundary::Params for MirageRuntimeOptions {
-    /// Version 1 (0.1.0 until the job API): up to `tensorrt_cache_dir`.
-    const OLDER: &'static [(usize, usize)] =
-        &[boundary::older_version!(MirageRuntimeOptions, tensorrt_cache_dir, *const c_char)];
+    /// Version 1 (0.1.0 until the job API): up to `tensorrt_cache_dir`; version 2: up to `digest_cache_dir`.
+    const OLDER: &'static [(usize, usize)] = &[
+        boundary::older_version!(MirageRuntimeOptions, tensorrt_cache_dir, *const c_char),
+        boundary::older_version!(MirageRuntimeOptions, digest_cache_dir, *const c_char),
+    ];
     fn defaults(struct_size: usize) -> Self {
         MirageRuntimeOptions {
             struct_size,
@@ -258,6 +269,7 @@ impl boundary::Params for MirageRuntimeOptions {
             tensorrt_fp16: false,
             tensorrt_cache_dir: std::ptr::null(),
             digest_cache_dir: std::ptr::null(),
+            prompt_cache: false,
         }
     }
 }

@@ -973,7 +973,8 @@ _last_options: Optional[MirageRuntimeOptions] = None
 
 
 def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threads=0, log_level="warn",
-                 log_callback=None, tensorrt_fp16=False, tensorrt_cache_dir=None, digest_cache_dir=None) -> None:
+                 log_callback=None, tensorrt_fp16=False, tensorrt_cache_dir=None, digest_cache_dir=None,
+                 prompt_cache=False) -> None:
     """Sets up ONNX Runtime for the process (``mirage_runtime_init``); optional, and only before the first
     Context unless the options equal the defaults (then it only replaces the log callback and level).
 
@@ -984,7 +985,9 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
     must be quick and must not call mirage; exceptions it raises are ignored. None logs to stderr.
     `digest_cache_dir`: a folder where verified model-file digests are kept, so that unchanged files are not
     hashed again by later processes, and (on CPU) each model's optimized graph, so that later processes create
-    their sessions faster (None: hash and optimize on every load).
+    their sessions faster (None: hash and optimize on every load). `prompt_cache`: also keep encoded prompts
+    there (needs `digest_cache_dir`): a prompt drawn before is not encoded again, and a Context loads its text
+    encoder only when a prompt is not in the cache. The entries are embeddings of the prompts, not their text.
     """
     global _last_options
     lib = _native.load_library()
@@ -1004,6 +1007,7 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
     o.tensorrt_fp16 = bool(tensorrt_fp16)
     o.tensorrt_cache_dir = None if tensorrt_cache_dir is None else _path(tensorrt_cache_dir, "tensorrt_cache_dir")
     o.digest_cache_dir = None if digest_cache_dir is None else _path(digest_cache_dir, "digest_cache_dir")
+    o.prompt_cache = bool(prompt_cache)
     _callable(log_callback, "log_callback")
     with _runtime_lock:
         if log_callback is not None:

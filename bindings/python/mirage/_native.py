@@ -117,6 +117,7 @@ class MirageRuntimeOptions(Structure):
         ("tensorrt_fp16", c_bool),
         ("tensorrt_cache_dir", c_char_p),
         ("digest_cache_dir", c_char_p),
+        ("prompt_cache", c_bool),
     ]
 
 

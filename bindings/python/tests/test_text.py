@@ -2,10 +2,15 @@
 guidance, embeddings, interpolation; and what a set without text says."""
 
 import math
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
 import unittest
 from unittest import mock
 
-from _support import context, flat, grey, mirage
+from _support import context, flat, grey, mirage, model_dir
 
 STEPS = 3
 
@@ -130,3 +135,43 @@ class NoTextTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class PromptCacheTest(unittest.TestCase):
+    """``init_runtime(prompt_cache=True)``: a prompt drawn before, in another process, loads no text encoder
+    and gives the same pixels."""
+
+    CODE = """
+        import hashlib, sys
+        import mirage
+        lines = []
+        mirage.init_runtime(log_level="info", log_callback=lambda level, m: lines.append(m),
+                            digest_cache_dir=sys.argv[1], prompt_cache=(sys.argv[3] == "on"))
+        ctx = mirage.Context(sys.argv[2])
+        image = ctx.generate("a pair of trousers", steps=2, seed=3)[0]
+        print("PIXELS", hashlib.sha256(image.tobytes()).hexdigest())
+        print("ENCODER", any("tokenizer and session made" in m for m in lines))
+        print("PROVIDER", ctx.info.providers["text_encoder"])
+    """
+
+    def run_once(self, cache, mode):
+        env = dict(os.environ, MIRAGE_LIBRARY=mirage.load_library().path,
+                   PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(mirage.__file__))))
+        r = subprocess.run([sys.executable, "-c", textwrap.dedent(self.CODE), cache, model_dir("fashion-text"), mode],
+                           capture_output=True, text=True, env=env, timeout=120)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        return dict(line.split(" ", 1) for line in r.stdout.splitlines())
+
+    def test_a_cached_prompt_loads_no_text_encoder(self):
+        with tempfile.TemporaryDirectory() as cache:
+            off = self.run_once(cache, "off")
+            self.assertEqual(off["ENCODER"], "True")
+            self.assertFalse(os.path.exists(os.path.join(cache, "prompts")))
+            first = self.run_once(cache, "on")
+            self.assertEqual(first["ENCODER"], "True")
+            self.assertEqual(first["PIXELS"], off["PIXELS"])
+            self.assertGreater(len(os.listdir(os.path.join(cache, "prompts"))), 0)
+            cached = self.run_once(cache, "on")
+            self.assertEqual(cached["ENCODER"], "False")
+            self.assertEqual(cached["PIXELS"], off["PIXELS"])
+            self.assertEqual(cached["PROVIDER"], off["PROVIDER"])
