@@ -328,16 +328,21 @@ pub fn read_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, liste
 /// a load cache whose digest of this very file is recorded and unchanged ([`crate::digests`]), nothing is
 /// read; otherwise the file is read and hashed.
 pub fn verify_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, listed_in: &str) -> Result<()> {
-    if let Some(dir) = crate::runtime::digest_cache_dir() {
-        let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() <= max_bytes);
-        if let Some(st) = crate::digests::Stamp::of(path).filter(|_| regular) {
-            if crate::digests::lookup(dir, path, &st).is_some_and(|d| d.eq_ignore_ascii_case(sha256)) {
-                crate::log_at!(crate::log::Level::Debug, "{what}: sha256 taken from the digest cache (not read)");
-                return Ok(());
-            }
-        }
+    if vouched_stamp(path, max_bytes, sha256).is_some() {
+        crate::log_at!(crate::log::Level::Debug, "{what}: sha256 taken from the digest cache (not read)");
+        return Ok(());
     }
     read_checked(path, max_bytes, sha256, what, listed_in).map(drop)
+}
+
+/// The stamp of `path` when the load cache vouches for it without reading it: a regular file of at most
+/// `max_bytes` whose recorded digest is `sha256` and which is unchanged since ([`crate::digests`]). A caller
+/// that lets another reader (ONNX Runtime) read the file compares the stamp again afterwards.
+pub fn vouched_stamp(path: &Path, max_bytes: u64, sha256: &str) -> Option<crate::digests::Stamp> {
+    let dir = crate::runtime::digest_cache_dir()?;
+    let regular = std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.len() <= max_bytes);
+    let st = crate::digests::Stamp::of(path).filter(|_| regular)?;
+    crate::digests::lookup(dir, path, &st).is_some_and(|d| d.eq_ignore_ascii_case(sha256)).then_some(st)
 }
 
 /// Deserialises any JSON and refuses an object that names one key twice, at any depth.

@@ -55,8 +55,10 @@ impl OnnxModel {
     /// refused here than failing obscurely at its first run. With `shapes` (inputs, then outputs; -1 = any
     /// size) every declared tensor must also be f32 of that rank, with each dimension the model fixes equal to
     /// the declared one (a model that fixes what is declared dynamic, e.g. a batch of 1, is refused too).
-    pub(crate) fn create(
-        bytes: &[u8],
+    /// The session of `source` (bytes, or a file ONNX Runtime reads itself, whose contents the caller vouches
+    /// for), as [`OnnxModel::create_verified`] makes it (without the session cache).
+    pub(crate) fn create_from(
+        source: runtime::ModelSource,
         what: String,
         provider: Option<Provider>,
         inputs: Vec<String>,
@@ -64,11 +66,12 @@ impl OnnxModel {
         shapes: Option<(Shapes, Shapes)>,
         declared_by: &str,
     ) -> Result<OnnxModel> {
-        Self::create_verified(bytes, None, what, provider, inputs, outputs, shapes, declared_by)
+        let loaded = runtime::global()?.session_from(source, &what, provider)?;
+        Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
     }
 
-    /// [`OnnxModel::create`]; with the sha256 the caller verified the bytes against, their optimized graph may
-    /// come from the session cache ([`crate::session_cache`]).
+    /// With `sha256`, the digest the caller verified the bytes against, their optimized graph may come from the
+    /// session cache ([`crate::session_cache`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_verified(
         bytes: &[u8],
