@@ -471,11 +471,11 @@ impl TextEncoder {
     /// Token ids of one prompt, [CLS] ... [SEP], truncated to `context_len` (keeping [SEP] last, with a
     /// warning) but not padded.
     pub fn tokenize(&self, prompt: &str, context_len: usize) -> Result<Vec<u32>> {
-        self.tokenize_flagged(prompt, context_len).map(|(ids, _)| ids)
+        self.tokenize_flagged(prompt, context_len, true).map(|(ids, _)| ids)
     }
 
-    /// [`TextEncoder::tokenize`], and whether the prompt was truncated.
-    fn tokenize_flagged(&self, prompt: &str, context_len: usize) -> Result<(Vec<u32>, bool)> {
+    /// [`TextEncoder::tokenize`], and whether the prompt was truncated (with a warning when `warn`).
+    fn tokenize_flagged(&self, prompt: &str, context_len: usize, warn: bool) -> Result<(Vec<u32>, bool)> {
         check_context(context_len)?;
         let enc = self
             .tokenizer
@@ -489,8 +489,10 @@ impl TextEncoder {
             )));
         }
         let truncated = ids.len() > context_len;
-        if truncated {
+        if truncated && warn {
             warn_truncated(prompt, Some(ids.len()), context_len);
+        }
+        if truncated {
             ids.truncate(context_len - 1);
             ids.push(self.sep_id);
         }
@@ -500,13 +502,19 @@ impl TextEncoder {
     /// Encodes a batch of prompts, each padded (or truncated, with a warning) to `context_len` tokens
     /// (`2..=512`). The empty prompt is valid: [CLS][SEP].
     pub fn encode(&self, prompts: &[&str], context_len: usize) -> Result<TextEmbedding> {
+        self.encode_with(prompts, context_len, true)
+    }
+
+    /// [`TextEncoder::encode`] without a warning per truncated prompt (`warn` false): for callers that encode
+    /// many texts and report [`TextEmbedding::truncated`] once (the trainer's captions).
+    pub fn encode_with(&self, prompts: &[&str], context_len: usize, warn: bool) -> Result<TextEmbedding> {
         check_context(context_len)?;
         if prompts.is_empty() || prompts.len() > MAX_BATCH {
             return Err(Error::invalid(format!("text encoder: {} prompts; 1..={MAX_BATCH} per call", prompts.len())));
         }
         let (ids, truncated): (Vec<Vec<u32>>, Vec<bool>) = prompts
             .iter()
-            .map(|p| self.tokenize_flagged(p, context_len))
+            .map(|p| self.tokenize_flagged(p, context_len, warn))
             .collect::<Result<Vec<_>>>()?
             .into_iter()
             .unzip();

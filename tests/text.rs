@@ -402,9 +402,13 @@ fn truncation_and_the_empty_prompt() {
         let norm = e.pooled_row(i).iter().map(|x| x * x).sum::<f32>().sqrt();
         assert!((norm - 1.0).abs() < 1e-5 && e.pooled_row(i).iter().all(|x| x.is_finite()));
     }
+    assert_eq!(e.truncated, vec![true, false, false]);
+    // Without the per-prompt warning: the same embeddings and flags (the trainer reports them once).
+    assert_eq!(encoder().encode_with(&[&long, "", "a cat"], 16, false).unwrap(), e);
     // Exactly the context length: no truncation.
     let exact = encoder().encode(&["a cat"], 4).unwrap();
     assert_eq!(exact.ids[0], e.ids[2]);
+    assert_eq!(exact.truncated, vec![false]);
     // The smallest context keeps only the frame.
     assert_eq!(encoder().encode(&["a cat"], 2).unwrap().ids[0], vec![CLS, SEP]);
     for bad in [0, 1, 513] {

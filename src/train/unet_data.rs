@@ -191,14 +191,26 @@ pub(crate) fn caption_table(
         let (mut ctx, mut pooled) = (Vec::new(), Vec::new());
         let pb = indicatif::ProgressBar::new(rows.len() as u64);
         pb.set_message("embedding the captions");
+        // Truncated captions are counted and reported once, not warned about one by one.
+        let mut truncated: Vec<&str> = Vec::new();
         for chunk in rows.chunks(64) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            let e = enc.encode(&refs, tokens as usize)?;
+            let e = enc.encode_with(&refs, tokens as usize, false)?;
+            truncated.extend(refs.iter().zip(&e.truncated).filter(|(_, &t)| t).map(|(r, _)| *r));
             ctx.extend(e.tokens.iter().copied());
             pooled.extend(e.pooled.iter().copied());
             pb.inc(chunk.len() as u64);
         }
         pb.finish_and_clear();
+        if let Some(first) = truncated.first() {
+            crate::log_at!(
+                crate::log::Level::Warn,
+                "{} of {} captions have more than {tokens} tokens and were truncated to it (e.g. {})",
+                truncated.len(),
+                rows.len(),
+                crate::limits::quote(first)
+            );
+        }
         let m = rows.len() as i64;
         let c = Tensor::f_from_slice(&ctx).map_err(torch_err("captions"))?.view([m, tokens, w]);
         let p = Tensor::f_from_slice(&pooled).map_err(torch_err("captions"))?.view([m, w]);
