@@ -100,7 +100,7 @@ run_gimp() {
     local log=$1 script=$2 results=$3 rc
     shift 3
     set +e
-    env -u MIRAGE_MODELS GIMP2_DIRECTORY="$PROFILE" "$@" timeout -k 10 "$GIMP_TIMEOUT" "$GIMP" -i -d -f -c \
+    env -u MIRAGE_MODELS -u MIRAGE_CACHE GIMP2_DIRECTORY="$PROFILE" XDG_CACHE_HOME="$TMP/cache" "$@" timeout -k 10 "$GIMP_TIMEOUT" "$GIMP" -i -d -f -c \
         -b "(define mirage-out \"$OUT\") (define mirage-results \"$results\")
             (define mirage-set \"$SET\") (define mirage-grey-set \"$GREY\")
             (load \"$HERE/tests/common.scm\") (load \"$HERE/tests/$script\")" \
@@ -123,6 +123,11 @@ kill "$WATCHER" 2>/dev/null || true
 wait "$WATCHER" 2>/dev/null || true
 WATCHER=""
 run_gimp "$TMP/gimp-env.log" mirage-env-tests.scm results-env.txt MIRAGE_MODELS=/nonexistent/mirage-env-set
+
+# The plug-in's caches (in XDG_CACHE_HOME, here the temporary folder): its prompts were kept.
+prompts=$(find "$TMP/cache/mirage/digests/prompts" -name '*.emb' 2>/dev/null | wc -l)
+[ "$prompts" -gt 0 ] || fail "the plug-in kept no encoded prompt in $TMP/cache/mirage/digests/prompts"
+echo "prompt cache: $prompts encoded prompts kept"
 
 if ! python3 "$HERE/tests/check.py" "$OUT"; then
     for f in "$TMP/gimp.log" "$TMP/gimp-env.log" "$OUT/results.txt" "$OUT/results-env.txt"; do
