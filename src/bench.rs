@@ -121,7 +121,7 @@ pub fn sgemm_gflops(n: usize, runs: usize) -> Result<f64> {
     let y = g.node("MatMul", &[&a, &b], vec![])?;
     g.output(&y, "y", &[d, d])?;
     let bytes = encode(&g.finish()?)?;
-    let mut session = runtime::global()?.session(&bytes, "bench: sgemm", Some(Provider::Cpu))?.session;
+    let mut session = runtime::global()?.session(&bytes, "bench: sgemm", Some(Provider::Cpu))?;
     let a = ort::value::Tensor::from_array((vec![d, d], crate::rng::Noise::new(8).normals(n * n)))?.into_dyn();
     let mut best = f64::INFINITY;
     for i in 0..runs + 2 {

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::sync::Mutex;
 
-use ort::session::{Session, SessionInputValue};
+use ort::session::SessionInputValue;
 use ort::value::Tensor;
 
 use crate::error::{Error, Result};
@@ -37,7 +37,7 @@ pub(crate) struct Output {
 /// A session with its declared interface. ONNX Runtime's `run` needs `&mut`, so the session sits behind
 /// its own mutex: calls from several threads are safe and run one after the other on this model.
 pub(crate) struct OnnxModel {
-    session: Mutex<Session>,
+    session: Mutex<runtime::LoadedSession>,
     provider: Provider,
     /// The element type of each declared input, in order: feeds are converted to it (f32 -> f16 for a
     /// float16 export, i64 -> i32 for an int32 token input).
@@ -100,7 +100,7 @@ impl OnnxModel {
         declared_by: &str,
     ) -> Result<OnnxModel> {
         let names = |o: &[ort::value::Outlet]| o.iter().map(|x| x.name().to_string()).collect::<Vec<_>>();
-        let (got_in, got_out) = (names(loaded.session.inputs()), names(loaded.session.outputs()));
+        let (got_in, got_out) = (names(loaded.inputs()), names(loaded.outputs()));
         let (inputs, outputs) = declared.unwrap_or_else(|| (got_in.clone(), got_out.clone()));
         if got_in != inputs || got_out != outputs {
             // Names come from the files: clipped, a hostile model or manifest may make them huge.
@@ -109,8 +109,7 @@ impl OnnxModel {
             ))));
         }
         if let Some((want_in, want_out)) = shapes {
-            let outlets =
-                loaded.session.inputs().iter().zip(want_in).chain(loaded.session.outputs().iter().zip(want_out));
+            let outlets = loaded.inputs().iter().zip(want_in).chain(loaded.outputs().iter().zip(want_out));
             for (outlet, want) in outlets {
                 let ok = match outlet.dtype() {
                     ort::value::ValueType::Tensor { ty: ort::value::TensorElementType::Float32, shape, .. } => {
@@ -130,7 +129,6 @@ impl OnnxModel {
             }
         }
         let input_types = loaded
-            .session
             .inputs()
             .iter()
             .map(|o| match o.dtype() {
@@ -138,14 +136,7 @@ impl OnnxModel {
                 _ => ort::value::TensorElementType::Undefined,
             })
             .collect();
-        Ok(OnnxModel {
-            session: Mutex::new(loaded.session),
-            provider: loaded.provider,
-            input_types,
-            what,
-            inputs,
-            outputs,
-        })
+        Ok(OnnxModel { provider: loaded.provider(), session: Mutex::new(loaded), input_types, what, inputs, outputs })
     }
 
     /// Name, element type and shape (-1 = dynamic) of each input, then of each output, as the model declares

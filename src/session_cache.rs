@@ -54,11 +54,10 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
     let k = key(sha256);
     let (ort_path, digest_path) = (dir.join(format!("{k}.ort")), dir.join(format!("{k}.sha256")));
     if let Some(ort_bytes) = read_entry(&ort_path, &digest_path) {
-        let tune = Tune { preoptimized: true, ..Tune::default() };
-        match rt.cpu_session(&ort_bytes, what, &tune) {
-            Ok(session) => {
+        match rt.cpu_session_in_place(ort_bytes, what) {
+            Ok(loaded) => {
                 log_at!(Level::Debug, "{what}: optimized graph taken from the session cache");
-                return Ok(LoadedSession { session, provider: Provider::Cpu });
+                return Ok(loaded);
             }
             Err(e) => log_at!(Level::Warn, "{what}: the session cache's entry did not load ({e}); optimizing again"),
         }
@@ -69,7 +68,7 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
         tmp
     });
     let tune = Tune { save_to: saved.clone(), ..Tune::default() };
-    let session = match rt.cpu_session(bytes, what, &tune) {
+    let loaded = match rt.cpu_session(bytes, what, &tune) {
         Ok(s) => s,
         Err(e) => {
             if let Some(tmp) = &saved {
@@ -87,7 +86,7 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
         publish(&tmp, &ort_path, &digest_path, what);
         crate::files::keep_newest(&dir, "ort", MAX_ENTRIES, &["sha256"]);
     }
-    Ok(LoadedSession { session, provider: Provider::Cpu })
+    Ok(loaded)
 }
 
 /// The optimized model of an entry when its digest file matches its bytes; None otherwise.

@@ -375,6 +375,28 @@ fn the_session_cache_gives_the_same_images_and_survives_damage() {
     assert_eq!(entries("ort").len(), 3, "one entry per model of the set (VAE encoder, decoder, U-Net)");
     assert_eq!(entries("sha256").len(), 3);
     assert_eq!(gen(c, "cached.png"), plain, "the cached optimized graphs changed the images");
+    // Cached graphs are used in place (ONNX Runtime refers to the entry's bytes for the session's lifetime):
+    // no read of freed or foreign memory, nothing lost.
+    if crate::capi::valgrind_wanted() {
+        let out = tmp.path().join("valgrind.png");
+        let args = [
+            "--digest-cache",
+            c,
+            "--provider",
+            "cpu",
+            "generate",
+            "--models",
+            d,
+            "--count",
+            "1",
+            "--steps",
+            "2",
+            "--quiet",
+        ];
+        let args: Vec<&std::ffi::OsStr> =
+            args.iter().map(|a| a.as_ref()).chain([std::ffi::OsStr::new("-o"), out.as_os_str()]).collect();
+        crate::capi::assert_valgrind_clean(&mirage_bin(), &args);
+    }
     // Damage every entry: each is refused by its digest, optimized again and rewritten.
     for e in entries("ort") {
         let mut b = std::fs::read(&e).unwrap();

@@ -244,8 +244,8 @@ fn build(layers: &[Layer]) -> ModelProto {
     model
 }
 
-fn session(bytes: &[u8]) -> Session {
-    mirage::runtime::global().unwrap().session(bytes, "tile", None).unwrap().session
+fn session(bytes: &[u8]) -> mirage::runtime::LoadedSession {
+    mirage::runtime::global().unwrap().session(bytes, "tile", None).unwrap()
 }
 
 /// Runs `session` on float inputs (name, shape, data); returns the output `output`, flattened.

@@ -12,7 +12,7 @@ fn run_unet(set: &std::path::Path, x: &[f32], nv: &[f32]) -> Vec<f32> {
     let m = Manifest::load(set).unwrap();
     let spec = &m.unet.as_ref().unwrap().model;
     let bytes = Manifest::read_model(set, spec).unwrap();
-    let mut session = mirage::runtime::global().unwrap().session(&bytes, "unet", None).unwrap().session;
+    let mut session = mirage::runtime::global().unwrap().session(&bytes, "unet", None).unwrap();
     let n = nv.len() as i64;
     let mut shape = spec.inputs[0].shape.clone();
     shape[0] = n;
@@ -29,7 +29,7 @@ fn run_unet_text(set: &std::path::Path, x: &[f32], nv: &[f32], ctx: &[f32], pool
     let m = Manifest::load(set).unwrap();
     let spec = &m.unet.as_ref().unwrap().model;
     let bytes = Manifest::read_model(set, spec).unwrap();
-    let mut session = mirage::runtime::global().unwrap().session(&bytes, "unet", None).unwrap().session;
+    let mut session = mirage::runtime::global().unwrap().session(&bytes, "unet", None).unwrap();
     let n = nv.len() as i64;
     let shape = |i: usize| {
         let mut s = spec.inputs[i].shape.clone();

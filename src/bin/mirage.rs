@@ -1018,7 +1018,7 @@ fn bench(models: &Path, batches: &[usize], iters: usize, json: Option<&Path>) ->
     let bare = match &m.unet {
         Some(u) if !set.is_diffusers() => {
             let bytes = mirage::manifest::Manifest::read_model(set.dir(), &u.model)?;
-            let session = runtime::global()?.session(&bytes, "bench: bare U-Net", None)?.session;
+            let session = runtime::global()?.session(&bytes, "bench: bare U-Net", None)?;
             Some((bytes, std::cell::RefCell::new(session)))
         }
         _ => None,

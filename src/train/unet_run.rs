@@ -519,7 +519,7 @@ pub fn check_parity(model: &UNet, onnx: &[u8], n: usize, seed: u64) -> Result<f3
     let mut noise = Noise::new(seed);
     let x = noise.normals(n * (c * h * w) as usize);
     let nv: Vec<f32> = (0..n).map(|i| 0.1 + 0.9 * (i as f32 + 0.5) / n as f32).collect();
-    let mut session = crate::runtime::global()?.session(onnx, "unet (parity)", None)?.session;
+    let mut session = crate::runtime::global()?.session(onnx, "unet (parity)", None)?;
     let xt = ort::value::Tensor::from_array((vec![n as i64, c, h, w], x.clone()))?;
     let nt = ort::value::Tensor::from_array((vec![n as i64, 1], nv.clone()))?;
     // Text inputs: token embeddings of unit-ish scale (as the encoder's LayerNorm-ed outputs), unit pooled.
