@@ -40,7 +40,7 @@ pub fn count_flops(bytes: &[u8], what: &str, feeds: &[Feed]) -> Result<Flops> {
     let n = SERIAL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let prefix = std::env::temp_dir().join(format!("mirage-profile-{}-{n}", std::process::id()));
     let tune = Tune { basic: true, profile_to: Some(prefix), ..Tune::default() };
-    let mut session = runtime::global()?.cpu_session(bytes, what, &tune)?;
+    let mut session = runtime::global()?.cpu_session(runtime::ModelSource::Bytes(bytes), what, &tune)?;
     let inputs: Vec<(&str, ort::session::SessionInputValue<'_>)> =
         feeds.iter().map(|(n, v)| (n.as_str(), v.into())).collect();
     session.run(inputs)?;

@@ -30,14 +30,28 @@ pub struct Stamp {
 impl Stamp {
     /// The stamp of the file at `path` (symlinks followed); None when it cannot be read.
     pub fn of(path: &Path) -> Option<Stamp> {
-        let m = std::fs::metadata(path).ok()?;
-        Some(Stamp {
+        std::fs::metadata(path).ok().map(|m| Stamp::of_metadata(&m))
+    }
+
+    /// The stamp of an open file (`File::metadata`): of the very inode read, whatever its path names now.
+    pub fn of_metadata(m: &std::fs::Metadata) -> Stamp {
+        Stamp {
             dev: m.dev(),
             ino: m.ino(),
             len: m.len(),
             mtime: (m.mtime(), m.mtime_nsec()),
             ctime: (m.ctime(), m.ctime_nsec()),
-        })
+        }
+    }
+
+    /// The inode number.
+    pub fn ino(&self) -> u64 {
+        self.ino
+    }
+
+    /// The size in bytes.
+    pub fn size(&self) -> u64 {
+        self.len
     }
 
     fn line(&self) -> String {

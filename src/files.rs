@@ -52,35 +52,127 @@ pub fn read_regular(path: &Path, max_bytes: u64, what: &str, missing: &str) -> R
     Ok(bytes)
 }
 
-/// Keeps the newest `max` entries (files named `*.{ext}`) of the cache folder `dir`, removing each older
-/// entry with its `companions` (the same name with those extensions), and removes temporary files (names
-/// starting with '.' and holding ".tmp.") older than an hour: what every cache of the load cache folder does
-/// after writing an entry ([`crate::session_cache`], [`crate::prompt_cache`]). Best effort: a file that
-/// cannot be listed or removed is left.
-pub(crate) fn keep_newest(dir: &Path, ext: &str, max: usize, companions: &[&str]) {
+/// Keeps the newest `max` entries (files named `*.{ext}`) of the cache folder `dir`, and of those only as many
+/// as fit in `max_bytes` together (the newest is always kept), removing each older entry with its
+/// `companions` (the same name with those extensions), and removes temporary files (names starting with '.'
+/// and holding ".tmp.") older than an hour: what every cache of the load cache folder does after writing an
+/// entry ([`crate::session_cache`], [`crate::prompt_cache`]). Best effort: a file that cannot be listed or
+/// removed is left.
+pub(crate) fn keep_newest(dir: &Path, ext: &str, max: usize, max_bytes: u64, companions: &[&str]) {
     let Ok(read) = std::fs::read_dir(dir) else { return };
-    let mut entries: Vec<(std::time::SystemTime, std::path::PathBuf)> = Vec::new();
+    let mut entries: Vec<(std::time::SystemTime, u64, std::path::PathBuf)> = Vec::new();
     let now = std::time::SystemTime::now();
     for e in read.flatten() {
         let path = e.path();
-        let modified = e.metadata().and_then(|m| m.modified()).unwrap_or(now);
+        let meta = e.metadata().ok();
+        let modified = meta.as_ref().and_then(|m| m.modified().ok()).unwrap_or(now);
         let name = e.file_name().to_string_lossy().into_owned();
         if name.starts_with('.') && name.contains(".tmp.") {
             if now.duration_since(modified).is_ok_and(|age| age.as_secs() > 3600) {
                 let _ = std::fs::remove_file(&path);
             }
         } else if path.extension().is_some_and(|e| e == ext) {
-            entries.push((modified, path));
+            entries.push((modified, meta.map_or(0, |m| m.len()), path));
         }
     }
-    if entries.len() <= max {
-        return;
-    }
-    entries.sort();
-    for (_, path) in &entries[..entries.len() - max] {
+    // Newest first; keep while within both limits.
+    entries.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.2.cmp(&b.2)));
+    let mut total = 0u64;
+    for (i, (_, len, path)) in entries.iter().enumerate() {
+        total = total.saturating_add(*len);
+        if i == 0 || (i < max && total <= max_bytes) {
+            continue;
+        }
         let _ = std::fs::remove_file(path);
         for c in companions {
             let _ = std::fs::remove_file(path.with_extension(c));
         }
+    }
+}
+
+/// A whole regular file mapped read-only into memory (`mmap`, private), unmapped on drop: a large file used
+/// in place (ONNX Runtime's ORT-format sessions, [`crate::session_cache`]) without reading it into a buffer.
+/// Pages are read when first touched. The file must not be changed in place while it is mapped (truncating
+/// it would make a read of the lost pages fault): only for files that mirage writes itself, under a
+/// temporary name renamed into place, so that a newer version replaces the inode instead of changing it.
+pub(crate) struct Mapped {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a read-only mapping, never written through; the pointer is only read as a byte slice.
+unsafe impl Send for Mapped {}
+// SAFETY: as above: shared reads only.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// Maps the first `len` bytes (the whole file, `len` > 0) of `file`, opened for reading.
+    pub(crate) fn of(file: &std::fs::File, len: usize) -> std::io::Result<Mapped> {
+        use std::os::fd::AsRawFd;
+        if len == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "an empty file cannot be mapped"));
+        }
+        // SAFETY: a new private read-only mapping of an open descriptor; the result is checked below.
+        let p =
+            unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_PRIVATE, file.as_raw_fd(), 0) };
+        if p == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let ptr = std::ptr::NonNull::new(p.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap gave NULL"))?;
+        Ok(Mapped { ptr, len })
+    }
+
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: `len` readable bytes are mapped at `ptr` until drop.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `of`, unmapped once.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cache_keeps_the_newest_entries_within_count_and_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let names = ["a", "b", "c", "d"];
+        for (i, n) in names.iter().enumerate() {
+            let p = tmp.path().join(format!("{n}.ort"));
+            std::fs::write(&p, vec![0u8; 100]).unwrap();
+            std::fs::write(tmp.path().join(format!("{n}.sha256")), "x").unwrap();
+            let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + i as u64);
+            std::fs::File::options().write(true).open(&p).unwrap().set_modified(t).unwrap();
+        }
+        let kept = || names.map(|n| tmp.path().join(format!("{n}.ort")).exists());
+        keep_newest(tmp.path(), "ort", 3, u64::MAX, &["sha256"]);
+        assert_eq!(kept(), [false, true, true, true], "three by count");
+        assert!(!tmp.path().join("a.sha256").exists(), "with its companion");
+        keep_newest(tmp.path(), "ort", 3, 250, &["sha256"]);
+        assert_eq!(kept(), [false, false, true, true], "two fit in 250 bytes");
+        keep_newest(tmp.path(), "ort", 3, 10, &["sha256"]);
+        assert_eq!(kept(), [false, false, false, true], "the newest is kept whatever its size");
+    }
+
+    #[test]
+    fn a_mapped_file_reads_as_its_bytes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = tmp.path().join("m.bin");
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        std::fs::write(&p, &data).unwrap();
+        let f = std::fs::File::open(&p).unwrap();
+        let m = Mapped::of(&f, data.len()).unwrap();
+        drop(f);
+        // Replaced by a rename (as the caches write): the mapping keeps the old contents.
+        std::fs::write(tmp.path().join("n.bin"), b"other").unwrap();
+        std::fs::rename(tmp.path().join("n.bin"), &p).unwrap();
+        assert_eq!(m.bytes(), &data[..]);
+        assert!(Mapped::of(&std::fs::File::open(tmp.path()).unwrap(), 0).is_err(), "nothing to map");
     }
 }

@@ -154,7 +154,7 @@ pub(crate) fn store(root: &Path, key: &str, entry: &Entry) {
         .and_then(|_| std::fs::write(&tmp, &bytes))
         .and_then(|_| std::fs::rename(&tmp, &file));
     match written {
-        Ok(()) => crate::files::keep_newest(&dir, "emb", MAX_ENTRIES, &[]),
+        Ok(()) => crate::files::keep_newest(&dir, "emb", MAX_ENTRIES, u64::MAX, &[]),
         Err(e) => {
             let _ = std::fs::remove_file(&tmp);
             log_at!(Level::Debug, "prompt cache: could not record {}: {e}", crate::limits::quote_path(&file));
@@ -237,7 +237,7 @@ mod tests {
             let t = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000 + i as u64);
             std::fs::File::options().write(true).open(path(tmp.path(), k)).unwrap().set_modified(t).unwrap();
         }
-        crate::files::keep_newest(&dir(tmp.path()), "emb", 3, &[]);
+        crate::files::keep_newest(&dir(tmp.path()), "emb", 3, u64::MAX, &[]);
         let kept: Vec<bool> = keys.iter().map(|k| lookup(tmp.path(), k, 2).is_some()).collect();
         assert_eq!(kept, [false, false, true, true, true]);
     }

@@ -250,14 +250,29 @@ pub enum ModelSource<'a> {
 
 /// A session and the provider it really got. It derefs to the ONNX Runtime session.
 ///
-/// A session loaded from the session cache's ORT-format bytes uses those bytes in place (ONNX Runtime's
+/// A session loaded from the session cache's ORT-format model uses its bytes in place (ONNX Runtime's
 /// `session.use_ort_model_bytes_directly` and `..._for_initializers`: no copy of the graph or the weights),
 /// so they must outlive it. This type owns them: its fields are private (the session cannot be moved out
 /// without them) and `session` is declared first, so it is dropped before `_model`.
 pub struct LoadedSession {
     session: Session,
     provider: Provider,
-    _model: Option<Box<[u8]>>,
+    _model: Option<ModelBytes>,
+}
+
+/// The bytes of a model a session uses in place: read into memory, or the file mapped.
+pub(crate) enum ModelBytes {
+    Owned(Box<[u8]>),
+    Mapped(crate::files::Mapped),
+}
+
+impl ModelBytes {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            ModelBytes::Owned(b) => b,
+            ModelBytes::Mapped(m) => m.bytes(),
+        }
+    }
 }
 
 impl LoadedSession {
@@ -330,29 +345,39 @@ impl Runtime {
         what: &str,
         provider: Option<Provider>,
     ) -> Result<LoadedSession> {
+        self.session_verified_from(ModelSource::Bytes(bytes), sha256, what, provider)
+    }
+
+    /// [`Runtime::session_verified`] from bytes or from a file whose sha256 the caller has verified (or the
+    /// load cache vouches for).
+    pub fn session_verified_from(
+        &self,
+        source: ModelSource,
+        sha256: &str,
+        what: &str,
+        provider: Option<Provider>,
+    ) -> Result<LoadedSession> {
         match (&self.options.digest_cache_dir, self.cpu_only(provider)) {
-            (Some(dir), true) => crate::session_cache::session(self, dir, bytes, sha256, what),
-            _ => self.session(bytes, what, provider),
+            (Some(dir), true) => crate::session_cache::session(self, dir, source, sha256, what),
+            _ => self.session_from(source, what, provider),
         }
     }
 
     /// A CPU session with the given graph tuning (see [`crate::session_cache`]).
-    pub(crate) fn cpu_session(&self, bytes: &[u8], what: &str, tune: &Tune) -> Result<LoadedSession> {
-        self.try_session(ModelSource::Bytes(bytes), what, Provider::Cpu, tune, false)
+    pub(crate) fn cpu_session(&self, source: ModelSource, what: &str, tune: &Tune) -> Result<LoadedSession> {
+        self.try_session(source, what, Provider::Cpu, tune, false)
             .map(|s| LoadedSession::new(s, Provider::Cpu))
             .map_err(|e| cpu_error(e, what))
     }
 
     /// A CPU session for an already optimized ORT-format model that ONNX Runtime uses in place: no copy of
     /// its graph or weights (measured on the emoji U-Net: 54-58 ms against 65-75 ms, 9 MB less peak RSS).
-    /// The returned session owns `ort_bytes`.
-    pub(crate) fn cpu_session_in_place(&self, ort_bytes: Vec<u8>, what: &str) -> Result<LoadedSession> {
-        let model = ort_bytes.into_boxed_slice();
+    /// The returned session owns `model`.
+    pub(crate) fn cpu_session_in_place(&self, model: ModelBytes, what: &str) -> Result<LoadedSession> {
         let tune = Tune { preoptimized: true, ..Tune::default() };
-        let session = self
-            .try_session(ModelSource::Bytes(&model), what, Provider::Cpu, &tune, true)
-            .map_err(|e| cpu_error(e, what))?;
-        // Moving the box moves its pointer, not the bytes ONNX Runtime refers to.
+        let source = ModelSource::Bytes(model.bytes());
+        let session = self.try_session(source, what, Provider::Cpu, &tune, true).map_err(|e| cpu_error(e, what))?;
+        // Moving `model` moves a pointer, not the bytes ONNX Runtime refers to.
         Ok(LoadedSession { session, provider: Provider::Cpu, _model: Some(model) })
     }
 

@@ -7,23 +7,39 @@
 //! An entry is keyed by everything the optimized graph depends on: the model's verified sha256 (so a changed
 //! model is a new entry), ONNX Runtime's version and build, and this CPU (model name and instruction-set
 //! flags: the NCHWc layout and the kernels chosen are hardware-specific). It is two files: `<key>.ort` and
-//! `<key>.sha256`, the digest of the .ort written after it, checked on every load (a damaged or truncated
-//! entry is never loaded: it is optimized again and rewritten). Both are written to temporary names and
-//! renamed, so concurrent processes never see half an entry. Only CPU sessions use it; at most
-//! [`MAX_ENTRIES`] entries are kept (the oldest go). Any failure of the cache is logged and only costs the
-//! optimization: it can never make a load fail.
+//! `<key>.sha256`, the digest of the .ort. Both are written to temporary names and renamed, so concurrent
+//! processes never see half an entry, and an entry is never changed in place (a newer one is renamed over
+//! it). A damaged or truncated entry is never loaded: it is optimized again and rewritten.
+//!
+//! ONNX Runtime uses an entry's bytes in place (no copy of the graph or the weights). An entry whose digest
+//! the load cache recorded for that very file, unchanged since ([`crate::digests`]: recorded when this process
+//! or another wrote or first checked it), is mapped into memory and not hashed again: the 90 MB text
+//! encoder's entry then loads in about 0.1 s, where reading and hashing it took longer than optimizing the
+//! graph anew. Any other entry is read and checked against its digest first. A mapped entry must not be
+//! truncated by hand while a process uses it (reading the lost pages would fault): the folder is mirage's.
+//!
+//! Only CPU sessions use it; at most [`MAX_ENTRIES`] entries of [`MAX_TOTAL_BYTES`] in all are kept (the
+//! oldest go). Any failure of the
+//! cache is logged and only costs the optimization: it can never make a load fail.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
+use crate::digests::Stamp;
 use crate::error::Result;
 use crate::log::Level;
 use crate::log_at;
 use crate::manifest::sha256_hex;
-use crate::runtime::{LoadedSession, Provider, Runtime, Tune};
+use crate::runtime::{LoadedSession, ModelBytes, ModelSource, Provider, Runtime, Tune};
 
 /// Entries kept; past this the least recently written are removed.
 pub const MAX_ENTRIES: usize = 64;
+
+/// The entries' bytes kept together (the newest entry is always kept): a 90 MB text encoder's entry, with
+/// its set's and a few others'.
+pub const MAX_TOTAL_BYTES: u64 = 1 << 30;
 
 /// The largest optimized model loaded from the cache.
 const MAX_ENTRY_BYTES: u64 = crate::limits::MAX_MODEL_BYTES;
@@ -47,17 +63,37 @@ fn key(model_sha256: &str) -> String {
     sha256_hex(k.as_bytes())[..40].to_string()
 }
 
-/// A CPU session for `bytes` (whose sha256 the caller verified): from the cache in `root/sessions/` when
-/// it holds a sound entry, else optimized now (and saved for the next process).
-pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, what: &str) -> Result<LoadedSession> {
+/// A CPU session for the model of `source` (whose sha256 the caller verified): from the cache in
+/// `root/sessions/` when it holds a sound entry, else optimized now (and saved for the next process).
+pub(crate) fn session(
+    rt: &Runtime,
+    root: &Path,
+    source: ModelSource,
+    sha256: &str,
+    what: &str,
+) -> Result<LoadedSession> {
     let dir = root.join("sessions");
     let k = key(sha256);
     let (ort_path, digest_path) = (dir.join(format!("{k}.ort")), dir.join(format!("{k}.sha256")));
-    if let Some(ort_bytes) = read_entry(&ort_path, &digest_path) {
-        match rt.cpu_session_in_place(ort_bytes, what) {
-            Ok(loaded) => {
-                log_at!(Level::Debug, "{what}: optimized graph taken from the session cache");
+    if let Some(entry) = read_entry(root, &ort_path, &digest_path) {
+        match rt.cpu_session_in_place(entry.model, what) {
+            // A mapped entry must still be the inode that was vouched for: one changed in place meanwhile
+            // (not by mirage, which only renames new entries over old ones) is optimized again.
+            Ok(loaded)
+                if entry
+                    .file
+                    .as_ref()
+                    .is_none_or(|(f, st)| f.metadata().ok().map(|m| Stamp::of_metadata(&m)) == Some(*st)) =>
+            {
+                log_at!(
+                    Level::Debug,
+                    "{what}: optimized graph taken from the session cache{}",
+                    if entry.file.is_some() { " (mapped)" } else { "" }
+                );
                 return Ok(loaded);
+            }
+            Ok(_) => {
+                log_at!(Level::Warn, "{what}: the session cache's entry changed while it was loaded; optimizing again")
             }
             Err(e) => log_at!(Level::Warn, "{what}: the session cache's entry did not load ({e}); optimizing again"),
         }
@@ -68,7 +104,7 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
         tmp
     });
     let tune = Tune { save_to: saved.clone(), ..Tune::default() };
-    let loaded = match rt.cpu_session(bytes, what, &tune) {
+    let loaded = match rt.cpu_session(source, what, &tune) {
         Ok(s) => s,
         Err(e) => {
             if let Some(tmp) = &saved {
@@ -77,34 +113,71 @@ pub(crate) fn session(rt: &Runtime, root: &Path, bytes: &[u8], sha256: &str, wha
             // Saving can fail where loading would not (an unwritable folder): load without the cache.
             if saved.is_some() {
                 log_at!(Level::Debug, "{what}: creating the session while saving its optimized form failed ({e})");
-                return rt.session(bytes, what, Some(Provider::Cpu));
+                return rt.session_from(source, what, Some(Provider::Cpu));
             }
             return Err(e);
         }
     };
     if let Some(tmp) = saved {
-        publish(&tmp, &ort_path, &digest_path, what);
-        crate::files::keep_newest(&dir, "ort", MAX_ENTRIES, &["sha256"]);
+        publish(root, &tmp, &ort_path, &digest_path, what);
+        crate::files::keep_newest(&dir, "ort", MAX_ENTRIES, MAX_TOTAL_BYTES, &["sha256"]);
     }
     Ok(loaded)
 }
 
-/// The optimized model of an entry when its digest file matches its bytes; None otherwise.
-fn read_entry(ort_path: &Path, digest_path: &Path) -> Option<Vec<u8>> {
-    let want = crate::files::read_regular(digest_path, 128, "session cache digest", "").ok()?;
-    let want = String::from_utf8(want).ok()?;
-    let bytes = crate::files::read_regular(ort_path, MAX_ENTRY_BYTES, "session cache entry", "").ok()?;
-    (sha256_hex(&bytes) == want.trim()).then_some(bytes)
+/// An entry's optimized model, and for a mapped one the open file with the stamp it was vouched for at.
+struct Entry {
+    model: ModelBytes,
+    file: Option<(std::fs::File, Stamp)>,
 }
 
-/// Moves the saved optimized model to its entry name and writes its digest (temporary name, then rename).
-fn publish(tmp: &Path, ort_path: &Path, digest_path: &Path, what: &str) {
+/// The optimized model of an entry when its digest file matches its bytes; None otherwise. An entry whose
+/// digest the load cache recorded for this very file, unchanged since ([`crate::digests`]: written when it
+/// was published or first checked), is mapped and not hashed (the 90 MB text encoder's entry took longer to
+/// read and hash than its graph takes to optimize); any other is read and hashed, and then recorded.
+fn read_entry(root: &Path, ort_path: &Path, digest_path: &Path) -> Option<Entry> {
+    let want = crate::files::read_regular(digest_path, 128, "session cache digest", "").ok()?;
+    let want = String::from_utf8(want).ok()?.trim().to_string();
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(ort_path).ok()?;
+    let meta = file.metadata().ok().filter(|m| m.is_file() && m.len() > 0 && m.len() <= MAX_ENTRY_BYTES)?;
+    let st = Stamp::of_metadata(&meta);
+    if crate::digests::lookup(root, ort_path, &st).is_some_and(|d| d == want) {
+        if let Ok(mapped) = crate::files::Mapped::of(&file, meta.len() as usize) {
+            return Some(Entry { model: ModelBytes::Mapped(mapped), file: Some((file, st)) });
+        }
+    }
+    let mut bytes = Vec::new();
+    bytes.try_reserve_exact(meta.len() as usize).ok()?;
+    (&file).take(MAX_ENTRY_BYTES + 1).read_to_end(&mut bytes).ok()?;
+    if sha256_hex(&bytes) != want {
+        return None;
+    }
+    if file.metadata().ok().map(|m| Stamp::of_metadata(&m)) == Some(st) {
+        crate::digests::store(root, ort_path, &st, &want);
+    }
+    Some(Entry { model: ModelBytes::Owned(bytes.into_boxed_slice()), file: None })
+}
+
+/// Moves the saved optimized model to its entry name and writes its digest (temporary name, then rename),
+/// recording that digest in the load cache for the entry as renamed (so the next load maps it unhashed).
+fn publish(root: &Path, tmp: &Path, ort_path: &Path, digest_path: &Path, what: &str) {
     let done = (|| -> std::io::Result<()> {
         let bytes = std::fs::read(tmp)?;
+        let digest = sha256_hex(&bytes);
         let digest_tmp = tmp.with_extension("sha256");
-        std::fs::write(&digest_tmp, sha256_hex(&bytes))?;
+        std::fs::write(&digest_tmp, &digest)?;
+        let before = Stamp::of(tmp);
         std::fs::rename(tmp, ort_path)?;
-        std::fs::rename(&digest_tmp, digest_path)
+        std::fs::rename(&digest_tmp, digest_path)?;
+        // The stamp after the rename (which moves the ctime), if nothing else wrote the file meanwhile.
+        let after = Stamp::of(ort_path);
+        if let (Some(b), Some(a)) = (before, after) {
+            if (b.ino(), b.size()) == (a.ino(), a.size()) {
+                crate::digests::store(root, ort_path, &a, &digest);
+            }
+        }
+        Ok(())
     })();
     match done {
         Ok(()) => log_at!(Level::Debug, "{what}: optimized graph saved to the session cache"),

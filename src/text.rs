@@ -419,19 +419,19 @@ impl TextEncoder {
     ) -> Result<TextEncoder> {
         check_identity(dir, &descriptor, expected_onnx_sha256)?;
         let tok_path = dir.join(&descriptor.tokenizer_file);
-        let file = match (precision, &descriptor.int8) {
-            (Precision::Int8, Some(q)) => &q.onnx_file,
-            _ => &descriptor.onnx_file,
+        let (file, sha) = match (precision, &descriptor.int8) {
+            (Precision::Int8, Some(q)) => (&q.onnx_file, &q.onnx_sha256),
+            _ => (&descriptor.onnx_file, &descriptor.onnx_sha256),
         };
         let what = format!("text encoder ({file})");
-        // Not through the session cache (Runtime::session_verified): measured, its ORT-format entry of this encoder
-        // is 55 MB (int8: the optimizer turns the int8/f16 weights back into f32) or 90 MB (fp32), and checking
-        // that entry's digest on load cost more than optimizing the graph again (int8 session 320-420 ms against
-        // 180-260 ms, fp32 550-590 ms).
+        // Through the session cache (on CPU, with a load cache folder): its ORT-format entry of this encoder is
+        // 90 MB (fp32) or 55 MB (int8: the optimizer turns the int8/f16 weights back into f32), mapped and used
+        // in place without hashing it again (the load cache vouches for the entry it wrote). Read and hashed
+        // on every load instead, it cost more than optimizing the graph again.
         let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
         let make_session = || {
             let t = std::time::Instant::now();
-            let model = OnnxModel::create_from(onnx, what, provider, inputs, outputs, None, DESCRIPTOR_FILE);
+            let model = OnnxModel::create_from(onnx, Some(sha), what, provider, inputs, outputs, None, DESCRIPTOR_FILE);
             log_at!(Level::Debug, "text encoder ({file}): session made in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
             model
         };

@@ -375,6 +375,23 @@ fn the_session_cache_gives_the_same_images_and_survives_damage() {
     assert_eq!(entries("ort").len(), 3, "one entry per model of the set (VAE encoder, decoder, U-Net)");
     assert_eq!(entries("sha256").len(), 3);
     assert_eq!(gen(c, "cached.png"), plain, "the cached optimized graphs changed the images");
+    // The entries the first run wrote are vouched for by the load cache: mapped, not read and hashed.
+    let out = tmp.path().join("mapped.png");
+    let (ok, _, err) = run(&[
+        "-vv",
+        "--digest-cache",
+        c,
+        "generate",
+        "--models",
+        d,
+        "--count",
+        "2",
+        "--steps",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(ok && err.matches("from the session cache (mapped)").count() == 3, "{err}");
     // Cached graphs are used in place (ONNX Runtime refers to the entry's bytes for the session's lifetime):
     // no read of freed or foreign memory, nothing lost.
     if crate::capi::valgrind_wanted() {

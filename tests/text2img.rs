@@ -312,6 +312,19 @@ fn the_prompt_cache_skips_the_encoder_and_never_serves_a_changed_encoder() {
     assert_eq!(cached, plain, "the cached embeddings changed the image");
     let (_, loaded) = gen(&["--digest-cache", c, "--no-prompt-cache"], "off.png");
     assert!(loaded, "--no-prompt-cache encodes");
+    // The encoder's optimized graph, saved by the first run's session cache, is mapped (not read and hashed).
+    let o = Command::new(crate::util::mirage_bin())
+        .args(["-vv", "--digest-cache", c, "--no-prompt-cache", "generate", "--models", d, "--prompt", "a red apple"])
+        .args(["--steps", "2", "--quiet", "-o"])
+        .arg(tmp.path().join("mapped.png"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        o.status.success() && err.contains("text_encoder.onnx): optimized graph taken from the session cache (mapped)"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(tmp.path().join("mapped.png")).unwrap(), plain, "the mapped encoder changed the image");
     // A damaged entry is not used: encoded again (same image) and rewritten.
     for e in entries() {
         let mut b = std::fs::read(&e).unwrap();
