@@ -64,10 +64,14 @@ pub(crate) fn dir(root: &Path) -> PathBuf {
     root.join("prompts")
 }
 
+/// How mirage runs the encoder, part of every key: changed whenever that changes the numbers (v2: its
+/// weights are not prepacked, `runtime::CacheAs`), so that entries computed the old way are not served.
+const COMPUTED_AS: &str = "encoder-run-v2";
+
 /// The key of `prompt` at `context_len` for the encoder `id`: 64 hex digits.
 pub(crate) fn key(id: &EncoderIdentity, context_len: usize, prompt: &str) -> String {
     let mut k = format!(
-        "{}|{}|{}|{context_len}|{}|{}|",
+        "{COMPUTED_AS}|{}|{}|{}|{context_len}|{}|{}|",
         id.onnx_sha256,
         id.tokenizer_sha256,
         id.provider,

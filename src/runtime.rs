@@ -357,9 +357,21 @@ impl Runtime {
         what: &str,
         provider: Option<Provider>,
     ) -> Result<LoadedSession> {
+        self.session_cached(source, CacheAs { sha256, prepack: true }, what, provider)
+    }
+
+    /// [`Runtime::session_verified_from`], saying whether a session from the session cache prepacks its
+    /// weights (see [`CacheAs`]).
+    pub(crate) fn session_cached(
+        &self,
+        source: ModelSource,
+        cache: CacheAs,
+        what: &str,
+        provider: Option<Provider>,
+    ) -> Result<LoadedSession> {
         match (&self.options.digest_cache_dir, self.cpu_only(provider)) {
-            (Some(dir), true) => crate::session_cache::session(self, dir, source, sha256, what),
-            _ => self.session_from(source, what, provider),
+            (Some(dir), true) => crate::session_cache::session(self, dir, source, &cache, what),
+            _ => self.session_from_with(source, what, provider, cache.prepack),
         }
     }
 
@@ -373,8 +385,8 @@ impl Runtime {
     /// A CPU session for an already optimized ORT-format model that ONNX Runtime uses in place: no copy of
     /// its graph or weights (measured on the emoji U-Net: 54-58 ms against 65-75 ms, 9 MB less peak RSS).
     /// The returned session owns `model`.
-    pub(crate) fn cpu_session_in_place(&self, model: ModelBytes, what: &str) -> Result<LoadedSession> {
-        let tune = Tune { preoptimized: true, ..Tune::default() };
+    pub(crate) fn cpu_session_in_place(&self, model: ModelBytes, what: &str, prepack: bool) -> Result<LoadedSession> {
+        let tune = Tune { preoptimized: true, no_prepack: !prepack, ..Tune::default() };
         let source = ModelSource::Bytes(model.bytes());
         let session = self.try_session(source, what, Provider::Cpu, &tune, true).map_err(|e| cpu_error(e, what))?;
         // Moving `model` moves a pointer, not the bytes ONNX Runtime refers to.
@@ -383,6 +395,18 @@ impl Runtime {
 
     /// [`Runtime::session`] from bytes or from a file.
     pub fn session_from(&self, source: ModelSource, what: &str, provider: Option<Provider>) -> Result<LoadedSession> {
+        self.session_from_with(source, what, provider, true)
+    }
+
+    /// [`Runtime::session_from`], saying whether ONNX Runtime prepacks the weights (see [`CacheAs`]).
+    pub(crate) fn session_from_with(
+        &self,
+        source: ModelSource,
+        what: &str,
+        provider: Option<Provider>,
+        prepack: bool,
+    ) -> Result<LoadedSession> {
+        let tune = Tune { no_prepack: !prepack, ..Tune::default() };
         let want = provider.unwrap_or(self.options.provider);
         let order: &[Provider] = match want {
             Provider::Auto => &[Provider::TensorRt, Provider::Cuda, Provider::Cpu],
@@ -402,7 +426,7 @@ impl Runtime {
                     reasons.join("; ")
                 )));
             }
-            match self.try_session(source, what, p, &Tune::default(), false) {
+            match self.try_session(source, what, p, &tune, false) {
                 Ok(session) => {
                     if p != want && want != Provider::Auto {
                         log_at!(
@@ -466,6 +490,9 @@ impl Runtime {
                 b = b.with_config_entry(key, "1").map_err(be)?;
             }
         }
+        if tune.no_prepack {
+            b = b.with_config_entry("session.disable_prepacking", "1").map_err(be)?;
+        }
         match p {
             Provider::TensorRt => {
                 if !ort::ep::TensorRT::is_available().unwrap_or(false) {
@@ -505,6 +532,19 @@ impl Runtime {
     }
 }
 
+/// A model whose session may come from the session cache ([`crate::session_cache`]): the sha256 its
+/// contents were verified against, and whether ONNX Runtime prepacks its weights, cached or not. Prepacking
+/// copies matrix weights into ONNX Runtime's own layout when the session is made. The text encoder skips it:
+/// its cached model is mapped and used in place, and the copy was most of its 90 MB of peak RSS and a tenth
+/// of a second at start, while skipping it measured no slower per prompt (9-10.6 ms against 10.2-10.8 ms,
+/// `mirage bench`). It skips it on every path (the products come out summed in a different order without
+/// it), so that the same seed gives the same image with and without the caches. The U-Net and VAE keep it.
+#[derive(Clone, Copy)]
+pub(crate) struct CacheAs<'a> {
+    pub sha256: &'a str,
+    pub prepack: bool,
+}
+
 /// How a session's graph is prepared: optimized now (the default), already optimized (an ORT-format model
 /// from the session cache), and whether to save the optimized form; for measuring (`crate::bench`), basic
 /// optimizations only (no layout rewrites or fusions: the graph keeps its own operators and shapes) and a
@@ -512,6 +552,8 @@ impl Runtime {
 #[derive(Default)]
 pub(crate) struct Tune {
     pub preoptimized: bool,
+    /// ONNX Runtime's `session.disable_prepacking`: weights stay where they are (for a model used in place).
+    pub no_prepack: bool,
     pub save_to: Option<PathBuf>,
     pub basic: bool,
     pub profile_to: Option<PathBuf>,

@@ -56,12 +56,12 @@ impl OnnxModel {
     /// size) every declared tensor must also be f32 of that rank, with each dimension the model fixes equal to
     /// the declared one (a model that fixes what is declared dynamic, e.g. a batch of 1, is refused too).
     /// The session of `source` (bytes, or a file ONNX Runtime reads itself, whose contents the caller vouches
-    /// for), as [`OnnxModel::create_verified`] makes it: with `sha256`, the digest the contents were verified
-    /// against, through the session cache.
+    /// for), as [`OnnxModel::create_verified`] makes it: with `cache` (the digest the contents were verified
+    /// against), through the session cache.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_from(
         source: runtime::ModelSource,
-        sha256: Option<&str>,
+        cache: Option<runtime::CacheAs>,
         what: String,
         provider: Option<Provider>,
         inputs: Vec<String>,
@@ -70,8 +70,8 @@ impl OnnxModel {
         declared_by: &str,
     ) -> Result<OnnxModel> {
         let rt = runtime::global()?;
-        let loaded = match sha256 {
-            Some(sha) => rt.session_verified_from(source, sha, &what, provider)?,
+        let loaded = match cache {
+            Some(cache) => rt.session_cached(source, cache, &what, provider)?,
             None => rt.session_from(source, &what, provider)?,
         };
         Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)

@@ -32,7 +32,7 @@ use crate::error::Result;
 use crate::log::Level;
 use crate::log_at;
 use crate::manifest::sha256_hex;
-use crate::runtime::{LoadedSession, ModelBytes, ModelSource, Provider, Runtime, Tune};
+use crate::runtime::{CacheAs, LoadedSession, ModelBytes, ModelSource, Provider, Runtime, Tune};
 
 /// Entries kept; past this the least recently written are removed.
 pub const MAX_ENTRIES: usize = 64;
@@ -69,14 +69,14 @@ pub(crate) fn session(
     rt: &Runtime,
     root: &Path,
     source: ModelSource,
-    sha256: &str,
+    cache: &CacheAs,
     what: &str,
 ) -> Result<LoadedSession> {
     let dir = root.join("sessions");
-    let k = key(sha256);
+    let k = key(cache.sha256);
     let (ort_path, digest_path) = (dir.join(format!("{k}.ort")), dir.join(format!("{k}.sha256")));
     if let Some(entry) = read_entry(root, &ort_path, &digest_path) {
-        match rt.cpu_session_in_place(entry.model, what) {
+        match rt.cpu_session_in_place(entry.model, what, cache.prepack) {
             // A mapped entry must still be the inode that was vouched for: one changed in place meanwhile
             // (not by mirage, which only renames new entries over old ones) is optimized again.
             Ok(loaded)
@@ -103,7 +103,7 @@ pub(crate) fn session(
         let tmp = dir.join(format!(".{k}.{}.{:?}.tmp.ort", std::process::id(), std::thread::current().id()));
         tmp
     });
-    let tune = Tune { save_to: saved.clone(), ..Tune::default() };
+    let tune = Tune { save_to: saved.clone(), no_prepack: !cache.prepack, ..Tune::default() };
     let loaded = match rt.cpu_session(source, what, &tune) {
         Ok(s) => s,
         Err(e) => {
@@ -113,7 +113,7 @@ pub(crate) fn session(
             // Saving can fail where loading would not (an unwritable folder): load without the cache.
             if saved.is_some() {
                 log_at!(Level::Debug, "{what}: creating the session while saving its optimized form failed ({e})");
-                return rt.session_from(source, what, Some(Provider::Cpu));
+                return rt.session_from_with(source, what, Some(Provider::Cpu), cache.prepack);
             }
             return Err(e);
         }

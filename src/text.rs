@@ -431,7 +431,10 @@ impl TextEncoder {
         let (inputs, outputs) = (descriptor.inputs.clone(), descriptor.outputs.clone());
         let make_session = || {
             let t = std::time::Instant::now();
-            let model = OnnxModel::create_from(onnx, Some(sha), what, provider, inputs, outputs, None, DESCRIPTOR_FILE);
+            // Mapped from the session cache, its weights are used where they lie (see `CacheAs`).
+            let cache = crate::runtime::CacheAs { sha256: sha, prepack: false };
+            let model =
+                OnnxModel::create_from(onnx, Some(cache), what, provider, inputs, outputs, None, DESCRIPTOR_FILE);
             log_at!(Level::Debug, "text encoder ({file}): session made in {:.0} ms", t.elapsed().as_secs_f64() * 1e3);
             model
         };
