@@ -298,12 +298,24 @@ impl Manifest {
 /// Reads the regular file `path` (at most `max_bytes`) and checks it against the `sha256` that `listed_in`
 /// gives for it: the one way every model-set file is read (ONNX models, the text encoder's files).
 pub fn read_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, listed_in: &str) -> Result<Vec<u8>> {
+    read_checked_with(path, max_bytes, sha256, what, listed_in, true)
+}
+
+/// [`read_checked`]; `look_up` false when the caller has just found no digest recorded for the file.
+fn read_checked_with(
+    path: &Path,
+    max_bytes: u64,
+    sha256: &str,
+    what: &str,
+    listed_in: &str,
+    look_up: bool,
+) -> Result<Vec<u8>> {
     let cache = crate::runtime::digest_cache_dir();
     let before = cache.and_then(|_| crate::digests::Stamp::of(path));
     let bytes = read_regular(path, max_bytes, what, &format!("the {what} listed in {listed_in}"))?;
     // A digest recorded for this very file, unchanged since (before and after the read): no need to hash.
     let unchanged = || before.is_some() && crate::digests::Stamp::of(path) == before;
-    if let (Some(dir), Some(st)) = (cache, &before) {
+    if let (Some(dir), Some(st), true) = (cache, &before, look_up) {
         if crate::digests::lookup(dir, path, st).is_some_and(|d| d.eq_ignore_ascii_case(sha256)) && unchanged() {
             crate::log_at!(crate::log::Level::Debug, "{what}: sha256 taken from the digest cache");
             return Ok(bytes);
@@ -332,7 +344,7 @@ pub fn verify_checked(path: &Path, max_bytes: u64, sha256: &str, what: &str, lis
         crate::log_at!(crate::log::Level::Debug, "{what}: sha256 taken from the digest cache (not read)");
         return Ok(());
     }
-    read_checked(path, max_bytes, sha256, what, listed_in).map(drop)
+    read_checked_with(path, max_bytes, sha256, what, listed_in, false).map(drop)
 }
 
 /// The stamp of `path` when the load cache vouches for it without reading it: a regular file of at most

@@ -397,22 +397,10 @@ fn the_session_cache_gives_the_same_images_and_survives_damage() {
     // no read of freed or foreign memory, nothing lost.
     if crate::capi::valgrind_wanted() {
         let out = tmp.path().join("valgrind.png");
-        let args = [
-            "--digest-cache",
-            c,
-            "--provider",
-            "cpu",
-            "generate",
-            "--models",
-            d,
-            "--count",
-            "1",
-            "--steps",
-            "2",
-            "--quiet",
-        ];
+        let head = ["--digest-cache", c, "--provider", "cpu", "generate", "--models", d];
+        let tail = "--count 1 --steps 2 --quiet -o".split(' ');
         let args: Vec<&std::ffi::OsStr> =
-            args.iter().map(|a| a.as_ref()).chain([std::ffi::OsStr::new("-o"), out.as_os_str()]).collect();
+            head.into_iter().chain(tail).map(std::ffi::OsStr::new).chain([out.as_os_str()]).collect();
         crate::capi::assert_valgrind_clean(&mirage_bin(), &args);
     }
     // Damage every entry: each is refused by its digest, optimized again and rewritten.
