@@ -533,3 +533,77 @@ fn embed_cli_prints_json() {
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("setup.sh text"));
 }
+
+/// `text::wordpiece_tokenizer` (the fast reader of a WordPiece tokenizer.json) gives the same tokenizer as
+/// `tokenizers::Tokenizer::from_bytes`: the same ids, tokens and offsets for fixed edge cases and 3 000 seeded
+/// random strings mixing ASCII, accents, CJK, emoji, control characters, the special tokens and long words;
+/// and it declines (None: the caller falls back to `from_bytes`) what it does not read the same way.
+#[test]
+fn the_fast_wordpiece_reader_builds_the_same_tokenizer() {
+    use rand::{Rng, SeedableRng};
+    let bytes = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("models/minilm").join(TOKENIZER_FILE))
+        .or_else(|_| std::fs::read(crate::util::text_encoder_dir().join(TOKENIZER_FILE)))
+        .unwrap();
+    let fast = mirage::text::wordpiece_tokenizer(&bytes).expect("the shipped tokenizer is WordPiece");
+    let mut slow = tokenizers::Tokenizer::from_bytes(&bytes).unwrap();
+    // As mirage uses both: padding and truncation off (the file pads and truncates to 128).
+    slow.with_padding(None);
+    slow.with_truncation(None).unwrap();
+    let mut texts: Vec<String> = [
+        "",
+        " ",
+        "a red apple",
+        "A RED APPLE, noto style",
+        "grinning face with smiling eyes",
+        "[CLS] red [SEP] heart [MASK] [PAD] [UNK]",
+        "café naïve résumé Ångström",
+        "猫の顔 and 狗 face",
+        "🍎🔥 👍🏽 thumbs-up",
+        "tab\\there\nnewline\r\u{0}\u{7}\u{200b}zero-width",
+        "don't stop-believing... (really?!) #42 @you $3.50",
+        "supercalifragilisticexpialidocious-antidisestablishmentarianism",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    texts.push("x".repeat(150));
+    texts.push("word ".repeat(200));
+    let pool: Vec<char> =
+        "abcdefghijklmnopqrstuvwxyzABCXYZ0123456789 ,.!?'-_#()[]éüñçß漢字猫犬🍎🔥😀\t\n\u{301}\u{feff}"
+            .chars()
+            .collect();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for _ in 0..3000 {
+        let n = rng.random_range(0..60);
+        let mut s: String = (0..n).map(|_| pool[rng.random_range(0..pool.len())]).collect();
+        if rng.random_range(0..10) == 0 {
+            s.push_str(["[CLS]", "[SEP]", "[MASK]", "[UNK]", "[PAD]"][rng.random_range(0..5)]);
+        }
+        texts.push(s);
+    }
+    for t in &texts {
+        for special in [true, false] {
+            let (a, b) = (fast.encode(t.as_str(), special).unwrap(), slow.encode(t.as_str(), special).unwrap());
+            assert_eq!(
+                (a.get_ids(), a.get_tokens(), a.get_offsets(), a.get_type_ids()),
+                (b.get_ids(), b.get_tokens(), b.get_offsets(), b.get_type_ids()),
+                "{t:?}"
+            );
+        }
+        let ids = slow.encode(t.as_str(), true).unwrap().get_ids().to_vec();
+        assert_eq!(fast.decode(&ids, true).unwrap(), slow.decode(&ids, true).unwrap(), "{t:?}");
+    }
+    assert_eq!(fast.get_vocab(true), slow.get_vocab(true));
+    // What it does not read the same way, it leaves to `from_bytes`.
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let declined = |edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut j = json.clone();
+        edit(&mut j);
+        mirage::text::wordpiece_tokenizer(&serde_json::to_vec(&j).unwrap()).is_none()
+    };
+    assert!(declined(&|j| j["model"]["type"] = "BPE".into()), "another model type");
+    assert!(declined(&|j| j["version"] = "2.0".into()), "another version");
+    assert!(declined(&|j| j["model"]["byte_fallback"] = true.into()), "a field it does not know");
+    assert!(declined(&|j| j["added_tokens"][0]["id"] = 5.into()), "an added token whose id disagrees");
+    assert!(mirage::text::wordpiece_tokenizer(b"{not json").is_none());
+}
