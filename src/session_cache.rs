@@ -14,13 +14,14 @@
 //! ONNX Runtime uses an entry's bytes in place (no copy of the graph or the weights). An entry whose digest
 //! the load cache recorded for that very file, unchanged since ([`crate::digests`]: recorded when this process
 //! or another wrote or first checked it), is mapped into memory and not hashed again: the 90 MB text
-//! encoder's entry then loads in 31-47 ms (unprepacked), where reading and hashing it took longer than
-//! optimizing the graph anew. Any other entry is read and checked against its digest first. A mapped entry must not be
-//! truncated by hand while a process uses it (reading the lost pages would fault): the folder is mirage's.
+//! encoder's entry then makes a session in 20-47 ms (unprepacked), where reading and hashing it took longer
+//! than optimizing the graph anew. Any other entry is read and checked against its digest first. A mapped
+//! entry must not be truncated by hand while a process uses it (reading the lost pages would fault): the
+//! folder is mirage's.
 //!
 //! Only CPU sessions use it; at most [`MAX_ENTRIES`] entries of [`MAX_TOTAL_BYTES`] in all are kept (the
-//! oldest go). Any failure of the
-//! cache is logged and only costs the optimization: it can never make a load fail.
+//! oldest go). Any failure of the cache is logged and only costs the optimization: it can never make a load
+//! fail.
 
 use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
