@@ -360,8 +360,8 @@ impl Runtime {
         self.session_cached(source, CacheAs { sha256, prepack: true }, what, provider)
     }
 
-    /// [`Runtime::session_verified_from`], saying whether a session from the session cache prepacks its
-    /// weights (see [`CacheAs`]).
+    /// [`Runtime::session_verified_from`], saying whether ONNX Runtime prepacks the model's weights, cached
+    /// or not (see [`CacheAs`]).
     pub(crate) fn session_cached(
         &self,
         source: ModelSource,

@@ -243,8 +243,8 @@ fn tokenizer(bytes: &[u8], path: &Path) -> Result<tokenizers::Tokenizer> {
 /// A WordPiece `tokenizer.json` (BERT's, and every encoder mirage exports) built the way
 /// `tokenizers::Tokenizer::from_bytes` builds it (the same builder, components and added tokens), reading
 /// the model as a WordPiece directly: `from_bytes` first parses any model into a generic JSON tree to find
-/// its type, which took 50-60 ms of the 30 522-token vocabulary alone on this machine, against about 10 ms
-/// here. None for anything else (another model type, an unknown version or field, malformed JSON): the
+/// its type, which took 49-74 ms with the 30 522-token vocabulary on this machine, against 15-24 ms here
+/// (`mirage -vv`). None for anything else (another model type, an unknown version or field, malformed JSON): the
 /// caller then uses `from_bytes`, which also gives the error message. `tests/text.rs` checks both give the
 /// same tokens.
 pub fn wordpiece_tokenizer(bytes: &[u8]) -> Option<tokenizers::Tokenizer> {
