@@ -17,6 +17,18 @@ use crate::error::{Error, Result};
 /// to get it); anything that is not a regular file, or is larger than `max_bytes`, is
 /// [`Error::InvalidModel`]; other failures are [`Error::Io`].
 pub fn read_regular(path: &Path, max_bytes: u64, what: &str, missing: &str) -> Result<Vec<u8>> {
+    let (file, meta) = open_regular(path, max_bytes, what, missing)?;
+    read_open(&file, meta.len(), max_bytes, what, path)
+}
+
+/// Opens the regular file at `path` for reading as [`read_regular`] does (never blocking, nothing but a
+/// regular file of at most `max_bytes`), with its metadata, without reading it.
+pub(crate) fn open_regular(
+    path: &Path,
+    max_bytes: u64,
+    what: &str,
+    missing: &str,
+) -> Result<(std::fs::File, std::fs::Metadata)> {
     // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, possibly forever. It has no
     // effect on a regular file, and nothing else gets past the check below.
     let file =
@@ -40,10 +52,16 @@ pub fn read_regular(path: &Path, max_bytes: u64, what: &str, missing: &str) -> R
             meta.len()
         )));
     }
+    Ok((file, meta))
+}
+
+/// Reads a file opened by [`open_regular`] (`len`: its size then) into a fallibly reserved buffer, never past
+/// `max_bytes`.
+pub(crate) fn read_open(file: &std::fs::File, len: u64, max_bytes: u64, what: &str, path: &Path) -> Result<Vec<u8>> {
     let mut bytes = Vec::new();
     bytes
-        .try_reserve_exact(meta.len() as usize)
-        .map_err(|_| Error::model(format!("{what}: {} bytes do not fit in memory", meta.len())))?;
+        .try_reserve_exact(len as usize)
+        .map_err(|_| Error::model(format!("{what}: {len} bytes do not fit in memory")))?;
     // `take`: the file may grow between the check and the read; never read past the limit.
     file.take(max_bytes + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
     if bytes.len() as u64 > max_bytes {

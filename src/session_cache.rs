@@ -23,8 +23,6 @@
 //! oldest go). Any failure of the cache is logged and only costs the optimization: it can never make a load
 //! fail.
 
-use std::io::Read;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::OnceLock;
 
@@ -139,18 +137,14 @@ struct Entry {
 fn read_entry(root: &Path, ort_path: &Path, digest_path: &Path) -> Option<Entry> {
     let want = crate::files::read_regular(digest_path, 128, "session cache digest", "").ok()?;
     let want = String::from_utf8(want).ok()?.trim().to_string();
-    let file =
-        std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC).open(ort_path).ok()?;
-    let meta = file.metadata().ok().filter(|m| m.is_file() && m.len() > 0 && m.len() <= MAX_ENTRY_BYTES)?;
+    let (file, meta) = crate::files::open_regular(ort_path, MAX_ENTRY_BYTES, "session cache entry", "").ok()?;
     let st = Stamp::of_metadata(&meta);
     if crate::digests::lookup(root, ort_path, &st).is_some_and(|d| d == want) {
         if let Ok(mapped) = crate::files::Mapped::of(&file, meta.len() as usize) {
             return Some(Entry { model: ModelBytes::Mapped(mapped), file: Some((file, st)) });
         }
     }
-    let mut bytes = Vec::new();
-    bytes.try_reserve_exact(meta.len() as usize).ok()?;
-    (&file).take(MAX_ENTRY_BYTES + 1).read_to_end(&mut bytes).ok()?;
+    let bytes = crate::files::read_open(&file, meta.len(), MAX_ENTRY_BYTES, "session cache entry", ort_path).ok()?;
     if sha256_hex(&bytes) != want {
         return None;
     }
