@@ -147,6 +147,11 @@
 #define MIRAGE_MAX_IMAGE_SIDE 4096
 
 /**
+ * `MirageRuntimeOptions::flags`: capture and replay CUDA graphs of the U-Net's steps (CUDA provider).
+ */
+#define MIRAGE_RUNTIME_CUDA_GRAPH 1
+
+/**
  * `MirageTarget::flags`: rows bottom to top (the buffer's first row is the image's last), as OpenGL and
  * Unity textures expect.
  */
@@ -298,6 +303,14 @@ typedef struct MirageRuntimeOptions {
      * ones are never used, at most 2048 are kept. Added in version 3 of this struct.
      */
     bool prompt_cache;
+    /**
+     * MIRAGE_RUNTIME_* bits, 0 by default; other bits are refused. Added in version 4 of this struct.
+     * MIRAGE_RUNTIME_CUDA_GRAPH: on CUDA, the U-Net's steps are captured as a CUDA graph per batch shape
+     * (at that shape's first steps) and replayed after; its inputs and outputs stay in tensors on the
+     * device. A model ONNX Runtime cannot capture runs without graphs (a warning is logged). No effect on
+     * TensorRT (not yet tried there) or the CPU.
+     */
+    uint64_t flags;
 } MirageRuntimeOptions;
 
 /**
@@ -859,7 +872,7 @@ MirageStatus mirage_runtime_options_init(struct MirageRuntimeOptions *options,
  * Sets up the process-wide runtime: loads ONNX Runtime and installs the log callback. Optional: contexts
  * created without it use the defaults of `mirage_runtime_options_init`. Call it once, before the first
  * context, from one thread. Calling it again with the same runtime options (`ort_library_path`, `provider`,
- * `strict`, `intra_threads`, `tensorrt_fp16`, `tensorrt_cache_dir`) succeeds and replaces the log callback,
+ * `strict`, `intra_threads`, `tensorrt_fp16`, `tensorrt_cache_dir`, `flags`, ...) succeeds and replaces the log callback,
  * its user data and the level (a NULL callback restores stderr: how a host that unloads the code of its
  * callback, e.g. a scripting engine reloading, detaches it first); with other runtime options it fails with
  * MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED (ONNX Runtime can be loaded once per process; a context created

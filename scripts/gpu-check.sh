@@ -300,8 +300,8 @@ def probe(p, models):
 TRT_ARGS = []
 
 
-def generate(p, models, text, png, env_extra=None):
-    args = [MIRAGE, "--provider", p, "--strict"] + (TRT_ARGS if p == "tensorrt" else []) + ["generate", "--models", models, "--seed", "1", "--count", "4",
+def generate(p, models, text, png, env_extra=None, graph=False):
+    args = [MIRAGE, "--provider", p, "--strict"] + (["--cuda-graph"] if graph else []) + (TRT_ARGS if p == "tensorrt" else []) + ["generate", "--models", models, "--seed", "1", "--count", "4",
             "--steps", "25", "--quiet", "-o", png]
     if text:
         args += ["--prompt", PROMPT]
@@ -310,9 +310,9 @@ def generate(p, models, text, png, env_extra=None):
         {"error": one_line(last_error(r), 700)} if r.get("rc") not in (0, None) or r.get("timed_out") else {})
 
 
-def bench(p, models, batches, tag, cap):
+def bench(p, models, batches, tag, cap, graph=False):
     jf = os.path.join(WORK, f"bench-{tag}.json")
-    args = [MIRAGE, "--provider", p, "--strict"] + (TRT_ARGS if p == "tensorrt" else []) + [
+    args = [MIRAGE, "--provider", p, "--strict"] + (["--cuda-graph"] if graph else []) + (TRT_ARGS if p == "tensorrt" else []) + [
         "bench", "--models", models, "--iters", str(ITERS)]
     for b in batches:
         args += ["--batch", str(b)]
@@ -383,6 +383,10 @@ def main():
     if "cuda" in avail:
         gens["cuda"] = generate("cuda", models, text, png("cuda"))
         benches["cuda"] = bench("cuda", models, [1, 4, 16], "cuda", 120)
+        # The U-Net's steps captured as CUDA graphs (--cuda-graph: inputs and outputs bound on the device,
+        # one graph per batch shape); its images against CPU's and plain CUDA's.
+        gens["cuda-graph"] = generate("cuda", models, text, png("cuda-graph"), graph=True)
+        benches["cuda-graph"] = bench("cuda", models, [1, 4, 16], "cuda-graph", 120, graph=True)
     benches["cpu"] = bench("cpu", models, [1, 4, 16], "cpu", 150)
     if "tensorrt" in avail:
         gens["tensorrt-again"] = generate("tensorrt", models, text, png("tensorrt-again"), env)
@@ -399,9 +403,11 @@ def main():
     data["bench"] = benches
 
     agree = {}
-    for tag in ["cpu-again", "cuda", "tensorrt", "tensorrt-again"]:
+    for tag in ["cpu-again", "cuda", "cuda-graph", "tensorrt", "tensorrt-again"]:
         if tag in gens and gens[tag].get("rc") == 0 and gens["cpu"].get("rc") == 0:
             agree[tag] = compare(png("cpu"), png(tag))
+    if all(gens.get(t, {}).get("rc") == 0 for t in ("cuda", "cuda-graph")):
+        agree["cuda-graph-vs-cuda"] = compare(png("cuda"), png("cuda-graph"))
     data["agreement_with_cpu"] = agree
 
     # The figures per provider and batch (25-step images: the aim's), and the H200 aim.

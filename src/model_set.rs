@@ -751,15 +751,17 @@ impl ModelSet {
             check_finite(&e.context, "token embeddings")?;
             check_finite(levels, "timesteps")?;
             let context_shape = vec![n as i64, l as i64, wd as i64];
-            let feeds = d.unet_feeds(x.to_vec(), shape, levels, e.context.clone(), context_shape, guidance);
-            let out = unet.run(feeds)?.into_iter().next().map(|o| o.data).unwrap_or_default();
+            let feeds = d.unet_feeds(x.to_vec(), shape.clone(), levels, e.context.clone(), context_shape, guidance);
+            // Bound between calls (OnnxModel::run_bound) when out_sample is the only output (its shape is x's).
+            let out = if unet.output_count() == 1 { unet.run_bound(feeds, &[shape])? } else { unet.run(feeds)? };
+            let out = out.into_iter().next().map(|o| o.data).unwrap_or_default();
             if out.len() != x.len() {
                 return Err(Error::Inference(format!("unet returned {} values, expected {}", out.len(), x.len())));
             }
             return Ok(out);
         }
         let mut inputs = vec![
-            Feed::F32 { shape, data: x.to_vec() }, // x [n, C, h, w]
+            Feed::F32 { shape: shape.clone(), data: x.to_vec() }, // x [n, C, h, w]
             Feed::F32 { shape: vec![n as i64, 1], data: noise_variance.to_vec() }, // noise_variance [n, 1]
         ];
         match (self.text_spec(), text) {
@@ -779,7 +781,9 @@ impl ModelSet {
             (None, Some(_)) => return Err(self.not_text_conditioned()),
             (Some(_), None) => return Err(Error::invalid("this set's U-Net needs text embeddings")),
         }
-        let out = unet.run(inputs)?.into_iter().next().map(|o| o.data).unwrap_or_default();
+        // Bound between calls: across a generation's steps the text embeddings are not copied again, and
+        // on a GPU they stay on the device (see OnnxModel::run_bound).
+        let out = unet.run_bound(inputs, &[shape])?.into_iter().next().map(|o| o.data).unwrap_or_default();
         if out.len() != x.len() {
             return Err(Error::Inference(format!("unet returned {} values, expected {}", out.len(), x.len())));
         }

@@ -82,6 +82,11 @@ pub struct RuntimeOptions {
     /// before is not encoded again, and a text-to-image set creates its text encoder's session only when a
     /// prompt is not in the cache. Needs `digest_cache_dir`; off by default.
     pub prompt_cache: bool,
+    /// CUDA: capture the U-Net's run as a CUDA graph at each batch shape's first steps and replay it
+    /// afterwards (ONNX Runtime's `enable_cuda_graph`, with the inputs and outputs bound to tensors that stay
+    /// on the device: [`crate::session`]). A model ONNX Runtime cannot capture gets a session without graphs
+    /// (logged). Off by default; no effect on TensorRT (not yet tried there) or the CPU.
+    pub cuda_graph: bool,
 }
 
 impl RuntimeOptions {
@@ -257,6 +262,8 @@ pub enum ModelSource<'a> {
 pub struct LoadedSession {
     session: Session,
     provider: Provider,
+    /// Made with CUDA graph capture on ([`RuntimeOptions::cuda_graph`]).
+    graphs: bool,
     _model: Option<ModelBytes>,
 }
 
@@ -277,12 +284,18 @@ impl ModelBytes {
 
 impl LoadedSession {
     pub(crate) fn new(session: Session, provider: Provider) -> LoadedSession {
-        LoadedSession { session, provider, _model: None }
+        LoadedSession { session, provider, graphs: false, _model: None }
     }
 
     /// The provider the session really runs on.
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// Whether the session captures CUDA graphs: then every run names the graph it captures or replays
+    /// (ONNX Runtime's run option `gpu_graph_id`; -1 for none), as [`crate::session::OnnxModel`] does.
+    pub(crate) fn graphs(&self) -> bool {
+        self.graphs
     }
 }
 
@@ -390,7 +403,7 @@ impl Runtime {
         let source = ModelSource::Bytes(model.bytes());
         let session = self.try_session(source, what, Provider::Cpu, &tune, true).map_err(|e| cpu_error(e, what))?;
         // Moving `model` moves a pointer, not the bytes ONNX Runtime refers to.
-        Ok(LoadedSession { session, provider: Provider::Cpu, _model: Some(model) })
+        Ok(LoadedSession { session, provider: Provider::Cpu, graphs: false, _model: Some(model) })
     }
 
     /// [`Runtime::session`] from bytes or from a file.
@@ -426,7 +439,20 @@ impl Runtime {
                     reasons.join("; ")
                 )));
             }
-            match self.try_session(source, what, p, &tune, false) {
+            // CUDA graphs where asked for; a model ONNX Runtime cannot capture (a node it leaves on the CPU,
+            // control flow) is refused at session creation, and then made again without.
+            // Only on CUDA: mirage captures one graph per batch shape, told apart by `gpu_graph_id`, and whether
+            // TensorRT's provider keeps graphs apart by that id is not documented (not tried on a GPU yet).
+            let mut graphs = self.options.cuda_graph && p == Provider::Cuda;
+            let mut made = self.try_session(source, what, p, &Tune { cuda_graph: graphs, ..tune.clone() }, false);
+            if graphs {
+                if let Err(TryError::Unavailable(r)) = &made {
+                    log_at!(Level::Warn, "{what}: no CUDA graphs on {} ({r}); trying without", p.name());
+                    graphs = false;
+                    made = self.try_session(source, what, p, &tune, false);
+                }
+            }
+            match made {
                 Ok(session) => {
                     if p != want && want != Provider::Auto {
                         log_at!(
@@ -437,8 +463,13 @@ impl Runtime {
                             p.name()
                         );
                     }
-                    log_at!(Level::Info, "{what}: session on {}", p.name());
-                    return Ok(LoadedSession::new(session, p));
+                    log_at!(
+                        Level::Info,
+                        "{what}: session on {}{}",
+                        p.name(),
+                        if graphs { " (CUDA graphs)" } else { "" }
+                    );
+                    return Ok(LoadedSession { graphs, ..LoadedSession::new(session, p) });
                 }
                 Err(TryError::Unavailable(r)) => reasons.push(format!("{}: {r}", p.name())),
                 Err(TryError::Model(e)) => return Err(e),
@@ -498,7 +529,8 @@ impl Runtime {
                 if !ort::ep::TensorRT::is_available().unwrap_or(false) {
                     return Err(TryError::Unavailable("not in this ONNX Runtime build".into()));
                 }
-                let mut ep = ort::ep::TensorRT::default().with_fp16(self.options.tensorrt_fp16);
+                let mut ep =
+                    ort::ep::TensorRT::default().with_fp16(self.options.tensorrt_fp16).with_cuda_graph(tune.cuda_graph);
                 if let Some(dir) = &self.options.tensorrt_cache_dir {
                     let d = dir.display().to_string();
                     ep = ep
@@ -513,7 +545,10 @@ impl Runtime {
                 if !ort::ep::CUDA::is_available().unwrap_or(false) {
                     return Err(TryError::Unavailable("not in this ONNX Runtime build".into()));
                 }
-                ort::ep::CUDA::default().register(&mut b).map_err(|e| TryError::Unavailable(e.to_string()))?;
+                ort::ep::CUDA::default()
+                    .with_cuda_graph(tune.cuda_graph)
+                    .register(&mut b)
+                    .map_err(|e| TryError::Unavailable(e.to_string()))?;
             }
             Provider::Cpu | Provider::Auto => {}
         }
@@ -549,7 +584,7 @@ pub(crate) struct CacheAs<'a> {
 /// from the session cache), and whether to save the optimized form; for measuring (`crate::bench`), basic
 /// optimizations only (no layout rewrites or fusions: the graph keeps its own operators and shapes) and a
 /// profile written to files starting with `profile_to`.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(crate) struct Tune {
     pub preoptimized: bool,
     /// ONNX Runtime's `session.disable_prepacking`: weights stay where they are (for a model used in place).
@@ -557,6 +592,8 @@ pub(crate) struct Tune {
     pub save_to: Option<PathBuf>,
     pub basic: bool,
     pub profile_to: Option<PathBuf>,
+    /// On CUDA: capture CUDA graphs.
+    pub cuda_graph: bool,
 }
 
 enum TryError {

@@ -947,6 +947,9 @@ namespace Mirage
         /// before is not encoded again, and a context loads its text encoder only when a prompt is not
         /// there. The entries are embeddings of the prompts, not their text. Default false.</summary>
         public bool PromptCache { get; set; }
+        /// <summary>On CUDA, capture the U-Net's steps as a CUDA graph per batch shape and replay them
+        /// (MIRAGE_RUNTIME_CUDA_GRAPH; no effect on TensorRT or the CPU).</summary>
+        public bool CudaGraph { get; set; }
     }
 
     /// <summary>Process-wide things: the library's version, names of statuses and providers, and the
@@ -1020,6 +1023,7 @@ namespace Mirage
                 native.log_level = (uint)options.LogLevel;
                 native.tensorrt_fp16 = options.TensorRtFp16 ? (byte)1 : (byte)0;
                 native.prompt_cache = options.PromptCache ? (byte)1 : (byte)0;
+                native.flags = options.CudaGraph ? 1UL : 0UL; // MIRAGE_RUNTIME_CUDA_GRAPH
                 native.log_callback = options.Log == null ? IntPtr.Zero : Callbacks.LogPointer;
                 native.log_user_data = IntPtr.Zero;
                 lock (Callbacks.LogLock)
@@ -2054,6 +2058,7 @@ namespace Mirage
         public IntPtr tensorrt_cache_dir;
         public IntPtr digest_cache_dir;
         public byte prompt_cache;
+        public ulong flags;
     }
 
     [StructLayout(LayoutKind.Sequential)]

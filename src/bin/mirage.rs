@@ -56,6 +56,10 @@ struct RtArgs {
     /// TensorRT: build fp16 engines.
     #[arg(long, global = true)]
     tensorrt_fp16: bool,
+    /// CUDA: capture the U-Net's steps as a CUDA graph per batch shape and replay it (no effect on TensorRT
+    /// or the CPU).
+    #[arg(long, global = true)]
+    cuda_graph: bool,
     /// The text encoder's precision: fp32 | int8 (its reduced export: int8 embedding table, f16 linear
     /// weights, f32 arithmetic; 38 % of the bytes, a faster start; embeddings within cosine 0.999 of fp32's).
     #[arg(long, global = true, default_value = "fp32")]
@@ -546,6 +550,7 @@ fn run(cli: Cli) -> Result<()> {
         tensorrt_fp16: cli.rt.tensorrt_fp16,
         tensorrt_cache_dir: cli.rt.tensorrt_cache.clone(),
         prompt_cache: !cli.rt.no_prompt_cache,
+        cuda_graph: cli.rt.cuda_graph,
     };
     mirage::limits::check_threads(cli.rt.threads, "--threads")?;
     let precision = mirage::text::Precision::parse(&cli.rt.precision).map_err(|e| e.prefixed("--precision: "))?;

@@ -144,7 +144,16 @@ pub struct MirageRuntimeOptions {
     /// text-to-image set's start). The encoder's files are still checked when the context is created. Entries are embeddings of the prompts (not their text), damaged
     /// ones are never used, at most 2048 are kept. Added in version 3 of this struct.
     pub prompt_cache: bool,
+    /// MIRAGE_RUNTIME_* bits, 0 by default; other bits are refused. Added in version 4 of this struct.
+    /// MIRAGE_RUNTIME_CUDA_GRAPH: on CUDA, the U-Net's steps are captured as a CUDA graph per batch shape
+    /// (at that shape's first steps) and replayed after; its inputs and outputs stay in tensors on the
+    /// device. A model ONNX Runtime cannot capture runs without graphs (a warning is logged). No effect on
+    /// TensorRT (not yet tried there) or the CPU.
+    pub flags: u64,
 }
+
+/// `MirageRuntimeOptions::flags`: capture and replay CUDA graphs of the U-Net's steps (CUDA provider).
+pub const MIRAGE_RUNTIME_CUDA_GRAPH: u64 = 1;
 
 /// Fills `options` with the defaults (search for ONNX Runtime, AUTO provider, not strict, ORT's thread
 /// count, log warnings to stderr, no TensorRT cache, no digest cache, no prompt cache). Pass `sizeof(MirageRuntimeOptions)` as `struct_size`: the library
@@ -187,7 +196,7 @@ impl HostLog {
 /// Sets up the process-wide runtime: loads ONNX Runtime and installs the log callback. Optional: contexts
 /// created without it use the defaults of `mirage_runtime_options_init`. Call it once, before the first
 /// context, from one thread. Calling it again with the same runtime options (`ort_library_path`, `provider`,
-/// `strict`, `intra_threads`, `tensorrt_fp16`, `tensorrt_cache_dir`) succeeds and replaces the log callback,
+/// `strict`, `intra_threads`, `tensorrt_fp16`, `tensorrt_cache_dir`, `flags`, ...) succeeds and replaces the log callback,
 /// its user data and the level (a NULL callback restores stderr: how a host that unloads the code of its
 /// callback, e.g. a scripting engine reloading, detaches it first); with other runtime options it fails with
 /// MIRAGE_ERR_RUNTIME_ALREADY_INITIALISED (ONNX Runtime can be loaded once per process; a context created
@@ -222,7 +231,14 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
             tensorrt_cache_dir: path(o.tensorrt_cache_dir, "options->tensorrt_cache_dir")?,
             digest_cache_dir: path(o.digest_cache_dir, "options->digest_cache_dir")?,
             prompt_cache: o.prompt_cache,
+            cuda_graph: o.flags & MIRAGE_RUNTIME_CUDA_GRAPH != 0,
         };
+        if o.flags & !MIRAGE_RUNTIME_CUDA_GRAPH != 0 {
+            return Err(Error::invalid(format!(
+                "options->flags: unknown bits {:#x}",
+                o.flags & !MIRAGE_RUNTIME_CUDA_GRAPH
+            )));
+        }
         rt.validate().map_err(|e| e.prefixed("options->"))?;
         let level = level_of(o.log_level)?;
         let sink: Option<log::Sink> = o.log_callback.map(|callback| {
@@ -253,10 +269,12 @@ pub unsafe extern "C" fn mirage_runtime_init(options: *const MirageRuntimeOption
 }
 
 impl boundary::Params for MirageRuntimeOptions {
-    /// Version 1 (0.1.0 until the job API): up to `tensorrt_cache_dir`; version 2: up to `digest_cache_dir`.
+    /// Version 1 (0.1.0 until the job API): up to `tensorrt_cache_dir`; version 2: up to `digest_cache_dir`;
+    /// version 3: up to `prompt_cache`.
     const OLDER: &'static [(usize, usize)] = &[
         boundary::older_version!(MirageRuntimeOptions, tensorrt_cache_dir, *const c_char),
         boundary::older_version!(MirageRuntimeOptions, digest_cache_dir, *const c_char),
+        boundary::older_version!(MirageRuntimeOptions, prompt_cache, bool),
     ];
     fn defaults(struct_size: usize) -> Self {
         MirageRuntimeOptions {
@@ -272,6 +290,7 @@ impl boundary::Params for MirageRuntimeOptions {
             tensorrt_cache_dir: std::ptr::null(),
             digest_cache_dir: std::ptr::null(),
             prompt_cache: false,
+            flags: 0,
         }
     }
 }

@@ -84,7 +84,7 @@ static void test_options_errors(const char *root) {
 
     EXPECT_OK(mirage_runtime_options_init(&o, sizeof o));
     CHECK(o.struct_size == sizeof o && o.provider == MIRAGE_PROVIDER_DEFAULT && o.log_level == MIRAGE_LOG_WARN &&
-              o.ort_library_path == NULL && !o.strict,
+              o.ort_library_path == NULL && !o.strict && o.flags == 0,
           "options defaults");
 
     MirageRuntimeOptions bad = o;
@@ -100,6 +100,9 @@ static void test_options_errors(const char *root) {
     bad = o;
     bad.log_level = 9;
     EXPECT_ERR(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "log_level");
+    bad = o;
+    bad.flags = MIRAGE_RUNTIME_CUDA_GRAPH << 1; /* a bit this library does not know */
+    EXPECT_ERR(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "flags");
     bad = o;
     bad.ort_library_path = "/tmp/\xff\xfe/libonnxruntime.so";
     EXPECT_ERR(mirage_runtime_init(&bad), MIRAGE_ERR_INVALID_ARGUMENT, "UTF-8");
@@ -135,6 +138,7 @@ static void test_runtime_init(void) {
     newer.o.log_callback = on_log;
     newer.o.log_user_data = &log_state;
     newer.o.log_level = MIRAGE_LOG_DEBUG;
+    newer.o.flags = MIRAGE_RUNTIME_CUDA_GRAPH; /* no effect on the CPU: everything below runs the same */
     EXPECT_OK(mirage_runtime_init(&newer.o));
     /* Again with the same options: fine. With others: ONNX Runtime cannot be reloaded. */
     EXPECT_OK(mirage_runtime_init(&newer.o));

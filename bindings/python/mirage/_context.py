@@ -974,7 +974,7 @@ _last_options: Optional[MirageRuntimeOptions] = None
 
 def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threads=0, log_level="warn",
                  log_callback=None, tensorrt_fp16=False, tensorrt_cache_dir=None, digest_cache_dir=None,
-                 prompt_cache=False) -> None:
+                 prompt_cache=False, cuda_graph=False) -> None:
     """Sets up ONNX Runtime for the process (``mirage_runtime_init``); optional, and only before the first
     Context unless the options equal the defaults (then it only replaces the log callback and level).
 
@@ -988,6 +988,8 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
     their sessions faster (None: hash and optimize on every load). `prompt_cache`: also keep encoded prompts
     there (needs `digest_cache_dir`): a prompt drawn before is not encoded again, and a Context loads its text
     encoder only when a prompt is not in the cache. The entries are embeddings of the prompts, not their text.
+    `cuda_graph`: on CUDA, capture the U-Net's steps as a CUDA graph per batch shape and replay
+    them (``MIRAGE_RUNTIME_CUDA_GRAPH``; no effect on TensorRT or the CPU).
     """
     global _last_options
     lib = _native.load_library()
@@ -1008,6 +1010,7 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
     o.tensorrt_cache_dir = None if tensorrt_cache_dir is None else _path(tensorrt_cache_dir, "tensorrt_cache_dir")
     o.digest_cache_dir = None if digest_cache_dir is None else _path(digest_cache_dir, "digest_cache_dir")
     o.prompt_cache = bool(prompt_cache)
+    o.flags = _native.MIRAGE_RUNTIME_CUDA_GRAPH if cuda_graph else 0
     _callable(log_callback, "log_callback")
     with _runtime_lock:
         if log_callback is not None:

@@ -118,7 +118,11 @@ class MirageRuntimeOptions(Structure):
         ("tensorrt_cache_dir", c_char_p),
         ("digest_cache_dir", c_char_p),
         ("prompt_cache", c_bool),
+        ("flags", c_uint64),
     ]
+
+
+MIRAGE_RUNTIME_CUDA_GRAPH = 1
 
 
 class MirageContextParams(Structure):
