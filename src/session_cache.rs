@@ -43,7 +43,10 @@ pub const MAX_TOTAL_BYTES: u64 = 1 << 30;
 /// The largest optimized model loaded from the cache.
 const MAX_ENTRY_BYTES: u64 = crate::limits::MAX_MODEL_BYTES;
 
-/// A digest of this CPU's model name and instruction-set flags (from /proc/cpuinfo), once per process.
+/// A digest of this CPU's model name and instruction-set flags (from /proc/cpuinfo) and of the instruction
+/// sets this process itself detects (CPUID), once per process. The second part is what ONNX Runtime's
+/// kernels choose by: under an emulator such as valgrind, which has no AVX-512, /proc/cpuinfo still lists it,
+/// and a graph optimized natively (NCHWc blocks of 16 channels) fails there (its kernels use blocks of 8).
 pub(crate) fn cpu_identity() -> &'static str {
     static ID: OnceLock<String> = OnceLock::new();
     ID.get_or_init(|| {
@@ -51,9 +54,43 @@ pub(crate) fn cpu_identity() -> &'static str {
         let pick = |key: &str| {
             info.lines().find(|l| l.starts_with(key)).and_then(|l| l.split_once(':')).map_or("", |(_, v)| v.trim())
         };
-        let id = format!("{}|{}|{}", std::env::consts::ARCH, pick("model name"), pick("flags"));
+        let id = format!("{}|{}|{}|{}", std::env::consts::ARCH, pick("model name"), pick("flags"), detected_features());
         sha256_hex(id.as_bytes())
     })
+}
+
+/// The instruction sets ONNX Runtime's CPU kernels dispatch on, as this process detects them.
+fn detected_features() -> String {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut v = Vec::new();
+        macro_rules! probe {
+            ($($f:tt),*) => {$(
+                if std::arch::is_x86_feature_detected!($f) {
+                    v.push($f);
+                }
+            )*};
+        }
+        probe!(
+            "sse4.1",
+            "avx",
+            "avx2",
+            "fma",
+            "f16c",
+            "avx512f",
+            "avx512bw",
+            "avx512dq",
+            "avx512vl",
+            "avx512vnni",
+            "avx512bf16",
+            "avxvnni"
+        );
+        v.join(",")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        String::new()
+    }
 }
 
 /// The entry name of a model: a digest of what the optimized graph depends on.

@@ -467,7 +467,8 @@ pub(crate) fn valgrind_wanted() -> bool {
 
 /// Runs `exe args` under valgrind memcheck: no invalid read or write, no uninitialised use, and no block
 /// definitely lost, anywhere (tests/c/valgrind.supp silences two reports inside ld.so and ONNX Runtime).
-pub(crate) fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) {
+/// Returns what the program and valgrind printed.
+pub(crate) fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) -> String {
     let supp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/valgrind.supp");
     let supp = format!("--suppressions={}", supp.display());
     let mut all = vec![
@@ -481,6 +482,7 @@ pub(crate) fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) {
     all.extend_from_slice(args);
     let (ok, text) = run(Path::new("valgrind"), &all);
     assert!(ok, "valgrind reported errors:\n{text}");
+    text
 }
 
 /// The C program under valgrind (see `assert_valgrind_clean`). About 25 s. Runs when valgrind is installed;
