@@ -966,6 +966,8 @@ namespace Mirage
         public const float MaxGuidance = 50.0f;
         /// <summary>MIRAGE_MAX_THREADS.</summary>
         public const int MaxThreads = 256;
+        /// <summary>MIRAGE_RUNTIME_CUDA_GRAPH, the bit RuntimeOptions.CudaGraph sets in the native options' flags.</summary>
+        public const ulong RuntimeCudaGraph = 1;
         /// <summary>MIRAGE_GUIDANCE_DEFAULT: the set's own guidance.</summary>
         public const float GuidanceDefault = -1.0f;
         /// <summary>MIRAGE_MAX_WORKERS: the most worker threads of a context (<see cref="ContextOptions.Workers"/>).</summary>
@@ -1023,7 +1025,7 @@ namespace Mirage
                 native.log_level = (uint)options.LogLevel;
                 native.tensorrt_fp16 = options.TensorRtFp16 ? (byte)1 : (byte)0;
                 native.prompt_cache = options.PromptCache ? (byte)1 : (byte)0;
-                native.flags = options.CudaGraph ? 1UL : 0UL; // MIRAGE_RUNTIME_CUDA_GRAPH
+                native.flags = options.CudaGraph ? Runtime.RuntimeCudaGraph : 0UL;
                 native.log_callback = options.Log == null ? IntPtr.Zero : Callbacks.LogPointer;
                 native.log_user_data = IntPtr.Zero;
                 lock (Callbacks.LogLock)

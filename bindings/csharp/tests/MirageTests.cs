@@ -201,6 +201,7 @@ internal static class MirageTests
             case "MIRAGE_MAX_STEPS": return Mirage.Runtime.MaxSteps.ToString(CultureInfo.InvariantCulture);
             case "MIRAGE_MAX_GUIDANCE": return Mirage.Runtime.MaxGuidance.ToString(CultureInfo.InvariantCulture);
             case "MIRAGE_MAX_THREADS": return Mirage.Runtime.MaxThreads.ToString(CultureInfo.InvariantCulture);
+            case "MIRAGE_RUNTIME_CUDA_GRAPH": return FormatG(Mirage.Runtime.RuntimeCudaGraph);
             case "MIRAGE_GUIDANCE_DEFAULT": return Mirage.Runtime.GuidanceDefault.ToString(CultureInfo.InvariantCulture);
             case "MIRAGE_MAX_WORKERS": return Mirage.Runtime.MaxWorkers.ToString(CultureInfo.InvariantCulture);
             case "MIRAGE_MAX_QUEUED_JOBS": return Mirage.Runtime.MaxQueuedJobs.ToString(CultureInfo.InvariantCulture);

@@ -1010,7 +1010,7 @@ def init_runtime(ort_library=None, provider="auto", *, strict=False, intra_threa
     o.tensorrt_cache_dir = None if tensorrt_cache_dir is None else _path(tensorrt_cache_dir, "tensorrt_cache_dir")
     o.digest_cache_dir = None if digest_cache_dir is None else _path(digest_cache_dir, "digest_cache_dir")
     o.prompt_cache = bool(prompt_cache)
-    o.flags = _native.MIRAGE_RUNTIME_CUDA_GRAPH if cuda_graph else 0
+    o.flags = _native.RUNTIME_CUDA_GRAPH if cuda_graph else 0
     _callable(log_callback, "log_callback")
     with _runtime_lock:
         if log_callback is not None:

@@ -122,7 +122,7 @@ class MirageRuntimeOptions(Structure):
     ]
 
 
-MIRAGE_RUNTIME_CUDA_GRAPH = 1
+RUNTIME_CUDA_GRAPH = 1
 
 
 class MirageContextParams(Structure):
