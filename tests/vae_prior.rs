@@ -195,7 +195,9 @@ fn shipped_fashion_vae_prior_samples_are_garments() {
     let good = near_real(&prior_samples(&repo("models/fashion-vae"), n), &refs, THRESHOLD);
     let blobs = near_real(&prior_samples(&repo("models/fashion"), n), &refs, THRESHOLD);
     eprintln!("near a real image: test images {reference:.3}, fashion-vae {good:.3}, fashion (blobs) {blobs:.3}");
-    assert!(good >= 0.8, "only {good} of the prior samples are near a real garment");
+    // 0.73 for the shipped set (its prior widened 1.3x: sharper, less typical samples; 0.86 unwidened, test
+    // images 0.86, blobs 0.00; see its card).
+    assert!(good >= 0.65, "only {good} of the prior samples are near a real garment");
     assert!(blobs <= 0.3, "the check must fail on blobs, but {blobs} of them passed");
 }
 

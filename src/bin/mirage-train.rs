@@ -170,6 +170,9 @@ struct PriorArgs {
     seed: u64,
     #[arg(long, default_value_t = vae_run::PriorEvalConfig::default().threads)]
     threads: usize,
+    /// Draw the latents from N(0, t^2 I) instead of N(0, I) (reduced-temperature sampling, for measuring it).
+    #[arg(long, default_value_t = vae_run::PriorEvalConfig::default().temperature)]
+    temperature: f32,
     /// Write the report here as JSON.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -472,6 +475,16 @@ struct ExportArgs {
     /// N(0, I) samples were measured to be images (`mirage-train eval prior`).
     #[arg(long)]
     sampleable_prior: bool,
+    /// Dense latents: rescale the latent per dimension to the spread of the encoder's aggregate posterior over
+    /// the training images of this data folder (so that N(0, I) matches what the decoder was trained on;
+    /// the composed encoder and decoder are unchanged).
+    #[arg(long)]
+    fit_prior_scale: Option<PathBuf>,
+    /// With --fit-prior-scale: widen (or narrow) the fitted spread by this factor, so that N(0, I) in the
+    /// exported latent is N(0, (t s)^2) of the trained one (chosen by `eval prior --temperature`'s FID against
+    /// training images).
+    #[arg(long, default_value_t = 1.0)]
+    prior_temperature: f32,
     #[arg(long, default_value_t = TrainConfig::default().threads)]
     threads: usize,
 }
@@ -511,13 +524,14 @@ fn run(cli: Cli) -> mirage::Result<()> {
         Command::Vae { command: VaeCommand::Export(a) } => {
             mirage::train::set_threads(a.threads)?;
             let prior = a.sampleable_prior.then_some(mirage::manifest::Prior::Sampleable);
-            let m = vae_run::export_checkpoint_with_prior(
+            let m = vae_run::export_checkpoint_fitted(
                 &a.ckpt,
                 &a.out,
                 &a.name,
                 a.eval.as_deref(),
                 a.skip_parity,
                 prior,
+                a.fit_prior_scale.as_deref().map(|d| (d, None, a.prior_temperature)),
             )?;
             let parity = m.training.get("parity_max_abs_diff").map(|p| format!(", parity {p}")).unwrap_or_default();
             println!("exported model set {:?} to {}{parity}", m.name, a.out.display());
@@ -614,6 +628,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 count: a.count,
                 seed: a.seed,
                 threads: a.threads,
+                temperature: a.temperature,
                 ..vae_run::PriorEvalConfig::default()
             };
             print_json(&vae_run::evaluate_prior(&cfg, a.json.as_deref())?)?;

@@ -21,10 +21,10 @@ use super::data::{self, Dataset, Split};
 use super::run_loop::{
     self, claim_run_dir, find_checkpoint, save_checkpoint, At, Cadence, Loss, Plan, Report, Resumed,
 };
-use super::vae::{losses, weights_of, Vae};
+use super::vae::{load_weights, losses, weights_of, Vae};
 use super::{load_varstore, max_abs_diff, read_json, scalar, set_threads, torch_err, write_json};
 use crate::error::{Error, Result};
-use crate::export::vae::{export_vae_with_prior, VaeArch};
+use crate::export::vae::{export_vae_with_prior, VaeArch, Weights};
 use crate::image::{from_model, grid, Image};
 use crate::manifest::{ImageSpec, Manifest, MANIFEST_FILE};
 use crate::rng::Noise;
@@ -486,9 +486,117 @@ pub fn export_checkpoint_with_prior(
     skip_parity: bool,
     prior: Option<crate::manifest::Prior>,
 ) -> Result<Manifest> {
+    export_checkpoint_fitted(ckpt, out, name, eval_json, skip_parity, prior, None)
+}
+
+/// The spread of a dense VAE's aggregate posterior (the encoder's q(z|x) averaged over images), per latent
+/// dimension: s_i = sqrt(E_x[mean_i(x)^2 + var_i(x)]), the zero-mean diagonal Gaussian that matches its
+/// second moments; measured over `images` ([N, C, H, W], model space: the training images).
+pub fn aggregate_posterior_std(model: &Vae, images: &Tensor) -> Result<Vec<f32>> {
+    let a = &model.arch;
+    if !a.dense {
+        return Err(Error::invalid("the latent rescale is for dense latents (--arch fashion-dense, fashion-2d)"));
+    }
+    let n = images.size()[0];
+    if n == 0 {
+        return Err(Error::invalid("no training images to fit the latent rescale on"));
+    }
+    let _guard = tch::no_grad_guard();
+    let mut second = Tensor::zeros([a.latent_channels], (Kind::Double, Device::Cpu));
+    for start in (0..n).step_by(500) {
+        let xb = images.narrow(0, start, 500.min(n - start));
+        let (mean, logvar) = model.encode(&xb); // [b, d, 1, 1] each
+        let m =
+            (mean.square() + logvar.exp()).to_kind(Kind::Double).sum_dim_intlist([0i64, 2, 3].as_slice(), false, None);
+        second += m;
+    }
+    let std = (second / n as f64).sqrt().to_kind(Kind::Float);
+    let v = Vec::<f32>::try_from(&std).map_err(torch_err("latent spread"))?;
+    if v.iter().any(|x| !x.is_finite() || *x <= 0.0) {
+        return Err(Error::model(format!("the aggregate posterior's spread is not positive and finite: {v:?}")));
+    }
+    Ok(v)
+}
+
+/// Rewrites a dense VAE's weights so that its latent u is z / s per dimension (z the trained latent): the
+/// encoder's mean head divided by s, its log-variance head shifted by -2 ln s, the decoder's first layer
+/// multiplied by s. The composed model is the same function of its images (exactly, while the log-variance
+/// stays inside its clamp), and N(0, I) in u is N(0, diag(s^2)) in z: with s from
+/// [`aggregate_posterior_std`], the prior the runtime samples matches the latents the decoder was trained on.
+pub fn rescale_latent(arch: &VaeArch, weights: &mut Weights, s: &[f32]) -> Result<()> {
+    let d = arch.latent_channels as usize;
+    if s.len() != d || !arch.dense {
+        return Err(Error::invalid(format!("a latent rescale of {} values for a dense latent of {d}", s.len())));
+    }
+    let enc = arch.encoder_plan().last().map(|l| l.name.clone()).ok_or_else(|| Error::invalid("no encoder"))?;
+    let dec = arch.decoder_plan().first().map(|l| l.name.clone()).ok_or_else(|| Error::invalid("no decoder"))?;
+    fn get(weights: &mut Weights, name: String) -> Result<&mut (Vec<i64>, Vec<f32>)> {
+        weights.get_mut(&name).ok_or_else(|| Error::invalid(format!("no weight {name}")))
+    }
+    // Encoder head: a convolution [2d, c_in, k, k] whose output channels are the mean (first d), then the
+    // log-variance.
+    let (shape, w) = get(weights, format!("{enc}.weight"))?;
+    let per = shape[1..].iter().product::<i64>() as usize;
+    if shape[0] as usize != 2 * d {
+        return Err(Error::invalid(format!("{enc}.weight is {shape:?}, not [{}, ...]", 2 * d)));
+    }
+    for (i, &si) in s.iter().enumerate() {
+        w[i * per..(i + 1) * per].iter_mut().for_each(|v| *v /= si);
+    }
+    let (_, b) = get(weights, format!("{enc}.bias"))?;
+    for (i, &si) in s.iter().enumerate() {
+        b[i] /= si;
+        b[d + i] -= 2.0 * si.ln();
+    }
+    // Decoder input: a transposed convolution [d, c_out, k, k] (its bias does not depend on the latent).
+    let (shape, w) = get(weights, format!("{dec}.weight"))?;
+    if shape[0] as usize != d {
+        return Err(Error::invalid(format!("{dec}.weight is {shape:?}, not [{d}, ...]")));
+    }
+    let per = shape[1..].iter().product::<i64>() as usize;
+    for (i, &si) in s.iter().enumerate() {
+        w[i * per..(i + 1) * per].iter_mut().for_each(|v| *v *= si);
+    }
+    Ok(())
+}
+
+/// [`export_checkpoint_with_prior`]; with `fit` (the training data folder, how many of its images (None =
+/// all), a temperature t), the latent is first rescaled to t times the aggregate posterior's spread
+/// ([`rescale_latent`]).
+pub fn export_checkpoint_fitted(
+    ckpt: &Path,
+    out: &Path,
+    name: &str,
+    eval_json: Option<&Path>,
+    skip_parity: bool,
+    prior: Option<crate::manifest::Prior>,
+    fit: Option<(&Path, Option<usize>, f32)>,
+) -> Result<Manifest> {
     let device = Device::Cpu;
-    let (vs, model, state) = load_checkpoint(ckpt, device)?;
-    let weights = weights_of(&vs)?;
+    let (mut vs, model, state) = load_checkpoint(ckpt, device)?;
+    let mut weights = weights_of(&vs)?;
+    let mut rescale = serde_json::Value::Null;
+    if let Some((dir, limit, t)) = fit {
+        if !(t.is_finite() && t > 0.0 && t <= 4.0) {
+            return Err(Error::invalid(format!("--prior-temperature is {t}: give a value in (0, 4]")));
+        }
+        let a = &state.arch;
+        let shape = [a.channels, a.height, a.width];
+        let train = data::load_for_shape(dir, Split::Train, limit, shape, &state.config.emoji.version()?)?.data;
+        let fitted = aggregate_posterior_std(&model, &train.images)?;
+        let s: Vec<f32> = fitted.iter().map(|v| v * t).collect();
+        rescale_latent(&model.arch, &mut weights, &s)?;
+        // The tch model too, so that the parity check compares like with like.
+        load_weights(&mut vs, &weights)?;
+        rescale = serde_json::json!({
+            "what": "latent u = z / s per dimension, s = temperature x the aggregate posterior's spread \
+                     sqrt(E[mean^2 + var]) over the training images",
+            "images": limit.map_or(serde_json::Value::from("all"), serde_json::Value::from),
+            "temperature": t,
+            "fitted_spread": fitted,
+            "s": s,
+        });
+    }
     let eval: serde_json::Value = match eval_json {
         Some(p) => read_json(p)?,
         None => serde_json::Value::Null,
@@ -501,6 +609,7 @@ pub fn export_checkpoint_with_prior(
         "elapsed_s": state.elapsed_s,
         "config": state.config,
         "eval": eval,
+        "latent_rescale": rescale,
     });
     let mut manifest = export_vae_with_prior(&model.arch, &weights, out, name, training.clone(), prior)?;
     if !skip_parity {
@@ -538,6 +647,9 @@ pub struct PriorEvalConfig {
     pub threads: usize,
     pub kid_subsets: usize,
     pub kid_subset_size: usize,
+    /// The prior's standard deviation: latents drawn from N(0, temperature^2 I) (1 = the prior itself; below
+    /// 1, the "reduced temperature" sampling of the VAE literature, for measuring it).
+    pub temperature: f32,
 }
 
 impl Default for PriorEvalConfig {
@@ -552,6 +664,7 @@ impl Default for PriorEvalConfig {
             threads: f.threads,
             kid_subsets: f.kid_subsets,
             kid_subset_size: f.kid_subset_size,
+            temperature: 1.0,
         }
     }
 }
@@ -568,9 +681,16 @@ pub struct PriorReport {
     pub prior: Option<crate::manifest::Prior>,
     pub count: usize,
     pub seed: u64,
+    /// The standard deviation the latents were drawn with (1 = N(0, I)).
+    #[serde(default = "one")]
+    pub temperature: f32,
     /// Prior samples against test images, and training images against the same test images (the floor).
     pub generated_vs_test: super::fid::Distances,
     pub train_vs_test: super::fid::Distances,
+    /// Prior samples against those training images: for choosing a sampling setting (the temperature)
+    /// without looking at the test images.
+    #[serde(default)]
+    pub generated_vs_train: Option<super::fid::Distances>,
     /// generated_vs_test.fid / train_vs_test.fid.
     pub fid_over_floor: f64,
     /// Share of prior samples whose most likely class has a softmax probability >= 0.5 (the classifier is
@@ -588,20 +708,30 @@ pub struct PriorReport {
     /// Reconstruction through the runtime (encode, decode the mean) of the `count` test images: PSNR of
     /// the pooled MSE on the [0, 1] scale, after 8-bit rounding.
     pub recon_psnr_db: f64,
+    /// Those reconstructions against the test images they reconstruct: what the decoder gives from the best
+    /// latent it is shown, so about the lowest FID any way of choosing latents could reach with it.
+    #[serde(default)]
+    pub recon_vs_test: Option<super::fid::Distances>,
     pub generate_s: f64,
     pub ms_per_image: f64,
     pub total_s: f64,
 }
 
+fn one() -> f32 {
+    1.0
+}
+
 /// `count` prior samples decoded by `set`: batch k of [`super::fid::BATCH`] from
-/// `prior_latents(len, batch, seed + k)`, rounded to 8 bits as a saved PNG is: [count, C, H, W] in [-1, 1].
-pub fn prior_samples(set: &crate::model_set::ModelSet, count: usize, seed: u64) -> Result<Tensor> {
+/// `prior_latents(len, batch, seed + k)` times `temperature`, rounded to 8 bits as a saved PNG is:
+/// [count, C, H, W] in [-1, 1].
+pub fn prior_samples(set: &crate::model_set::ModelSet, count: usize, seed: u64, temperature: f32) -> Result<Tensor> {
     let len = set.latent_len()?;
     let i = &set.manifest().image;
     let mut pixels = Vec::with_capacity(count * set.image_len());
     for (k, start) in (0..count).step_by(super::fid::BATCH).enumerate() {
         let n = super::fid::BATCH.min(count - start);
-        let z = crate::latent::prior_latents(len, n, seed.wrapping_add(k as u64))?;
+        let mut z = crate::latent::prior_latents(len, n, seed.wrapping_add(k as u64))?;
+        z.iter_mut().for_each(|v| *v *= temperature);
         pixels.extend(to_8bit(&set.decode(&z, n)?));
     }
     let shape = [count as i64, i.channels as i64, i.height as i64, i.width as i64];
@@ -650,6 +780,9 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
     if cfg.count < 2 {
         return Err(Error::invalid("--count must be at least 2"));
     }
+    if !(cfg.temperature.is_finite() && cfg.temperature > 0.0 && cfg.temperature <= 4.0) {
+        return Err(Error::invalid(format!("--temperature is {}: give a value in (0, 4]", cfg.temperature)));
+    }
     super::set_threads(cfg.threads)?;
     let start = std::time::Instant::now();
     let (model, _vs, ckpt) = super::classifier::load(&cfg.classifier)?;
@@ -666,7 +799,7 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
     let train = pick_real(&cfg.data, Split::Train, cfg.count, cfg.seed ^ 0x7472_6169)?;
 
     let t_gen = std::time::Instant::now();
-    let generated = prior_samples(&set, cfg.count, cfg.seed)?;
+    let generated = prior_samples(&set, cfg.count, cfg.seed, cfg.temperature)?;
     let generate_s = t_gen.elapsed().as_secs_f64();
 
     let (f_gen, _) = model.embed(&generated);
@@ -679,6 +812,7 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
         })
     };
     let generated_vs_test = dist(&f_gen, &f_test)?;
+    let generated_vs_train = Some(dist(&f_gen, &f_train)?);
     let train_vs_test = dist(&f_train, &f_test)?;
     let (class_fractions, class_entropy_bits, confident_fraction, mean_max_probability) = verdicts(&model, &generated)?;
     let (test_class_fractions, _, test_confident_fraction, _) = verdicts(&model, &test)?;
@@ -687,6 +821,7 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
     let n = cfg.count;
     let x = Vec::<f32>::try_from(&test.reshape([-1])).map_err(torch_err("test images"))?;
     let mut sq = 0.0f64;
+    let mut recon = Vec::with_capacity(x.len());
     for s in (0..n).step_by(super::fid::BATCH) {
         let b = super::fid::BATCH.min(n - s);
         let il = set.image_len();
@@ -694,8 +829,11 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
         let (mean, _) = set.encode(xb, b)?;
         let y: Vec<f32> = to_8bit(&set.decode(&mean, b)?).collect();
         sq += y.iter().zip(xb).map(|(a, b)| ((a - b) as f64 / 2.0).powi(2)).sum::<f64>();
+        recon.extend(y);
     }
     let recon_psnr_db = -10.0 * (sq / x.len() as f64).max(1e-12).log10();
+    let recon = Tensor::f_from_slice(&recon).map_err(torch_err("reconstructions"))?.view_as(&test);
+    let recon_vs_test = Some(dist(&model.embed(&recon).0, &f_test)?);
 
     let vae = set.manifest().vae.as_ref().ok_or_else(|| Error::invalid("model set has no VAE"))?;
     let report = PriorReport {
@@ -706,9 +844,11 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
         prior: vae.prior,
         count: cfg.count,
         seed: cfg.seed,
+        temperature: cfg.temperature,
         fid_over_floor: generated_vs_test.fid / train_vs_test.fid.max(1e-12),
         generated_vs_test,
         train_vs_test,
+        generated_vs_train,
         confident_fraction,
         test_confident_fraction,
         mean_max_probability,
@@ -717,6 +857,7 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
         class_entropy_bits,
         test_class_fractions,
         recon_psnr_db,
+        recon_vs_test,
         generate_s,
         ms_per_image: 1e3 * generate_s / cfg.count as f64,
         total_s: start.elapsed().as_secs_f64(),
@@ -725,4 +866,45 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
         write_json(path, &report)?;
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The rescaled latent: the encoder's mean is z / s and its variance var / s^2, the decoder of u is the
+    /// old decoder of s u, so encoding then decoding an image gives the same image; refused for a spatial
+    /// latent or the wrong number of values.
+    #[test]
+    fn rescale_latent_keeps_the_round_trip_and_divides_the_latent() {
+        tch::manual_seed(3);
+        let arch = VaeArch::tiny_dense();
+        let mut vs = nn::VarStore::new(Device::Cpu);
+        let model = Vae::new(&vs.root(), &arch).unwrap();
+        let x = Tensor::rand([4, arch.channels, arch.height, arch.width], (Kind::Float, Device::Cpu)) * 2.0 - 1.0;
+        let _guard = tch::no_grad_guard();
+        let (mean0, logvar0) = model.encode(&x);
+        let round0 = model.decode(&mean0);
+        let d = arch.latent_channels as usize;
+        let s: Vec<f32> = (0..d).map(|i| 0.5 + 0.7 * i as f32).collect();
+        let st = Tensor::from_slice(&s).view([1, d as i64, 1, 1]);
+        let probe = Tensor::randn([3, d as i64, 1, 1], (Kind::Float, Device::Cpu));
+        let dec0 = model.decode(&(&probe * &st));
+
+        let mut weights = weights_of(&vs).unwrap();
+        rescale_latent(&arch, &mut weights, &s).unwrap();
+        load_weights(&mut vs, &weights).unwrap();
+        let (mean1, logvar1) = model.encode(&x);
+        let close = |a: &Tensor, b: &Tensor| {
+            let v = |t: &Tensor| Vec::<f32>::try_from(&t.reshape([-1])).unwrap();
+            max_abs_diff(&v(a), &v(b)) < 1e-4
+        };
+        assert!(close(&mean1, &(&mean0 / &st)), "mean / s");
+        assert!(close(&logvar1, &(&logvar0 - st.log() * 2.0)), "logvar - 2 ln s");
+        assert!(close(&model.decode(&mean1), &round0), "encode then decode unchanged");
+        assert!(close(&model.decode(&probe), &dec0), "decoder of u = old decoder of s u");
+
+        assert!(rescale_latent(&arch, &mut weights, &s[1..]).is_err());
+        assert!(rescale_latent(&VaeArch::tiny(), &mut weights, &s).is_err());
+    }
 }
