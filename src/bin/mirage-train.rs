@@ -524,7 +524,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
         Command::Vae { command: VaeCommand::Export(a) } => {
             mirage::train::set_threads(a.threads)?;
             let prior = a.sampleable_prior.then_some(mirage::manifest::Prior::Sampleable);
-            let m = vae_run::export_checkpoint_fitted(
+            let m = vae_run::export_checkpoint(
                 &a.ckpt,
                 &a.out,
                 &a.name,

@@ -462,33 +462,6 @@ fn data_description(a: &VaeArch, cfg: &TrainConfig) -> String {
 /// The largest ONNX-vs-tch difference an export accepts (f32 convolutions summed in another order).
 pub const PARITY_TOLERANCE: f32 = 1e-4;
 
-/// `mirage-train vae export`: checkpoint -> model set `out` (ONNX files + manifest named `name`). The
-/// manifest's `training` field records the checkpoint's state, the evaluation in `eval_json` when given,
-/// and — unless `skip_parity` — the measured ONNX Runtime vs tch parity, which must be within
-/// [`PARITY_TOLERANCE`].
-pub fn export_checkpoint(
-    ckpt: &Path,
-    out: &Path,
-    name: &str,
-    eval_json: Option<&Path>,
-    skip_parity: bool,
-) -> Result<Manifest> {
-    export_checkpoint_with_prior(ckpt, out, name, eval_json, skip_parity, None)
-}
-
-/// [`export_checkpoint`], recording `prior` in the manifest (`vae.prior`; see
-/// [`crate::manifest::VaeSpec::prior`]).
-pub fn export_checkpoint_with_prior(
-    ckpt: &Path,
-    out: &Path,
-    name: &str,
-    eval_json: Option<&Path>,
-    skip_parity: bool,
-    prior: Option<crate::manifest::Prior>,
-) -> Result<Manifest> {
-    export_checkpoint_fitted(ckpt, out, name, eval_json, skip_parity, prior, None)
-}
-
 /// The spread of a dense VAE's aggregate posterior (the encoder's q(z|x) averaged over images), per latent
 /// dimension: s_i = sqrt(E_x[mean_i(x)^2 + var_i(x)]), the zero-mean diagonal Gaussian that matches its
 /// second moments; measured over `images` ([N, C, H, W], model space: the training images).
@@ -560,10 +533,14 @@ pub fn rescale_latent(arch: &VaeArch, weights: &mut Weights, s: &[f32]) -> Resul
     Ok(())
 }
 
-/// [`export_checkpoint_with_prior`]; with `fit` (the training data folder, how many of its images (None =
+/// `mirage-train vae export`: checkpoint -> model set `out` (ONNX files + manifest named `name`). The
+/// manifest's `training` field records the checkpoint's state, the evaluation in `eval_json` when given,
+/// and — unless `skip_parity` — the measured ONNX Runtime vs tch parity, which must be within
+/// [`PARITY_TOLERANCE`]. `prior` goes into the manifest (`vae.prior`; see
+/// [`crate::manifest::VaeSpec::prior`]). With `fit` (the training data folder, how many of its images (None =
 /// all), a temperature t), the latent is first rescaled to t times the aggregate posterior's spread
 /// ([`rescale_latent`]).
-pub fn export_checkpoint_fitted(
+pub fn export_checkpoint(
     ckpt: &Path,
     out: &Path,
     name: &str,
