@@ -383,7 +383,12 @@ impl Runtime {
         provider: Option<Provider>,
     ) -> Result<LoadedSession> {
         match (&self.options.digest_cache_dir, self.cpu_only(provider)) {
-            (Some(dir), true) => crate::session_cache::session(self, dir, source, &cache, what),
+            (Some(dir), true) => {
+                let loaded = crate::session_cache::session(self, dir, source, &cache, what)?;
+                // The line every other path logs (scripts/gpu-check.sh reads the providers from it).
+                log_at!(Level::Info, "{what}: session on {}", loaded.provider().name());
+                Ok(loaded)
+            }
             _ => self.session_from_with(source, what, provider, cache.prepack),
         }
     }
