@@ -534,8 +534,7 @@ impl Runtime {
                 if !ort::ep::TensorRT::is_available().unwrap_or(false) {
                     return Err(TryError::Unavailable("not in this ONNX Runtime build".into()));
                 }
-                let mut ep =
-                    ort::ep::TensorRT::default().with_fp16(self.options.tensorrt_fp16).with_cuda_graph(tune.cuda_graph);
+                let mut ep = ort::ep::TensorRT::default().with_fp16(self.options.tensorrt_fp16);
                 if let Some(dir) = &self.options.tensorrt_cache_dir {
                     let d = dir.display().to_string();
                     ep = ep

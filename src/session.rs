@@ -245,11 +245,14 @@ impl OnnxModel {
                 self.outputs.len()
             )));
         }
-        for shape in out_shapes {
+        // Checked here, so that a failure to bind below can only be the device's.
+        let shapes: Vec<Vec<i64>> =
+            feeds.iter().map(|f| f.shape().to_vec()).chain(out_shapes.iter().cloned()).collect();
+        for shape in &shapes {
             let count =
                 shape.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().and_then(|d| acc.checked_mul(d)));
             if count.is_none_or(|c| c > crate::limits::MAX_CALL_VALUES) {
-                return Err(Error::Inference(format!("{}: cannot bind an output of shape {shape:?}", self.what)));
+                return Err(Error::Inference(format!("{}: cannot bind a tensor of shape {shape:?}", self.what)));
             }
         }
         let mut state = self.lock();
@@ -257,8 +260,6 @@ impl OnnxModel {
         if state.bind_failed {
             return self.run_unlocked(state, feeds);
         }
-        let shapes: Vec<Vec<i64>> =
-            feeds.iter().map(|f| f.shape().to_vec()).chain(out_shapes.iter().cloned()).collect();
         let i = match state.bound.iter().position(|b| b.shapes == shapes) {
             Some(i) => i,
             None => match self.bind(state, shapes) {
@@ -286,15 +287,7 @@ impl OnnxModel {
             None => state.session.run_binding(&bound.binding)?,
         };
         drop(outputs); // they are the bound output tensors
-        bound
-            .outputs
-            .iter_mut()
-            .map(|slot| {
-                let value = slot.fetch()?;
-                let (shape, data) = widened(value)?;
-                Ok(Output { shape, data })
-            })
-            .collect()
+        bound.outputs.iter_mut().map(|slot| output(slot.fetch()?)).collect()
     }
 
     /// [`OnnxModel::run`] with the state already locked.
@@ -312,10 +305,7 @@ impl OnnxModel {
         self.outputs
             .iter()
             .map(|name| {
-                let value =
-                    outputs.get(name).ok_or_else(|| Error::Inference(format!("{}: no output {name:?}", self.what)))?;
-                let (shape, data) = widened(value)?;
-                Ok(Output { shape, data })
+                output(outputs.get(name).ok_or_else(|| Error::Inference(format!("{}: no output {name:?}", self.what)))?)
             })
             .collect()
     }
@@ -440,10 +430,8 @@ struct Slot {
 }
 
 impl Slot {
+    /// `shape` has no negative dimension (checked by [`OnnxModel::run_bound`]).
     fn new(device: &Device, ty: TensorElementType, shape: &[i64]) -> Result<Slot> {
-        if shape.iter().any(|&d| d < 0) {
-            return Err(Error::Inference(format!("cannot bind a tensor of shape {shape:?}")));
-        }
         let dims: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
         let on_device = DynTensor::new(&device.on_device, ty, dims.clone())?;
         let host = device.host.as_ref().map(|a| DynTensor::new(a, ty, dims)).transpose()?;
@@ -493,9 +481,7 @@ fn no_graph() -> Result<ort::session::RunOptions> {
 }
 
 /// An output's values as f32 (a float16 export's widened), with its shape.
-fn widened<T: ort::value::TensorValueTypeMarker + ?Sized>(
-    value: &ort::value::Value<T>,
-) -> Result<(Vec<usize>, Vec<f32>)> {
+fn output<T: ort::value::TensorValueTypeMarker + ?Sized>(value: &ort::value::Value<T>) -> Result<Output> {
     let (shape, data) = match value.try_extract_tensor::<f32>() {
         Ok((shape, data)) => (shape, data.to_vec()),
         Err(_) => {
@@ -504,7 +490,7 @@ fn widened<T: ort::value::TensorValueTypeMarker + ?Sized>(
             (shape, data.iter().map(|v| v.to_f32()).collect())
         }
     };
-    Ok((shape.iter().map(|&d| d.max(0) as usize).collect(), data))
+    Ok(Output { shape: shape.iter().map(|&d| d.max(0) as usize).collect(), data })
 }
 
 impl Feed {

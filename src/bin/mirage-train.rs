@@ -483,7 +483,7 @@ struct ExportArgs {
     /// With --fit-prior-scale: widen (or narrow) the fitted spread by this factor, so that N(0, I) in the
     /// exported latent is N(0, (t s)^2) of the trained one (chosen by `eval prior --temperature`'s FID against
     /// training images).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, requires = "fit_prior_scale")]
     prior_temperature: f32,
     #[arg(long, default_value_t = TrainConfig::default().threads)]
     threads: usize,
@@ -531,7 +531,7 @@ fn run(cli: Cli) -> mirage::Result<()> {
                 a.eval.as_deref(),
                 a.skip_parity,
                 prior,
-                a.fit_prior_scale.as_deref().map(|d| (d, None, a.prior_temperature)),
+                a.fit_prior_scale.as_deref().map(|d| (d, a.prior_temperature)),
             )?;
             let parity = m.training.get("parity_max_abs_diff").map(|p| format!(", parity {p}")).unwrap_or_default();
             println!("exported model set {:?} to {}{parity}", m.name, a.out.display());

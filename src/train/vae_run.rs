@@ -537,8 +537,8 @@ pub fn rescale_latent(arch: &VaeArch, weights: &mut Weights, s: &[f32]) -> Resul
 /// manifest's `training` field records the checkpoint's state, the evaluation in `eval_json` when given,
 /// and — unless `skip_parity` — the measured ONNX Runtime vs tch parity, which must be within
 /// [`PARITY_TOLERANCE`]. `prior` goes into the manifest (`vae.prior`; see
-/// [`crate::manifest::VaeSpec::prior`]). With `fit` (the training data folder, how many of its images (None =
-/// all), a temperature t), the latent is first rescaled to t times the aggregate posterior's spread
+/// [`crate::manifest::VaeSpec::prior`]). With `fit` (the training data folder and a temperature t), the latent
+/// is first rescaled to t times the aggregate posterior's spread over those training images
 /// ([`rescale_latent`]).
 pub fn export_checkpoint(
     ckpt: &Path,
@@ -547,19 +547,19 @@ pub fn export_checkpoint(
     eval_json: Option<&Path>,
     skip_parity: bool,
     prior: Option<crate::manifest::Prior>,
-    fit: Option<(&Path, Option<usize>, f32)>,
+    fit: Option<(&Path, f32)>,
 ) -> Result<Manifest> {
     let device = Device::Cpu;
     let (mut vs, model, state) = load_checkpoint(ckpt, device)?;
     let mut weights = weights_of(&vs)?;
     let mut rescale = serde_json::Value::Null;
-    if let Some((dir, limit, t)) = fit {
+    if let Some((dir, t)) = fit {
         if !(t.is_finite() && t > 0.0 && t <= 4.0) {
             return Err(Error::invalid(format!("--prior-temperature is {t}: give a value in (0, 4]")));
         }
         let a = &state.arch;
         let shape = [a.channels, a.height, a.width];
-        let train = data::load_for_shape(dir, Split::Train, limit, shape, &state.config.emoji.version()?)?.data;
+        let train = data::load_for_shape(dir, Split::Train, None, shape, &state.config.emoji.version()?)?.data;
         let fitted = aggregate_posterior_std(&model, &train.images)?;
         let s: Vec<f32> = fitted.iter().map(|v| v * t).collect();
         rescale_latent(&model.arch, &mut weights, &s)?;
@@ -568,7 +568,7 @@ pub fn export_checkpoint(
         rescale = serde_json::json!({
             "what": "latent u = z / s per dimension, s = temperature x the aggregate posterior's spread \
                      sqrt(E[mean^2 + var]) over the training images",
-            "images": limit.map_or(serde_json::Value::from("all"), serde_json::Value::from),
+            "images": "all",
             "temperature": t,
             "fitted_spread": fitted,
             "s": s,
