@@ -114,7 +114,11 @@ pub fn prompt_cache_dir() -> Option<&'static Path> {
 
 /// The loaded ONNX Runtime.
 pub struct Runtime {
-    env: ort::environment::Environment,
+    /// ONNX Runtime's environment: made by [`init`], or on a thread of its own after [`start`] (see there);
+    /// [`Runtime::env`] waits for it.
+    env: OnceLock<std::result::Result<ort::environment::Environment, String>>,
+    /// The thread making `env` after [`start`], until somebody waits for it.
+    pending: Mutex<Option<std::thread::JoinHandle<std::result::Result<ort::environment::Environment, String>>>>,
     options: RuntimeOptions,
     library: PathBuf,
 }
@@ -125,10 +129,30 @@ static INIT_LOCK: Mutex<()> = Mutex::new(());
 /// Initialises the process-wide runtime. Calling it again with the same options returns the same runtime;
 /// with other options it is an error (ONNX Runtime cannot be reloaded in one process).
 pub fn init(options: &RuntimeOptions) -> Result<&'static Runtime> {
+    open(options, false)
+}
+
+/// [`init`] that returns once the library is loaded, with ONNX Runtime's environment still being made on a
+/// thread of its own (about 20 ms of one core on the CI machine: mostly registering its operator schemas), so
+/// that what a start does next without ONNX Runtime (reading manifests, checking digests, building a
+/// tokenizer, mapping cached graphs) runs beside it. Sessions wait for the environment; an error making it
+/// is theirs to return.
+///
+/// Only for a program that ends with `_exit`, not `exit` (the CLI): the C++ destructors `exit` runs would
+/// pull ONNX Runtime's statics from under that thread if the program ended before it did. Hosts, which may
+/// exit or unload mirage at any time, get [`init`].
+pub fn start(options: &RuntimeOptions) -> Result<&'static Runtime> {
+    open(options, true)
+}
+
+fn open(options: &RuntimeOptions, background: bool) -> Result<&'static Runtime> {
     options.validate()?;
     let _guard = INIT_LOCK.lock().unwrap_or_else(|p| p.into_inner());
     if let Some(rt) = RUNTIME.get() {
         if rt.options == *options {
+            if !background {
+                rt.env()?;
+            }
             return Ok(rt);
         }
         return Err(Error::RuntimeAlreadyInitialised(format!(
@@ -137,6 +161,33 @@ pub fn init(options: &RuntimeOptions) -> Result<&'static Runtime> {
         )));
     }
     let library = load_library(options.ort_library.as_deref())?;
+    let pending = if background {
+        match std::thread::Builder::new().name("mirage-ort-env".into()).spawn(make_env) {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                log_at!(Level::Debug, "no thread for ONNX Runtime's environment ({e}): it is made when first needed");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    log_at!(Level::Info, "ONNX Runtime loaded from {}", library.display());
+    let rt = RUNTIME.get_or_init(|| Runtime {
+        env: OnceLock::new(),
+        pending: Mutex::new(pending),
+        options: options.clone(),
+        library,
+    });
+    if !background {
+        rt.env()?;
+    }
+    Ok(rt)
+}
+
+/// ONNX Runtime's environment, with mirage's logger.
+fn make_env() -> std::result::Result<ort::environment::Environment, String> {
+    let t = std::time::Instant::now();
     let logger: ort::logging::LoggerFunction = std::sync::Arc::new(|level, category, _id, _loc, msg| {
         // The session cache saves optimized graphs on purpose, keyed by this CPU (crate::session_cache): ONNX
         // Runtime's warning that such a graph is hardware-specific is expected, not news for the host.
@@ -156,9 +207,9 @@ pub fn init(options: &RuntimeOptions) -> Result<&'static Runtime> {
         .with_name("mirage")
         .with_logger(logger)
         .build()
-        .map_err(|e| Error::RuntimeLoad(format!("creating the ONNX Runtime environment failed: {e}")))?;
-    log_at!(Level::Info, "ONNX Runtime loaded from {}", library.display());
-    Ok(RUNTIME.get_or_init(|| Runtime { env, options: options.clone(), library }))
+        .map_err(|e| format!("creating the ONNX Runtime environment failed: {e}"));
+    log_at!(Level::Debug, "ONNX Runtime environment made in {} ms", t.elapsed().as_millis());
+    env
 }
 
 /// The process-wide runtime, initialised with default options if nobody did it first.
@@ -313,6 +364,20 @@ impl std::ops::DerefMut for LoadedSession {
 }
 
 impl Runtime {
+    /// ONNX Runtime's environment: waits for the thread making it after [`start`].
+    fn env(&self) -> Result<&ort::environment::Environment> {
+        let made = self.env.get_or_init(|| {
+            let pending = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            match pending {
+                Some(thread) => {
+                    thread.join().unwrap_or_else(|_| Err("making ONNX Runtime's environment panicked".into()))
+                }
+                None => make_env(),
+            }
+        });
+        made.as_ref().map_err(|e| Error::RuntimeLoad(e.clone()))
+    }
+
     /// The path libonnxruntime was loaded from.
     pub fn library(&self) -> &Path {
         &self.library
@@ -494,7 +559,8 @@ impl Runtime {
         let be = |e: ort::Error<SessionBuilder>| {
             TryError::Model(Error::InvalidModel(format!("{what}: {}", crate::limits::clip(&e.to_string()))))
         };
-        let mut b = Session::builder(&self.env).map_err(|e| TryError::Model(Error::Inference(e.to_string())))?;
+        let mut b = Session::builder(self.env().map_err(TryError::Model)?)
+            .map_err(|e| TryError::Model(Error::Inference(e.to_string())))?;
         let level = if tune.preoptimized {
             GraphOptimizationLevel::Disable
         } else if tune.basic {

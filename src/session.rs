@@ -61,9 +61,10 @@ impl OnnxModel {
     /// refused here than failing obscurely at its first run. With `shapes` (inputs, then outputs; -1 = any
     /// size) every declared tensor must also be f32 of that rank, with each dimension the model fixes equal to
     /// the declared one (a model that fixes what is declared dynamic, e.g. a batch of 1, is refused too).
-    /// The session of `source` (bytes, or a file ONNX Runtime reads itself, whose contents the caller vouches
-    /// for), as [`OnnxModel::create_verified`] makes it: with `cache` (the digest the contents were verified
-    /// against), through the session cache.
+    ///
+    /// `source`: bytes, or a file ONNX Runtime reads itself, whose contents the caller vouches for. With `cache`
+    /// (the digest the contents were verified against) the optimized graph may come from the session cache
+    /// ([`crate::session_cache`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn create_from(
         source: runtime::ModelSource,
@@ -79,27 +80,6 @@ impl OnnxModel {
         let loaded = match cache {
             Some(cache) => rt.session_cached(source, cache, &what, provider)?,
             None => rt.session_from(source, &what, provider)?,
-        };
-        Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
-    }
-
-    /// With `sha256`, the digest the caller verified the bytes against, their optimized graph may come from the
-    /// session cache ([`crate::session_cache`]).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn create_verified(
-        bytes: &[u8],
-        sha256: Option<&str>,
-        what: String,
-        provider: Option<Provider>,
-        inputs: Vec<String>,
-        outputs: Vec<String>,
-        shapes: Option<(Shapes, Shapes)>,
-        declared_by: &str,
-    ) -> Result<OnnxModel> {
-        let rt = runtime::global()?;
-        let loaded = match sha256 {
-            Some(sha) => rt.session_verified(bytes, sha, &what, provider)?,
-            None => rt.session(bytes, &what, provider)?,
         };
         Self::checked(loaded, what, Some((inputs, outputs)), shapes, declared_by)
     }

@@ -625,7 +625,9 @@ impl TextEncoder {
             Feed::I64 { shape: shape.clone(), data: input_ids }, // input_ids [B, L]
             Feed::I64 { shape, data: mask },                     // attention_mask [B, L]
         ];
+        let t = std::time::Instant::now();
         let mut outputs = self.model.run(feeds)?.into_iter();
+        log_at!(Level::Debug, "text encoder: {b} prompt(s) encoded in {:.1} ms", t.elapsed().as_secs_f64() * 1e3);
         // The descriptor's outputs, in order (checked at open): token_embeddings, sentence_embedding.
         let mut take = |name: &str, want: Vec<usize>| -> Result<Vec<f32>> {
             let o = outputs.next().ok_or_else(|| Error::Inference(format!("text encoder: no output {name:?}")))?;

@@ -12,7 +12,7 @@ use std::ptr::{null, null_mut};
 use mirage::capi::*;
 use mirage::export::vae::{write_random_set, VaeArch, ENCODER_FILE};
 
-use crate::util::{compile, run, tiny_diffusion_set, tiny_set, Lang};
+use crate::util::{compile, run, run_env, tiny_diffusion_set, tiny_set, Lang};
 
 fn last_error() -> String {
     // SAFETY: a NULL buffer with len 0 is allowed; the second call gets a buffer of the reported size.
@@ -469,6 +469,11 @@ pub(crate) fn valgrind_wanted() -> bool {
 /// definitely lost, anywhere (tests/c/valgrind.supp silences two reports inside ld.so and ONNX Runtime).
 /// Returns what the program and valgrind printed.
 pub(crate) fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) -> String {
+    assert_valgrind_clean_env(exe, args, &[])
+}
+
+/// [`assert_valgrind_clean`] with these environment variables set for the program.
+pub(crate) fn assert_valgrind_clean_env(exe: &Path, args: &[&OsStr], envs: &[(&str, &str)]) -> String {
     let supp = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/c/valgrind.supp");
     let supp = format!("--suppressions={}", supp.display());
     let mut all = vec![
@@ -480,7 +485,7 @@ pub(crate) fn assert_valgrind_clean(exe: &Path, args: &[&OsStr]) -> String {
         exe.as_os_str(),
     ];
     all.extend_from_slice(args);
-    let (ok, text) = run(Path::new("valgrind"), &all);
+    let (ok, text) = run_env(Path::new("valgrind"), &all, envs);
     assert!(ok, "valgrind reported errors:\n{text}");
     text
 }

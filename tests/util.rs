@@ -95,8 +95,14 @@ pub fn compile(lang: Lang, sources: &[PathBuf], out: &Path, extra: &[&str]) {
 
 /// Runs `program` with `args`; returns whether it exited 0, and its stdout and stderr together.
 pub fn run(program: &Path, args: &[&std::ffi::OsStr]) -> (bool, String) {
+    run_env(program, args, &[])
+}
+
+/// [`run`] with these environment variables set as well.
+pub fn run_env(program: &Path, args: &[&std::ffi::OsStr], envs: &[(&str, &str)]) -> (bool, String) {
     let output = std::process::Command::new(program)
         .args(args)
+        .envs(envs.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e}", program.display()));
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
