@@ -25,9 +25,12 @@ static LOGGER: RwLock<Logger> = RwLock::new(Logger { sink: None, min: Level::War
 
 /// Installs a sink (None = stderr) and the lowest level that reaches it.
 pub fn set_sink(sink: Option<Sink>, min: Level) {
-    let mut l = LOGGER.write().unwrap_or_else(|p| p.into_inner());
-    l.sink = sink;
-    l.min = min;
+    {
+        let mut l = LOGGER.write().unwrap_or_else(|p| p.into_inner());
+        l.sink = sink;
+        l.min = min;
+    }
+    crate::runtime::sync_log_level();
 }
 
 /// Whether a line of this level would be delivered.

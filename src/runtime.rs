@@ -207,9 +207,32 @@ fn make_env() -> std::result::Result<ort::environment::Environment, String> {
         .with_name("mirage")
         .with_logger(logger)
         .build()
-        .map_err(|e| format!("creating the ONNX Runtime environment failed: {e}"));
+        .map_err(|e| format!("creating the ONNX Runtime environment failed: {e}"))?;
+    env.set_log_level(ort_log_level());
     log_at!(Level::Debug, "ONNX Runtime environment made in {} ms", t.elapsed().as_millis());
-    env
+    Ok(env)
+}
+
+/// The lowest level of ONNX Runtime's lines that mirage's log would deliver: ONNX Runtime formats every line
+/// at or above its environment's level and hands it to the logger, so a level below what is delivered only
+/// costs. (ort makes the environment at VERBOSE: the text encoder's session then took 25-27 ms, formatting
+/// lines nobody read; see docs/startup.md.)
+fn ort_log_level() -> ort::logging::LogLevel {
+    if crate::log::enabled(Level::Debug) {
+        ort::logging::LogLevel::Info // Info lines are delivered at Debug (see the logger)
+    } else if crate::log::enabled(Level::Warn) {
+        ort::logging::LogLevel::Warning
+    } else {
+        ort::logging::LogLevel::Error
+    }
+}
+
+/// Tells ONNX Runtime's environment, once made, the lowest level mirage's log now delivers ([`crate::log`]
+/// calls it when its sink changes). Sessions made afterwards log at that level.
+pub(crate) fn sync_log_level() {
+    if let Some(Ok(env)) = RUNTIME.get().and_then(|rt| rt.env.get()) {
+        env.set_log_level(ort_log_level());
+    }
 }
 
 /// The process-wide runtime, initialised with default options if nobody did it first.
