@@ -153,6 +153,38 @@ impl Drop for Mapped {
     }
 }
 
+/// Test hook (cargo feature `test-panic`, which only the tests enable; a no-op otherwise): called where a load
+/// relied on a file staying unchanged and checks that it did. With `MIRAGE_TEST_CHANGE_AFTER_LOAD=SUFFIX` (or
+/// `SUFFIX:corrupt`) set, a `path` ending with SUFFIX is rewritten in place, as another process could while
+/// mirage loaded it: the same bytes (a new modification time) or one byte flipped. In place, with the same
+/// length, so that a mapping of the file stays valid.
+#[cfg(feature = "test-panic")]
+pub(crate) fn test_change_after_load(path: &Path) {
+    use std::io::Write;
+    let Some(spec) = std::env::var_os("MIRAGE_TEST_CHANGE_AFTER_LOAD") else { return };
+    let spec = spec.to_string_lossy();
+    let (suffix, corrupt) = match spec.strip_suffix(":corrupt") {
+        Some(s) => (s, true),
+        None => (&*spec, false),
+    };
+    if !path.to_string_lossy().ends_with(suffix) {
+        return;
+    }
+    let mut bytes = std::fs::read(path).expect("test hook: reading the file");
+    if corrupt {
+        let at = bytes.len() / 2;
+        bytes[at] ^= 0x55;
+    }
+    // The modification time must move even within the file system's timestamp granularity.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).expect("test hook: opening the file");
+    f.write_all(&bytes).expect("test hook: rewriting the file");
+}
+
+#[cfg(not(feature = "test-panic"))]
+#[inline(always)]
+pub(crate) fn test_change_after_load(_path: &Path) {}
+
 #[cfg(test)]
 mod tests {
     use super::*;

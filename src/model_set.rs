@@ -82,6 +82,7 @@ fn load_model(files: &Files, spec: &ModelFile, provider: Option<Provider>, tilea
         let path = dir.join(&spec.file);
         if let Some(stamp) = crate::manifest::vouched_stamp(&path, crate::limits::MAX_MODEL_BYTES, &spec.sha256) {
             let model = make_model(ModelSource::File(&path), spec, provider, Some(&spec.sha256), &what)?;
+            crate::files::test_change_after_load(&path);
             if crate::digests::Stamp::of(&path) == Some(stamp) {
                 crate::log_at!(
                     crate::log::Level::Info,

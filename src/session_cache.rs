@@ -112,7 +112,9 @@ pub(crate) fn session(
     let k = key(cache.sha256);
     let (ort_path, digest_path) = (dir.join(format!("{k}.ort")), dir.join(format!("{k}.sha256")));
     if let Some(entry) = read_entry(root, &ort_path, &digest_path) {
-        match rt.cpu_session_in_place(entry.model, what, cache.prepack) {
+        let made = rt.cpu_session_in_place(entry.model, what, cache.prepack);
+        crate::files::test_change_after_load(&ort_path);
+        match made {
             // A mapped entry must still be the inode that was vouched for: one changed in place meanwhile
             // (not by mirage, which only renames new entries over old ones) is optimized again.
             Ok(loaded)

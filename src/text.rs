@@ -381,6 +381,9 @@ impl TextEncoder {
         };
         let enc =
             Self::from_checked(dir, descriptor.clone(), source, &tok_bytes, provider, expected_onnx_sha256, precision)?;
+        if vouched.is_some() {
+            crate::files::test_change_after_load(&onnx_path);
+        }
         let enc = match vouched {
             Some(stamp) if crate::digests::Stamp::of(&onnx_path) != Some(stamp) => {
                 // Changed while ONNX Runtime read it: read and check it here, as without the cache.

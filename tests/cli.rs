@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::util::{mirage_bin, tiny_diffusion_set, tiny_set};
+use crate::util::{mirage_bin, tiny_diffusion_set, tiny_set, tiny_text_set_own_encoder};
 
 fn run(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(mirage_bin()).args(args).output().expect("running mirage");
@@ -429,4 +429,108 @@ fn the_session_cache_gives_the_same_images_and_survives_damage() {
     let blocked = tmp.path().join("blocked");
     std::fs::write(&blocked, b"not a folder").unwrap();
     assert_eq!(gen(blocked.to_str().unwrap(), "blocked.png"), plain);
+}
+
+/// Runs mirage with MIRAGE_TEST_CHANGE_AFTER_LOAD set to `change` (when given: the test hook that rewrites a
+/// file at the moment a load relied on it staying unchanged; the tests' build has it). Returns whether it
+/// succeeded, its stderr, and the PNG it wrote (empty when none).
+fn run_changing(args: &[&str], change: Option<&str>, out: &std::path::Path) -> (bool, String, Vec<u8>) {
+    let _ = std::fs::remove_file(out);
+    let mut cmd = Command::new(mirage_bin());
+    cmd.args(args).arg("-o").arg(out);
+    if let Some(c) = change {
+        cmd.env("MIRAGE_TEST_CHANGE_AFTER_LOAD", c);
+    }
+    let o = cmd.output().expect("running mirage");
+    (o.status.success(), String::from_utf8_lossy(&o.stderr).into(), std::fs::read(out).unwrap_or_default())
+}
+
+/// A model file, or a cached optimized graph, that changes while mirage loads it after the load cache vouched
+/// for it (another process rewriting it: the test hook does it at the moment the load relied on it): the same
+/// bytes give the same image after a warning and a second read (or a new optimization); other bytes are refused
+/// with the digest's message, and nothing crashes.
+#[test]
+fn a_model_file_changed_while_it_loads_is_read_again() {
+    let (tmp, dir) = tiny_diffusion_set();
+    let cache = tmp.path().join("cache");
+    let args = [
+        "-vv",
+        "--digest-cache",
+        cache.to_str().unwrap(),
+        "--provider",
+        "cpu",
+        "generate",
+        "--models",
+        dir.to_str().unwrap(),
+        "--count",
+        "2",
+        "--steps",
+        "3",
+    ];
+    let out = tmp.path().join("out.png");
+    let (ok, err, plain) = run_changing(&args, None, &out);
+    assert!(ok, "{err}");
+    let (ok, err, png) = run_changing(&args, None, &out);
+    assert!(ok && png == plain, "{err}");
+    assert!(err.matches("the file vouched for by the load cache").count() == 3, "{err}");
+    assert!(err.matches("from the session cache (mapped)").count() == 3, "{err}");
+    // The U-Net's file rewritten with its own bytes while its session was made from it.
+    let (ok, err, png) = run_changing(&args, Some("unet.onnx"), &out);
+    assert!(ok && png == plain, "{err}");
+    assert!(err.contains("unet.onnx\": changed while it was loaded; reading it again"), "{err}");
+    // Every cached graph rewritten in place while its session used it: optimized again.
+    let (ok, err, png) = run_changing(&args, Some(".ort"), &out);
+    assert!(ok && png == plain, "{err}");
+    assert_eq!(
+        err.matches("the session cache's entry changed while it was loaded; optimizing again").count(),
+        3,
+        "{err}"
+    );
+    // Other bytes (the file vouched for again first): refused by its sha256, no image.
+    let (ok, err, _) = run_changing(&args, None, &out);
+    assert!(ok, "{err}");
+    let original = std::fs::read(dir.join("unet.onnx")).unwrap();
+    let (ok, err, png) = run_changing(&args, Some("unet.onnx:corrupt"), &out);
+    assert!(!ok && png.is_empty(), "{err}");
+    assert!(err.contains("changed while it was loaded") && err.contains("sha256 mismatch"), "{err}");
+    std::fs::write(dir.join("unet.onnx"), original).unwrap();
+    let (ok, err, png) = run_changing(&args, None, &out);
+    assert!(ok && png == plain, "{err}");
+}
+
+/// The same for the text encoder's model (a copy: the test changes it).
+#[test]
+fn a_text_encoder_changed_while_it_loads_is_read_again() {
+    let (tmp, dir) = tiny_text_set_own_encoder();
+    let cache = tmp.path().join("cache");
+    let args = [
+        "-vv",
+        "--digest-cache",
+        cache.to_str().unwrap(),
+        "--no-prompt-cache",
+        "--provider",
+        "cpu",
+        "generate",
+        "--models",
+        dir.to_str().unwrap(),
+        "--prompt",
+        "a red apple",
+        "--count",
+        "1",
+        "--steps",
+        "2",
+    ];
+    let out = tmp.path().join("out.png");
+    let (ok, err, plain) = run_changing(&args, None, &out);
+    assert!(ok, "{err}");
+    let (ok, err, png) = run_changing(&args, None, &out);
+    assert!(ok && png == plain && err.contains("vouched for by the load cache: read by ONNX Runtime"), "{err}");
+    let (ok, err, png) = run_changing(&args, Some("text_encoder.onnx"), &out);
+    assert!(ok && png == plain, "{err}");
+    assert!(err.contains("text_encoder.onnx\": changed while it was loaded; reading it again"), "{err}");
+    let (ok, err, _) = run_changing(&args, None, &out);
+    assert!(ok, "{err}");
+    let (ok, err, png) = run_changing(&args, Some("text_encoder.onnx:corrupt"), &out);
+    assert!(!ok && png.is_empty(), "{err}");
+    assert!(err.contains("changed while it was loaded") && err.contains("sha256 mismatch"), "{err}");
 }

@@ -141,8 +141,29 @@ pub fn text_encoder_dir() -> PathBuf {
 #[allow(dead_code)]
 pub fn tiny_text_set() -> (tempfile::TempDir, PathBuf) {
     let (tmp, dir) = tiny_set();
-    let enc = text_encoder_dir();
-    let m = mirage::manifest::Manifest::load(&dir).expect("manifest");
+    add_tiny_text_unet(&dir, &text_encoder_dir());
+    (tmp, dir)
+}
+
+/// [`tiny_text_set`] whose text encoder is a copy of [`text_encoder_dir`] in the same temporary directory
+/// (`<tmp>/encoder`), for a test that changes the encoder's files.
+#[allow(dead_code)]
+pub fn tiny_text_set_own_encoder() -> (tempfile::TempDir, PathBuf) {
+    let (tmp, dir) = tiny_set();
+    let enc = tmp.path().join("encoder");
+    std::fs::create_dir(&enc).expect("encoder folder");
+    for e in std::fs::read_dir(text_encoder_dir()).expect("text encoder folder").flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), enc.join(e.file_name())).expect("copying the text encoder");
+        }
+    }
+    add_tiny_text_unet(&dir, &enc);
+    (tmp, dir)
+}
+
+/// Adds a tiny random text-conditioned U-Net to the set in `dir`, conditioned on the encoder in `enc`.
+fn add_tiny_text_unet(dir: &Path, enc: &Path) {
+    let m = mirage::manifest::Manifest::load(dir).expect("manifest");
     let [c, h, w] = m.vae.expect("vae").latent_shape;
     let arch = mirage::export::unet::UNetArch::tiny_text(c as i64, h as i64, w as i64, 384, 8);
     let onnx = std::fs::read(enc.join("text_encoder.onnx")).expect("encoder onnx");
@@ -153,8 +174,7 @@ pub fn tiny_text_set() -> (tempfile::TempDir, PathBuf) {
         tokens: 8,
         guidance: 2.5,
     };
-    mirage::export::unet::add_random_unet_with_text(&dir, &arch, 77, Some(spec)).expect("writing the tiny text U-Net");
-    (tmp, dir)
+    mirage::export::unet::add_random_unet_with_text(dir, &arch, 77, Some(spec)).expect("writing the tiny text U-Net");
 }
 
 /// Runs the built `mirage-train` with `args`; panics with its output unless it succeeds; returns its stdout.
