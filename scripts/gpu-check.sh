@@ -279,7 +279,8 @@ def pick_models():
 
 # ---------------------------------------------------------------- the runs
 def probe(p, models):
-    strict = run([MIRAGE, "-v", "--provider", p, "--strict", "info", "--models", models], 120)
+    # --no-prompt-cache: with it a CPU set defers its text encoder's session, which would then not be listed.
+    strict = run([MIRAGE, "-v", "--no-prompt-cache", "--provider", p, "--strict", "info", "--models", models], 120)
     r = {"strict": {"cmd": strict["cmd"], "rc": strict["rc"], "wall_s": strict["wall_s"]}, "sessions": sessions(strict)}
     m = re.search(r"^  providers in this build: (.+)$", strict["stdout"], re.M)
     r["providers_in_build"] = m.group(1) if m else None
@@ -289,7 +290,7 @@ def probe(p, models):
     r["available"] = strict["rc"] == 0 and all(v == p for v in r["sessions"].values()) and bool(r["sessions"])
     if strict["rc"] != 0:
         r["strict"]["error"] = one_line(last_error(strict), 700)
-        loose = run([MIRAGE, "-v", "--provider", p, "info", "--models", models], 120)
+        loose = run([MIRAGE, "-v", "--no-prompt-cache", "--provider", p, "info", "--models", models], 120)
         r["fallback"] = {"cmd": loose["cmd"], "rc": loose["rc"], "sessions": sessions(loose),
                          "warnings": fallback_warnings(loose)}
     r["_raw"] = {"strict_stderr_tail": strict["stderr"][-3000:]}
