@@ -215,8 +215,8 @@ fn make_env() -> std::result::Result<ort::environment::Environment, String> {
 
 /// The lowest level of ONNX Runtime's lines that mirage's log would deliver: ONNX Runtime formats every line
 /// at or above its environment's level and hands it to the logger, so a level below what is delivered only
-/// costs. (ort makes the environment at VERBOSE: the text encoder's session then took 25-27 ms, formatting
-/// lines nobody read; see docs/startup.md.)
+/// costs (ort makes the environment at VERBOSE, so every session's creation formatted its verbose lines for
+/// the logger to drop: about 1 % of the text encoder's load thread in `perf`).
 fn ort_log_level() -> ort::logging::LogLevel {
     if crate::log::enabled(Level::Debug) {
         ort::logging::LogLevel::Info // Info lines are delivered at Debug (see the logger)

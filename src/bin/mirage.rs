@@ -534,7 +534,7 @@ fn main() -> ExitCode {
     }
     // The work is done and every output written (files are written and closed inside `run`). Dropping the model
     // sets and running ONNX Runtime's C++ destructors would only give memory back to a process that is ending:
-    // about 14 ms of a 1-step generation's 100 on the CI machine (scripts/coldstart.sh). The kernel frees it all.
+    // about 14 ms of a 1-step generation's 100 on a 2-core machine (docs/startup.md). The kernel frees it all.
     // MIRAGE_CLI_TEARDOWN=1 tears down instead (the valgrind tests, to check that path).
     use std::io::Write;
     let _ = std::io::stdout().flush();
