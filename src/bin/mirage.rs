@@ -584,8 +584,9 @@ fn run(cli: Cli) -> Result<()> {
     let precision = mirage::text::Precision::parse(&cli.rt.precision).map_err(|e| e.prefixed("--precision: "))?;
     let _ = PRECISION.set(precision);
     // Without the teardown, the process ends with _exit: the runtime may make its environment beside what
-    // comes next (see runtime::start).
-    if TEARDOWN.get().copied().unwrap_or(true) {
+    // comes next (see runtime::start). Not for `bench`, whose open-to-first-image figure is a host's (whose
+    // `mirage_init_runtime` makes the environment before any context).
+    if TEARDOWN.get().copied().unwrap_or(true) || matches!(cli.cmd, Cmd::Bench { .. }) {
         runtime::init(&options)?;
     } else {
         runtime::start(&options)?;
