@@ -62,6 +62,7 @@ import gzip
 import hashlib
 import inspect
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -1206,6 +1207,24 @@ def stage_pipelines(args, work):
 # ----------------------------------------------------------------------------------------------
 
 
+def dedupe_folders(root: Path = OUT, min_bytes: int = 64 * 1024):
+    """Replaces each model folder's file that is byte for byte one of an earlier folder's (sorted order) by a
+    relative symlink to it: the five CLIP vocabularies and merges and the shared encoders and VAEs were 16.7 MB
+    of copies in the working tree, which must stay under the device machine's 64 MiB. mirage follows links."""
+    first = {}
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink() and p.parent != REF):
+        if f.stat().st_size < min_bytes:
+            continue
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        if digest not in first:
+            first[digest] = f
+            continue
+        target = os.path.relpath(first[digest], f.parent)
+        f.unlink()
+        f.symlink_to(target)
+        log(f"{f.relative_to(root)} -> {target}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--only", default="tokens,schedulers,models,embeddings,pipelines")
@@ -1226,6 +1245,7 @@ def main():
         {"tokens": stage_tokens, "schedulers": stage_schedulers, "models": stage_models,
          "embeddings": stage_embeddings, "pipelines": stage_pipelines}[stage](args, work)
         log(f"[{stage}: {time.time() - t:.1f}s]")
+    dedupe_folders()
     log(f"done in {time.time() - t0:.1f}s")
 
 
