@@ -53,3 +53,6 @@ mod gameloop;
 mod capi_text;
 // include/mirage.h: freshness against cbindgen, version macros, strict C and C++ builds, the C++ wrapper.
 mod header;
+
+// The repository itself: the working tree's size against the device machine's limit.
+mod repo;
