@@ -357,6 +357,30 @@ pub fn vouched_stamp(path: &Path, max_bytes: u64, sha256: &str) -> Option<crate:
     crate::digests::lookup(dir, path, &st).is_some_and(|d| d.eq_ignore_ascii_case(sha256)).then_some(st)
 }
 
+/// `make(ModelSource::File(path))` when the load cache vouches for `path` ([`vouched_stamp`]): mirage does not
+/// read the file itself (ONNX Runtime does, or uses the session cache's graph of it), and checks once `make`
+/// is done that it is still the file vouched for. None when it is not vouched for, or changed meanwhile (with a
+/// warning): the caller then reads and checks it, as without the cache.
+pub(crate) fn make_from_vouched<T>(
+    path: &Path,
+    max_bytes: u64,
+    sha256: &str,
+    make: impl FnOnce(crate::runtime::ModelSource) -> Result<T>,
+) -> Result<Option<T>> {
+    let Some(stamp) = vouched_stamp(path, max_bytes, sha256) else { return Ok(None) };
+    let made = make(crate::runtime::ModelSource::File(path))?;
+    crate::files::test_change_after_load(path);
+    if crate::digests::Stamp::of(path) == Some(stamp) {
+        return Ok(Some(made));
+    }
+    crate::log_at!(
+        crate::log::Level::Warn,
+        "{}: changed while it was loaded; reading it again",
+        crate::limits::quote_path(path)
+    );
+    Ok(None)
+}
+
 /// Deserialises any JSON and refuses an object that names one key twice, at any depth.
 struct NoDuplicateKeys;
 

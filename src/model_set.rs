@@ -79,24 +79,15 @@ fn load_model(files: &Files, spec: &ModelFile, provider: Option<Provider>, tilea
     // reads the file itself (the U-Net's 8 MB read took 4-13 ms of a start's main thread). It must still be
     // that file once the session exists. The tileable rewrite needs the bytes.
     if let (Files::Dir(dir), false) = (files, tileable) {
-        let path = dir.join(&spec.file);
-        if let Some(stamp) = crate::manifest::vouched_stamp(&path, crate::limits::MAX_MODEL_BYTES, &spec.sha256) {
-            let model = make_model(ModelSource::File(&path), spec, provider, Some(&spec.sha256), &what)?;
-            crate::files::test_change_after_load(&path);
-            if crate::digests::Stamp::of(&path) == Some(stamp) {
-                crate::log_at!(
-                    crate::log::Level::Info,
-                    "{what}: the file vouched for by the load cache (read by ONNX Runtime), session made in {:.0} ms",
-                    t.elapsed().as_secs_f64() * 1e3
-                );
-                return Ok(model);
-            }
-            // Changed while ONNX Runtime read it: read and check it here, as without the cache.
+        let make = |source: ModelSource<'_>| make_model(source, spec, provider, Some(&spec.sha256), &what);
+        let limit = crate::limits::MAX_MODEL_BYTES;
+        if let Some(model) = crate::manifest::make_from_vouched(&dir.join(&spec.file), limit, &spec.sha256, make)? {
             crate::log_at!(
-                crate::log::Level::Warn,
-                "{}: changed while it was loaded; reading it again",
-                crate::limits::quote_path(&path)
+                crate::log::Level::Info,
+                "{what}: the file vouched for by the load cache (read by ONNX Runtime), session made in {:.0} ms",
+                t.elapsed().as_secs_f64() * 1e3
             );
+            return Ok(model);
         }
     }
     let bytes = files.model(spec)?;

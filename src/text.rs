@@ -363,44 +363,32 @@ impl TextEncoder {
             }
         };
         let onnx_path = dir.join(file);
-        // A model file the load cache vouches for (its digest recorded, the file unchanged since) is not read
-        // here: ONNX Runtime reads it itself, which saves a copy of its bytes (90 MB at fp32: the peak RSS of
-        // a start) and the time to make it. It must still be that file once the session exists.
-        let vouched = crate::manifest::vouched_stamp(&onnx_path, MAX_MODEL_BYTES, sha);
-        let onnx = match vouched {
-            Some(_) => None,
-            None => Some(read_checked(&onnx_path, MAX_MODEL_BYTES, sha, what, DESCRIPTOR_FILE)?),
-        };
         let tok_path = dir.join(&descriptor.tokenizer_file);
         let tok_bytes =
             read_checked(&tok_path, MAX_TOKENIZER_BYTES, &descriptor.tokenizer_sha256, "tokenizer", DESCRIPTOR_FILE)?;
-        let read = t.elapsed();
-        let source = match &onnx {
-            Some(bytes) => ModelSource::Bytes(bytes),
-            None => ModelSource::File(&onnx_path),
+        let mut read = t.elapsed();
+        let open = |source: ModelSource<'_>| {
+            Self::from_checked(dir, descriptor.clone(), source, &tok_bytes, provider, expected_onnx_sha256, precision)
         };
-        let enc =
-            Self::from_checked(dir, descriptor.clone(), source, &tok_bytes, provider, expected_onnx_sha256, precision)?;
-        if vouched.is_some() {
-            crate::files::test_change_after_load(&onnx_path);
-        }
-        let enc = match vouched {
-            Some(stamp) if crate::digests::Stamp::of(&onnx_path) != Some(stamp) => {
-                // Changed while ONNX Runtime read it: read and check it here, as without the cache.
-                log_at!(Level::Warn, "{}: changed while it was loaded; reading it again", quote_path(&onnx_path));
+        // A model file the load cache vouches for (its digest recorded, the file unchanged since) is not read
+        // here: ONNX Runtime reads it itself, which saves a copy of its bytes (90 MB at fp32: the peak RSS of
+        // a start) and the time to make it.
+        let (enc, onnx_len) = match crate::manifest::make_from_vouched(&onnx_path, MAX_MODEL_BYTES, sha, open)? {
+            Some(enc) => (enc, None),
+            None => {
+                let r = std::time::Instant::now();
                 let bytes = read_checked(&onnx_path, MAX_MODEL_BYTES, sha, what, DESCRIPTOR_FILE)?;
-                let source = ModelSource::Bytes(&bytes);
-                Self::from_checked(dir, descriptor, source, &tok_bytes, provider, expected_onnx_sha256, precision)?
+                read += r.elapsed();
+                (open(ModelSource::Bytes(&bytes))?, Some(bytes.len()))
             }
-            _ => enc,
         };
         crate::log_at!(
             Level::Info,
             "text encoder ({}): {:.1} MB read and checked in {:.0} ms{}, tokenizer and session made in {:.0} ms",
             precision.name(),
-            (onnx.as_ref().map_or(0, Vec::len) + tok_bytes.len()) as f64 / 1e6,
+            (onnx_len.unwrap_or(0) + tok_bytes.len()) as f64 / 1e6,
             read.as_secs_f64() * 1e3,
-            if vouched.is_some() { " (the model vouched for by the load cache: read by ONNX Runtime)" } else { "" },
+            if onnx_len.is_none() { " (the model vouched for by the load cache: read by ONNX Runtime)" } else { "" },
             (t.elapsed() - read).as_secs_f64() * 1e3
         );
         Ok(enc)

@@ -533,6 +533,14 @@ pub fn rescale_latent(arch: &VaeArch, weights: &mut Weights, s: &[f32]) -> Resul
     Ok(())
 }
 
+/// A prior temperature (a factor on the latent's spread) in (0, 4], or an error naming `flag`.
+fn check_temperature(t: f32, flag: &str) -> Result<()> {
+    if t.is_finite() && t > 0.0 && t <= 4.0 {
+        return Ok(());
+    }
+    Err(Error::invalid(format!("{flag} is {t}: give a value in (0, 4]")))
+}
+
 /// `mirage-train vae export`: checkpoint -> model set `out` (ONNX files + manifest named `name`). The
 /// manifest's `training` field records the checkpoint's state, the evaluation in `eval_json` when given,
 /// and — unless `skip_parity` — the measured ONNX Runtime vs tch parity, which must be within
@@ -554,9 +562,7 @@ pub fn export_checkpoint(
     let mut weights = weights_of(&vs)?;
     let mut rescale = serde_json::Value::Null;
     if let Some((dir, t)) = fit {
-        if !(t.is_finite() && t > 0.0 && t <= 4.0) {
-            return Err(Error::invalid(format!("--prior-temperature is {t}: give a value in (0, 4]")));
-        }
+        check_temperature(t, "--prior-temperature")?;
         let a = &state.arch;
         let shape = [a.channels, a.height, a.width];
         let train = data::load_for_shape(dir, Split::Train, None, shape, &state.config.emoji.version()?)?.data;
@@ -757,9 +763,7 @@ pub fn evaluate_prior(cfg: &PriorEvalConfig, json: Option<&Path>) -> Result<Prio
     if cfg.count < 2 {
         return Err(Error::invalid("--count must be at least 2"));
     }
-    if !(cfg.temperature.is_finite() && cfg.temperature > 0.0 && cfg.temperature <= 4.0) {
-        return Err(Error::invalid(format!("--temperature is {}: give a value in (0, 4]", cfg.temperature)));
-    }
+    check_temperature(cfg.temperature, "--temperature")?;
     super::set_threads(cfg.threads)?;
     let start = std::time::Instant::now();
     let (model, _vs, ckpt) = super::classifier::load(&cfg.classifier)?;
